@@ -1,0 +1,91 @@
+"""Label nomenclatures of FLAIR-HUB (DESIGN.md section 3) and what is trained / evaluated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IGNORE_INDEX = 255
+"""Value written into targets for pixels that are neither trained nor evaluated."""
+
+
+@dataclass(frozen=True)
+class LabelLevel:
+    """One nomenclature: class names by value, and which values are trained and scored."""
+
+    names: tuple[str, ...]
+    ignored: frozenset[int]
+    """Values excluded from the loss and from the metrics (mapped to :data:`IGNORE_INDEX`)."""
+
+    @property
+    def num_values(self) -> int:
+        """Number of distinct values that may legally appear on disk."""
+        return len(self.names)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output channels a segmentation head needs (the largest trained value + 1)."""
+        return max(v for v in range(self.num_values) if v not in self.ignored) + 1
+
+    @property
+    def evaluated(self) -> list[int]:
+        return [v for v in range(self.num_values) if v not in self.ignored]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A label raster: one band per level."""
+
+    key: str
+    levels: tuple[LabelLevel, ...]
+
+    def level(self, level: int) -> LabelLevel:
+        if not 1 <= level <= len(self.levels):
+            raise ValueError(f"label set {self.key!r} has levels 1..{len(self.levels)}, got {level}")
+        return self.levels[level - 1]
+
+
+_LC = (
+    "building", "greenhouse", "swimming pool", "impervious surface", "pervious surface", "bare soil",
+    "water", "snow", "herbaceous vegetation", "agricultural land", "plowed land", "vineyard",
+    "deciduous", "coniferous", "brushwood", "clear cut", "ligneous", "mixed", "undefined",
+)
+
+_LPIS_1 = (
+    "grasses", "wheat", "barley", "maize", "other cereals", "rice", "hemp/flax/tobacco", "sunflower",
+    "rapeseed", "other oilseed crops", "soy", "other protein crops", "fodder legumes", "beetroots",
+    "potatoes", "other arable crops", "vineyard", "olive groves", "fruit orchards", "nut orchards",
+    "other permanent crops", "mixed crops", "background",
+)
+
+_LPIS_2 = (
+    "grasses", "wheat", "barley", "maize", "sorghum/millet", "other winter cereals", "other spring cereals",
+    "other cereals", "rice", "hemp/tobacco", "flax", "sunflower", "rapeseed", "other oilseed crops", "soy",
+    "other protein crops", "alfalfa", "other fodder legumes", "beetroots", "potatoes",
+    "fruits and vegetables", "aromatic/medicinal plants", "other arable crops", "vineyard", "olive groves",
+    "fruit orchards", "nut orchards", "lavandin", "other permanent crops", "mixed crops", "background",
+)
+
+_LPIS_3 = (
+    "grasses monoculture", "grasses mixture", "winter wheat", "spring wheat", "winter barley",
+    "spring barley", "maize", "sorghum", "millet/foxtail millet", "winter durum wheat", "winter triticale",
+    "winter oat", "winter rye", "spring oat", "other spring cereals", "other cereals", "rice",
+    "hemp/tobacco", "fiber flax", "other flax", "sunflower", "rapeseed", "mustard", "other oilseed crops",
+    "soy", "spring peas", "winter protein crops", "other protein crops", "alfalfa", "clover",
+    "other fodder legumes", "beetroots", "potatoes", "fruits and vegetables", "aromatic/medicinal plants",
+    "buckwheat", "other arable crops", "vineyard", "olive groves", "fruit orchards", "nut orchards",
+    "lavandin", "berries", "other permanent crops", "mixed crops", "background",
+)
+
+
+def _lpis_level(names: tuple[str, ...]) -> LabelLevel:
+    # "Mixed crops" is an unknown crop, not a class: ignored in loss and metrics.
+    return LabelLevel(names=names, ignored=frozenset({names.index("mixed crops")}))
+
+
+LABEL_SETS: dict[str, LabelSet] = {
+    "lc": LabelSet("lc", (LabelLevel(names=_LC, ignored=frozenset(range(15, 19))),)),
+    "lpis": LabelSet("lpis", tuple(_lpis_level(n) for n in (_LPIS_1, _LPIS_2, _LPIS_3))),
+}
+
+assert [len(level.names) for level in LABEL_SETS["lpis"].levels] == [23, 31, 46]
+assert LABEL_SETS["lc"].level(1).num_classes == 15

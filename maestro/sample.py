@@ -1,0 +1,33 @@
+"""Conventions for one sample, shared by the reader, shards, loaders and models.
+
+A sample is a plain dict so that webdataset, DataLoader collation and Lightning pass it through
+unchanged::
+
+    {
+        "aerial": (C, H, W) array,            # mono-temporal rasters, on-disk band order
+        "s2": (T, C, H, W) array,             # time series, date-major as on disk
+        "s2_mask": (T, 2, H, W) array,        # snow / cloud probability per date
+        "lc": (1, H, W), "lpis": (3, H, W),   # labels, one band per level
+        "dates": {"s2": (T,) int32 YYYYMMDD, "aerial": (1,) ...},
+        "meta": {"patch_id", "domain", "roi", "split",
+                 "rasters": {modality: {"path", "crs", "transform"}}},
+    }
+
+Arrays are numpy in the reader and torch tensors after the loader; keys are modality keys of
+:mod:`maestro.modalities`, so code iterates over them instead of naming sensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DATES = "dates"
+META = "meta"
+RESERVED = frozenset({DATES, META})
+
+Sample = dict[str, Any]
+
+
+def modality_keys(sample: Sample) -> list[str]:
+    """Keys of a sample that hold rasters (everything but dates and metadata)."""
+    return [k for k in sample if k not in RESERVED]
