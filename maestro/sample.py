@@ -13,8 +13,21 @@ unchanged::
                  "rasters": {modality: {"path", "crs", "transform"}}},
     }
 
-Arrays are numpy in the reader and torch tensors after the loader; keys are modality keys of
-:mod:`maestro.modalities`, so code iterates over them instead of naming sensors.
+Keys are modality keys of :mod:`maestro.modalities`, so code iterates over them instead of
+naming sensors.
+
+Preprocessing (``maestro.data.transforms``) turns a raw sample into the *model sample* that
+loaders collate and models consume (collation adds a leading batch dimension B)::
+
+    {
+        "inputs": {modality: float32 (T, C, H, W)},  # every input modality, T = 1 if mono-temporal,
+                                                      # network band order, MAESTRO scaling applied
+        "times":  {modality: float32 (T, 3)},        # [years since the reference (aerial) date,
+                                                      #  day of year 0..365, hour of day 0..23]
+        "valid":  {modality: bool (T,)},             # False where a date is padding
+        "labels": {"lc": int64 (1, H, W), "lpis": int64 (3, H, W)},  # present labels only
+        "meta":   {...},                             # as above (a list of dicts after collation)
+    }
 """
 
 from __future__ import annotations
@@ -23,6 +36,10 @@ from typing import Any
 
 DATES = "dates"
 META = "meta"
+INPUTS = "inputs"
+TIMES = "times"
+VALID = "valid"
+LABELS = "labels"
 RESERVED = frozenset({DATES, META})
 
 Sample = dict[str, Any]
