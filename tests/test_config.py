@@ -1,0 +1,61 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from maestro.config import from_dict, load_config, to_dict
+from maestro.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Optim:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str = "run"
+    mode: Literal["group", "mod"] = "group"
+    steps: int = 10
+    modalities: tuple[str, ...] = ("aerial",)
+    optim: Optim = field(default_factory=Optim)
+    out: Path | None = None
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\noptim:\n  lr: 0.1\nmodalities: [aerial, dem]\n")
+    cfg = load_config(Run, path, ["optim.lr=3e-5", "steps=4", "out=/tmp/x"])
+    assert cfg.name == "a" and cfg.optim.lr == 3e-5 and cfg.steps == 4
+    assert cfg.modalities == ("aerial", "dem") and cfg.out == Path("/tmp/x")
+    assert from_dict(Run, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"stesp": 3}, "unknown key(s) ['stesp']"),
+        ({"optim": {"lr": "fast"}}, "optim.lr: expected a number"),
+        ({"mode": "grup"}, "mode: 'grup' is not one of"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"steps": 1.5}, "steps: expected an integer"),
+        ({"optim": {"betas": [0.9]}}, "optim.betas: expected 2 items"),
+    ],
+)
+def test_bad_configs_fail_with_the_key_path(data, message):
+    with pytest.raises(ConfigError) as info:
+        from_dict(Run, data)
+    assert message in str(info.value)
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(Run, None, ["steps"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Run, tmp_path / "nope.yaml")
