@@ -1,0 +1,74 @@
+"""AdamW + OneCycle as the reference trains MAESTRO (DESIGN.md section 4, "Optimisation")."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    base_lr: float = 3e-5
+    """Learning rate for a global batch of 3; scaled by sqrt(global_batch / 3)."""
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_fraction: float = 0.2
+    start_div: float = 1000.0
+    """Warm-up starts at lr / start_div."""
+    end_fraction: float = 0.0
+    """Final lr as a fraction of the peak: ~0 for pretraining and probing, 0.5 for fine-tuning."""
+
+    def validate(self) -> None:
+        if self.base_lr <= 0:
+            raise ValueError("optim.base_lr must be > 0")
+        if not 0.0 < self.warmup_fraction < 1.0:
+            raise ValueError("optim.warmup_fraction must be in (0, 1)")
+        if not 0.0 <= self.end_fraction < 1.0:
+            raise ValueError("optim.end_fraction must be in [0, 1)")
+        if self.start_div < 1:
+            raise ValueError("optim.start_div must be >= 1")
+
+    def peak_lr(self, global_batch: int) -> float:
+        return self.base_lr * math.sqrt(global_batch / 3)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, embeddings-like 1-D params and learned tokens."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or "token" in name.rsplit(".", 1)[-1]:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    model: nn.Module, config: OptimConfig, global_batch: int, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with a OneCycle schedule stepped every optimizer step."""
+    peak = config.peak_lr(global_batch)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config.weight_decay), lr=peak, betas=config.betas, weight_decay=config.weight_decay
+    )
+    # final lr = peak / (start_div * final_div); ~0 means 1e-4 of the starting lr.
+    final_div = 1e4 if config.end_fraction == 0 else 1.0 / (config.start_div * config.end_fraction)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=peak,
+        total_steps=max(total_steps, 2),
+        pct_start=config.warmup_fraction,
+        anneal_strategy="cos",
+        div_factor=config.start_div,
+        final_div_factor=final_div,
+        cycle_momentum=False,  # keep AdamW's betas as configured; OneCycle would otherwise cycle beta1
+    )
+    return optimizer, scheduler

@@ -1,0 +1,39 @@
+import math
+
+import pytest
+import torch
+
+from maestro.training.optim import OptimConfig, build_optimizer
+
+
+def _lrs(config: OptimConfig, steps: int, global_batch: int = 12) -> list[float]:
+    model = torch.nn.Linear(3, 2)
+    optimizer, scheduler = build_optimizer(model, config, global_batch=global_batch, total_steps=steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_lr_scaling_warmup_and_cosine_to_zero():
+    config = OptimConfig(base_lr=3e-5)
+    lrs = _lrs(config, 100, global_batch=12)
+    peak = 3e-5 * math.sqrt(12 / 3)
+    assert lrs[0] == pytest.approx(peak / 1000)
+    assert max(lrs) == pytest.approx(peak, rel=1e-3)
+    assert lrs.index(max(lrs)) in (19, 20)
+    assert lrs[-1] < peak * 1e-3
+
+
+def test_finetune_schedule_ends_at_half_peak_and_keeps_betas():
+    config = OptimConfig(base_lr=1e-5, end_fraction=0.5)
+    model = torch.nn.Linear(3, 2)
+    optimizer, scheduler = build_optimizer(model, config, global_batch=3, total_steps=50)
+    for _ in range(49):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-5, rel=1e-2)
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.99)
+    assert optimizer.param_groups[1]["weight_decay"] == 0.0  # biases are not decayed
