@@ -1,0 +1,454 @@
+"""FLAIR-HUB reader: one patch -> one sample dict of numpy arrays keyed by modality.
+
+Which patches belong to a split comes from the split CSVs (``{root}/{split_name}/{split}.csv``)
+or, without CSVs, from scanning the folder tree and assigning whole domains to splits. Every
+raster is validated against the registry (band count, size, dtype, CRS, pixel size, values) and
+every time series against its dates table, because a wrong array that loads fine poisons a
+pretraining run silently; each problem is a :class:`~maestro.errors.DataError` naming the patch
+and the file. The sample layout is documented in :mod:`maestro.sample`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+from einops import rearrange
+from rasterio.errors import RasterioError
+
+from maestro.data.layout import CRS, PatchId, dates_table_path, raster_relpath, split_csv_path
+from maestro.data.metadata import read_dates_table
+from maestro.errors import DataError
+from maestro.labels import LABEL_SETS
+from maestro.modalities import Modality, get_modality, resolve
+from maestro.sample import DATES, META, Sample
+
+try:  # GDAL errors surfaced by rasterio outside RasterioError (e.g. CPLE_AppDefinedError on read)
+    from rasterio._err import CPLE_BaseError
+except ImportError:  # pragma: no cover - private module moved
+    CPLE_BaseError = RasterioError
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["raise", "skip"]
+PATCH_ID_COLUMN = "patch_id"
+DEFAULT_SPLIT_NAME = "split_flairhub"
+
+_RASTER_ERRORS = (RasterioError, CPLE_BaseError, OSError)
+_GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+"""ROI folders hold thousands of files: stop GDAL listing them on every open."""
+_PIXEL_SIZE_REL_TOL = 1e-3
+_FOLDER = re.compile(r"^(?P<domain>D\d{3}-[0-9X]{4})_(?P<suffix>.+)$")
+
+
+@dataclass(frozen=True)
+class PatchEntry:
+    """One patch of a split: its id and the raster of each modality it has, relative to the root."""
+
+    patch_id: str
+    paths: Mapping[str, PurePosixPath] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------- rasters
+
+
+def to_sample_layout(array: np.ndarray, modality: Modality) -> np.ndarray:
+    """On-disk (bands, H, W) -> sample layout: time series are date-major, so (T*C) -> (T, C)."""
+    if modality.temporal:
+        return rearrange(array, "(t c) h w -> t c h w", c=modality.num_bands)
+    return array
+
+
+def _check_structure(src: Any, modality: Modality, patch_id: str, path: Path) -> None:
+    """Band count, size and dtype from the header, before any pixel is read."""
+    count = src.count
+    if modality.temporal:
+        if count % modality.num_bands:
+            raise DataError(
+                f"{modality.key}: {count} bands is not a multiple of {modality.num_bands} bands per date "
+                f"({', '.join(modality.bands)})",
+                patch_id=patch_id, path=path,
+            )
+    elif count != modality.num_bands:
+        raise DataError(
+            f"{modality.key}: expected {modality.num_bands} bands ({', '.join(modality.bands)}), got {count}",
+            patch_id=patch_id, path=path,
+        )
+    if (src.height, src.width) != (modality.size_px, modality.size_px):
+        raise DataError(
+            f"{modality.key}: expected {modality.size_px}x{modality.size_px} pixels, got {src.height}x{src.width}",
+            patch_id=patch_id, path=path,
+        )
+    dtypes = set(src.dtypes)
+    if dtypes != {modality.dtype}:
+        raise DataError(
+            f"{modality.key}: expected dtype {modality.dtype}, got {', '.join(sorted(dtypes))}",
+            patch_id=patch_id, path=path,
+        )
+
+
+def _georef(src: Any, modality: Modality, patch_id: str, path: Path) -> dict[str, Any]:
+    """CRS string and affine (a, b, c, d, e, f); a raster in another CRS or resolution is an error
+    because its pixels would not line up with the other modalities of the patch."""
+    if src.crs is None:
+        raise DataError(f"{modality.key}: raster has no CRS, expected {CRS}", patch_id=patch_id, path=path)
+    epsg = src.crs.to_epsg()
+    crs = f"EPSG:{epsg}" if epsg is not None else src.crs.to_string()
+    if crs != CRS:
+        raise DataError(f"{modality.key}: CRS is {crs}, expected {CRS}", patch_id=patch_id, path=path)
+    transform = tuple(float(v) for v in src.transform[:6])
+    a, b, _, d, e, _ = transform
+    size = modality.pixel_size_m
+    square = b == 0.0 and d == 0.0 and e < 0.0
+    if not (square and math.isclose(a, size, rel_tol=_PIXEL_SIZE_REL_TOL)
+            and math.isclose(-e, size, rel_tol=_PIXEL_SIZE_REL_TOL)):
+        raise DataError(
+            f"{modality.key}: transform {transform} is not a north-up grid of {size} m pixels",
+            patch_id=patch_id, path=path,
+        )
+    return {"crs": crs, "transform": transform}
+
+
+def _check_values(array: np.ndarray, modality: Modality, patch_id: str, path: Path) -> None:
+    """Value checks the registry makes possible: finite floats, label and mask ranges."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(np.isnan(array)))
+        raise DataError(
+            f"{modality.key}: {array.size - int(np.count_nonzero(np.isfinite(array)))} non-finite values "
+            f"({bad} NaN)",
+            patch_id=patch_id, path=path,
+        )
+    if modality.label_set is not None:
+        levels = LABEL_SETS[modality.label_set].levels
+        for band, (name, level) in enumerate(zip(modality.bands, levels, strict=True)):
+            top = int(array[band].max())
+            if top >= level.num_values:
+                raise DataError(
+                    f"{modality.key}: band {name} holds value {top}, valid values are 0..{level.num_values - 1}",
+                    patch_id=patch_id, path=path,
+                )
+    max_value = modality.extra.get("max_value")
+    if max_value is not None and array.size and int(array.max()) > int(max_value):  # type: ignore[call-overload]
+        raise DataError(
+            f"{modality.key}: value {int(array.max())} above the maximum {max_value}", patch_id=patch_id, path=path
+        )
+
+
+def _describe(error: BaseException) -> str:
+    """rasterio's "Read failed. See previous exception" hides GDAL's reason in ``__cause__``."""
+    text = f"{type(error).__name__}: {error}"
+    cause = error.__cause__
+    return f"{text} <- {type(cause).__name__}: {cause}" if cause is not None else text
+
+
+def read_raster(path: Path, modality: Modality | str, patch_id: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read and validate one GeoTIFF: ((bands, H, W) array in on-disk dtype, {crs, transform}).
+
+    Corrupt or truncated files often open fine and only fail when pixels are decoded, so the
+    pixel read is inside the same error translation as the open.
+    """
+    modality = get_modality(modality) if isinstance(modality, str) else modality
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{modality.key}: file not found", patch_id=patch_id, path=path)
+    try:
+        with rasterio.Env(**_GDAL_ENV), rasterio.open(path) as src:
+            if src.driver != "GTiff":
+                raise DataError(f"{modality.key}: not a GeoTIFF (driver {src.driver})", patch_id=patch_id, path=path)
+            _check_structure(src, modality, patch_id, path)
+            georef = _georef(src, modality, patch_id, path)
+            array = src.read()
+    except _RASTER_ERRORS as error:
+        raise DataError(
+            f"{modality.key}: unreadable or corrupt GeoTIFF ({_describe(error)})", patch_id=patch_id, path=path
+        ) from error
+    _check_values(array, modality, patch_id, path)
+    return array, georef
+
+
+# ------------------------------------------------------------------------------------ split CSVs
+
+
+def _safe_relpath(text: str, *, patch_id: str, source: Path) -> PurePosixPath:
+    """A CSV path, relative to the root and unable to leave it (no absolute paths, no '..')."""
+    relpath = PurePosixPath(text.replace("\\", "/"))
+    if relpath.is_absolute() or re.match(r"^[A-Za-z]:", text) or ".." in relpath.parts:
+        raise DataError(f"raster path {text!r} must be relative to the dataset root, without '..'",
+                        patch_id=patch_id, path=source)
+    return relpath
+
+
+def _column_for(modality: Modality, header: Sequence[str], source: Path) -> str:
+    """The CSV column of a modality: its key (``s2_mask``) or its folder suffix (``SENTINEL2_MSK-SC``)."""
+    for name in (modality.key, modality.folder_suffix):
+        if name in header:
+            return name
+    raise DataError(
+        f"no column for modality {modality.key!r} (expected {modality.key!r} or {modality.folder_suffix!r}); "
+        f"columns are {list(header)}",
+        path=source,
+    )
+
+
+def read_split_csv(path: Path, modalities: Iterable[str]) -> list[PatchEntry]:
+    """Patches of one split CSV, in file order; an empty cell means the patch lacks that modality."""
+    path = Path(path)
+    entries = resolve(modalities)
+    if not path.is_file():
+        raise DataError("split CSV not found", path=path)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = header
+        if PATCH_ID_COLUMN not in header:
+            raise DataError(f"split CSV has no {PATCH_ID_COLUMN!r} column; columns are {header}", path=path)
+        columns = {m.key: _column_for(m, header, path) for m in entries}
+        patches: list[PatchEntry] = []
+        seen: set[str] = set()
+        for row in reader:
+            patch_id = (row.get(PATCH_ID_COLUMN) or "").strip()
+            _check_patch_id(patch_id, path, seen)
+            paths = {}
+            for key, column in columns.items():
+                cell = (row.get(column) or "").strip()
+                if cell:
+                    paths[key] = _safe_relpath(cell, patch_id=patch_id, source=path)
+            patches.append(PatchEntry(patch_id, paths))
+    return patches
+
+
+def _check_patch_id(patch_id: str, source: Path, seen: set[str]) -> None:
+    try:
+        PatchId.parse(patch_id)
+    except ValueError as error:
+        raise DataError(str(error), patch_id=patch_id or "<empty>", path=source) from None
+    if patch_id in seen:
+        raise DataError("patch listed twice", patch_id=patch_id, path=source)
+    seen.add(patch_id)
+
+
+def write_split_csv(path: Path, patches: Iterable[PatchEntry], modalities: Iterable[str]) -> None:
+    """Inverse of :func:`read_split_csv` (toy datasets, tests, folds built from a scan)."""
+    keys = [m.key for m in resolve(modalities)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([PATCH_ID_COLUMN, *keys])
+        for patch in patches:
+            writer.writerow([patch.patch_id, *(str(patch.paths.get(k, "")) for k in keys)])
+
+
+# ---------------------------------------------------------------------------------- folder scan
+
+
+def _existing_rasters(root: Path, modality: Modality) -> set[PurePosixPath]:
+    """Relative paths of every ``.tif`` under this modality's domain folders (one listing, no stats)."""
+    found: set[PurePosixPath] = set()
+    for folder in root.iterdir():
+        match = _FOLDER.match(folder.name)
+        if match is None or match["suffix"] != modality.folder_suffix or not folder.is_dir():
+            continue
+        found.update(PurePosixPath(p.relative_to(root).as_posix()) for p in folder.glob("*/*.tif"))
+    return found
+
+
+def _patch_id_from_relpath(relpath: PurePosixPath) -> str | None:
+    """``{DOMAIN}_{SUFFIX}/{ROI}/{DOMAIN}_{SUFFIX}_{ROI}_{row}-{col}.tif`` -> patch id, or None."""
+    folder, roi = relpath.parts[0], relpath.parts[1]
+    prefix = f"{folder}_{roi}_"
+    if not relpath.stem.startswith(prefix):
+        return None
+    patch_id = f"{_FOLDER.match(folder)['domain']}_{roi}_{relpath.stem[len(prefix):]}"  # type: ignore[index]
+    try:
+        PatchId.parse(patch_id)
+    except ValueError:
+        return None
+    return patch_id
+
+
+def scan_patches(root: Path, modalities: Iterable[str], domains: Iterable[str] | None = None) -> list[PatchEntry]:
+    """Patches found in the folder tree (sorted by id), for when no split CSV exists.
+
+    Patch ids come from modalities named after the patch's own domain; modalities with a
+    substituted domain year (historical imagery, ``D006-195X``) cannot name the patch, so they are
+    only attached to patches found through another modality.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("dataset root is not a directory", path=root)
+    entries = resolve(modalities)
+    anchors = [m for m in entries if m.domain_year is None]
+    if not anchors:
+        raise ValueError(f"scanning needs a modality named after the patch domain, got only {[m.key for m in entries]}")
+    wanted = None if domains is None else set(domains)
+    listed = {m.key: _existing_rasters(root, m) for m in entries}
+    ids: set[str] = set()
+    for modality in anchors:
+        for relpath in listed[modality.key]:
+            patch_id = _patch_id_from_relpath(relpath)
+            if patch_id is None:
+                log.warning("ignoring %s: file name does not follow the FLAIR-HUB pattern", relpath)
+            elif wanted is None or PatchId.parse(patch_id).domain in wanted:
+                ids.add(patch_id)
+    patches = []
+    for patch_id in sorted(ids):
+        patch = PatchId.parse(patch_id)
+        paths = {m.key: rel for m in entries if (rel := PurePosixPath(raster_relpath(m, patch).as_posix())) in listed[m.key]}
+        patches.append(PatchEntry(patch_id, paths))
+    log.info("scanned %s: %d patches", root, len(patches))
+    return patches
+
+
+def split_by_domain(patches: Iterable[PatchEntry], domain_splits: Mapping[str, str]) -> dict[str, list[PatchEntry]]:
+    """Group patches by the split of their domain (domain-wise folds); unlisted domains are dropped."""
+    out: dict[str, list[PatchEntry]] = {split: [] for split in dict.fromkeys(domain_splits.values())}
+    for patch in patches:
+        split = domain_splits.get(PatchId.parse(patch.patch_id).domain)
+        if split is not None:
+            out[split].append(patch)
+    return out
+
+
+# ------------------------------------------------------------------------------------- reader
+
+
+class FlairHubReader:
+    """Map-style access to one split of FLAIR-HUB, one validated sample per patch.
+
+    ``reader[i]`` and ``reader.read(patch_id)`` always raise on bad data (a map-style dataset
+    cannot return "nothing"); ``iter(reader)`` / :meth:`iter_samples` honour ``on_error``: with
+    ``'skip'`` a bad patch is logged, counted in :attr:`skipped` and kept in
+    :attr:`skipped_errors`. Dates tables are loaded once at construction, so a missing or broken
+    table fails immediately instead of once per patch.
+
+    Patches come from ``split_csv`` if given, else from ``domain_splits`` (domain -> split, the
+    folder tree is scanned) if given, else from ``{root}/{split_name}/{split}.csv``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        modalities: Iterable[str],
+        split: str = "train",
+        split_name: str = DEFAULT_SPLIT_NAME,
+        split_csv: Path | None = None,
+        on_error: OnError = "raise",
+        domain_splits: Mapping[str, str] | None = None,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.root = Path(root)
+        self.modalities: list[Modality] = resolve(modalities)
+        self.split = split
+        self.on_error: OnError = on_error
+        self.skipped = 0
+        self.skipped_errors: list[DataError] = []
+        keys = [m.key for m in self.modalities]
+        if split_csv is None and domain_splits is not None:
+            self.source = self.root
+            domains = [d for d, s in domain_splits.items() if s == split]
+            if not domains:
+                raise ValueError(f"no domain is assigned to split {split!r} in domain_splits {dict(domain_splits)}")
+            patches = scan_patches(self.root, keys, domains)
+        else:
+            self.source = Path(split_csv) if split_csv is not None else split_csv_path(self.root, split_name, split)
+            patches = read_split_csv(self.source, keys)
+        self._patches = {p.patch_id: p for p in patches}
+        self._ids = [p.patch_id for p in patches]
+        self._dates = {
+            table: read_dates_table(dates_table_path(self.root, table))
+            for table in dict.fromkeys(m.dates_table for m in self.modalities if m.dates_table)
+        }
+        log.info("FLAIR-HUB %s split from %s: %d patches, modalities %s", split, self.source, len(self._ids), keys)
+
+    @property
+    def patch_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.read(self._ids[index])
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.iter_samples()
+
+    def iter_samples(self) -> Iterator[Sample]:
+        """Every sample in split order; with ``on_error='skip'`` bad patches are skipped and counted."""
+        for patch_id in self._ids:
+            try:
+                sample = self.read(patch_id)
+            except DataError as error:
+                if self.on_error == "raise":
+                    raise
+                self.skipped += 1
+                self.skipped_errors.append(error)
+                log.warning("skipping bad patch: %s", error)
+                continue
+            yield sample
+
+    def read(self, patch_id: str) -> Sample:
+        """The sample of one patch (layout in :mod:`maestro.sample`); raises DataError on bad data."""
+        entry = self._patches.get(patch_id)
+        if entry is None:
+            raise DataError(f"patch is not in the {self.split!r} split", patch_id=patch_id, path=self.source)
+        sample: Sample = {}
+        rasters: dict[str, dict[str, Any]] = {}
+        for modality in self.modalities:
+            relpath = entry.paths.get(modality.key)
+            if relpath is None:
+                continue
+            array, georef = read_raster(self.root / relpath, modality, patch_id)
+            sample[modality.key] = to_sample_layout(array, modality)
+            rasters[modality.key] = {"path": str(relpath), **georef}
+        self._check_companions(sample, rasters, patch_id)
+        sample[DATES] = self._dates_for(sample, rasters, patch_id)
+        patch = PatchId.parse(patch_id)
+        sample[META] = {
+            "patch_id": patch_id, "domain": patch.domain, "roi": patch.roi, "split": self.split, "rasters": rasters,
+        }
+        return sample
+
+    def _check_companions(self, sample: Sample, rasters: Mapping[str, Any], patch_id: str) -> None:
+        """A mask must have one date per date of the image it belongs to (``s2_mask`` vs ``s2``)."""
+        for modality in self.modalities:
+            image = modality.companion_of
+            if modality.key not in sample or image not in sample:
+                continue
+            if sample[modality.key].shape[0] != sample[image].shape[0]:
+                raise DataError(
+                    f"{modality.key} has {sample[modality.key].shape[0]} dates but {image} "
+                    f"({rasters[image]['path']}) has {sample[image].shape[0]}",
+                    patch_id=patch_id, path=self.root / rasters[modality.key]["path"],
+                )
+
+    def _dates_for(self, sample: Sample, rasters: Mapping[str, Any], patch_id: str) -> dict[str, np.ndarray]:
+        """Dates of every present modality that has a dates table, checked against its raster."""
+        dates: dict[str, np.ndarray] = {}
+        for modality in self.modalities:
+            if modality.key not in sample or modality.dates_table is None:
+                continue
+            table_path = dates_table_path(self.root, modality.dates_table)
+            found = self._dates[modality.dates_table].get(patch_id)
+            if found is None:
+                raise DataError(f"{modality.key}: patch has no row in the dates table", patch_id=patch_id,
+                                path=table_path)
+            num_dates = sample[modality.key].shape[0] if modality.temporal else 1
+            if len(found) != num_dates:
+                raise DataError(
+                    f"{modality.key}: raster {rasters[modality.key]['path']} has {num_dates} dates but the dates "
+                    f"table lists {len(found)}",
+                    patch_id=patch_id, path=table_path,
+                )
+            dates[modality.key] = found.copy()
+        return dates
