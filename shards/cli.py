@@ -1,4 +1,4 @@
-"""``shards`` command line: toy dataset, build, verify, stats."""
+"""``shards`` command line: toy dataset, build, verify, stats (see ``docs/shards.md``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from maestro.errors import ConfigError, DataError
 
 log = logging.getLogger("shards")
 
@@ -18,6 +20,44 @@ def _cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from shards.writer import BuildConfig, build, parse_size
+
+    for split in args.split:
+        config = BuildConfig(
+            root=Path(args.root), out=Path(args.out), split=split, modalities=tuple(args.modalities),
+            max_size=parse_size(args.max_size), max_count=args.max_count, workers=args.workers,
+            split_name=args.split_name, split_csv=Path(args.split_csv) if args.split_csv else None,
+            skip_bad=args.skip_bad, seed=None if args.no_shuffle else args.seed, progress=not args.no_progress,
+        )
+        build(config)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from shards.verify import verify
+
+    report = verify(Path(args.out), args.split, decode=not args.no_decode, workers=args.workers)
+    for is_problem, line in report.lines():
+        log.log(logging.ERROR if is_problem else logging.INFO, "%s", line)
+    return 0 if report.ok else 1
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from shards.stats import compute_stats, write_stats
+
+    stats = compute_stats(Path(args.out), args.split, modalities=args.modalities, workers=args.workers)
+    path = write_stats(Path(args.out), stats)
+    for modality, entry in stats["modalities"].items():
+        log.info("%s: mean %s std %s", modality, _rounded(entry["mean"]), _rounded(entry["std"]))
+    log.info("wrote %s (%d samples)", path, stats["samples"])
+    return 0
+
+
+def _rounded(values: list[float | None]) -> list[float | None]:
+    return [None if v is None else round(v, 4) for v in values]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shards", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -28,13 +68,51 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--patches", type=int, default=200, help="number of patches (default 200)")
     toy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     toy.set_defaults(func=_cmd_toy)
+
+    from shards.writer import DEFAULT_MODALITIES
+
+    build = sub.add_parser("build", help="write WebDataset shards of one or more splits")
+    build.add_argument("--root", required=True, help="FLAIR-HUB root directory")
+    build.add_argument("--split", nargs="+", default=["train"], help="split(s) to build (default train)")
+    build.add_argument("--out", required=True, help="shard directory (created; shared by all splits)")
+    build.add_argument("--modalities", nargs="+", default=list(DEFAULT_MODALITIES),
+                       help="modalities to store; masks follow their images (default: %(default)s)")
+    build.add_argument("--max-size", default="1GB", help="target shard size, e.g. 1GB, 500MiB (default 1GB)")
+    build.add_argument("--max-count", type=int, default=10_000, help="max samples per shard (default 10000)")
+    build.add_argument("--workers", type=int, default=1, help="processes writing shards (default 1)")
+    build.add_argument("--split-name", default="split_flairhub", help="split folder (default split_flairhub)")
+    build.add_argument("--split-csv", help="explicit split CSV instead of {root}/{split-name}/{split}.csv")
+    build.add_argument("--skip-bad", action="store_true",
+                       help="skip patches the reader rejects (counted and listed in the manifest) instead of stopping")
+    build.add_argument("--seed", type=int, default=0, help="seed shuffling patches across shards (default 0)")
+    build.add_argument("--no-shuffle", action="store_true", help="keep split-CSV order")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=_cmd_build)
+
+    verify = sub.add_parser("verify", help="check shards against the manifest (checksums, counts, decoding)")
+    verify.add_argument("out", help="shard directory (or its manifest.json)")
+    verify.add_argument("--split", nargs="+", help="splits to check (default: all in the manifest)")
+    verify.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    verify.add_argument("--no-decode", action="store_true", help="only files, sizes and checksums")
+    verify.set_defaults(func=_cmd_verify)
+
+    stats = sub.add_parser("stats", help="per-band statistics per modality, written to stats.json")
+    stats.add_argument("out", help="shard directory (or its manifest.json)")
+    stats.add_argument("--split", nargs="+", default=["train"], help="splits to pool (default train)")
+    stats.add_argument("--modalities", nargs="+", help="default: every image and mask modality in the shards")
+    stats.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    stats.set_defaults(func=_cmd_stats)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (DataError, ConfigError) as error:
+        log.error("error: %s", error)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,90 @@
+"""``shards`` CLI end to end on a tiny toy dataset: toy -> build -> verify -> stats, and failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shards.cli import main
+from shards.writer import DEFAULT_MODALITIES
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "toy"
+    assert main(["toy", "--out", str(root), "--patches", "12", "--seed", "3"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(toy: Path) -> Path:
+    out = toy.parent / "shards"
+    code = main(["build", "--root", str(toy), "--split", "train", "val", "--out", str(out),
+                 "--max-count", "3", "--workers", "2", "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_build_writes_shards_and_manifest(built: Path) -> None:
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert sorted(manifest["splits"]) == ["train", "val"]
+    train = manifest["splits"]["train"]
+    assert train["totals"]["samples"] == 8 and train["totals"]["shards"] == 3
+    assert train["modalities"] == [*DEFAULT_MODALITIES, "s2_mask"]
+    assert sorted(p.name for p in built.glob("*.tar")) == [
+        "train-000000.tar", "train-000001.tar", "train-000002.tar", "val-000000.tar"]
+
+
+def test_verify_and_stats(built: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        assert main(["verify", str(built)]) == 0
+    assert "OK: 4 shards checked" in caplog.text
+    assert main(["stats", str(built), "--split", "train", "val", "--workers", "2"]) == 0
+    stats = json.loads((built / "stats.json").read_text())
+    assert stats["samples"] == 10
+    assert stats["modalities"]["aerial"]["bands"] == ["R", "G", "B", "NIR"]
+    assert all(0 < m < 255 for m in stats["modalities"]["aerial"]["mean"])
+    assert "lc" not in stats["modalities"]
+
+
+def test_rebuild_resumes_without_rewriting(toy: Path, built: Path, caplog: pytest.LogCaptureFixture) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in built.glob("*.tar")}
+    with caplog.at_level(logging.INFO):
+        assert main(["build", "--root", str(toy), "--split", "train", "--out", str(built),
+                     "--max-count", "3", "--no-progress"]) == 0
+    assert "0 written, 3 kept from an earlier run" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in built.glob("*.tar")} == before
+
+
+def test_verify_fails_on_a_corrupt_shard(built: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for file in built.iterdir():
+        if file.is_file():
+            (copy / file.name).write_bytes(file.read_bytes())
+    shard = copy / "val-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:-20000])
+    with caplog.at_level(logging.INFO):
+        assert main(["verify", str(copy)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(line.startswith("FAIL val-000000.tar") for line in errors)
+    assert any("sha256 mismatch" in line for line in errors)
+
+
+def test_bad_input_exits_with_a_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["build", "--root", str(tmp_path / "absent"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "split CSV not found" in caplog.text
+    assert main(["stats", str(tmp_path)]) == 2
+    assert "no manifest" in caplog.text
+
+
+def test_console_entry_point(built: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "shards.cli", "verify", str(built), "--split", "val",
+                             "--no-decode"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "OK: 1 shards checked" in result.stderr
