@@ -1,0 +1,244 @@
+import pytest
+import torch
+
+from maestro.models.config import MaestroConfig, ModalityOverride
+from maestro.models.mae import MaestroMAE
+from maestro.models.masking import num_masked
+from maestro.models.synthetic import synthetic_batch, tiny_config
+
+MODES = ["shared", "monotemp", "mod", "group"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread, and the CI cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_flairhub_default_token_counts_with_real_sizes():
+    config = MaestroConfig(
+        width=64, depth=2, inter_depth=1, decoder_width=32, decoder_heads=1, decoder_depth=1
+    )
+    torch.manual_seed(0)
+    model = MaestroMAE(config)
+    assert model.num_tokens == {"aerial": 1024, "dem": 256, "s2": 400, "s1_asc": 100, "s1_des": 100}
+    assert sum(model.num_tokens.values()) == 1880
+    batch = synthetic_batch(config, batch_size=1)
+    assert tuple(batch["inputs"]["aerial"].shape) == (1, 1, 4, 512, 512)
+    assert tuple(batch["inputs"]["s2"].shape) == (1, 16, 10, 10, 10)
+    with torch.no_grad():
+        out = model(**batch)
+    masks = out["masks"]
+    assert tuple(masks["aerial"].shape) == (1, 1, 1, 32, 32) and tuple(masks["dem"].shape) == (
+        1,
+        1,
+        1,
+        16,
+        16,
+    )
+    assert tuple(masks["s2"].shape) == (1, 16, 1, 5, 5) and tuple(masks["s1_des"].shape) == (1, 4, 1, 5, 5)
+    counts = {key: int(m.sum()) for key, m in masks.items()}
+    assert counts["aerial"] == 768 and counts["dem"] == 192 and counts["s2"] == 300
+    assert counts["s1_asc"] + counts["s1_des"] == 150
+    assert torch.isfinite(out["loss"])
+    assert tuple(out["predictions"]["aerial"].shape) == (1, 1, 4, 512, 512)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_fusion_mode_overfits_a_fixed_batch(mode):
+    torch.manual_seed(0)
+    config = tiny_config(fusion=mode)
+    model = MaestroMAE(config)
+    batch = synthetic_batch(config, batch_size=4)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = model(**batch)
+        optimiser.zero_grad()
+        out["loss"].backward()
+        optimiser.step()
+        losses.append(out["loss"].item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.92 * first, (mode, losses)
+
+
+def test_forward_outputs():
+    config = tiny_config()
+    model = MaestroMAE(config)
+    out = model(**synthetic_batch(config))
+    assert set(out) == {"loss", "losses", "predictions", "targets", "masks", "pixel_masks"}
+    assert set(out["losses"]) == set(config.modalities)
+    for key, spec in config.specs.items():
+        shape = (2, spec.num_dates, spec.num_bands, spec.image_size, spec.image_size)
+        assert tuple(out["predictions"][key].shape) == shape
+        assert tuple(out["targets"][key].shape) == shape
+        assert out["pixel_masks"][key].dtype == torch.bool and tuple(out["pixel_masks"][key].shape) == shape
+        assert tuple(out["masks"][key].shape) == (2, spec.num_dates, 1, spec.grid, spec.grid)
+    weights = {key: spec.num_tokens for key, spec in config.specs.items()}
+    expected = sum(weights[k] * out["losses"][k] for k in weights) / sum(weights.values())
+    torch.testing.assert_close(out["loss"], expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_padded_dates_never_visible_and_excluded_from_loss(mode):
+    torch.manual_seed(0)
+    config = tiny_config(fusion=mode)
+    model = MaestroMAE(config)
+    batch = synthetic_batch(config, batch_size=3)
+    valid = batch["valid"]
+    valid["s2"][0, 2] = False
+    valid["s2"][1, 1:] = False
+    valid["s1_des"][2] = False  # a sample without this orbit
+    valid["s1_asc"][2, 1] = False
+    poisoned = {key: x.clone() for key, x in batch["inputs"].items()}
+    for key, dates in valid.items():
+        poisoned[key][~dates] = float("nan")
+    times = {key: t.clone() for key, t in batch["times"].items()}
+    times["s2"][~valid["s2"]] = float("nan")
+
+    out = model(poisoned, times, valid, generator=torch.Generator().manual_seed(3))
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    for key, dates in valid.items():
+        assert out["masks"][key][~dates].all(), key  # padded tokens always masked (never visible)
+        assert not out["pixel_masks"][key][~dates].any(), key  # ... and out of the loss
+
+    # the padded content has no influence at all
+    clean = model(batch["inputs"], batch["times"], valid, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(clean["loss"], out["loss"])
+
+
+def test_all_dates_padded_in_a_group_still_works():
+    config = tiny_config()
+    model = MaestroMAE(config)
+    batch = synthetic_batch(config, batch_size=2)
+    batch["valid"]["s1_asc"][0] = False
+    batch["valid"]["s1_des"][0] = False  # sample 0 has no s1 at all: visible slots are padding
+    out = model(**batch)
+    assert torch.isfinite(out["loss"])
+    assert not out["pixel_masks"]["s1_asc"][0].any()
+    encoded = model.encode(**batch)
+    assert all(torch.isfinite(t).all() for t in encoded.tokens.values())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_padding_equals_a_shorter_series(mode):
+    """Padded dates are invisible: encoding 2 real dates + 1 padded one equals encoding the 2 dates."""
+    torch.manual_seed(0)
+    long_config = tiny_config(fusion=mode)
+    short_config = long_config.replace(
+        overrides={**long_config.overrides, "s2": ModalityOverride(image_size=4, num_dates=2)}
+    )
+    long_model, short_model = MaestroMAE(long_config).eval(), MaestroMAE(short_config).eval()
+    short_model.load_state_dict(long_model.state_dict())
+    batch = synthetic_batch(long_config, batch_size=2)
+    batch["valid"]["s2"][:, 2] = False
+    short = {name: dict(part) for name, part in batch.items()}
+    for name in ("inputs", "times", "valid"):
+        short[name]["s2"] = batch[name]["s2"][:, :2]
+    with torch.no_grad():
+        long_out = long_model.encode(**batch, return_layers=(1,))
+        short_out = short_model.encode(**short, return_layers=(1,))
+    for key in long_config.modalities:
+        expected = short_out.tokens[key]
+        got = long_out.tokens[key][:, :2] if key == "s2" else long_out.tokens[key]
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        long_out.layers[1]["s2"][:, :2], short_out.layers[1]["s2"], atol=1e-5, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_encode_shapes_and_layers(mode):
+    config = tiny_config(fusion=mode)
+    model = MaestroMAE(config).eval()
+    batch = synthetic_batch(config)
+    with torch.no_grad():
+        out = model.encode(**batch, return_layers=(1, 2, 3))
+    assert out.mask is None and set(out.layers) == {1, 2, 3}
+    for key, spec in config.specs.items():
+        shape = (2, spec.num_dates, 1, spec.grid, spec.grid, 64)
+        assert tuple(out.tokens[key].shape) == shape
+        assert all(tuple(out.layers[k][key].shape) == shape for k in (1, 2, 3))
+        torch.testing.assert_close(out.layers[3][key], out.tokens[key])
+    assert not torch.allclose(out.layers[1]["aerial"], out.layers[2]["aerial"])
+
+
+def test_encode_with_mask_and_band_groups():
+    overrides = dict(tiny_config().overrides)
+    overrides["aerial"] = ModalityOverride(
+        image_size=32, patch_size=8, token_groups=(("NIR",), ("R", "G", "B"))
+    )
+    config = tiny_config(overrides=overrides)
+    model = MaestroMAE(config)
+    assert len(model.mask_tokens["aerial"].token) == 2
+    batch = synthetic_batch(config)
+    out = model.encode(**batch, mask=True, return_layers=(2,))
+    assert tuple(out.tokens["aerial"].shape) == (2, 1, 2, 4, 4, 64)
+    assert tuple(out.mask["aerial"].shape) == (2, 1, 2, 4, 4)
+    assert (out.tokens["aerial"][out.mask["aerial"]] == 0).all()
+    assert (out.tokens["aerial"][~out.mask["aerial"]].abs().sum(-1) > 0).all()
+    assert out.mask["aerial"].sum() == 2 * num_masked(32, 0.75)
+    model(**batch)["loss"].backward()
+
+
+def test_encode_rejects_unknown_layers():
+    model = MaestroMAE(tiny_config())
+    with pytest.raises(ValueError, match=r"blocks 1..3"):
+        model.encode(**synthetic_batch(tiny_config()), return_layers=(4,))
+
+
+def test_input_checks_name_the_problem():
+    config = tiny_config()
+    model = MaestroMAE(config)
+    batch = synthetic_batch(config)
+    missing = {k: v for k, v in batch["inputs"].items() if k != "dem"}
+    with pytest.raises(ValueError, match=r"missing \['dem'\]"):
+        model(missing, batch["times"], batch["valid"])
+    wrong = dict(batch["inputs"], s2=batch["inputs"]["s2"][:, :2])
+    with pytest.raises(ValueError, match=r"inputs\['s2'\] has shape"):
+        model(wrong, batch["times"], batch["valid"])
+
+
+def test_any_subset_of_modalities_including_spot_and_hist():
+    config = MaestroConfig(
+        modalities=("spot", "hist"),
+        overrides={"spot": ModalityOverride(image_size=16), "hist": ModalityOverride(image_size=32)},
+        width=64,
+        depth=2,
+        inter_depth=1,
+        decoder_width=32,
+        decoder_heads=2,
+        decoder_depth=1,
+    )
+    model = MaestroMAE(config)
+    out = model(**synthetic_batch(config))
+    assert set(out["losses"]) == {"spot", "hist"} and torch.isfinite(out["loss"])
+    assert set(model.encoders) == {"spot", "hist"}
+
+
+def test_streams_and_depths_per_mode():
+    for mode, streams, own in [
+        ("shared", {"shared"}, 3),
+        ("monotemp", {"aerial", "dem", "s2", "s1_asc", "s1_des"}, 3),
+        ("mod", {"aerial", "dem", "s2", "s1_asc", "s1_des"}, 2),
+        ("group", {"aerial", "dem", "s2", "s1"}, 2),
+    ]:
+        model = MaestroMAE(tiny_config(fusion=mode))
+        assert set(model.encoders) == streams == set(model.decoders)
+        assert all(stack.depth == own for stack in model.encoders.values())
+        assert (model.inter is None) == (own == 3)
+
+
+def test_bf16_autocast():
+    config = tiny_config()
+    model = MaestroMAE(config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**synthetic_batch(config))
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
