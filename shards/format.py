@@ -98,13 +98,38 @@ def _jsonable(value: Any, where: str) -> Any:
 
 def encode_array(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
-def decode_array(data: bytes) -> np.ndarray:
-    """``.npy`` bytes -> writable array; pickled object arrays are refused."""
-    return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+_NPY_HEADER_MAX = 4096
+
+
+def decode_array(data: bytes | bytearray) -> np.ndarray:
+    """``.npy`` bytes -> writable array; object (pickled) arrays are refused.
+
+    A ``bytearray`` (what the local shard reader fills) is wrapped without copying; immutable
+    ``bytes`` are copied once so that callers always get a writable array, like the reader's.
+    """
+    try:
+        header = io.BytesIO(bytes(memoryview(data)[:_NPY_HEADER_MAX]))
+        version = np.lib.format.read_magic(header)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(header)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(header)
+        else:  # 3.0 (utf-8 field names) is never written for our dtypes; take the slow path
+            return np.lib.format.read_array(io.BytesIO(bytes(data)), allow_pickle=False)
+    except (ValueError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"not a .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed in shards")
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) - header.tell() != count * dtype.itemsize:
+        raise ValueError(f"{len(data) - header.tell()} data bytes for shape {shape} of {dtype}")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=header.tell())
+    array = array.reshape(shape, order="F" if fortran else "C")
+    return array if array.flags.writeable else array.copy()
 
 
 def encode_member(member: str, array: np.ndarray) -> bytes:

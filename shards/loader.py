@@ -57,7 +57,7 @@ class LoaderConfig:
     resample: bool = True
     """Training only: draw shards with replacement (no rank ever runs dry)."""
     shuffle_buffer: int = 64
-    """Training only: samples held for mixing, ~5 MB each for the default modalities."""
+    """Training only: encoded samples held for mixing, ~3-4 MB each for the default modalities."""
     shuffle_initial: int = 16
     seed: int = 0
     rank: int | None = None
@@ -65,7 +65,7 @@ class LoaderConfig:
     """Default: from ``RANK``/``WORLD_SIZE`` or ``torch.distributed`` (webdataset's rule)."""
     on_error: OnError = "raise"
     modalities: tuple[str, ...] | None = None
-    """Modalities to decode (others are not even extracted); default: all in the sample."""
+    """Modalities to decode (others are not extracted); default: all in the sample."""
     split: str | None = None
     """Split to read when the source is a manifest holding several."""
     pin_memory: bool = False
@@ -293,8 +293,10 @@ def make_dataset(
     """webdataset pipeline over ``urls`` (see :func:`shards.reading.resolve_source`).
 
     ``preprocess=None`` streams raw samples (what the reader returns) instead of model samples.
-    Options are :class:`LoaderConfig` fields.
+    Options are :class:`LoaderConfig` fields (or pass a whole ``config``, which includes ``mode``).
     """
+    if config is not None and options:
+        raise ConfigError(f"give either config or options, not both (options: {sorted(options)})")
     config = config or LoaderConfig(mode=mode, **options)
     source = resolve_source(urls, config.split)
     rank, world_size = _world(config)

@@ -92,8 +92,21 @@ def _local_tar_files(stream: Any, select: Callable[[str], bool] | None) -> Itera
             tar.members.clear()  # do not keep every header of a large shard in memory
             if not info.isreg() or (select is not None and not select(info.name)):
                 continue
-            member = tar.extractfile(info)
-            yield {"fname": info.name, "data": member.read() if member is not None else b""}
+            yield {"fname": info.name, "data": _read_member(tar, stream, info)}
+
+
+def _read_member(tar: tarfile.TarFile, stream: Any, info: tarfile.TarInfo) -> bytes | bytearray:
+    """One ``readinto`` straight from the file into a writable buffer: ``extractfile().read()``
+    copies a member several times, which costs more than decoding it. Sparse members (never
+    written by our writer) go through tarfile."""
+    if info.issparse():
+        member = tar.extractfile(info)
+        return member.read() if member is not None else b""
+    data = bytearray(info.size)
+    stream.seek(info.offset_data)
+    if stream.readinto(data) != info.size:
+        raise tarfile.ReadError("unexpected end of data")
+    return data
 
 
 def _tagged(files: Iterable[dict[str, Any]], url: str) -> Iterator[dict[str, Any]]:
