@@ -27,8 +27,10 @@ def build_strategy(config: TrainerConfig, model: MaestroPretrainModule):
     if config.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
-        # Every parameter takes part in every step (all modalities are always present).
-        return DDPStrategy(find_unused_parameters=False)
+        # Every parameter takes part in every step (all modalities are always present). Buffers are
+        # fixed encodings: broadcasting them would add a collective to every forward, which hangs
+        # validation when ranks see different numbers of batches (each sample exactly once).
+        return DDPStrategy(find_unused_parameters=False, broadcast_buffers=False)
     if config.strategy == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
 
@@ -54,15 +56,21 @@ def build_trainer(config: PretrainConfig, model: MaestroPretrainModule) -> L.Tra
         auto_insert_metric_name=False,
         every_n_train_steps=trainer_config.checkpoint_every_n_steps,
         save_top_k=-1,
-        save_last=True,
     )
-    callbacks = [checkpoints, LearningRateMonitor(logging_interval="step"), TQDMProgressBar(refresh_rate=1)]
+    # Also at every epoch end, so the end of training always leaves a checkpoint to resume from.
+    epoch_checkpoints = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        save_top_k=-1,
+    )
+    callbacks = [checkpoints, epoch_checkpoints, LearningRateMonitor(logging_interval="step"), TQDMProgressBar(refresh_rate=1)]
     if trainer_config.reconstruction_every_n_steps > 0:
         callbacks.append(ReconstructionImages(out))
-    loggers = [
-        TensorBoardLogger(save_dir=out, name="tensorboard", version=""),
-        CSVLogger(save_dir=out, name="csv", version=""),
-    ]
+    # A new version_N per launch: a resumed run never overwrites the logs of the interrupted one.
+    loggers = [TensorBoardLogger(save_dir=out, name="tensorboard"), CSVLogger(save_dir=out, name="csv")]
     return L.Trainer(
         default_root_dir=out,
         accelerator=trainer_config.accelerator,
@@ -85,16 +93,23 @@ def build_trainer(config: PretrainConfig, model: MaestroPretrainModule) -> L.Tra
     )
 
 
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The most recently written checkpoint of a run (step and epoch checkpoints alike)."""
+    candidates = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    return candidates[-1] if candidates else None
+
+
 def run(config: PretrainConfig, resume: str | None = None) -> L.Trainer:
-    """Train; ``resume`` is a checkpoint path, or ``"last"`` for the run's own last checkpoint."""
+    """Train; ``resume`` is a checkpoint path, or ``"last"`` for the run's newest checkpoint."""
     L.seed_everything(config.trainer.seed, workers=True)
     out = Path(config.trainer.output_dir)
     ckpt_path = None
     if resume is not None:
-        ckpt_path = out / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"cannot resume: checkpoint {ckpt_path} does not exist")
-    elif (out / "checkpoints" / "last.ckpt").exists():
+        ckpt_path = latest_checkpoint(out) if resume == "last" else Path(resume)
+        if ckpt_path is None or not ckpt_path.is_file():
+            raise FileNotFoundError(f"cannot resume: no checkpoint {ckpt_path or out / 'checkpoints'}")
+        log.info("resuming from %s", ckpt_path)
+    elif latest_checkpoint(out) is not None:
         raise FileExistsError(
             f"{out} already holds a run; pass --resume to continue it or choose another trainer.output_dir"
         )

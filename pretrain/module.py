@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 from maestro.config import from_dict
 from maestro.models import MaestroMAE, create_ema
@@ -36,9 +37,15 @@ class MaestroPretrainModule(L.LightningModule):
         # Kept out of the module tree (object.__setattr__) so that DDP/FSDP and the optimizer never
         # see the EMA copy; saved and restored through the checkpoint hooks below.
         object.__setattr__(self, "ema", None)
+        # Accumulated per rank and reduced once per validation: ranks may see different numbers of
+        # validation batches (each sample exactly once), so nothing may sync per step.
+        self.val_losses = torch.nn.ModuleDict(
+            {key: MeanMetric() for key in ("total", *self.config.model_config.modalities)}
+        )
         self.last_output: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         """(step, batch, outputs) of the step the reconstruction images are drawn for."""
         self._pending_ema_state: dict[str, torch.Tensor] | None = None
+        self._pending_loader_state: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ EMA
     @property
@@ -54,6 +61,26 @@ class MaestroPretrainModule(L.LightningModule):
                 self.ema.load_state_dict(self._pending_ema_state)
                 self._pending_ema_state = None
 
+    def on_train_start(self) -> None:
+        # Lightning restores stateful loaders only when it builds them after the checkpoint is
+        # read, which is not the case here (configure_optimizers builds the loader early to count
+        # steps), and it skips on_train_epoch_start when resuming mid-epoch: restore here.
+        self._sync_loader()
+
+    def on_train_epoch_start(self) -> None:
+        self._sync_loader()
+
+    def _sync_loader(self) -> None:
+        """Give the shard loader its epoch (it seeds the stream) and, once, its resumed position."""
+        loader = self.trainer.train_dataloader
+        if loader is None:
+            return
+        if self._pending_loader_state is not None and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(self._pending_loader_state)
+            self._pending_loader_state = None
+        elif hasattr(loader, "set_epoch"):
+            loader.set_epoch(self.current_epoch)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
@@ -61,9 +88,13 @@ class MaestroPretrainModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None:
             checkpoint["ema_state_dict"] = self.ema.state_dict()
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "state_dict"):
+            checkpoint["train_loader_state"] = loader.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_ema_state = checkpoint.get("ema_state_dict")
+        self._pending_loader_state = checkpoint.get("train_loader_state")
 
     @property
     def eval_model(self) -> MaestroMAE:
@@ -92,9 +123,16 @@ class MaestroPretrainModule(L.LightningModule):
         generator = step_generator(self.config.trainer.seed + 1, batch_idx, self.global_rank, self.device)
         out = self.eval_model(batch["inputs"], batch["times"], batch["valid"], generator=generator)
         batch_size = _batch_size(batch)
-        self.log("val/loss", out["loss"], prog_bar=True, sync_dist=True, batch_size=batch_size)
+        self.val_losses["total"].update(out["loss"].detach(), batch_size)
         for key, value in out["losses"].items():
-            self.log(f"val/loss_{key}", value, sync_dist=True, batch_size=batch_size)
+            self.val_losses[key].update(value.detach(), batch_size)
+
+    def on_validation_epoch_end(self) -> None:
+        for key, metric in self.val_losses.items():
+            if metric.update_count or self.trainer.world_size > 1:
+                name = "val/loss" if key == "total" else f"val/loss_{key}"
+                self.log(name, metric.compute(), prog_bar=key == "total", sync_dist=False)
+            metric.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         from maestro.training.optim import build_optimizer

@@ -361,15 +361,33 @@ class ShardLoader(wds.WebLoader):
         super().__init__(dataset.pipeline, **kwargs)
         self.shards = dataset
         self._epoch = 0
+        self._current_epoch = 0
+        self._yielded = 0
+        self._skip = 0
         if dataset.batches_per_epoch is not None:
             self.with_epoch(dataset.batches_per_epoch)
 
     @property
     def epoch(self) -> int:
+        """The epoch the next iteration will stream."""
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self._epoch:
+            self._skip = 0
         self._epoch = epoch
+
+    # Lightning saves these in checkpoints (``_Stateful`` loaders) and restores them before the
+    # resumed epoch's iterator is created: the stream is a pure function of (seed, epoch, rank,
+    # worker), so skipping the batches already consumed reproduces the uninterrupted run exactly.
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._current_epoch, "batches_yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, yielded = int(state["epoch"]), int(state["batches_yielded"])
+        finished = self.shards.batches_per_epoch is not None and yielded >= self.shards.batches_per_epoch
+        # A checkpoint taken after an epoch's last batch resumes at the start of the next epoch.
+        self._epoch, self._skip = (epoch + 1, 0) if finished else (epoch, yielded)
 
     def __len__(self) -> int:
         if self.shards.batches_per_epoch is None:
@@ -377,14 +395,27 @@ class ShardLoader(wds.WebLoader):
         return self.shards.batches_per_epoch
 
     def __iter__(self) -> Iterator[Any]:
-        self.shards.seeds.epoch = self._epoch
-        self._epoch += 1
+        return self._epoch_batches()
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        # A generator: nothing below runs before the first next(), so an iterator that a caller
+        # creates and drops (Lightning does) neither starts workers nor advances the epoch, and
+        # set_epoch() calls made in epoch-start hooks still apply.
+        epoch, skip = self._epoch, self._skip
+        self._epoch, self._skip = epoch + 1, 0
+        self._current_epoch, self._yielded = epoch, 0
+        self.shards.seeds.epoch = epoch
         for stage in self.shards.pipeline.pipeline:
             if isinstance(stage, wds.ResampledShards):
                 # its own per-process iteration counter would make the draws depend on how often this
                 # process iterated (num_workers=0) rather than on the epoch: the epoch is in our seed
                 stage.epoch = -1
-        return super().__iter__()
+        if skip:
+            log.info("resuming epoch %d: skipping the %d batches already trained on", epoch, skip)
+        for batch in super().__iter__():
+            self._yielded += 1
+            if self._yielded > skip:
+                yield batch
 
 
 def make_loader(

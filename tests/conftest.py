@@ -1,0 +1,27 @@
+"""Session fixtures: a small toy FLAIR-HUB tree and its shards, built once per test run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from maestro.data.toy import write_toy_dataset
+
+    root = tmp_path_factory.mktemp("toy") / "flairhub"
+    write_toy_dataset(root, num_patches=24, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from shards.cli import main
+
+    out = tmp_path_factory.mktemp("toy_shards") / "shards"
+    code = main(["build", "--root", str(toy_root), "--split", "train", "val", "--out", str(out),
+                 "--max-count", "4", "--no-progress"])
+    assert code == 0
+    return out
