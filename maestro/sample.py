@@ -25,7 +25,8 @@ loaders collate and models consume (collation adds a leading batch dimension B):
         "times":  {modality: float32 (T, 3)},        # [years since the reference (aerial) date,
                                                       #  day of year 0..365, hour of day 0..23]
         "valid":  {modality: bool (T,)},             # False where a date is padding
-        "labels": {"lc": int64 (1, H, W), "lpis": int64 (3, H, W)},  # present labels only
+        "labels": {"lc": uint8 (1, H, W), "lpis": uint8 (3, H, W)},  # present labels, on-disk
+                                                      # dtype (8x fewer bytes than int64 to move)
         "meta":   {...},                             # as above (a list of dicts after collation)
     }
 """

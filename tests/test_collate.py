@@ -22,7 +22,7 @@ def model_sample(t_s2: int = 16, *, size: int = 8, patch: str = "p0", seed: int 
             "s2": rng.random((t_s2, 3), dtype=np.float32),
         },
         "valid": {"aerial": np.ones(1, dtype=bool), "s2": np.ones(t_s2, dtype=bool)},
-        "labels": {"lc": rng.integers(0, 19, (1, size, size))},
+        "labels": {"lc": rng.integers(0, 19, (1, size, size), dtype=np.uint8)},
         "meta": {"patch_id": patch},
     }
 
@@ -34,7 +34,7 @@ def test_stacks_fixed_length_samples() -> None:
     assert batch["inputs"]["s2"].shape == (3, 16, 10, 2, 2) and batch["inputs"]["s2"].dtype == torch.float32
     assert batch["times"]["s2"].shape == (3, 16, 3)
     assert batch["valid"]["s2"].dtype == torch.bool and batch["valid"]["s2"].all()
-    assert batch["labels"]["lc"].shape == (3, 1, 8, 8) and batch["labels"]["lc"].dtype == torch.int64
+    assert batch["labels"]["lc"].shape == (3, 1, 8, 8) and batch["labels"]["lc"].dtype == torch.uint8
     assert [m["patch_id"] for m in batch["meta"]] == ["p0", "p1", "p2"]
     np.testing.assert_array_equal(batch["inputs"]["s2"][1].numpy(), samples[1]["inputs"]["s2"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,12 +138,19 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(toy_shards, tmp_path
     config_file.write_text(yaml.safe_dump(to_dict(config)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     worker = Path(__file__).parent / "pretrain_ddp_worker.py"
-    result = subprocess.run(
+    # Own process group: on a timeout the ranks die with torchrun instead of lingering.
+    process = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
          str(worker), str(config_file)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        output, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"DDP run timed out:\n{output[-3000:]}")
+    assert process.returncode == 0, output[-3000:]
     rank0 = torch.load(tmp_path / "ddp" / "weights_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "ddp" / "weights_rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()

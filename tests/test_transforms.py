@@ -315,11 +315,11 @@ def test_bad_raw_samples_raise_data_error(edit, message: str) -> None:
     assert info.value.patch_id == PATCH
 
 
-def test_labels_int64_and_meta_passthrough() -> None:
+def test_labels_keep_disk_dtype_and_meta_passthrough() -> None:
     sample = _sample()
     out = preprocess_sample(sample, PreprocessConfig(inputs=("aerial",)), train=False)
     assert set(out) == {"inputs", "times", "valid", "labels", "meta"}
-    assert out["labels"]["lc"].dtype == np.int64 and out["labels"]["lpis"].shape == (3, 32, 32)
+    assert out["labels"]["lc"].dtype == np.uint8 and out["labels"]["lpis"].shape == (3, 32, 32)
     np.testing.assert_array_equal(out["labels"]["lc"], sample["lc"])
     assert out["meta"] is sample["meta"]
     assert set(out["inputs"]) == {"aerial"}

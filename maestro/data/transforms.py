@@ -532,7 +532,7 @@ def preprocess_sample(sample: Sample, config: PreprocessConfig, *, train: bool, 
             sample, spec, config, rng=generator, reference=reference
         )
     labels = {
-        key: np.asarray(sample[key]).astype(np.int64)
+        key: np.asarray(sample[key])  # on-disk uint8: widened on the device, not in workers
         for key, entry in MODALITIES.items()
         if entry.kind == "label" and key in sample
     }
