@@ -48,8 +48,10 @@ DEFAULT_MODALITIES: tuple[str, ...] = DEFAULT_INPUTS + tuple(k for k, m in MODAL
 """The MAESTRO default inputs plus every label: one build serves pretraining and fine-tuning."""
 PROBE_SAMPLES = 8
 """Patches encoded up front to turn ``max_size`` into a sample count per shard."""
-TAR_MTIME = 0.0
-"""Fixed member mtime: the same input gives byte-identical shards (and checksums) on rebuild."""
+TAR_MTIME = 0
+"""Fixed member mtime: the same input gives byte-identical shards (and checksums) on rebuild.
+An int, not 0.0: tarfile writes a pax header for every member with a float mtime, which doubles
+the header parsing of every read."""
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
