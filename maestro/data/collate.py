@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from maestro.sample import INPUTS, LABELS, META, TIMES, VALID, Sample
 
@@ -57,16 +58,20 @@ def _pad_stack(arrays: Sequence[Any], name: str, samples: Sequence[Sample], fill
                 "spatial size and band count must match within a batch"
             )
     length = max(t.shape[0] for t in tensors)
-    if all(t.shape[0] == length for t in tensors):
-        if all(isinstance(a, np.ndarray) for a in arrays):
-            # np.stack into fresh memory measured ~3x faster than torch.stack in loader workers
-            return torch.from_numpy(np.stack(arrays))
-        return torch.stack(tensors)  # one pass over the 512 px rasters, no fill
-    out = torch.empty((len(tensors), length, *tail), dtype=tensors[0].dtype)
+    out = _batch_tensor((len(tensors), length, *tail), tensors[0].dtype)
+    target = out.numpy()  # numpy copies measured ~3x faster than torch's in loader workers
     for index, tensor in enumerate(tensors):
-        out[index, : tensor.shape[0]] = tensor
-        out[index, tensor.shape[0] :] = fill
+        target[index, : tensor.shape[0]] = tensor.numpy()
+        if tensor.shape[0] < length:
+            target[index, tensor.shape[0] :] = fill
     return out
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Uninitialised batch tensor; in a DataLoader worker it lives in shared memory already, so
+    handing the batch to the main process costs no second copy (as torch's default_collate does)."""
+    out = torch.empty(shape, dtype=dtype)
+    return out.share_memory_() if get_worker_info() is not None else out
 
 
 def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -108,7 +113,7 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
                     f"cannot collate labels[{key!r}]: {_describe(index, samples[index])} has shape "
                     f"{tuple(array.shape)}, {_describe(0, samples[0])} has {tuple(arrays[0].shape)}"
                 )
-        labels[key] = torch.from_numpy(np.stack([s[LABELS][key] for s in samples]))
+        labels[key] = _pad_stack([s[LABELS][key] for s in samples], f"labels[{key!r}]", samples)
     return {
         INPUTS: inputs,
         TIMES: times,
