@@ -8,34 +8,64 @@ from typing import Any
 
 import lightning as L
 import torch
+from einops import rearrange
 from torchvision.utils import save_image
+
+from maestro.models.loss import NORM_EPS
 
 log = logging.getLogger(__name__)
 
 
-def _display(image: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) -> (3, H, W) in [0, 1]: first three bands (or grey), 2-98% stretch per image."""
-    image = image.float()
-    image = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
-    low = torch.quantile(image.flatten(), 0.02)
-    high = torch.quantile(image.flatten(), 0.98)
-    return ((image - low) / (high - low).clamp_min(1e-6)).clamp(0, 1)
+def _bands(image: torch.Tensor) -> torch.Tensor:
+    """First three bands as RGB-like (NIR,R,G for aerial), or grey from the first band."""
+    return image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
+
+
+def _stretch(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    values = _bands(image).flatten()
+    return torch.quantile(values, 0.02), torch.quantile(values, 0.98)
+
+
+def _display(image: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) -> (3, H, W) in [0, 1] with the given 2-98 % stretch."""
+    return ((_bands(image) - low) / (high - low).clamp_min(1e-6)).clamp(0, 1)
+
+
+def denormalise(
+    normalised: torch.Tensor, images: torch.Tensor, patch_size: int, groups: tuple[tuple[int, ...], ...]
+) -> torch.Tensor:
+    """Inverse of the patch-group target normalisation, with the statistics of ``images``: the
+    reconstruction is shown in input units, with each patch's true mean and spread."""
+    pattern = "b t c (h p1) (w p2) -> b t h w c (p1 p2)"
+    values = rearrange(images.float(), pattern, p1=patch_size, p2=patch_size)
+    pred = rearrange(normalised.float(), pattern, p1=patch_size, p2=patch_size)
+    out = torch.empty_like(pred)
+    for group in groups:
+        index = list(group)
+        mean = values[..., index, :].mean(dim=(-2, -1), keepdim=True)
+        std = torch.sqrt(values[..., index, :].var(dim=(-2, -1), keepdim=True, unbiased=True) + NORM_EPS)
+        out[..., index, :] = pred[..., index, :] * std + mean
+    return rearrange(out, "b t h w c (p1 p2) -> b t c (h p1) (w p2)", h=images.shape[-2] // patch_size,
+                     p1=patch_size, p2=patch_size)
 
 
 def reconstruction_panel(
     target: torch.Tensor, prediction: torch.Tensor, pixel_mask: torch.Tensor, valid: torch.Tensor, size: int = 128
 ) -> torch.Tensor:
-    """Rows of [target, masked target, target with reconstructed masked pixels] for the first
-    valid date of each sample; tensors are (B, T, C, H, W) in normalised target space."""
+    """Rows of [input, masked input, input with reconstructed masked pixels] for the first valid
+    date of each sample; tensors are (B, T, C, H, W) in input units. One stretch per row, so the
+    three images of a row are directly comparable."""
     rows = []
     for sample in range(target.shape[0]):
         dates = torch.nonzero(valid[sample]).flatten()
         date = int(dates[0]) if len(dates) else 0
         truth, guess, hidden = target[sample, date], prediction[sample, date], pixel_mask[sample, date]
+        truth = truth.float()
         masked = torch.where(hidden, torch.full_like(truth, float(truth.min())), truth)
         pasted = torch.where(hidden, guess.float(), truth)
+        low, high = _stretch(truth)
         for image in (truth, masked, pasted):
-            shown = _display(image)
+            shown = _display(image, low, high)
             rows.append(torch.nn.functional.interpolate(shown[None], size=(size, size), mode="nearest")[0])
     return torch.stack(rows)
 
@@ -59,10 +89,15 @@ class ReconstructionImages(L.Callback):
         pl_module.last_output = None
         self.output_dir.mkdir(parents=True, exist_ok=True)
         count = self.max_samples
-        for key, target in out["targets"].items():
+        specs = pl_module.model.specs
+        for key in out["targets"]:
+            images = batch["inputs"][key][:count].detach().cpu()
+            spec = specs[key]
+            prediction = denormalise(out["predictions"][key][:count].detach().cpu(), images,
+                                     spec.patch_size, spec.norm_groups)
             panel = reconstruction_panel(
-                target[:count].detach().cpu(),
-                out["predictions"][key][:count].detach().cpu(),
+                images,
+                prediction,
                 out["pixel_masks"][key][:count].cpu(),
                 batch["valid"][key][:count].cpu(),
             )
