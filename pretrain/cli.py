@@ -102,8 +102,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def run(config: PretrainConfig, resume: str | None = None) -> L.Trainer:
     """Train; ``resume`` is a checkpoint path, or ``"last"`` for the run's newest checkpoint."""
     L.seed_everything(config.trainer.seed, workers=True)
-    # TF32 for the few fp32 matrix products left outside bf16 autocast (no effect on CPU).
-    torch.set_float32_matmul_precision("high")
+    if torch.cuda.is_available():  # TF32 for the few fp32 matrix products left outside bf16 autocast
+        torch.set_float32_matmul_precision("high")
     out = Path(config.trainer.output_dir)
     ckpt_path = None
     if resume is not None:
