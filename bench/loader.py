@@ -84,7 +84,10 @@ def per_file_epoch(reader: FlairHubReader, mode: str, batch_size: int) -> Callab
 
 
 def shard_epoch(out: Path, mode: str, batch_size: int, num_samples: int) -> Callable[[], int]:
-    options = {"batches_per_epoch": max(1, num_samples // batch_size)} if mode == "train" else {}
+    # Steady state: a training epoch of 4 resampled passes, so the shuffle buffer's fill at each
+    # epoch start (16 samples decoded ahead) weighs what it does in a real epoch of thousands of
+    # batches, not 40% of a 5-batch toy epoch.
+    options = {"batches_per_epoch": max(1, 4 * num_samples // batch_size)} if mode == "train" else {}
     loader = make_loader(out, preprocess=default_preprocess(mode, DEFAULT_INPUTS), mode=mode, split="train",
                          batch_size=batch_size, num_workers=0, modalities=INPUTS, shuffle_buffer=16,
                          shuffle_initial=4, **options)
