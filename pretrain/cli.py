@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from maestro.config import load_config, to_dict
-from maestro.errors import ConfigError
+from maestro.errors import ConfigError, DataError
 from pretrain.callbacks import ReconstructionImages
 from pretrain.config import PretrainConfig, TrainerConfig
 from pretrain.data import ShardDataModule
@@ -157,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         log.error("invalid configuration: %s", error)
         return 2
-    run(config, resume=args.resume)
+    try:
+        run(config, resume=args.resume)
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError) as error:
+        log.error("%s", error)
+        return 2
     return 0
 
 

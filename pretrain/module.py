@@ -9,8 +9,9 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from maestro.config import from_dict
-from maestro.models import MaestroMAE, create_ema
+from maestro.config import from_dict, to_dict
+from maestro.errors import ConfigError
+from maestro.models import MaestroConfig, MaestroMAE, create_ema
 from pretrain.config import PretrainConfig
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class MaestroPretrainModule(L.LightningModule):
         """(step, batch, outputs) of the step the reconstruction images are drawn for."""
         self._pending_ema_state: dict[str, torch.Tensor] | None = None
         self._pending_loader_state: dict[str, int] | None = None
+        self._resumed_total_steps: int | None = None
 
     # ------------------------------------------------------------------ EMA
     @property
@@ -93,6 +95,16 @@ class MaestroPretrainModule(L.LightningModule):
             checkpoint["train_loader_state"] = loader.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
+        if saved is not None:
+            saved_model = MaestroConfig.from_dict(saved)
+            if saved_model != self.config.model_config:
+                raise ConfigError(
+                    "cannot resume: the checkpoint was trained with another model config "
+                    f"({to_dict(saved_model)}); resume with the run's own config.yaml"
+                )
+        schedulers = checkpoint.get("lr_schedulers") or [{}]
+        self._resumed_total_steps = schedulers[0].get("total_steps")
         self._pending_ema_state = checkpoint.get("ema_state_dict")
         self._pending_loader_state = checkpoint.get("train_loader_state")
 
@@ -139,7 +151,14 @@ class MaestroPretrainModule(L.LightningModule):
 
         trainer = self.trainer
         global_batch = self.config.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        total_steps = int(trainer.estimated_stepping_batches)
+        total_steps = max(int(trainer.estimated_stepping_batches), 2)
+        if self._resumed_total_steps is not None and self._resumed_total_steps != total_steps:
+            raise ConfigError(
+                f"cannot resume: the checkpoint's learning-rate schedule spans {self._resumed_total_steps} "
+                f"optimizer steps but this run would span {total_steps}; keep trainer.max_epochs, "
+                "trainer.max_steps, data.batches_per_epoch, the number of devices and "
+                "trainer.accumulate_grad_batches as they were (start a new run to train longer)"
+            )
         optimizer, scheduler = build_optimizer(self.model, self.config.optim, global_batch, total_steps)
         log.info(
             "global batch %d, peak lr %.3g, %d optimizer steps",

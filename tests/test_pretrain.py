@@ -92,6 +92,14 @@ def test_fit_writes_checkpoints_logs_and_images(toy_shards, tmp_path):
     assert "ema_state_dict" in checkpoint and checkpoint["global_step"] == 8
     with pytest.raises(FileExistsError, match="--resume"):
         run(config)
+    # Resuming must not silently change the run: another schedule or model is refused up front.
+    with pytest.raises(ConfigError, match="schedule spans 8 optimizer steps but this run would span 12"):
+        run(_config(toy_shards, out, max_epochs=3), resume="last")
+    wider = load_config(PretrainConfig, None, [f"data={yaml.safe_dump(to_dict(config.data), default_flow_style=True)}",
+                                               f"trainer={yaml.safe_dump(to_dict(config.trainer), default_flow_style=True)}",
+                                               f"model={yaml.safe_dump({**TINY_MODEL, 'width': 128}, default_flow_style=True)}"])
+    with pytest.raises(ConfigError, match="another model config"):
+        run(wider, resume="last")
 
 
 class _Interrupt(L.Callback):
