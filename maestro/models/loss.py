@@ -18,21 +18,45 @@ from torch import Tensor
 NORM_EPS = 1e-6
 
 
+def _band_range(group: tuple[int, ...]) -> slice | None:
+    """The group as a slice when its bands are consecutive (no index tensor, no host copy)."""
+    start = group[0]
+    return slice(start, start + len(group)) if tuple(group) == tuple(range(start, start + len(group))) else None
+
+
 def normalise_patches(
     images: Tensor, patch_size: int, groups: tuple[tuple[int, ...], ...], eps: float = NORM_EPS
 ) -> Tensor:
-    """``(B, T, C, H, W)`` -> same shape, each (patch, band group) standardised on its own."""
+    """``(B, T, C, H, W)`` -> same shape, each (patch, band group) standardised on its own.
+
+    Consecutive band groups that tile the channels in order (every registry default) are
+    standardised on slices and concatenated: no zero fill, no scatter, and no index tensor copied
+    from the host (a blocking copy, i.e. a host-device sync per group). Other layouts fall back
+    to indexing, with a non-blocking index copy.
+    """
     height = images.shape[-2] // patch_size
     patches = rearrange(
         images.float(), "b t c (h p1) (w p2) -> b t h w c (p1 p2)", p1=patch_size, p2=patch_size
     )
-    normalised = torch.zeros_like(patches)
-    for group in groups:
-        index = torch.tensor(group, device=images.device)
-        values = patches.index_select(-2, index)
+
+    def standardise(values: Tensor) -> Tensor:
         mean = values.mean(dim=(-2, -1), keepdim=True)
         var = values.var(dim=(-2, -1), keepdim=True, unbiased=True)
-        normalised[..., index, :] = (values - mean) / torch.sqrt(var + eps)
+        return (values - mean) / torch.sqrt(var + eps)
+
+    ranges = [_band_range(group) for group in groups]
+    stops = [0] + [r.stop for r in ranges if r is not None]
+    if None not in ranges and [r.start for r in ranges] == stops[:-1] and stops[-1] == patches.shape[-2]:
+        parts = [standardise(patches[..., r, :]) for r in ranges]
+        normalised = torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]
+    else:
+        normalised = torch.zeros_like(patches)
+        for group, band_range in zip(groups, ranges, strict=True):
+            if band_range is not None:
+                normalised[..., band_range, :] = standardise(patches[..., band_range, :])
+            else:
+                index = torch.tensor(group).to(images.device, non_blocking=True)
+                normalised[..., index, :] = standardise(patches.index_select(-2, index))
     return rearrange(
         normalised, "b t h w c (p1 p2) -> b t c (h p1) (w p2)", h=height, p1=patch_size, p2=patch_size
     )

@@ -49,6 +49,11 @@ from maestro.models.transformer import Stack
 Tensors = Mapping[str, Tensor]
 
 
+def _any_padding(valid: Tensors) -> bool:
+    """Whether any date of any modality is padding: one host sync per forward, not one per modality."""
+    return not bool(torch.stack([v.all() for v in valid.values()]).all())
+
+
 @dataclass
 class EncoderOutput:
     """What :meth:`MaestroMAE.encode` returns; token maps are ``(B, T, G, h, w, D)`` per modality."""
@@ -162,7 +167,7 @@ class MaestroMAE(nn.Module):
         """
         inputs, times, valid = self._prepare(inputs, times, valid)
         padding = self._padding(valid)
-        has_padding = any(bool(p.any()) for p in padding.values())
+        has_padding = _any_padding(valid)
         mask = sample_mask(self.plan, self.layouts, padding, self.config.mask_ratio, self.priors, generator)
         encoded = self._encode_sequences(inputs, times, padding if has_padding else None, mask, ())
         # Padding that had to fill visible slots was invisible to attention all along; report it
@@ -207,7 +212,7 @@ class MaestroMAE(nn.Module):
             raise ValueError(f"return_layers {bad} out of range: the encoder has blocks 1..{self.depth}")
         inputs, times, valid = self._prepare(inputs, times, valid)
         padding = self._padding(valid)
-        has_padding = any(bool(p.any()) for p in padding.values())
+        has_padding = _any_padding(valid)
         token_mask = (
             sample_mask(self.plan, self.layouts, padding, self.config.mask_ratio, self.priors, generator)
             if mask

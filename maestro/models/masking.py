@@ -18,7 +18,7 @@ end up visible; the encoder then receives a key padding mask.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,14 @@ class MaskPriors:
     date: float = 0.25
     location: float = 0.25
     band_group: float = 0.25
+
+
+def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """``torch.rand``; the generator is passed only when there is one, because under
+    ``torch.compile`` (2.11) ``torch.rand(..., generator=None)`` with a symbolic size fails to trace."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, device=device, generator=generator)
 
 
 def num_masked(length: int, ratio: float) -> int:
@@ -62,7 +70,7 @@ def draw_priors(
     """
 
     def bernoulli(p: float, *shape: int) -> Tensor:
-        return torch.rand(shape, device=device, generator=generator) < p
+        return _uniform(shape, device, generator) < p
 
     chosen = {}
     for key, layout in layouts.items():
@@ -106,24 +114,35 @@ def sample_mask(
                 draw_priors(layouts, group_sizes, batch_size, priors, device, generator), plan
             )
 
-        chosen = draw()
-        for _ in range(max_redraws):
-            covered = [(c | p).all(dim=1, keepdim=True) for c, p in zip(chosen, padded, strict=True)]
-            if not any(bool(c.any()) for c in covered):
-                break
-            chosen = [torch.where(cov, new, c) for cov, new, c in zip(covered, draw(), chosen, strict=True)]
-        else:  # padding alone covers the group: nothing left to structure, fall back to random
-            covered = [(c | p).all(dim=1, keepdim=True) for c, p in zip(chosen, padded, strict=True)]
-            chosen = [c & ~cov for c, cov in zip(chosen, covered, strict=True)]
+        chosen = _redraw_covered(draw(), padded, draw, max_redraws)
 
     masks = []
     for pad, prior in zip(padded, chosen, strict=True):
         rows, length = pad.shape
-        scores = torch.rand((rows, length), device=device, generator=generator)
+        scores = _uniform((rows, length), device, generator)
         scores = scores + PRIOR_OFFSET * prior + PADDING_OFFSET * pad
         masked = scores.topk(num_masked(length, ratio), dim=1).indices
         masks.append(torch.zeros_like(pad).scatter(1, masked, True))
     return ungroup_tokens(masks, plan, layouts)
+
+
+@torch.compiler.disable
+def _redraw_covered(
+    chosen: list[Tensor], padded: list[Tensor], draw: Callable[[], list[Tensor]], max_redraws: int
+) -> list[Tensor]:
+    """Redraw the priors of samples whose group they cover (with padding) entirely.
+
+    A data-dependent loop with one host sync per draw, so it stays out of compiled graphs
+    (``torch.compile`` traces the rest of :func:`sample_mask`).
+    """
+    for _ in range(max_redraws):
+        covered = [(c | p).all(dim=1, keepdim=True) for c, p in zip(chosen, padded, strict=True)]
+        if not bool(torch.stack([c.any() for c in covered]).any()):
+            return chosen
+        chosen = [torch.where(cov, new, c) for cov, new, c in zip(covered, draw(), chosen, strict=True)]
+    # padding alone covers the group: nothing left to structure, fall back to random
+    covered = [(c | p).all(dim=1, keepdim=True) for c, p in zip(chosen, padded, strict=True)]
+    return [c & ~cov for c, cov in zip(chosen, covered, strict=True)]
 
 
 def visible_indices(mask: Tensor, num_visible: int) -> Tensor:
