@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +26,12 @@ def toy_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
                  "--max-count", "4", "--no-progress"])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread, and the CI cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,17 +1,10 @@
 import pytest
-import torch
 
 from maestro.models.flops import count_flops
 from maestro.models.mae import MaestroMAE
 from maestro.models.synthetic import synthetic_batch, tiny_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_count_flops_forward_and_backward():

@@ -9,13 +9,7 @@ from maestro.models.synthetic import synthetic_batch, tiny_config
 MODES = ["shared", "monotemp", "mod", "group"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models run fastest on one thread, and the CI cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_flairhub_default_token_counts_with_real_sizes():
