@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator
 
 from maestro.data.transforms import MaestroTransform, build_preprocess_config
 from maestro.modalities import with_companions
@@ -43,7 +44,7 @@ class ShardDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             modalities=self.members,
-            pin_memory=self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator",
+            pin_memory=self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator),
             **options,
         )
 
