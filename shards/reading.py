@@ -73,6 +73,10 @@ def resolve_source(source: str | Path | Sequence[str | Path], split: str | None 
         urls.extend(expand_urls(str(item)))
     if not urls:
         raise DataError(f"no shard URLs in {source!r}")
+    missing = [url for url in urls if _is_local(url) and not Path(_local_path(url)).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"no shard file at {shown} (a shard directory needs its manifest.json)")
     return ShardSource(urls=urls)
 
 

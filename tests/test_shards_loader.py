@@ -245,6 +245,15 @@ def test_bad_options() -> None:
     with pytest.raises(ConfigError, match="both rank and world_size"):
         make_loader("x.tar", preprocess=None, rank=1)
     with pytest.raises(ConfigError, match="batches_per_epoch is required"):
-        make_loader("x.tar", preprocess=None, mode="train")
+        make_loader("pipe:cat x.tar", preprocess=None, mode="train")
     with pytest.raises(ConfigError, match="unknown modality"):
         make_loader("x.tar", preprocess=None, mode="eval", modalities=("nope",))
+
+
+def test_missing_local_shards_are_named(tmp_path):
+    from shards.reading import resolve_source
+
+    with pytest.raises(DataError, match=r"no shard file at .*nowhere/train-000000\.tar.* and 1 more"):
+        resolve_source(str(tmp_path / "nowhere" / "train-{000000..000003}.tar"))
+    with pytest.raises(DataError, match="nothing.tar"):
+        resolve_source(tmp_path / "nothing.tar")
