@@ -19,9 +19,20 @@ Kind = Literal["image", "mask", "label"]
 
 
 class Scaling(Protocol):
-    """Maps raw on-disk values (model band order, float32) to network input scale."""
+    """Maps raw values (``..., C, H, W`` in model band order) to network input scale.
+
+    A float32 array is scaled in place (the 512 px rasters of the data loader are never copied
+    again); any other dtype is first converted to a float32 copy. Returns the scaled array.
+    """
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray: ...
+
+
+def _float32(values: np.ndarray) -> np.ndarray:
+    """``values`` itself when it is a writable float32 array, else a float32 copy to scale."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float32 and values.flags.writeable:
+        return values
+    return np.array(values, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,8 @@ class Divide:
     factor: float
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        return values / np.float32(self.factor)
+        values = _float32(values)
+        return np.divide(values, np.float32(self.factor), out=values)
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,10 @@ class LogBackscatter:
     eps: float = 1e-10
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        return np.log(np.maximum(values, np.float32(self.eps))) / np.float32(self.divisor)
+        values = _float32(values)
+        np.maximum(values, np.float32(self.eps), out=values)
+        np.log(values, out=values)
+        return np.divide(values, np.float32(self.divisor), out=values)
 
 
 @dataclass(frozen=True)
@@ -59,14 +74,14 @@ class ElevationWithHeight:
     terrain_band: str = "DTM"
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        scaled = values / np.float32(self.divisor)
+        values = _float32(values)
+        np.divide(values, np.float32(self.divisor), out=values)
         if self.surface_band in bands and self.terrain_band in bands:
-            surface = bands.index(self.surface_band)
-            terrain = bands.index(self.terrain_band)
-            scaled = scaled.copy()
-            height = scaled[..., surface, :, :] - scaled[..., terrain, :, :]
-            scaled[..., terrain, :, :] = np.float32(self.height_gain) * height
-        return scaled
+            surface = values[..., bands.index(self.surface_band), :, :]
+            terrain = values[..., bands.index(self.terrain_band), :, :]
+            np.subtract(surface, terrain, out=terrain)
+            np.multiply(terrain, np.float32(self.height_gain), out=terrain)
+        return values
 
 
 @dataclass(frozen=True)

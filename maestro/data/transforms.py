@@ -36,9 +36,6 @@ from maestro.errors import DataError
 from maestro.modalities import (
     DEFAULT_INPUTS,
     MODALITIES,
-    Divide,
-    ElevationWithHeight,
-    LogBackscatter,
     Modality,
 )
 from maestro.sample import DATES, INPUTS, LABELS, META, TIMES, VALID, Sample
@@ -211,30 +208,11 @@ def select_bands(raw: np.ndarray, band_indices: list[int]) -> np.ndarray:
 def scale_inplace(values: np.ndarray, modality: Modality, bands: tuple[str, ...]) -> np.ndarray:
     """Apply the registry scaling of ``modality`` to float32 ``values`` (``..., C, H, W``).
 
-    The registry's scaling classes are applied in place with their own parameters (same operations
-    in the same order, so results equal the registry callables bit for bit, without the temporary
-    arrays they allocate); any other scaling callable is called as is. Returns the scaled array.
+    The registry's scalings work in place on float32 arrays, so the rasters are not copied again.
     """
-    scaling = modality.scaling
-    if scaling is None:
+    if modality.scaling is None:
         return values
-    kind = type(scaling)
-    if kind is Divide:
-        np.divide(values, np.float32(scaling.factor), out=values)
-    elif kind is LogBackscatter:
-        np.maximum(values, np.float32(scaling.eps), out=values)
-        np.log(values, out=values)
-        np.divide(values, np.float32(scaling.divisor), out=values)
-    elif kind is ElevationWithHeight:
-        np.divide(values, np.float32(scaling.divisor), out=values)
-        if scaling.surface_band in bands and scaling.terrain_band in bands:
-            surface = values[..., bands.index(scaling.surface_band), :, :]
-            terrain = values[..., bands.index(scaling.terrain_band), :, :]
-            np.subtract(surface, terrain, out=terrain)
-            np.multiply(terrain, np.float32(scaling.height_gain), out=terrain)
-    else:
-        values = np.asarray(scaling(values, bands), dtype=np.float32)
-    return values
+    return modality.scaling(values, bands)
 
 
 def mask_companion(modality: str) -> Modality | None:
