@@ -252,14 +252,4 @@ def with_companions(keys: Iterable[str]) -> list[str]:
     return keys
 
 
-def fusion_groups(keys: Iterable[str]) -> dict[str, list[str]]:
-    """Input modalities grouped by their fusion group, in first-seen order."""
-    groups: dict[str, list[str]] = {}
-    for modality in resolve(keys):
-        if not modality.is_input:
-            raise ValueError(f"modality {modality.key!r} is a {modality.kind}, not a network input")
-        groups.setdefault(modality.fusion_group or modality.key, []).append(modality.key)
-    return groups
-
-
 assert set(LABEL_SETS) >= {m.label_set for m in _ENTRIES if m.label_set}
