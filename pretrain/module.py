@@ -123,7 +123,6 @@ class MaestroPretrainModule(L.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=batch_size)
         for key, value in out["losses"].items():
             self.log(f"train/loss_{key}", value, batch_size=batch_size)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
         every = self.config.trainer.reconstruction_every_n_steps
         # Kept only for the step the reconstruction callback draws, not on every step.
         wanted = every > 0 and self.global_step % every == 0
