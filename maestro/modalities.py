@@ -219,6 +219,24 @@ _ENTRIES = (
     ),
 )
 
+@dataclass(frozen=True)
+class ModalityOverride:
+    """Per-modality changes to the registry defaults; ``None`` keeps the registry value.
+
+    The one override type of the suite: model configs and preprocessing configs both take
+    ``{modality key: ModalityOverride}``, so what the model expects is what the data gives it.
+    """
+
+    bands: tuple[str, ...] | None = None
+    """Bands fed to the network, in network order (default: the registry's ``input_bands``)."""
+    patch_size: int | None = None
+    image_size: int | None = None
+    """Height = width of the input in pixels (default: the registry's ``size_px``)."""
+    num_dates: int | None = None
+    token_groups: tuple[tuple[str, ...], ...] | None = None
+    """Band groups that get their own token (default: one group with all bands)."""
+
+
 MODALITIES: dict[str, Modality] = {m.key: m for m in _ENTRIES}
 """All known modalities by key."""
 

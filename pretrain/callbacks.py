@@ -8,10 +8,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from einops import rearrange
 from torchvision.utils import save_image
 
-from maestro.models.loss import NORM_EPS
+from maestro.models.loss import denormalise
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +28,6 @@ def _stretch(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _display(image: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """(C, H, W) -> (3, H, W) in [0, 1] with the given 2-98 % stretch."""
     return ((_bands(image) - low) / (high - low).clamp_min(1e-6)).clamp(0, 1)
-
-
-def denormalise(
-    normalised: torch.Tensor, images: torch.Tensor, patch_size: int, groups: tuple[tuple[int, ...], ...]
-) -> torch.Tensor:
-    """Inverse of the patch-group target normalisation, with the statistics of ``images``: the
-    reconstruction is shown in input units, with each patch's true mean and spread."""
-    pattern = "b t c (h p1) (w p2) -> b t h w c (p1 p2)"
-    values = rearrange(images.float(), pattern, p1=patch_size, p2=patch_size)
-    pred = rearrange(normalised.float(), pattern, p1=patch_size, p2=patch_size)
-    out = torch.empty_like(pred)
-    for group in groups:
-        index = list(group)
-        mean = values[..., index, :].mean(dim=(-2, -1), keepdim=True)
-        std = torch.sqrt(values[..., index, :].var(dim=(-2, -1), keepdim=True, unbiased=True) + NORM_EPS)
-        out[..., index, :] = pred[..., index, :] * std + mean
-    return rearrange(out, "b t h w c (p1 p2) -> b t c (h p1) (w p2)", h=images.shape[-2] // patch_size,
-                     p1=patch_size, p2=patch_size)
 
 
 def reconstruction_panel(

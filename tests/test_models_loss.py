@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from maestro.models.loss import masked_l1, normalise_patches, reconstruction_loss
+from maestro.models.loss import denormalise, masked_l1, normalise_patches, reconstruction_loss
 
 
 def _numpy_reference(images, patch, groups, eps=1e-6):
@@ -61,3 +61,10 @@ def test_modalities_weighted_by_token_count_and_empty_ones_dropped():
     total, losses = reconstruction_loss(predictions, targets, masks, {"a": 300.0, "b": 100.0, "c": 1000.0})
     assert losses["a"].item() == 1.0 and losses["b"].item() == 2.0 and losses["c"].item() == 0.0
     assert total.item() == pytest.approx((300 * 1.0 + 100 * 2.0) / 400)
+
+
+def test_denormalise_inverts_the_target_normalisation():
+    images = torch.rand(2, 3, 4, 8, 8) * 5 + 2
+    groups = ((0,), (1, 2, 3))
+    target = normalise_patches(images, 4, groups)
+    torch.testing.assert_close(denormalise(target, images, 4, groups), images, rtol=1e-4, atol=1e-4)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from maestro import config as config_io
 from maestro.errors import ConfigError
-from maestro.modalities import DEFAULT_INPUTS, MODALITIES
+from maestro.modalities import DEFAULT_INPUTS, MODALITIES, ModalityOverride
 
 FusionMode = Literal["shared", "monotemp", "mod", "group"]
 SizeName = Literal["tiny", "small", "medium", "base", "large"]
@@ -56,20 +56,6 @@ SIZES: dict[str, SizePreset] = {
     "base": SizePreset(768, 12, 12, 4.0, 3),
     "large": SizePreset(1024, 24, 16, 4.0, 4),
 }
-
-
-@dataclass(frozen=True)
-class ModalityOverride:
-    """Per-modality changes to the registry defaults; ``None`` keeps the registry value."""
-
-    bands: tuple[str, ...] | None = None
-    """Bands fed to the network, in network order (default: the registry's ``input_bands``)."""
-    patch_size: int | None = None
-    image_size: int | None = None
-    """Height = width of the input in pixels (default: the registry's ``size_px``)."""
-    num_dates: int | None = None
-    token_groups: tuple[tuple[str, ...], ...] | None = None
-    """Band groups that get their own token (default: one group with all bands)."""
 
 
 @dataclass(frozen=True)

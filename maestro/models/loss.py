@@ -62,6 +62,28 @@ def normalise_patches(
     )
 
 
+
+def denormalise(
+    normalised: Tensor, images: Tensor, patch_size: int, groups: tuple[tuple[int, ...], ...], eps: float = NORM_EPS
+) -> Tensor:
+    """Inverse of :func:`normalise_patches`, with the statistics of ``images``.
+
+    Puts a prediction made in normalised target space back into input units, using each patch's
+    true mean and spread (the model never predicts those).
+    """
+    pattern = "b t c (h p1) (w p2) -> b t h w c (p1 p2)"
+    values = rearrange(images.float(), pattern, p1=patch_size, p2=patch_size)
+    pred = rearrange(normalised.float(), pattern, p1=patch_size, p2=patch_size)
+    out = torch.empty_like(pred)
+    for group in groups:
+        index = list(group)
+        mean = values[..., index, :].mean(dim=(-2, -1), keepdim=True)
+        std = torch.sqrt(values[..., index, :].var(dim=(-2, -1), keepdim=True, unbiased=True) + eps)
+        out[..., index, :] = pred[..., index, :] * std + mean
+    return rearrange(out, "b t h w c (p1 p2) -> b t c (h p1) (w p2)", h=images.shape[-2] // patch_size,
+                     p1=patch_size, p2=patch_size)
+
+
 def masked_l1(prediction: Tensor, target: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
     """Mean |prediction - target| over ``pixel_mask``; returns (loss, number of pixels).
 
