@@ -119,7 +119,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
+        return value if isinstance(value, hint) else from_dict(hint, value, where)
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -3,13 +3,22 @@ import copy
 import pytest
 
 from maestro.errors import ConfigError
-from maestro.models.config import SIZES, MaestroConfig, ModalityOverride
+from maestro.modalities import ModalityOverride
+from maestro.models.config import SIZES, EncoderConfig, MAEConfig
+from maestro.models.legacy import upgrade_mae_config
 from maestro.models.mae import MaestroMAE
 from maestro.models.synthetic import tiny_config
 
 
+def _mae(**fields):
+    """MAE config from a flat field mapping (encoder fields go to the encoder section)."""
+    split = upgrade_mae_config(fields)
+    return MAEConfig(encoder=EncoderConfig(**split.pop("encoder", {})), **split)
+
+
 def test_flairhub_defaults_resolve_from_registry():
-    config = MaestroConfig()
+    mae = MAEConfig()
+    config = mae.encoder
     specs = config.specs
     assert list(specs) == ["aerial", "dem", "s2", "s1_asc", "s1_des"]
     assert specs["aerial"].bands == ("NIR", "R", "G", "B")
@@ -28,7 +37,7 @@ def test_flairhub_defaults_resolve_from_registry():
         "s1_des": 100,
     }
     assert config.num_tokens == 1880
-    assert (config.fusion, config.inter_depth, config.mask_ratio, config.grid_size) == ("group", 3, 0.75, 160)
+    assert (config.fusion, config.inter_depth, mae.mask_ratio, config.grid_size) == ("group", 3, 0.75, 160)
 
 
 @pytest.mark.parametrize(
@@ -41,10 +50,11 @@ def test_flairhub_defaults_resolve_from_registry():
     ],
 )
 def test_size_table(size, width, depth, heads, mlp, decoder_depth):
-    config = MaestroConfig(size=size)
-    assert config.encoder.width == width and config.encoder.depth == depth
-    assert config.encoder.num_heads == heads and config.encoder.width // heads == 64
-    assert config.encoder.mlp_hidden == mlp
+    config = MAEConfig(encoder=EncoderConfig(size=size))
+    encoder = config.encoder.transformer
+    assert encoder.width == width and encoder.depth == depth
+    assert encoder.num_heads == heads and encoder.width // heads == 64
+    assert encoder.mlp_hidden == mlp
     decoder = config.decoder
     assert (decoder.width, decoder.num_heads, decoder.depth) == (512, 16, decoder_depth)
     assert decoder.mlp_hidden == 4 * width
@@ -52,7 +62,7 @@ def test_size_table(size, width, depth, heads, mlp, decoder_depth):
 
 
 def test_spot_and_hist_are_valid_inputs():
-    config = MaestroConfig(modalities=("spot", "hist"))
+    config = EncoderConfig(modalities=("spot", "hist"))
     assert config.specs["spot"].num_tokens == 16 * 16
     assert config.specs["hist"].num_tokens == 32 * 32
 
@@ -89,7 +99,7 @@ def test_spot_and_hist_are_valid_inputs():
 )
 def test_bad_configs_fail_at_construction(fields, message):
     with pytest.raises(ConfigError, match=message):
-        MaestroConfig(**fields)
+        _mae(**fields)
 
 
 def test_from_dict_reads_yaml_like_data_and_round_trips():
@@ -104,10 +114,12 @@ def test_from_dict_reads_yaml_like_data_and_round_trips():
         "size": "small",
         "fusion": "mod",
     }
-    config = MaestroConfig.from_dict(data)
+    config = EncoderConfig.from_dict(data)
     assert config.specs["s2"].num_dates == 8 and config.specs["s2"].num_token_groups == 2
     assert config.specs["s2"].num_tokens == 8 * 2 * 25
-    assert MaestroConfig.from_dict(config.to_dict()) == config
+    assert EncoderConfig.from_dict(config.to_dict()) == config
+    mae = MAEConfig.from_dict({"encoder": data, "mask_ratio": 0.6})
+    assert mae.encoder == config and MAEConfig.from_dict(mae.to_dict()) == mae
 
 
 @pytest.mark.parametrize(
@@ -121,12 +133,12 @@ def test_from_dict_reads_yaml_like_data_and_round_trips():
 )
 def test_from_dict_rejects_unknown_keys_and_values(data, message):
     with pytest.raises(ConfigError, match=message):
-        MaestroConfig.from_dict(data)
+        EncoderConfig.from_dict(data)
 
 
 def test_plain_dict_overrides_are_accepted_and_copied():
     overrides = {"aerial": {"image_size": 64}}
-    config = MaestroConfig(modalities=("aerial",), overrides=overrides)
+    config = EncoderConfig(modalities=("aerial",), overrides=overrides)
     overrides["aerial"] = {"image_size": 128}
     assert config.specs["aerial"].image_size == 64
     assert isinstance(config.overrides["aerial"], ModalityOverride)
@@ -140,7 +152,12 @@ def test_models_never_mutate_configs():
 
 
 def test_replace_validates():
-    config = tiny_config()
+    config = tiny_config().encoder
     assert config.replace(fusion="shared").fusion == "shared"
     with pytest.raises(ConfigError, match="inter_depth"):
         config.replace(inter_depth=3)
+
+
+def test_mae_config_rejects_an_encoder_key_at_its_own_level():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['fusion'\]"):
+        MAEConfig.from_dict({"fusion": "mod"})

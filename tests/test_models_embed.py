@@ -1,11 +1,12 @@
 import torch
 
-from maestro.models.config import MaestroConfig, ModalityOverride
+from maestro.modalities import ModalityOverride
+from maestro.models.config import EncoderConfig
 from maestro.models.embed import ModalityEmbed
 
 
 def _spec(**override):
-    config = MaestroConfig(
+    config = EncoderConfig(
         modalities=("aerial",),
         overrides={"aerial": ModalityOverride(image_size=32, patch_size=8, **override)},
     )

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from maestro.models.config import MaestroConfig
+from maestro.models.config import EncoderConfig
 from maestro.models.encodings import TokenEncoding, block_average, date_code, sincos_position_code
 
 
@@ -18,7 +18,7 @@ def test_sincos_layout_and_frequencies():
 
 
 def test_colocated_tokens_of_different_resolutions_share_position():
-    config = MaestroConfig()
+    config = EncoderConfig()
     grids = {key: spec.grid for key, spec in config.specs.items()}  # aerial 32, dem 16, s2/s1 5
     encoding = TokenEncoding(64, config.grid_size, list(grids.values()))
     aerial = rearrange(encoding.position(grids["aerial"]), "(h w) c -> 1 c h w", h=32)

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from maestro.models.config import MaestroConfig
+from maestro.models.config import EncoderConfig
 from maestro.models.fusion import TokenLayout, group_tokens, plan_sequences, streams, ungroup_tokens
 
 
 @pytest.fixture(scope="module")
 def flairhub():
-    specs = MaestroConfig().specs
+    specs = EncoderConfig().specs
     layouts = {key: TokenLayout.of(spec) for key, spec in specs.items()}
     groups = {key: spec.fusion_group for key, spec in specs.items()}
     return layouts, groups

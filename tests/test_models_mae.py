@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from maestro.models.config import MaestroConfig, ModalityOverride
+from maestro.modalities import ModalityOverride
+from maestro.models.config import EncoderConfig, MAEConfig
 from maestro.models.mae import MaestroMAE
 from maestro.models.masking import num_masked
 from maestro.models.synthetic import synthetic_batch, tiny_config
@@ -13,8 +14,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_flairhub_default_token_counts_with_real_sizes():
-    config = MaestroConfig(
-        width=64, depth=2, inter_depth=1, decoder_width=32, decoder_heads=1, decoder_depth=1
+    config = MAEConfig(
+        encoder=EncoderConfig(width=64, depth=2, inter_depth=1), decoder_width=32, decoder_heads=1, decoder_depth=1
     )
     torch.manual_seed(0)
     model = MaestroMAE(config)
@@ -65,14 +66,14 @@ def test_forward_outputs():
     model = MaestroMAE(config)
     out = model(**synthetic_batch(config))
     assert set(out) == {"loss", "losses", "predictions", "targets", "masks", "pixel_masks"}
-    assert set(out["losses"]) == set(config.modalities)
-    for key, spec in config.specs.items():
+    assert set(out["losses"]) == set(config.encoder.modalities)
+    for key, spec in config.encoder.specs.items():
         shape = (2, spec.num_dates, spec.num_bands, spec.image_size, spec.image_size)
         assert tuple(out["predictions"][key].shape) == shape
         assert tuple(out["targets"][key].shape) == shape
         assert out["pixel_masks"][key].dtype == torch.bool and tuple(out["pixel_masks"][key].shape) == shape
         assert tuple(out["masks"][key].shape) == (2, spec.num_dates, 1, spec.grid, spec.grid)
-    weights = {key: spec.num_tokens for key, spec in config.specs.items()}
+    weights = {key: spec.num_tokens for key, spec in config.encoder.specs.items()}
     expected = sum(weights[k] * out["losses"][k] for k in weights) / sum(weights.values())
     torch.testing.assert_close(out["loss"], expected)
 
@@ -120,51 +121,8 @@ def test_all_dates_padded_in_a_group_still_works():
     assert all(torch.isfinite(t).all() for t in encoded.tokens.values())
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_padding_equals_a_shorter_series(mode):
-    """Padded dates are invisible: encoding 2 real dates + 1 padded one equals encoding the 2 dates."""
-    torch.manual_seed(0)
-    long_config = tiny_config(fusion=mode)
-    short_config = long_config.replace(
-        overrides={**long_config.overrides, "s2": ModalityOverride(image_size=4, num_dates=2)}
-    )
-    long_model, short_model = MaestroMAE(long_config).eval(), MaestroMAE(short_config).eval()
-    short_model.load_state_dict(long_model.state_dict())
-    batch = synthetic_batch(long_config, batch_size=2)
-    batch["valid"]["s2"][:, 2] = False
-    short = {name: dict(part) for name, part in batch.items()}
-    for name in ("inputs", "times", "valid"):
-        short[name]["s2"] = batch[name]["s2"][:, :2]
-    with torch.no_grad():
-        long_out = long_model.encode(**batch, return_layers=(1,))
-        short_out = short_model.encode(**short, return_layers=(1,))
-    for key in long_config.modalities:
-        expected = short_out.tokens[key]
-        got = long_out.tokens[key][:, :2] if key == "s2" else long_out.tokens[key]
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(
-        long_out.layers[1]["s2"][:, :2], short_out.layers[1]["s2"], atol=1e-5, rtol=1e-4
-    )
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_encode_shapes_and_layers(mode):
-    config = tiny_config(fusion=mode)
-    model = MaestroMAE(config).eval()
-    batch = synthetic_batch(config)
-    with torch.no_grad():
-        out = model.encode(**batch, return_layers=(1, 2, 3))
-    assert out.mask is None and set(out.layers) == {1, 2, 3}
-    for key, spec in config.specs.items():
-        shape = (2, spec.num_dates, 1, spec.grid, spec.grid, 64)
-        assert tuple(out.tokens[key].shape) == shape
-        assert all(tuple(out.layers[k][key].shape) == shape for k in (1, 2, 3))
-        torch.testing.assert_close(out.layers[3][key], out.tokens[key])
-    assert not torch.allclose(out.layers[1]["aerial"], out.layers[2]["aerial"])
-
-
 def test_encode_with_mask_and_band_groups():
-    overrides = dict(tiny_config().overrides)
+    overrides = dict(tiny_config().encoder.overrides)
     overrides["aerial"] = ModalityOverride(
         image_size=32, patch_size=8, token_groups=(("NIR",), ("R", "G", "B"))
     )
@@ -172,19 +130,13 @@ def test_encode_with_mask_and_band_groups():
     model = MaestroMAE(config)
     assert len(model.mask_tokens["aerial"].token) == 2
     batch = synthetic_batch(config)
-    out = model.encode(**batch, mask=True, return_layers=(2,))
+    out = model.encode(**batch, mask=True, indices=(1,))
     assert tuple(out.tokens["aerial"].shape) == (2, 1, 2, 4, 4, 64)
     assert tuple(out.mask["aerial"].shape) == (2, 1, 2, 4, 4)
     assert (out.tokens["aerial"][out.mask["aerial"]] == 0).all()
     assert (out.tokens["aerial"][~out.mask["aerial"]].abs().sum(-1) > 0).all()
     assert out.mask["aerial"].sum() == 2 * num_masked(32, 0.75)
     model(**batch)["loss"].backward()
-
-
-def test_encode_rejects_unknown_layers():
-    model = MaestroMAE(tiny_config())
-    with pytest.raises(ValueError, match=r"blocks 1..3"):
-        model.encode(**synthetic_batch(tiny_config()), return_layers=(4,))
 
 
 def test_input_checks_name_the_problem():
@@ -200,12 +152,14 @@ def test_input_checks_name_the_problem():
 
 
 def test_any_subset_of_modalities_including_spot_and_hist():
-    config = MaestroConfig(
-        modalities=("spot", "hist"),
-        overrides={"spot": ModalityOverride(image_size=16), "hist": ModalityOverride(image_size=32)},
-        width=64,
-        depth=2,
-        inter_depth=1,
+    config = MAEConfig(
+        encoder=EncoderConfig(
+            modalities=("spot", "hist"),
+            overrides={"spot": ModalityOverride(image_size=16), "hist": ModalityOverride(image_size=32)},
+            width=64,
+            depth=2,
+            inter_depth=1,
+        ),
         decoder_width=32,
         decoder_heads=2,
         decoder_depth=1,
@@ -213,7 +167,7 @@ def test_any_subset_of_modalities_including_spot_and_hist():
     model = MaestroMAE(config)
     out = model(**synthetic_batch(config))
     assert set(out["losses"]) == {"spot", "hist"} and torch.isfinite(out["loss"])
-    assert set(model.encoders) == {"spot", "hist"}
+    assert set(model.encoder.streams) == {"spot", "hist"}
 
 
 def test_streams_and_depths_per_mode():
@@ -224,9 +178,9 @@ def test_streams_and_depths_per_mode():
         ("group", {"aerial", "dem", "s2", "s1"}, 2),
     ]:
         model = MaestroMAE(tiny_config(fusion=mode))
-        assert set(model.encoders) == streams == set(model.decoders)
-        assert all(stack.depth == own for stack in model.encoders.values())
-        assert (model.inter is None) == (own == 3)
+        assert set(model.encoder.streams) == streams == set(model.decoders)
+        assert all(stack.depth == own for stack in model.encoder.streams.values())
+        assert (model.encoder.late_fusion is None) == (own == 3)
 
 
 def test_bf16_autocast():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from maestro.models.config import MaestroConfig
+from maestro.models.config import EncoderConfig
 from maestro.models.fusion import TokenLayout, group_tokens, plan_sequences
 from maestro.models.masking import (
     MaskPriors,
@@ -15,7 +15,7 @@ from maestro.models.masking import (
 
 
 def _setup(mode, **overrides):
-    specs = MaestroConfig(**overrides).specs
+    specs = EncoderConfig(**overrides).specs
     layouts = {key: TokenLayout.of(spec) for key, spec in specs.items()}
     plan = plan_sequences(layouts, mode, {key: spec.fusion_group for key, spec in specs.items()})
     return layouts, plan

@@ -1,11 +1,12 @@
 import torch
 
-from maestro.models.config import MaestroConfig, ModalityOverride
+from maestro.modalities import ModalityOverride
+from maestro.models.config import EncoderConfig
 from maestro.models.pixels import PixelHead, token_mask_to_pixels
 
 
 def _spec(**override):
-    config = MaestroConfig(
+    config = EncoderConfig(
         modalities=("aerial",), overrides={"aerial": ModalityOverride(image_size=8, patch_size=4, **override)}
     )
     return config.specs["aerial"]

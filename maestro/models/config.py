@@ -1,10 +1,10 @@
-"""MAESTRO model configuration: one frozen dataclass, validated when it is built.
+"""MAESTRO model configurations: the encoder, and the masked autoencoder that wraps it for pretraining.
 
 A config that cannot work (unknown modality, patch size that does not tile the image, token grid
 that does not tile the position grid, ...) raises :class:`~maestro.errors.ConfigError` at
 construction, long before the first batch. Per-modality facts come from the registry
 (:mod:`maestro.modalities`); ``overrides`` changes them per modality without touching the registry.
-The resolved per-modality view that models use is :attr:`MaestroConfig.specs`.
+The resolved per-modality view that models use is :attr:`EncoderConfig.specs`.
 """
 
 from __future__ import annotations
@@ -97,8 +97,12 @@ class ModalitySpec:
 
 
 @dataclass(frozen=True)
-class MaestroConfig:
-    """Everything that defines a MAESTRO masked autoencoder. Immutable; models never change it."""
+class EncoderConfig:
+    """Everything that defines a MAESTRO encoder: inputs, tokenizer, fusion mode and transformer.
+
+    This is what a published or fine-tuned model carries (``config.json``); masking and decoder
+    settings belong to :class:`MAEConfig`, which wraps it for pretraining. Immutable.
+    """
 
     modalities: tuple[str, ...] = DEFAULT_INPUTS
     """Input modality keys (registry keys of kind ``image``)."""
@@ -107,15 +111,6 @@ class MaestroConfig:
     fusion: FusionMode = "group"
     inter_depth: int = 3
     """Last encoder blocks run on all groups together (``mod``/``group`` only; ignored otherwise)."""
-    mask_ratio: float = 0.75
-    p_drop_modality: float = 0.25
-    """Structured mask prior: a whole modality of a multi-modality group goes first."""
-    p_drop_date: float = 0.25
-    """Structured mask prior: a whole date of a time series goes first."""
-    p_drop_location: float = 0.25
-    """Structured mask prior: a token position across all dates goes first."""
-    p_drop_band_group: float = 0.25
-    """Structured mask prior: a token band group goes first (only with several band groups)."""
     grid_size: int = 160
     """Side of the common fine grid of the position code; every token grid must divide it."""
     drop_path: float = 0.0
@@ -125,11 +120,6 @@ class MaestroConfig:
     num_heads: int | None = None
     """Default: width / 64 (head dim 64)."""
     mlp_ratio: float | None = None
-    decoder_width: int = 512
-    decoder_depth: int | None = None
-    decoder_heads: int = 16
-    decoder_mlp_hidden: int | None = None
-    """Default: 4 x encoder width (the reference's quirk, kept for weight compatibility)."""
 
     def __post_init__(self) -> None:
         # Accept YAML-ish inputs (lists, plain dicts) but store immutable-looking values.
@@ -146,15 +136,15 @@ class MaestroConfig:
         _ = self.specs  # resolves and validates every modality now, not at the first forward
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> MaestroConfig:
-        """Build from a plain mapping (YAML); unknown keys raise a ConfigError naming them."""
+    def from_dict(cls, data: Mapping[str, Any] | None) -> EncoderConfig:
+        """Build from a plain mapping (YAML, ``config.json``); unknown keys raise a ConfigError."""
         return config_io.from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, YAML-serialisable form that :meth:`from_dict` reads back."""
+        """Plain, JSON/YAML-serialisable form that :meth:`from_dict` reads back."""
         return config_io.to_dict(self)
 
-    def replace(self, **changes: Any) -> MaestroConfig:
+    def replace(self, **changes: Any) -> EncoderConfig:
         """A validated copy with some fields changed (configs are never mutated)."""
         return dataclasses.replace(self, **changes)
 
@@ -163,7 +153,8 @@ class MaestroConfig:
     # ----------------------------------------------------------------------------------------
 
     @property
-    def encoder(self) -> TransformerSize:
+    def transformer(self) -> TransformerSize:
+        """Width, depth, heads and MLP size of the encoder, with ``size`` filling the gaps."""
         preset = SIZES[self.size]
         width = self.width if self.width is not None else preset.width
         depth = self.depth if self.depth is not None else preset.depth
@@ -175,12 +166,6 @@ class MaestroConfig:
             heads = max(width // HEAD_DIM, 1)
         ratio = self.mlp_ratio if self.mlp_ratio is not None else preset.mlp_ratio
         return TransformerSize(width, depth, heads, int(round(width * ratio)))
-
-    @property
-    def decoder(self) -> TransformerSize:
-        depth = self.decoder_depth if self.decoder_depth is not None else SIZES[self.size].decoder_depth
-        hidden = self.decoder_mlp_hidden if self.decoder_mlp_hidden is not None else 4 * self.encoder.width
-        return TransformerSize(self.decoder_width, depth, self.decoder_heads, hidden)
 
     @property
     def sequence_fusion(self) -> bool:
@@ -230,41 +215,17 @@ class MaestroConfig:
             raise ConfigError(
                 f"fusion: unknown fusion mode {self.fusion!r}; expected one of {list(FUSION_MODES)}"
             )
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ConfigError(f"mask_ratio: {self.mask_ratio} must be in (0, 1)")
-        for name in ("p_drop_modality", "p_drop_date", "p_drop_location", "p_drop_band_group"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name}: probability {value} must be in [0, 1]")
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"drop_path: {self.drop_path} must be in [0, 1)")
         if self.grid_size < 1:
             raise ConfigError(f"grid_size: {self.grid_size} must be positive")
-        self._validate_size("encoder", self.encoder)
-        self._validate_size("decoder", self.decoder)
-        depth = self.encoder.depth
+        validate_size("encoder", self.transformer)
+        depth = self.transformer.depth
         if not 0 <= self.inter_depth < depth:
             raise ConfigError(
                 f"inter_depth: {self.inter_depth} must be in [0, depth) = [0, {depth}); the late-fusion "
                 f"blocks are the last inter_depth of the {depth} encoder blocks"
             )
-
-    @staticmethod
-    def _validate_size(name: str, size: TransformerSize) -> None:
-        if size.depth < 1 and name == "encoder":
-            raise ConfigError(f"{name} depth must be >= 1, got {size.depth}")
-        if size.depth < 0:
-            raise ConfigError(f"{name} depth must be >= 0, got {size.depth}")
-        if size.num_heads < 1 or size.width % size.num_heads:
-            raise ConfigError(f"{name} width {size.width} is not divisible by its {size.num_heads} heads")
-        position_channels = size.width - DATE_CHANNELS
-        if position_channels <= 0 or position_channels % 4:
-            raise ConfigError(
-                f"{name} width {size.width}: width - {DATE_CHANNELS} date channels must be a positive "
-                f"multiple of 4 for the 2-D sin-cos position code"
-            )
-        if size.mlp_hidden < 1:
-            raise ConfigError(f"{name} MLP hidden size must be >= 1, got {size.mlp_hidden}")
 
     def _resolve(self, key: str) -> ModalitySpec:
         entry = MODALITIES[key]
@@ -331,3 +292,77 @@ class MaestroConfig:
             norm_groups=tuple(norm_groups),
             fusion_group=entry.fusion_group or key,
         )
+
+
+@dataclass(frozen=True)
+class MAEConfig:
+    """The pretraining wrapper around an encoder: masking, decoders, pixel heads. Immutable."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mask_ratio: float = 0.75
+    p_drop_modality: float = 0.25
+    """Structured mask prior: a whole modality of a multi-modality group goes first."""
+    p_drop_date: float = 0.25
+    """Structured mask prior: a whole date of a time series goes first."""
+    p_drop_location: float = 0.25
+    """Structured mask prior: a token position across all dates goes first."""
+    p_drop_band_group: float = 0.25
+    """Structured mask prior: a token band group goes first (only with several band groups)."""
+    decoder_width: int = 512
+    decoder_depth: int | None = None
+    """Default: 1/2/3/4 for tiny/small/medium/large encoders."""
+    decoder_heads: int = 16
+    decoder_mlp_hidden: int | None = None
+    """Default: 4 x encoder width (the reference's quirk, kept for weight compatibility)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, Mapping):
+            object.__setattr__(self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder"))
+        elif not isinstance(self.encoder, EncoderConfig):
+            raise ConfigError(f"encoder: expected a mapping, got {type(self.encoder).__name__}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio: {self.mask_ratio} must be in (0, 1)")
+        for name in ("p_drop_modality", "p_drop_date", "p_drop_location", "p_drop_band_group"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}: probability {value} must be in [0, 1]")
+        validate_size("decoder", self.decoder)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> MAEConfig:
+        """Build from a plain mapping (YAML); unknown keys raise a ConfigError naming them."""
+        return config_io.from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_io.to_dict(self)
+
+    def replace(self, **changes: Any) -> MAEConfig:
+        """A validated copy with some fields changed (configs are never mutated)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def decoder(self) -> TransformerSize:
+        encoder = self.encoder
+        depth = self.decoder_depth if self.decoder_depth is not None else SIZES[encoder.size].decoder_depth
+        hidden = (
+            self.decoder_mlp_hidden if self.decoder_mlp_hidden is not None else 4 * encoder.transformer.width
+        )
+        return TransformerSize(self.decoder_width, depth, self.decoder_heads, hidden)
+
+
+def validate_size(name: str, size: TransformerSize) -> None:
+    """Depth, heads and width constraints of one transformer stack (the width carries the codes)."""
+    if size.depth < 1 and name == "encoder":
+        raise ConfigError(f"{name} depth must be >= 1, got {size.depth}")
+    if size.depth < 0:
+        raise ConfigError(f"{name} depth must be >= 0, got {size.depth}")
+    if size.num_heads < 1 or size.width % size.num_heads:
+        raise ConfigError(f"{name} width {size.width} is not divisible by its {size.num_heads} heads")
+    position_channels = size.width - DATE_CHANNELS
+    if position_channels <= 0 or position_channels % 4:
+        raise ConfigError(
+            f"{name} width {size.width}: width - {DATE_CHANNELS} date channels must be a positive "
+            f"multiple of 4 for the 2-D sin-cos position code"
+        )
+    if size.mlp_hidden < 1:
+        raise ConfigError(f"{name} MLP hidden size must be >= 1, got {size.mlp_hidden}")

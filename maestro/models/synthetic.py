@@ -7,18 +7,23 @@ noise), so masked reconstruction is learnable; times follow the model-sample con
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from maestro.models.config import MaestroConfig, ModalityOverride
+from maestro.modalities import ModalityOverride
+from maestro.models.config import EncoderConfig, MAEConfig
 
 
-def tiny_config(**changes: Any) -> MaestroConfig:
-    """A CPU-fast config on small images: aerial 32 px / p8, dem 32 px / p16, s2 3 dates and
-    s1_asc/s1_des 2 dates at 4 px / p2 (48 tokens), width 64, depth 3 (1 late-fusion block)."""
+def tiny_config(**changes: Any) -> MAEConfig:
+    """A CPU-fast MAE config on small images: aerial 32 px / p8, dem 32 px / p16, s2 3 dates and
+    s1_asc/s1_des 2 dates at 4 px / p2 (48 tokens), width 64, depth 3 (1 late-fusion block).
+
+    ``changes`` may name fields of either :class:`EncoderConfig` or :class:`MAEConfig`.
+    """
     fields: dict[str, Any] = {
         "modalities": ("aerial", "dem", "s2", "s1_asc", "s1_des"),
         "overrides": {
@@ -37,16 +42,19 @@ def tiny_config(**changes: Any) -> MaestroConfig:
         "decoder_depth": 1,
     }
     fields.update(changes)
-    return MaestroConfig(**fields)
+    encoder_fields = {f.name for f in dataclasses.fields(EncoderConfig)}
+    encoder = EncoderConfig(**{k: v for k, v in fields.items() if k in encoder_fields})
+    return MAEConfig(encoder=encoder, **{k: v for k, v in fields.items() if k not in encoder_fields})
 
 
 def synthetic_batch(
-    config: MaestroConfig, batch_size: int = 2, seed: int = 0, device: str | torch.device = "cpu"
+    config: EncoderConfig | MAEConfig, batch_size: int = 2, seed: int = 0, device: str | torch.device = "cpu"
 ) -> dict[str, dict[str, Tensor]]:
     """``{"inputs", "times", "valid"}`` for ``config`` (all dates valid), deterministic in ``seed``."""
+    encoder = config.encoder if isinstance(config, MAEConfig) else config
     generator = torch.Generator().manual_seed(seed)
     inputs, times, valid = {}, {}, {}
-    for key, spec in config.specs.items():
+    for key, spec in encoder.specs.items():
         size, dates, bands = spec.image_size, spec.num_dates, spec.num_bands
         coords = torch.linspace(0, 1, size)
         y, x = torch.meshgrid(coords, coords, indexing="ij")
