@@ -34,7 +34,7 @@ import torch
 
 from maestro.data.collate import collate_model_samples
 from maestro.data.flairhub import FlairHubReader
-from maestro.data.layout import PatchId, raster_relpath
+from maestro.data.layout import SPLIT_NAME, PatchId, raster_relpath
 from maestro.data.toy import write_toy_dataset
 from maestro.modalities import DEFAULT_INPUTS, get_modality, with_companions
 from shards.format import array_member, decode_array, decode_member, encode_array, encode_member
@@ -278,7 +278,7 @@ def main() -> int:
         root = args.root
         if root is None:
             root = work / "toy"
-            if not (root / "split_flairhub").exists():
+            if not (root / SPLIT_NAME).exists():
                 write_toy_dataset(root, num_patches=args.patches, seed=0)
         if args.encodings:
             encodings(args, root)

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from maestro.data.layout import SPLIT_NAME
 from maestro.errors import ConfigError, DataError
 
 log = logging.getLogger("shards")
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-size", default="1GB", help="target shard size, e.g. 1GB, 500MiB (default 1GB)")
     build.add_argument("--max-count", type=int, default=10_000, help="max samples per shard (default 10000)")
     build.add_argument("--workers", type=int, default=1, help="processes writing shards (default 1)")
-    build.add_argument("--split-name", default="split_flairhub", help="split folder (default split_flairhub)")
+    build.add_argument("--split-name", default=SPLIT_NAME, help="split folder (default %(default)s)")
     build.add_argument("--split-csv", help="explicit split CSV instead of {root}/{split-name}/{split}.csv")
     build.add_argument("--skip-bad", action="store_true",
                        help="skip patches the reader rejects (counted and listed in the manifest) instead of stopping")

@@ -248,7 +248,7 @@ class DecodeAndPreprocess:
 
 def default_preprocess(mode: Mode, modalities: Iterable[str] | None = None, seed: int = 0) -> Preprocess:
     """MAESTRO preprocessing for the given input modalities (default: the FLAIR-HUB inputs)."""
-    from maestro.data.transforms import MaestroTransform, build_preprocess_config
+    from maestro.data.preprocess import MaestroTransform, build_preprocess_config
 
     config = build_preprocess_config(*(() if modalities is None else (list(modalities),)))
     return MaestroTransform(config, train=mode == "train", seed=seed)

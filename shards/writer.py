@@ -28,6 +28,7 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
+from maestro.data.layout import SPLIT_NAME
 from maestro.errors import ConfigError, DataError
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, resolve, with_companions
 from shards.format import FORMAT_VERSION, encode_sample, validate_key
@@ -81,7 +82,7 @@ class BuildConfig:
     """Target shard size in bytes (estimated from the first patches, so approximate)."""
     max_count: int = 10_000
     workers: int = 1
-    split_name: str = "split_flairhub"
+    split_name: str = SPLIT_NAME
     split_csv: Path | None = None
     skip_bad: bool = False
     """Skip patches the reader rejects (counted and listed in the manifest) instead of stopping."""

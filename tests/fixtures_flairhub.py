@@ -18,12 +18,18 @@ import rasterio
 from rasterio.transform import Affine
 
 from maestro.data.flairhub import PatchEntry, write_split_csv
-from maestro.data.layout import CRS, PATCH_SIZE_M, PatchId, dates_table_path, raster_relpath, split_csv_path
+from maestro.data.layout import (
+    CRS,
+    PATCH_SIZE_M,
+    SPLIT_NAME,
+    PatchId,
+    dates_table_path,
+    raster_relpath,
+    split_csv_path,
+)
 from maestro.data.metadata import write_dates_table
 from maestro.labels import LABEL_SETS
 from maestro.modalities import Modality, get_modality, resolve
-
-SPLIT_NAME = "split_flairhub"
 
 
 def roi_origin(roi: str) -> tuple[float, float]:

@@ -89,7 +89,7 @@ def test_rejects_empty_batch_and_raw_samples() -> None:
 
 
 def test_end_to_end_with_preprocessing() -> None:
-    from maestro.data.transforms import build_preprocess_config, preprocess_sample
+    from maestro.data.preprocess import build_preprocess_config, preprocess_sample
 
     def raw(t_s1: int, seed: int) -> dict:
         rng = np.random.default_rng(seed)
@@ -102,7 +102,7 @@ def test_end_to_end_with_preprocessing() -> None:
             "meta": {"patch_id": f"p{seed}"},
         }
 
-    config = build_preprocess_config(["aerial", "s1_asc"], {"s1_asc": {"num_dates": None}})
+    config = build_preprocess_config(["aerial", "s1_asc"], keep_all_dates=("s1_asc",))
     samples = [preprocess_sample(raw(3 + i, i), config, train=True, rng=i) for i in range(3)]
     batch = collate_model_samples(samples)
     assert batch["inputs"]["s1_asc"].shape == (3, 5, 2, 4, 4)

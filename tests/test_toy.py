@@ -12,9 +12,17 @@ import pytest
 import rasterio
 
 from maestro.data.flairhub import FlairHubReader
-from maestro.data.layout import CRS, PATCH_SIZE_M, PatchId, dates_table_path, raster_relpath, split_csv_path
+from maestro.data.layout import (
+    CRS,
+    PATCH_SIZE_M,
+    SPLIT_NAME,
+    PatchId,
+    dates_table_path,
+    raster_relpath,
+    split_csv_path,
+)
 from maestro.data.metadata import read_dates_table
-from maestro.data.toy import LPIS_HIERARCHY, SPLIT_DOMAINS, SPLIT_NAME, ToySummary, write_toy_dataset
+from maestro.data.toy import LPIS_HIERARCHY, SPLIT_DOMAINS, ToySummary, write_toy_dataset
 from maestro.dates import year_and_doy
 from maestro.labels import LABEL_SETS
 from maestro.modalities import MODALITIES

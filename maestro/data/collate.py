@@ -1,9 +1,9 @@
 """Batch collation of model samples (see :mod:`maestro.sample`) into torch tensors.
 
 Samples keep ``num_dates`` fixed per modality in the default configuration, but a series kept
-whole (``num_dates=None``) varies in length between samples: collation pads it to the longest
-series of the batch with zeros and ``valid=False``, the same convention preprocessing uses for
-short series, so models only ever look at ``valid``.
+whole (``PreprocessConfig.keep_all_dates``) varies in length between samples: collation pads it
+to the longest series of the batch with zeros and ``valid=False``, the same convention
+preprocessing uses for short series, so models only ever look at ``valid``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
         if missing or unknown:
             raise ValueError(
                 f"cannot collate {_describe(index, sample)}: not a model sample "
-                f"(missing {missing}, unexpected {unknown}); run maestro.data.transforms first"
+                f"(missing {missing}, unexpected {unknown}); run maestro.data.preprocess first"
             )
     modalities = _check_same_keys(samples, INPUTS)
     for field in (TIMES, VALID):

@@ -24,7 +24,15 @@ import rasterio
 from einops import rearrange
 from rasterio.errors import RasterioError
 
-from maestro.data.layout import CRS, PatchId, dates_table_path, raster_relpath, split_csv_path
+from maestro.data.layout import (
+    CRS,
+    PATCH_ID_COLUMN,
+    SPLIT_NAME,
+    PatchId,
+    dates_table_path,
+    raster_relpath,
+    split_csv_path,
+)
 from maestro.data.metadata import read_dates_table
 from maestro.errors import DataError
 from maestro.labels import LABEL_SETS
@@ -39,8 +47,6 @@ except ImportError:  # pragma: no cover - private module moved
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
-PATCH_ID_COLUMN = "patch_id"
-DEFAULT_SPLIT_NAME = "split_flairhub"
 
 _RASTER_ERRORS = (RasterioError, CPLE_BaseError, OSError)
 _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
@@ -339,7 +345,7 @@ class FlairHubReader:
         root: Path,
         modalities: Iterable[str],
         split: str = "train",
-        split_name: str = DEFAULT_SPLIT_NAME,
+        split_name: str = SPLIT_NAME,
         split_csv: Path | None = None,
         on_error: OnError = "raise",
         domain_splits: Mapping[str, str] | None = None,

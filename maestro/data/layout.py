@@ -1,4 +1,4 @@
-"""FLAIR-HUB on-disk naming (DESIGN.md section 2), shared by the reader and the toy writer.
+"""FLAIR-HUB on-disk naming, shared by the reader, the toy writer and the shard builder.
 
 ``{DOMAIN}_{SENSOR}_{DATATYPE}/{ROI}/{DOMAIN}_{SENSOR}_{DATATYPE}_{ROI}_{row}-{col}.tif`` with
 ``patch_id = {DOMAIN}_{ROI}_{row}-{col}``.
@@ -15,6 +15,10 @@ from maestro.modalities import Modality
 METADATA_DIR = "GLOBAL_ALL_MTD"
 CRS = "EPSG:2154"
 PATCH_SIZE_M = 102.4
+SPLIT_NAME = "split_flairhub"
+"""Folder of the official split CSVs under the root: readers default to it, the toy dataset writes it."""
+PATCH_ID_COLUMN = "patch_id"
+"""Column naming the patch in the split CSVs and in the dates GeoPackages."""
 
 _PATCH_ID = re.compile(r"^(?P<domain>D\d{3}-[0-9X]{4})_(?P<roi>[^_/\\]+)_(?P<row>\d+)-(?P<col>\d+)$")
 

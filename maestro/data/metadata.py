@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from maestro.data.layout import PATCH_ID_COLUMN
 from maestro.dates import parse_yyyymmdd
 from maestro.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PATCH_ID_COLUMN = "patch_id"
 DATES_COLUMN = "acquisition_dates"
 
 GPKG_APPLICATION_IDS = frozenset({0x47504B47, 0x47503130, 0x47503131})

@@ -1,0 +1,282 @@
+"""MAESTRO preprocessing: raw sample (as the reader returns it) -> model sample.
+
+Both contracts are documented in :mod:`maestro.sample`; the method is described in
+``docs/method.md``. Every per-modality fact comes from the registry:
+
+1. band selection / reordering into network order (``Modality.band_indices``), cast to float32;
+2. MAESTRO scaling (``Modality.scaling``), applied in place on the float32 copy;
+3. for time series, reduction to ``num_dates`` dates, one per bin, avoiding dates flagged by the
+   image's companion mask (:mod:`maestro.data.preprocess.dates`);
+4. series shorter than ``num_dates`` are padded with zeros and ``valid=False``;
+5. ``times`` rows ``[years since the reference date, day of year, hour]`` with the reference date
+   being the aerial date (``PreprocessConfig.reference_modality``) or the sample's earliest date.
+
+Raw rasters are validated on the way (rank, band count, dates, companion mask, finite values):
+a bad sample raises a :class:`~maestro.errors.DataError` naming the patch and the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from einops import rearrange
+
+from maestro.data.preprocess.config import PreprocessConfig, ResolvedInput
+from maestro.data.preprocess.dates import date_times, pad_series, reference_date, select_dates
+from maestro.dates import PAD_DATE
+from maestro.errors import DataError
+from maestro.modalities import MODALITIES, Modality
+from maestro.sample import DATES, INPUTS, LABELS, META, TIMES, VALID, Sample
+
+logger = logging.getLogger(__name__)
+
+RngLike = np.random.Generator | int | None
+
+
+# --------------------------------------------------------------------------------------------
+# Small reusable steps
+# --------------------------------------------------------------------------------------------
+
+
+def select_bands(raw: np.ndarray, band_indices: Sequence[int]) -> np.ndarray:
+    """(T, C_disk, H, W) raster -> new float32 (T, C, H, W) in the given band order.
+
+    One allocation and one casting pass per band: the 512 px rasters are never copied twice.
+    """
+    out = np.empty((raw.shape[0], len(band_indices), *raw.shape[2:]), dtype=np.float32)
+    for position, index in enumerate(band_indices):
+        out[:, position] = raw[:, index]
+    return out
+
+
+def scale_inplace(values: np.ndarray, modality: Modality, bands: tuple[str, ...]) -> np.ndarray:
+    """Apply the registry scaling of ``modality`` to float32 ``values`` (``..., C, H, W``).
+
+    The registry's scalings work in place on float32 arrays, so the rasters are not copied again.
+    """
+    if modality.scaling is None:
+        return values
+    return modality.scaling(values, bands)
+
+
+def mask_companion(modality: str) -> Modality | None:
+    """The mask modality whose ``companion_of`` is ``modality`` (``s2`` -> ``s2_mask``), if any."""
+    for entry in MODALITIES.values():
+        if entry.kind == "mask" and entry.companion_of == modality:
+            return entry
+    return None
+
+
+def flagged_pixels(mask: np.ndarray, threshold: float) -> np.ndarray:
+    """(T, C_mask, H, W) mask -> (T, H, W) bool: any mask band (snow, cloud) above ``threshold``."""
+    return (np.asarray(mask) > threshold).any(axis=1)
+
+
+def check_finite(values: np.ndarray, modality: str, patch_id: str | None, path: str | None = None) -> None:
+    """Raise DataError if ``values`` hold NaN or inf (one cheap reduction in the common case)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum()):
+            return
+    bad = ~np.isfinite(values)
+    if not bad.any():  # the sum overflowed, the values are fine
+        return
+    raise DataError(
+        f"{modality}: {int(bad.sum())} non-finite values (NaN/inf) after scaling",
+        patch_id=patch_id,
+        path=path,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Raw raster validation
+# --------------------------------------------------------------------------------------------
+
+
+def _raster_path(meta: Mapping[str, Any], modality: str) -> str | None:
+    rasters = meta.get("rasters") if isinstance(meta, Mapping) else None
+    info = rasters.get(modality) if isinstance(rasters, Mapping) else None
+    return info.get("path") if isinstance(info, Mapping) else None
+
+
+def _as_series(raw: Any, entry: Modality, patch_id: str | None, path: str | None) -> np.ndarray:
+    """Raw raster as (T, C_disk, H, W), validating rank and band count."""
+    array = np.asarray(raw)
+    if array.ndim == 3 and not entry.temporal:
+        array = rearrange(array, "c h w -> 1 c h w")
+    if array.ndim != 4:
+        expected = "(T, C, H, W)" if entry.temporal else "(C, H, W)"
+        raise DataError(f"{entry.key}: expected a {expected} raster, got shape {array.shape}", patch_id=patch_id, path=path)
+    if array.shape[1] != entry.num_bands:
+        raise DataError(
+            f"{entry.key}: expected {entry.num_bands} bands {entry.bands} per date, got shape {array.shape}",
+            patch_id=patch_id,
+            path=path,
+        )
+    if not entry.temporal and array.shape[0] != 1:
+        raise DataError(f"{entry.key} is mono-temporal but has {array.shape[0]} dates", patch_id=patch_id, path=path)
+    return array
+
+
+def _series_dates(sample: Sample, entry: Modality, length: int, reference: int | None, patch_id: str | None) -> np.ndarray:
+    """The (T,) dates of a raster, validated against its length."""
+    dates = (sample.get(DATES) or {}).get(entry.key)
+    if dates is None:
+        if entry.dates_table is not None:
+            raise DataError(f"{entry.key}: no acquisition dates in the sample", patch_id=patch_id)
+        # No dates table (dem, historical imagery): the raster is dated at the reference date.
+        return np.full(length, reference if reference is not None else PAD_DATE, dtype=np.int32)
+    dates = np.asarray(dates).reshape(-1)
+    if dates.shape[0] != length:
+        raise DataError(f"{entry.key}: {dates.shape[0]} dates for a raster of {length} dates", patch_id=patch_id)
+    if (dates == PAD_DATE).any():
+        raise DataError(f"{entry.key}: zero (missing) acquisition date in {dates.tolist()}", patch_id=patch_id)
+    months, days = (dates // 100) % 100, dates % 100
+    if ((months < 1) | (months > 12) | (days < 1) | (days > 31)).any():
+        raise DataError(f"{entry.key}: dates are not YYYYMMDD: {dates.tolist()}", patch_id=patch_id)
+    return dates.astype(np.int32, copy=False)
+
+
+def _flags_for(
+    sample: Sample, entry: Modality, config: PreprocessConfig, shape: tuple[int, ...], patch_id: str | None
+) -> np.ndarray | None:
+    """(T, H, W) flagged pixels from the image's companion mask, or None when not applicable."""
+    if not config.cloud_avoidance:
+        return None
+    companion = mask_companion(entry.key)
+    if companion is None:
+        return None
+    if companion.key not in sample:
+        raise DataError(
+            f"{entry.key}: cloud avoidance needs its mask {companion.key!r}, absent from the sample "
+            "(load it with the image, or set cloud_avoidance: false)",
+            patch_id=patch_id,
+        )
+    mask = np.asarray(sample[companion.key])
+    expected = (shape[0], companion.num_bands, *shape[2:])
+    if mask.shape != expected:
+        raise DataError(
+            f"{companion.key}: shape {mask.shape} does not match its image {entry.key} (expected {expected})",
+            patch_id=patch_id,
+            path=_raster_path(sample.get(META) or {}, companion.key),
+        )
+    return flagged_pixels(mask, config.cloud_threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# The transform
+# --------------------------------------------------------------------------------------------
+
+
+def preprocess_input(
+    sample: Sample,
+    spec: ResolvedInput,
+    config: PreprocessConfig,
+    *,
+    rng: np.random.Generator | None,
+    reference: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One input modality -> (values float32 (T, C, H, W), times float32 (T, 3), valid bool (T,))."""
+    entry = spec.entry
+    meta = sample.get(META) or {}
+    patch_id = meta.get("patch_id") if isinstance(meta, Mapping) else None
+    path = _raster_path(meta, entry.key)
+    if entry.key not in sample:
+        raise DataError(f"input modality {entry.key!r} is missing from the sample", patch_id=patch_id)
+    raw = _as_series(sample[entry.key], entry, patch_id, path)
+    dates = _series_dates(sample, entry, raw.shape[0], reference, patch_id)
+
+    flagged = _flags_for(sample, entry, config, raw.shape, patch_id) if entry.temporal else None
+    if raw.shape[0] > 1 and (dates[1:] < dates[:-1]).any():
+        # Bins must be contiguous in time: put the series in chronological order first.
+        logger.debug("%s %s: dates not in chronological order, sorting", patch_id, entry.key)
+        order = np.argsort(dates, kind="stable")
+        raw, dates = raw[order], dates[order]
+        flagged = None if flagged is None else flagged[order]
+    values = scale_inplace(select_bands(raw, spec.band_indices), entry, spec.bands)
+    if spec.num_dates is not None and values.shape[0] > spec.num_dates:
+        keep = select_dates(values, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset)
+        values, dates = values[keep], dates[keep]
+
+    check_finite(values, entry.key, patch_id, path)
+    values, dates, valid = pad_series(values, dates, spec.num_dates)
+    return values, date_times(dates, reference), valid
+
+
+def _as_generator(rng: RngLike) -> np.random.Generator | None:
+    if rng is None or isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def preprocess_sample(sample: Sample, config: PreprocessConfig, *, train: bool, rng: RngLike = None) -> Sample:
+    """Raw sample -> model sample (see :mod:`maestro.sample`).
+
+    ``train=True`` draws bin offsets and dates from ``rng`` (a Generator or a seed, required so
+    that training randomness is reproducible); ``train=False`` is deterministic and ignores it.
+    """
+    generator = _as_generator(rng) if train else None
+    if train and generator is None:
+        raise ValueError("training preprocessing needs rng (a numpy Generator or an int seed)")
+    reference = reference_date(sample, config)
+    inputs, times, valid = {}, {}, {}
+    for spec in config.inputs:
+        inputs[spec.key], times[spec.key], valid[spec.key] = preprocess_input(
+            sample, spec, config, rng=generator, reference=reference
+        )
+    labels = {
+        key: np.asarray(sample[key])  # on-disk uint8: widened on the device, not in workers
+        for key, entry in MODALITIES.items()
+        if entry.kind == "label" and key in sample
+    }
+    return {INPUTS: inputs, TIMES: times, VALID: valid, LABELS: labels, META: sample.get(META, {})}
+
+
+class MaestroTransform:
+    """Callable raw sample -> model sample, for datasets, webdataset ``.map`` and data loaders.
+
+    In training, randomness comes from ``rng`` when given per call (Generator or seed); otherwise
+    from an internal generator re-seeded in every process / data-loader worker from ``seed`` and
+    the torch worker seed (which differs per worker and per epoch and follows
+    ``torch.manual_seed``), so forked workers never replay the same dates.
+    """
+
+    def __init__(self, config: PreprocessConfig, *, train: bool, seed: int | None = None):
+        self.config = config
+        self.train = train
+        self.seed = seed
+        self._owner_pid = os.getpid()
+        self._rng: np.random.Generator | None = None
+        self._rng_key: tuple[int, int | None] | None = None
+
+    def _generator(self) -> np.random.Generator:
+        """This process's generator, (re)seeded on first use in every worker."""
+        worker_seed = None
+        try:
+            from torch.utils.data import get_worker_info
+
+            info = get_worker_info()
+            worker_seed = None if info is None else int(info.seed)
+        except ImportError:  # pragma: no cover - torch is a dependency; keep numpy-only use working
+            pass
+        key = (os.getpid(), worker_seed)
+        if self._rng is None or self._rng_key != key:
+            entropy = [] if self.seed is None else [self.seed]
+            if worker_seed is not None:
+                entropy.append(worker_seed)
+            elif os.getpid() != self._owner_pid:  # forked outside torch: at least be distinct
+                entropy.append(os.getpid())
+            self._rng = np.random.default_rng(entropy or None)
+            self._rng_key = key
+        return self._rng
+
+    def __call__(self, sample: Sample, rng: RngLike = None) -> Sample:
+        if not self.train:
+            return preprocess_sample(sample, self.config, train=False)
+        return preprocess_sample(sample, self.config, train=True, rng=rng if rng is not None else self._generator())
+
+    def __repr__(self) -> str:
+        return f"MaestroTransform(train={self.train}, seed={self.seed}, inputs={list(self.config.modalities)})"
