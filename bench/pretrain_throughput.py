@@ -124,7 +124,7 @@ def make_config(size: str, fusion: str, smoke: bool) -> MaestroConfig:
 
 
 def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW as the pretraining stage builds it (DESIGN.md betas/decay), fused on CUDA."""
+    """AdamW as the pretraining stage builds it (docs/method.md betas/decay), fused on CUDA."""
     fused = device.type == "cuda"
     return torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.01,
                              fused=fused, foreach=None if fused else False)

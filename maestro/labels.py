@@ -1,4 +1,4 @@
-"""Label nomenclatures of FLAIR-HUB (DESIGN.md section 3) and what is trained / evaluated."""
+"""Label nomenclatures of FLAIR-HUB (docs/method.md, "Labels") and what is trained / evaluated."""
 
 from __future__ import annotations
 

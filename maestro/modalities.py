@@ -2,7 +2,7 @@
 
 Every other part of the suite (reader, toy generator, shards, preprocessing, tokenizers, heads)
 reads these entries instead of hard-coding per-modality facts, so adding a modality is one entry
-here. Facts follow ``shared/DESIGN.md`` sections 2 and 4.
+here. The facts are summarised in docs/method.md (data and method).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ unchanged::
 Keys are modality keys of :mod:`maestro.modalities`, so code iterates over them instead of
 naming sensors.
 
-Preprocessing (``maestro.data.transforms``) turns a raw sample into the *model sample* that
+Preprocessing (``maestro.data.preprocess``) turns a raw sample into the *model sample* that
 loaders collate and models consume (collation adds a leading batch dimension B)::
 
     {

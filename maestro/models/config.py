@@ -40,7 +40,7 @@ class TransformerSize:
 
 @dataclass(frozen=True)
 class SizePreset:
-    """One row of the DESIGN.md size table (head dim 64 everywhere)."""
+    """One row of the size table in docs/method.md (head dim 64 everywhere)."""
 
     width: int
     depth: int

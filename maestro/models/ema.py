@@ -1,4 +1,4 @@
-"""Exponential moving average of the model weights, used for evaluation (DESIGN.md section 4).
+"""Exponential moving average of the model weights, used for evaluation (docs/method.md).
 
 timm's :class:`~timm.utils.ModelEmaV3` already does the work (foreach lerp, decay warm-up,
 optional CPU placement, bf16 stochastic rounding); this helper only fixes the defaults and makes
