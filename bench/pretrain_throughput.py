@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from maestro.models import MaestroConfig, MaestroMAE, count_flops
+from maestro.models import EncoderConfig, MAEConfig, MaestroMAE, count_flops
 from maestro.models.embed import ModalityEmbed
 from maestro.models.encodings import TokenEncoding
 from maestro.models.masking import num_masked
@@ -119,8 +119,8 @@ class Deadline:
 # ------------------------------------------------------------------------------------ model
 
 
-def make_config(size: str, fusion: str, smoke: bool) -> MaestroConfig:
-    return tiny_config(fusion=fusion) if smoke else MaestroConfig(size=size, fusion=fusion)
+def make_config(size: str, fusion: str, smoke: bool) -> MAEConfig:
+    return tiny_config(fusion=fusion) if smoke else MAEConfig(encoder=EncoderConfig(size=size, fusion=fusion))
 
 
 def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -130,7 +130,7 @@ def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimi
                              fused=fused, foreach=None if fused else False)
 
 
-def make_batch(config: MaestroConfig, batch_size: int, device: torch.device, base: Batch | None = None) -> Batch:
+def make_batch(config: MAEConfig, batch_size: int, device: torch.device, base: Batch | None = None) -> Batch:
     """Synthetic batch of ``batch_size``: a small smooth-field batch tiled on the device (fast)."""
     if base is None:
         base = synthetic_batch(config, batch_size=min(batch_size, 8), seed=0, device=device)
@@ -155,7 +155,7 @@ def train_step(model: Callable[..., dict], optimizer: torch.optim.Optimizer, bat
     optimizer.zero_grad(set_to_none=True)
 
 
-def flops_per_sample(model: MaestroMAE, config: MaestroConfig, device: torch.device) -> dict[str, float]:
+def flops_per_sample(model: MaestroMAE, config: MAEConfig, device: torch.device) -> dict[str, float]:
     batch = make_batch(config, 2, device)
     with autocast(device):
         flops = count_flops(model, batch)
@@ -231,7 +231,7 @@ class Timer:
         return [e - s for s, e in self.pairs]
 
 
-def run_config(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MaestroConfig,
+def run_config(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig,
                batch_size: int, device: torch.device, warmup: int, steps: int,
                flops: float, peak: float, base: Batch) -> dict[str, Any]:
     """Time ``steps`` training steps after ``warmup``; OOM is a result, not a crash."""
@@ -264,7 +264,7 @@ def run_config(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config
             step_ms_max=max(times) * 1e3,
             wall_step_ms=wall * 1e3,
             samples_per_s=samples,
-            tokens_per_s=samples * config.num_tokens,
+            tokens_per_s=samples * config.encoder.num_tokens,
             tflops=flops * samples / 1e12,
             mfu=flops * samples / peak,
         )
@@ -282,7 +282,7 @@ def run_config(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config
     return record
 
 
-def fits(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MaestroConfig, batch_size: int,
+def fits(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig, batch_size: int,
          device: torch.device, base: Batch) -> tuple[bool, float]:
     """One training step at ``batch_size``: (fits, peak GiB)."""
     batch = None
@@ -305,7 +305,7 @@ def fits(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: Maes
         free(device)
 
 
-def largest_batch(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MaestroConfig,
+def largest_batch(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig,
                   start: int, device: torch.device, base: Batch, limit: int, deadline: Deadline,
                   bisect_steps: int) -> dict[str, Any]:
     """Doubling from a batch known to fit until OOM (or ``limit``), then ``bisect_steps`` bisections."""
@@ -352,7 +352,7 @@ def classify(name: str) -> str:
     return "other"
 
 
-def profile(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MaestroConfig,
+def profile(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig,
             batch_size: int, device: torch.device, base: Batch, steps: int = 3, top: int = 25) -> dict[str, Any]:
     """torch.profiler over ``steps`` steps: top kernels, time per kernel class, host syncs."""
     from torch.profiler import ProfilerActivity
@@ -431,17 +431,17 @@ def print_profile(title: str, prof: dict[str, Any]) -> None:
 
 def attention_shapes(model: MaestroMAE) -> list[tuple[str, int, int, int, int]]:
     """(name, length, heads, head dim, blocks per step) of every SDPA call of a training forward."""
-    config, layouts = model.config, model.layouts
-    enc, dec = config.encoder, config.decoder
+    config, encoder = model.config, model.encoder
+    layouts, enc, dec = encoder.layouts, config.encoder.transformer, config.decoder
     shapes, visible = [], []
-    for spec in model.plan:
+    for spec in encoder.plan:
         length = spec.length(layouts)
         keep = length - num_masked(length, config.mask_ratio)
         visible.append(keep)
-        shapes.append((f"enc {spec.stream}", keep, enc.num_heads, enc.width // enc.num_heads, model.own_depth))
-    if model.inter_depth:
-        shapes.append(("inter", sum(visible), enc.num_heads, enc.width // enc.num_heads, model.inter_depth))
-    for spec in model.plan:
+        shapes.append((f"enc {spec.stream}", keep, enc.num_heads, enc.width // enc.num_heads, encoder.own_depth))
+    if encoder.inter_depth:
+        shapes.append(("inter", sum(visible), enc.num_heads, enc.width // enc.num_heads, encoder.inter_depth))
+    for spec in encoder.plan:
         shapes.append((f"dec {spec.stream}", spec.length(layouts), dec.num_heads, dec.width // dec.num_heads,
                        dec.depth))
     return shapes
@@ -703,10 +703,10 @@ def main(argv: list[str] | None = None) -> int:
         base = synthetic_batch(config, batch_size=8, seed=0, device=device)
         flops = flops_per_sample(model, config, device)
         flops["params"] = sum(p.numel() for p in model.parameters())
-        flops["tokens"] = config.num_tokens
+        flops["tokens"] = config.encoder.num_tokens
         results.add("flops", {size: flops})
         log.info("%s: %.1f M params, %.1f GFLOP/sample (fwd+bwd), %d tokens/sample", size,
-                 flops["params"] / 1e6, flops["total"] / 1e9, config.num_tokens)
+                 flops["params"] / 1e6, flops["total"] / 1e9, config.encoder.num_tokens)
         batches = per_size.get(size, args.batch_sizes)
         for spec in (a.split(":") for a in args.attention):
             if spec[0] == size and device.type == "cuda":
