@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from maestro.errors import ConfigError, DataError
+from maestro.labels import IGNORE_INDEX
+from maestro.tasks import TASKS, CheckedLabels, get_task
+
+
+def test_registry_levels_and_class_counts():
+    assert sorted(TASKS) == ["lc", "lpis"]
+    assert get_task("lc").levels == (1,)
+    assert [get_task("lpis").target(k).num_classes for k in (1, 2, 3)] == [23, 31, 46]
+    assert get_task("lc").target().num_classes == 15
+    with pytest.raises(ConfigError, match=r"unknown task 'crops'; tasks are \['lc', 'lpis'\]"):
+        get_task("crops")
+    with pytest.raises(ConfigError, match=r"level\(s\) \[1, 2, 3\], not 4"):
+        get_task("lpis").target(4)
+    with pytest.raises(ConfigError, match=r"\[1\], not 2"):
+        get_task("lc").target(2)
+
+
+def test_targets_read_the_level_band_and_ignore_unknown_classes():
+    target = get_task("lpis").target(2)
+    labels = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    labels[0, 1] = torch.tensor([[0, 29], [30, 5]])  # 29 = mixed crops, 30 = background
+    labels[0, 0] = 7  # level 1 band must not be read
+    out = target.targets(labels)
+    assert out.dtype == torch.int64
+    assert out.tolist() == [[[0, IGNORE_INDEX], [30, 5]]]
+    lc = get_task("lc").target()
+    raw = torch.tensor([[[[14, 15], [18, 0]]]], dtype=torch.uint8)
+    assert lc.targets(raw).tolist() == [[[14, IGNORE_INDEX], [IGNORE_INDEX, 0]]]
+
+
+def test_values_outside_the_nomenclature_are_a_data_error_naming_the_patch():
+    target = get_task("lc").target()
+    with pytest.raises(DataError, match=r"patch P1.*values \[19, 40\] are outside the lc level-1"):
+        target.check(np.array([[[0, 19], [40, 3]]], dtype=np.uint8), "P1")
+    target.check(np.array([[[0, 18]]], dtype=np.uint8), "P1")  # 18 is known (ignored), not an error
+
+
+def test_checked_labels_wraps_a_transform():
+    target = get_task("lpis").target(1)
+    ok = {"labels": {"lpis": np.zeros((3, 4, 4), np.uint8)}, "meta": {"patch_id": "A"}}
+    assert CheckedLabels(lambda s: s, target)(ok) is ok
+    with pytest.raises(DataError, match="needs label 'lpis'"):
+        CheckedLabels(lambda s: s, target)({"labels": {"lc": np.zeros((1, 4, 4), np.uint8)}, "meta": {}})
+    bad = {"labels": {"lpis": np.full((3, 4, 4), 23, np.uint8)}, "meta": {"patch_id": "B"}}
+    with pytest.raises(DataError, match="patch B"):
+        CheckedLabels(lambda s: s, target)(bad)
