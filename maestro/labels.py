@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass
 
 IGNORE_INDEX = 255
@@ -89,3 +90,53 @@ LABEL_SETS: dict[str, LabelSet] = {
 
 assert [len(level.names) for level in LABEL_SETS["lpis"].levels] == [23, 31, 46]
 assert LABEL_SETS["lc"].level(1).num_classes == 15
+
+
+RGB = tuple[int, int, int]
+
+_LC_COLORS: tuple[RGB, ...] = tuple(
+    (int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16))
+    for h in (
+        "#db0e9a", "#9999ff", "#3de6eb", "#f80c00", "#938e7b", "#a97101", "#1553ae", "#ffffff", "#55ff00",
+        "#fff30d", "#e4df7c", "#660082", "#46e483", "#194a26", "#f3a60d", "#8ab3a0", "#c5dc42", "#6b714f",
+        "#000000",
+    )
+)
+"""The FLAIR-HUB land-cover colours, one per LC value, so maps look like the published ones."""
+
+_BACKGROUND_GREY: RGB = (128, 128, 128)
+_BLACK: RGB = (0, 0, 0)
+
+
+def _distinct_colors(count: int) -> list[RGB]:
+    """``count`` fixed colours: evenly spaced hues in three saturation/brightness tiers.
+
+    Consecutive classes fall in different tiers and classes of one tier are a hue step apart, so
+    neighbouring values never look alike; no colour is grey or black (kept for background/ignored).
+    """
+    tiers = ((0.85, 0.95), (0.55, 0.80), (0.90, 0.55))
+    per_tier = max(1, -(-count // len(tiers)))
+    colours = []
+    for k in range(count):
+        tier, slot = k % len(tiers), k // len(tiers)
+        hue = (slot + tier / len(tiers)) / per_tier
+        r, g, b = colorsys.hsv_to_rgb(hue, *tiers[tier])
+        colours.append((round(255 * r), round(255 * g), round(255 * b)))
+    return colours
+
+
+def palette(level: LabelLevel) -> tuple[RGB, ...]:
+    """One RGB colour per value of ``level``, fixed so figures of different runs compare.
+
+    Land cover uses the FLAIR-HUB colours; other nomenclatures get generated distinct colours,
+    with "background" grey and ignored values (LPIS "mixed crops") black.
+    """
+    if level.names == _LC:
+        return _LC_COLORS
+    generated = iter(_distinct_colors(sum(
+        1 for v, name in enumerate(level.names) if v not in level.ignored and name != "background"
+    )))
+    return tuple(
+        _BLACK if v in level.ignored else _BACKGROUND_GREY if name == "background" else next(generated)
+        for v, name in enumerate(level.names)
+    )

@@ -1,0 +1,72 @@
+"""Figures decode as PNGs of the documented size; colours come from the fixed palettes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from maestro.evaluation import SegmentationScores, colorize, confusion_figure, prediction_panels
+from maestro.evaluation.figures import confusion_figure_inches, prediction_panels_inches
+from maestro.labels import IGNORE_INDEX, LABEL_SETS, palette
+
+
+def _scores(level) -> SegmentationScores:
+    k = level.num_classes
+    rng = np.random.default_rng(0)
+    confusion = rng.integers(0, 20, (k, k)) + np.diag(rng.integers(50, 200, k))
+    confusion[level.evaluated[0]] = 0  # a class without ground truth: a blank row
+    return SegmentationScores.from_confusion(confusion, level.names[:k], level.evaluated)
+
+
+@pytest.mark.parametrize(("key", "number"), [("lc", 1), ("lpis", 3)])
+def test_confusion_figure_size_scales_with_classes(tmp_path, key, number):
+    level = LABEL_SETS[key].level(number)
+    path = confusion_figure(_scores(level), tmp_path / "sub" / "confusion.png", dpi=50)
+    side = round(confusion_figure_inches(level.num_classes) * 50)
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG" and image.size == (side, side)
+    assert confusion_figure_inches(46) > confusion_figure_inches(15) >= 6
+
+
+def test_prediction_panels(tmp_path):
+    level = LABEL_SETS["lpis"].level(1)
+    colours = palette(level)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 16, 16, generator=generator)
+    labels = torch.tensor([0, 4, 22])[torch.randint(0, 3, (3, 16, 16), generator=generator)]
+    labels[:, :2] = IGNORE_INDEX
+    logits = torch.randn(3, level.num_classes, 16, 16, generator=generator)
+    path = prediction_panels(images, labels, logits, colours, tmp_path / "panels.png",
+                             class_names=level.names, max_samples=2, dpi=40)
+    shown = set(labels[:2].unique().tolist()) | set(logits[:2].argmax(1).unique().tolist())
+    legend_entries = len(shown)  # the ignore index becomes the "ignored" entry
+    width, height = prediction_panels_inches(2, legend_entries)
+    with Image.open(path) as image:
+        image.load()
+        assert image.size == (round(width * 40), round(height * 40))
+
+
+def test_colorize_maps_classes_to_palette_and_ignored_to_black():
+    colours = [(10, 20, 30), (200, 100, 50), (1, 2, 3)]
+    classes = np.array([[0, 1], [2, IGNORE_INDEX]])
+    image = colorize(torch.from_numpy(classes), colours)
+    assert image.dtype == np.uint8 and image.shape == (2, 2, 3)
+    assert image[0, 0].tolist() == [10, 20, 30] and image[0, 1].tolist() == [200, 100, 50]
+    assert image[1, 0].tolist() == [1, 2, 3] and image[1, 1].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="palette"):
+        colorize(np.array([[3]]), colours)
+
+
+def test_palettes_are_fixed_and_distinct():
+    lc = palette(LABEL_SETS["lc"].level(1))
+    assert lc[0] == (0xDB, 0x0E, 0x9A) and lc[7] == (255, 255, 255)  # building, snow
+    assert len(set(lc)) == len(lc) == 19
+    for level in LABEL_SETS["lpis"].levels:
+        colours = palette(level)
+        assert len(colours) == len(level.names) == len(set(colours))
+        assert colours[level.names.index("background")] == (128, 128, 128)
+        assert colours[level.names.index("mixed crops")] == (0, 0, 0)
+        assert palette(level) == colours
