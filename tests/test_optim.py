@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from maestro.training.optim import OptimConfig, build_optimizer
+from maestro.errors import ConfigError
+from maestro.training.optim import OptimConfig, build_optimizer, param_groups
 
 
 def _lrs(config: OptimConfig, steps: int, global_batch: int = 12) -> list[float]:
@@ -37,3 +38,31 @@ def test_finetune_schedule_ends_at_half_peak_and_keeps_betas():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-5, rel=1e-2)
     assert optimizer.param_groups[0]["betas"] == (0.9, 0.99)
     assert optimizer.param_groups[1]["weight_decay"] == 0.0  # biases are not decayed
+
+
+class _WithToken(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 2)
+        self.token = torch.nn.Parameter(torch.zeros(2, 3))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"token"}
+
+
+def test_parameters_named_by_no_weight_decay_are_not_decayed():
+    model = _WithToken()
+    decay, no_decay = param_groups(model, 0.05)
+    assert [p is model.proj.weight for p in decay["params"]] == [True]
+    assert {id(p) for p in no_decay["params"]} == {id(model.token), id(model.proj.bias)}
+    # Without the method, only the 1-D / bias rule applies: a 2-D token is decayed.
+    plain = torch.nn.Module()
+    plain.token = torch.nn.Parameter(torch.zeros(2, 3))
+    assert param_groups(plain, 0.05)[0]["params"][0] is plain.token
+
+
+def test_bad_optim_values_fail_without_their_section_prefix():
+    with pytest.raises(ConfigError, match="^base_lr must be > 0$"):
+        OptimConfig(base_lr=0)
+    with pytest.raises(ConfigError, match=r"^warmup_fraction must be in \(0, 1\)$"):
+        OptimConfig(warmup_fraction=1.0)

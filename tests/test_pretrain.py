@@ -17,11 +17,11 @@ import yaml
 from maestro.config import load_config, to_dict
 from maestro.errors import ConfigError
 from maestro.models import MaestroMAE
+from maestro.training.data import ShardDataModule, preprocess_for
 from pretrain.cli import main, run
 from pretrain.config import PretrainConfig
-from pretrain.data import ShardDataModule
 
-TINY_MODEL = {
+TINY_ENCODER = {
     "modalities": ["aerial", "dem", "s2", "s1_asc", "s1_des"],
     "overrides": {
         "aerial": {"patch_size": 128},
@@ -30,9 +30,9 @@ TINY_MODEL = {
         "s1_asc": {"num_dates": 2, "patch_size": 5},
         "s1_des": {"num_dates": 2, "patch_size": 5},
     },
-    "size": "tiny", "width": 64, "depth": 2, "inter_depth": 1,
-    "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1, "grid_size": 20,
+    "size": "tiny", "width": 64, "depth": 2, "inter_depth": 1, "grid_size": 20,
 }
+TINY_MODEL = {"encoder": TINY_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1}
 
 
 def _config(shards: Path, out: Path, **trainer) -> PretrainConfig:
@@ -62,8 +62,8 @@ def _train_losses(out: Path) -> dict[int, float]:
 def test_each_fusion_mode_learns_on_toy_data(toy_shards, fusion):
     torch.manual_seed(0)
     config = _config(toy_shards, Path("unused"))
-    model_config = config.model_config.replace(fusion=fusion)
-    data = ShardDataModule(config.data, model_config)
+    model_config = config.model.replace(encoder=config.model.encoder.replace(fusion=fusion))
+    data = ShardDataModule(config.data, preprocess_for(model_config.encoder.specs))
     batch = next(iter(data.train_dataloader()))
     model = MaestroMAE(model_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -97,7 +97,7 @@ def test_fit_writes_checkpoints_logs_and_images(toy_shards, tmp_path):
         run(_config(toy_shards, out, max_epochs=3), resume="last")
     wider = load_config(PretrainConfig, None, [f"data={yaml.safe_dump(to_dict(config.data), default_flow_style=True)}",
                                                f"trainer={yaml.safe_dump(to_dict(config.trainer), default_flow_style=True)}",
-                                               f"model={yaml.safe_dump({**TINY_MODEL, 'width': 128}, default_flow_style=True)}"])
+                                               f"model={yaml.safe_dump({**TINY_MODEL, 'encoder': {**TINY_ENCODER, 'width': 128}}, default_flow_style=True)}"])
     with pytest.raises(ConfigError, match="another model config"):
         run(wider, resume="last")
 
@@ -111,26 +111,15 @@ class _Interrupt(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_losses(toy_shards, tmp_path, monkeypatch):
+def test_kill_and_resume_reproduces_the_uninterrupted_losses(toy_shards, tmp_path):
     # 2 epochs x 4 batches; the crash comes mid-epoch 0 after the step-3 checkpoint.
     reference = _config(toy_shards, tmp_path / "reference", reconstruction_every_n_steps=0)
     run(reference)
     expected = _train_losses(tmp_path / "reference")
 
     crashed = _config(toy_shards, tmp_path / "crashed", reconstruction_every_n_steps=0)
-    import pretrain.cli as cli
-
-    original = cli.build_trainer
-
-    def with_crash(config, model):
-        trainer = original(config, model)
-        trainer.callbacks.append(_Interrupt(at_step=3))
-        return trainer
-
-    monkeypatch.setattr(cli, "build_trainer", with_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(crashed)
-    monkeypatch.setattr(cli, "build_trainer", original)
+        run(crashed, callbacks=[_Interrupt(at_step=3)])
     run(crashed, resume="last")
     resumed = _train_losses(tmp_path / "crashed")
     assert sorted(resumed) == sorted(expected)
@@ -162,7 +151,7 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(toy_shards, tmp_path
     rank0 = torch.load(tmp_path / "ddp" / "weights_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "ddp" / "weights_rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()
-    initial = MaestroMAE(config.model_config).state_dict()
+    initial = MaestroMAE(config.model).state_dict()
     changed = 0
     for key in rank0:
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
@@ -173,8 +162,8 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(toy_shards, tmp_path
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.modalities=[aerial, sentinel3]", "unknown modality"),
-        ("model.overrides.aerial.patch_size=100", "patch"),
+        ("model.encoder.modalities=[aerial, sentinel3]", "unknown modality"),
+        ("model.encoder.overrides.aerial.patch_size=100", "patch"),
         ("trainer.max_stesp=3", "unknown key(s) ['max_stesp']"),
         ("data.batch_size=0", "batch_size"),
     ],
@@ -188,3 +177,10 @@ def test_bad_configs_fail_at_start(toy_shards, tmp_path, override, message):
     assert message.lower() in str(info.value).lower()
     assert main(["--config", str(config_file), override]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs" / "pretrain").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_shipped_configs_load(path):
+    config = load_config(PretrainConfig, path)
+    assert config.trainer.reconstruction_every_n_steps > 0 and config.data.train

@@ -1,4 +1,4 @@
-"""AdamW + OneCycle as the reference trains MAESTRO (DESIGN.md section 4, "Optimisation")."""
+"""AdamW + OneCycle, the optimiser and schedule of the reference MAESTRO training (docs/method.md, "Optimisation")."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from maestro.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -21,27 +23,30 @@ class OptimConfig:
     end_fraction: float = 0.0
     """Final lr as a fraction of the peak: ~0 for pretraining and probing, 0.5 for fine-tuning."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.base_lr <= 0:
-            raise ValueError("optim.base_lr must be > 0")
+            raise ConfigError("base_lr must be > 0")
         if not 0.0 < self.warmup_fraction < 1.0:
-            raise ValueError("optim.warmup_fraction must be in (0, 1)")
+            raise ConfigError("warmup_fraction must be in (0, 1)")
         if not 0.0 <= self.end_fraction < 1.0:
-            raise ValueError("optim.end_fraction must be in [0, 1)")
+            raise ConfigError("end_fraction must be in [0, 1)")
         if self.start_div < 1:
-            raise ValueError("optim.start_div must be >= 1")
+            raise ConfigError("start_div must be >= 1")
 
     def peak_lr(self, global_batch: int) -> float:
         return self.base_lr * math.sqrt(global_batch / 3)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms, embeddings-like 1-D params and learned tokens."""
+    """No weight decay on biases, norms and other 1-D params, nor on the parameters the model
+    names in ``no_weight_decay()`` (timm's convention: full names as from ``named_parameters``,
+    e.g. learned tokens)."""
+    exempt = model.no_weight_decay() if callable(getattr(model, "no_weight_decay", None)) else set()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name.endswith(".bias") or "token" in name.rsplit(".", 1)[-1]:
+        if param.ndim <= 1 or name.endswith(".bias") or name in exempt:
             no_decay.append(param)
         else:
             decay.append(param)

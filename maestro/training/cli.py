@@ -1,0 +1,87 @@
+"""Command-line pieces every stage CLI shares: common flags, logging and user-error exits.
+
+A stage CLI builds :func:`stage_parser`, adds its own flags and hands everything to
+:func:`run_cli`; flags become dotted ``trainer.*`` overrides, so the YAML config stays the one
+description of a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from maestro.config import load_config
+from maestro.errors import ConfigError, DataError
+
+C = TypeVar("C")
+
+TRAINER_FLAGS: tuple[tuple[str, str], ...] = (
+    ("devices", "devices"),
+    ("num_nodes", "num_nodes"),
+    ("strategy", "strategy"),
+    ("accelerator", "accelerator"),
+    ("output_dir", "output_dir"),
+)
+"""(argparse destination, ``trainer.`` key) of the shortcut flags."""
+
+USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
+"""Errors caused by the config, the data or the run directory: one log line and exit 2."""
+
+
+def stage_parser(prog: str, description: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
+    """Parser with the flags every stage takes; the stage may add its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser.add_argument("--config", required=True, help=f"YAML config (see configs/{prog}/)")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config")
+    parser.add_argument("--devices", help="devices per node (int, 'auto', or a list like 0,1)")
+    parser.add_argument("--num-nodes", type=int, help="number of nodes")
+    parser.add_argument("--strategy", choices=["auto", "ddp", "fsdp"])
+    parser.add_argument("--accelerator", help="cpu, gpu or auto")
+    parser.add_argument("--output-dir", help="where checkpoints, logs and images go")
+    parser.add_argument("--resume", nargs="?", const="last", help="resume from CKPT (default: the run's last)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> list[str]:
+    """The positional overrides followed by the shortcut flags as ``trainer.*`` overrides."""
+    overrides = list(args.overrides)
+    for flag, key in TRAINER_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"trainer.{key}={value}")
+    return overrides
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run_cli(
+    parser: argparse.ArgumentParser,
+    config_class: type[C],
+    run: Callable[[C, str | None], Any],
+    argv: Sequence[str] | None = None,
+    extra_overrides: Callable[[argparse.Namespace], Sequence[str]] | None = None,
+) -> int:
+    """Parse, load the config, call ``run(config, resume)``; 0 on success, 2 on a user error.
+
+    ``extra_overrides`` turns the stage's own flags into dotted overrides (applied last).
+    """
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    log = logging.getLogger(parser.prog)
+    overrides = overrides_from(args) + list(extra_overrides(args) if extra_overrides is not None else ())
+    try:
+        config = load_config(config_class, args.config, overrides)
+    except ConfigError as error:
+        log.error("invalid configuration: %s", error)
+        return 2
+    try:
+        run(config, args.resume)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        return 2
+    return 0

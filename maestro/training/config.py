@@ -1,0 +1,94 @@
+"""Config sections every training stage shares: the shards it reads and how Lightning runs it.
+
+Each section checks its own values when built and raises :class:`~maestro.errors.ConfigError`
+without its own key path (the loader names the section), so a bad value fails before any data
+is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from maestro.errors import ConfigError
+from maestro.training.optim import OptimConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str
+    """Training shards: a shard directory (with manifest.json), a brace pattern, or a URL."""
+    val: str | None = None
+    """Validation shards (evaluation mode: every sample exactly once per validation)."""
+    train_split: str = "train"
+    """Split read from a manifest that holds several (``shards build --split train val``)."""
+    val_split: str = "val"
+    batch_size: int = 32
+    """Per device."""
+    num_workers: int = 4
+    batches_per_epoch: int | None = None
+    """Per rank; default: training samples in the manifest / global batch (at least 1)."""
+    shuffle_buffer: int = 256
+    val_batches: int | None = None
+    """Cap on validation batches per rank (None: the whole validation split)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if self.num_workers < 0:
+            raise ConfigError("num_workers must be >= 0")
+        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
+            raise ConfigError("batches_per_epoch must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    output_dir: Path = Path("runs")
+    """Checkpoints, logs and the resolved config are written here only."""
+    max_epochs: int = 100
+    max_steps: int = -1
+    """-1: run max_epochs; otherwise stop after this many optimizer steps."""
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    precision: str | None = None
+    """None: bf16-mixed on GPU, 32-true on CPU."""
+    gradient_clip: float | None = None
+    accumulate_grad_batches: int = 1
+    ema_decay: float = 0.9999
+    """0 disables the EMA copy."""
+    checkpoint_every_n_steps: int = 500
+    log_every_n_steps: int = 10
+    val_every_n_epochs: int = 1
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise ConfigError("max_epochs must be >= 1")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError("max_steps must be -1 or >= 1")
+        if self.num_nodes < 1:
+            raise ConfigError("num_nodes must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("ema_decay must be in [0, 1)")
+        if self.checkpoint_every_n_steps < 1:
+            raise ConfigError("checkpoint_every_n_steps must be >= 1")
+        if isinstance(self.devices, str) and self.devices != "auto" and not self.devices.replace(",", "").isdigit():
+            raise ConfigError(f"devices must be 'auto', an integer or a list like '0,1'; got {self.devices!r}")
+
+
+class StageConfig(Protocol):
+    """What the shared trainer reads from a stage's config; the stage adds its model and task."""
+
+    @property
+    def data(self) -> DataConfig: ...
+
+    @property
+    def optim(self) -> OptimConfig: ...
+
+    @property
+    def trainer(self) -> TrainerConfig: ...

@@ -1,0 +1,52 @@
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from maestro.errors import ConfigError, DataError
+from maestro.training.cli import overrides_from, run_cli, stage_parser
+from maestro.training.config import TrainerConfig
+
+
+@dataclass(frozen=True)
+class _Config:
+    name: str = "run"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def test_shortcut_flags_become_trainer_overrides_after_the_positional_ones():
+    args = stage_parser("stage", None).parse_args(
+        ["--config", "c.yaml", "name=x", "--devices", "0,1", "--num-nodes", "2", "--strategy", "ddp",
+         "--output-dir", "out", "--resume"])
+    assert overrides_from(args) == ["name=x", "trainer.devices=0,1", "trainer.num_nodes=2",
+                                    "trainer.strategy=ddp", "trainer.output_dir=out"]
+    assert args.resume == "last"
+
+
+def test_run_cli_loads_the_config_and_maps_user_errors_to_exit_2(tmp_path):
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({"name": "base"}))
+    parser = stage_parser("stage", None)
+    parser.add_argument("--name")
+    seen = []
+
+    def run(config, resume):
+        seen.append((config, resume))
+
+    assert run_cli(parser, _Config, run, ["--config", str(config_file), "--devices", "2", "--resume", "x.ckpt",
+                                          "--name", "flag"],
+                   extra_overrides=lambda args: [f"name={args.name}"]) == 0
+    assert seen == [(_Config(name="flag", trainer=TrainerConfig(devices=2)), "x.ckpt")]
+    assert run_cli(parser, _Config, run, ["--config", str(config_file), "trainer.max_stesp=3"]) == 2
+    assert run_cli(parser, _Config, run, ["--config", str(tmp_path / "missing.yaml")]) == 2
+    for error in (ConfigError("bad"), DataError("bad"), FileExistsError("bad"), FileNotFoundError("bad")):
+        def failing(config, resume, error=error):
+            raise error
+
+        assert run_cli(parser, _Config, failing, ["--config", str(config_file)]) == 2
+
+    def crashing(config, resume):
+        raise RuntimeError("a bug, not a user error")
+
+    with pytest.raises(RuntimeError):
+        run_cli(parser, _Config, crashing, ["--config", str(config_file)])
