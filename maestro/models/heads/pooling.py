@@ -1,0 +1,127 @@
+"""Pooling of token sets: the (date x band group) tokens of one location become one feature vector.
+
+Encoder token maps are ``(B, T, G, h, w, D)`` with ``(B, T)`` valid dates. Heads need one map
+``(B, D, h, w)``: every location pools the set of its ``T * G`` tokens (or, in the MAESTRO head, the
+tokens of all modalities stacked). Padded or dropped dates are excluded from every set, and a set
+with no valid token pools to zeros, never NaN, so a missing modality simply contributes nothing.
+
+Two pools share one interface ``(sets (N, L, D), key_valid (N, L)) -> (N, D)``: the masked mean,
+and attentive pooling with one learned query (the reference MAESTRO head's ``AttentiveReduce``
+with a key mask added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from maestro.models.config import ModalitySpec
+
+DatePooling = Literal["attentive", "mean"]
+DATE_POOLINGS: tuple[str, ...] = ("attentive", "mean")
+POOL_HEADS = 8
+"""Attention heads of every attentive pool (the MAESTRO paper's head)."""
+
+
+def reference_grid(specs: Mapping[str, ModalitySpec]) -> int:
+    """Side of the finest token grid among the inputs: heads work at this resolution (aerial 32)."""
+    return max(spec.grid for spec in specs.values())
+
+
+def resample(maps: Tensor, size: int) -> Tensor:
+    """Bilinear resize of ``(N, C, h, w)`` maps to ``size x size`` (a no-op at that size already)."""
+    if maps.shape[-2:] == (size, size):
+        return maps
+    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def token_sets(tokens: Tensor, valid: Tensor, size: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(B, T, G, h, w, D)`` tokens and ``(B, T)`` valid dates -> per-location sets.
+
+    Returns ``sets (B*h*w, T*G, D)`` with invalid tokens zeroed (whatever the encoder left there
+    cannot leak) and ``key_valid (B*h*w, T*G)``. With ``size``, every (date, band group) frame is
+    first resized bilinearly to ``size x size``, as the MAESTRO head does before stacking
+    modalities; frames are resized one by one, so dates never mix.
+    """
+    batch, dates, groups, height, _, _ = tokens.shape
+    if size is not None and height != size:
+        frames = rearrange(tokens, "b t g h w d -> (b t g) d h w")
+        tokens = rearrange(resample(frames, size), "(b t g) d h w -> b t g h w d", b=batch, t=dates)
+        height = size
+    width = tokens.shape[4]
+    key_valid = repeat(valid.bool(), "b t -> (b h w) (t g)", g=groups, h=height, w=width)
+    sets = rearrange(tokens, "b t g h w d -> (b h w) (t g) d")
+    return torch.where(key_valid[..., None], sets, 0.0), key_valid
+
+
+class MeanPool(nn.Module):
+    """Average of the valid tokens of each set; a set without any gives zeros."""
+
+    def forward(self, sets: Tensor, key_valid: Tensor) -> Tensor:
+        weights = key_valid.to(sets.dtype)
+        total = torch.einsum("nld,nl->nd", sets, weights)
+        return total / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+class AttentivePool(nn.Module):
+    """One learned query attends over each set: LayerNorm, multi-head attention, LayerNorm.
+
+    Same layers as the reference head (keys and values from one bias-free linear, the query used
+    as is, no output projection), plus a key mask so padded dates get no weight. Sets without a
+    valid token attend to everything (no NaN) and their output is replaced by zeros.
+    """
+
+    def __init__(self, width: int, num_heads: int = POOL_HEADS):
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by {num_heads} attention-pooling heads")
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(width)
+        self.to_kv = nn.Linear(width, 2 * width, bias=False)
+        self.query = nn.Parameter(torch.empty(width))
+        self.norm_out = nn.LayerNorm(width)
+        nn.init.trunc_normal_(self.query, std=0.02)  # small: starts close to the mean of the set
+
+    def forward(self, sets: Tensor, key_valid: Tensor) -> Tensor:
+        keys, values = rearrange(
+            self.to_kv(self.norm(sets)), "n l (two h d) -> two n h l d", two=2, h=self.num_heads
+        )
+        query = repeat(self.query.to(keys.dtype), "(h d) -> n h 1 d", n=sets.shape[0], h=self.num_heads)
+        any_valid = key_valid.any(dim=1, keepdim=True)
+        mask = rearrange(key_valid | ~any_valid, "n l -> n 1 1 l")
+        pooled = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
+        pooled = self.norm_out(rearrange(pooled, "n h 1 d -> n (h d)"))
+        return torch.where(any_valid, pooled, 0.0)
+
+
+def make_pool(kind: DatePooling, width: int, num_heads: int = POOL_HEADS) -> nn.Module:
+    """The set pool called ``kind``: ``attentive`` (learned) or ``mean`` (parameter-free)."""
+    if kind == "attentive":
+        return AttentivePool(width, num_heads)
+    if kind == "mean":
+        return MeanPool()
+    raise ValueError(f"unknown date pooling {kind!r}; expected one of {list(DATE_POOLINGS)}")
+
+
+class DatePool(nn.Module):
+    """One modality's token maps ``(B, T, G, h, w, D)`` -> one map ``(B, D, size, size)``.
+
+    Pools the (date x band group) tokens of every location, then resizes bilinearly to the
+    reference grid ``size`` (pooling first: resizing one map is cheaper than resizing T * G).
+    """
+
+    def __init__(self, width: int, kind: DatePooling = "attentive", size: int | None = None):
+        super().__init__()
+        self.size = size
+        self.pool = make_pool(kind, width)
+
+    def forward(self, tokens: Tensor, valid: Tensor) -> Tensor:
+        batch, height = tokens.shape[0], tokens.shape[3]
+        pooled = self.pool(*token_sets(tokens, valid))
+        maps = rearrange(pooled, "(b h w) d -> b d h w", b=batch, h=height)
+        return maps if self.size is None else resample(maps, self.size)
