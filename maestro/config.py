@@ -2,7 +2,8 @@
 
 A typo in a config must fail when the run starts, not at epoch 3: unknown keys, wrong types and
 invalid values raise :class:`~maestro.errors.ConfigError` naming the offending key path.
-Dataclasses may define ``validate(self)`` for cross-field checks; it runs after construction.
+Dataclasses validate themselves in ``__post_init__`` and raise ConfigError without their own key
+path; the loader prefixes the path once.
 """
 
 from __future__ import annotations
@@ -73,12 +74,6 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
         raise ConfigError(f"{where or 'config'}: {error}") from None
     except (ValueError, ConfigError) as error:
         raise ConfigError(f"{where or 'config'}: {error}") from None
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        try:
-            validate()
-        except (ValueError, ConfigError) as error:
-            raise ConfigError(f"{where or 'config'}: {error}") from None
     return obj
 
 

@@ -8,6 +8,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from maestro.models import MaestroMAE
+from maestro.models.legacy import upgrade_pretrain_checkpoint
 from maestro.training.task import TrainingTask, batch_size_of
 from pretrain.config import PretrainConfig
 
@@ -38,6 +39,11 @@ class MaestroPretrainModule(TrainingTask):
 
     def build_model(self) -> MaestroMAE:
         return MaestroMAE(self.config.model)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before the encoder/MAE split load through the documented key mapping.
+        upgrade_pretrain_checkpoint(checkpoint)
+        super().on_load_checkpoint(checkpoint)
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
         return self.model(batch["inputs"], batch["times"], batch["valid"], generator=generator)

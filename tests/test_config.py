@@ -13,6 +13,10 @@ class Optim:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.99)
 
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError("lr must be > 0")
+
 
 @dataclass(frozen=True)
 class Run:
@@ -23,9 +27,9 @@ class Run:
     optim: Optim = field(default_factory=Optim)
     out: Path | None = None
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError("steps must be >= 1")
+            raise ConfigError("steps must be >= 1")
 
 
 def test_yaml_and_overrides(tmp_path):
@@ -52,6 +56,12 @@ def test_bad_configs_fail_with_the_key_path(data, message):
     with pytest.raises(ConfigError) as info:
         from_dict(Run, data)
     assert message in str(info.value)
+
+
+def test_a_nested_error_names_its_key_path_once():
+    with pytest.raises(ConfigError) as info:
+        load_config(Run, None, ["optim.lr=-1"])
+    assert str(info.value) == "optim: lr must be > 0"
 
 
 def test_bad_override_and_missing_file(tmp_path):

@@ -127,6 +127,39 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(toy_shards, tmp_pat
         assert resumed[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
 
 
+def _to_pre_split_layout(path: Path) -> None:
+    """Rewrite a checkpoint as the suite wrote it before the encoder/MAE split."""
+    from maestro.models.legacy import RENAMED_PREFIXES
+
+    def old_name(key: str, prefix: str) -> str:
+        for old, current in RENAMED_PREFIXES:
+            if key.startswith(prefix + current):
+                return prefix + old + key[len(prefix + current):]
+        return key
+
+    checkpoint = torch.load(path, weights_only=True)
+    model = checkpoint["hyper_parameters"]["config"]["model"]
+    checkpoint["hyper_parameters"]["config"]["model"] = {**model.pop("encoder"), **model}
+    checkpoint["state_dict"] = {old_name(k, "model."): v for k, v in checkpoint["state_dict"].items()}
+    checkpoint["ema_state_dict"] = {old_name(k, "module."): v for k, v in checkpoint["ema_state_dict"].items()}
+    torch.save(checkpoint, path)
+
+
+def test_a_checkpoint_from_before_the_encoder_split_resumes_exactly(toy_shards, tmp_path):
+    reference = _config(toy_shards, tmp_path / "reference", reconstruction_every_n_steps=0, max_epochs=1)
+    run(reference)
+    expected = _train_losses(tmp_path / "reference")
+    crashed = _config(toy_shards, tmp_path / "crashed", reconstruction_every_n_steps=0, max_epochs=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(crashed, callbacks=[_Interrupt(at_step=3)])
+    checkpoint = tmp_path / "crashed" / "checkpoints" / "step0000003.ckpt"
+    _to_pre_split_layout(checkpoint)
+    assert "model.embed.aerial.groups.0.proj.weight" in torch.load(checkpoint, weights_only=True)["state_dict"]
+    run(crashed, resume=str(checkpoint))
+    resumed = _train_losses(tmp_path / "crashed")
+    assert resumed[3] == pytest.approx(expected[3], rel=1e-5, abs=1e-6)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_ends_with_identical_weights(toy_shards, tmp_path):
     config = _config(toy_shards, tmp_path / "ddp", strategy="ddp", devices=2, max_epochs=1,
