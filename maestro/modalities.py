@@ -125,6 +125,8 @@ class Modality:
     """A mask modality names the image modality whose dates it shares."""
     label_set: str | None = None
     """Key into :data:`maestro.labels.LABEL_SETS` for label modalities."""
+    display_bands: tuple[str, ...] = ()
+    """Bands drawn as red, green, blue in figures (one band: grey)."""
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -167,18 +169,21 @@ _ENTRIES = (
         pixel_size_m=0.2, size_px=512, dates_table="AERIAL", input_bands=("NIR", "R", "G", "B"),
         patch_size=16, scaling=Divide(255.0), norm_groups=(("NIR",), ("R", "G", "B")),
         fusion_group="aerial", mean=(105.66, 111.35, 102.18, 106.59), std=(52.23, 45.62, 44.30, 39.78),
+        display_bands=("R", "G", "B"),
     ),
     Modality(
         key="dem", sensor="DEM", datatype="ELEV", bands=("DSM", "DTM"), dtype="float32",
         pixel_size_m=0.2, size_px=512, input_bands=("DSM", "DTM"), patch_size=32,
         scaling=ElevationWithHeight(), norm_groups=(("DSM", "DTM"),), fusion_group="dem",
         mean=(311.06, 307.06), std=(537.55, 537.82),
+        display_bands=("DSM",),
     ),
     Modality(
         key="spot", sensor="SPOT", datatype="RGBI", bands=("R", "G", "B", "NIR"), dtype="uint16",
         pixel_size_m=1.6, size_px=64, dates_table="SPOT", input_bands=("NIR", "R", "G", "B"),
         patch_size=4, scaling=Divide(2000.0), norm_groups=(("NIR", "R", "G", "B"),),
         fusion_group="spot", mean=(433.26, 508.75, 467.77, 1137.03), std=(312.76, 284.61, 226.02, 543.11),
+        display_bands=("R", "G", "B"),
     ),
     Modality(
         key="s2", sensor="SENTINEL2", datatype="TS", bands=_S2_BANDS, dtype="uint16",
@@ -186,6 +191,7 @@ _ENTRIES = (
         patch_size=2, num_dates=16, scaling=Divide(5000.0),
         norm_groups=(("B2", "B3", "B4", "B5"), ("B6", "B7", "B8", "B8A"), ("B11", "B12")),
         fusion_group="s2",
+        display_bands=("B4", "B3", "B2"),
     ),
     Modality(
         key="s2_mask", sensor="SENTINEL2", datatype="MSK-SC", bands=("SNOW", "CLOUD"), dtype="uint16",
@@ -197,17 +203,20 @@ _ENTRIES = (
         pixel_size_m=10.24, size_px=10, temporal=True, dates_table="SENTINEL1-ASC", input_bands=("VV", "VH"),
         patch_size=2, num_dates=4, scaling=LogBackscatter(), norm_groups=(("VV",), ("VH",)),
         fusion_group="s1",
+        display_bands=("VV",),
     ),
     Modality(
         key="s1_des", sensor="SENTINEL1-DESC", datatype="TS", bands=("VV", "VH"), dtype="float32",
         pixel_size_m=10.24, size_px=10, temporal=True, dates_table="SENTINEL1-DESC", input_bands=("VV", "VH"),
         patch_size=2, num_dates=4, scaling=LogBackscatter(), norm_groups=(("VV",), ("VH",)),
         fusion_group="s1",
+        display_bands=("VV",),
     ),
     Modality(
         key="hist", sensor="AERIAL-RLT", datatype="PAN", bands=("PAN",), dtype="uint8", pixel_size_m=0.4,
         size_px=256, domain_year="195X", input_bands=("PAN",), patch_size=8, scaling=Divide(255.0),
         norm_groups=(("PAN",),), fusion_group="hist", mean=(125.92,), std=(38.45,),
+        display_bands=("PAN",),
     ),
     Modality(
         key="lc", sensor="AERIAL", datatype="LABEL-COSIA", bands=("LC",), dtype="uint8", pixel_size_m=0.2,

@@ -118,7 +118,7 @@ class MaestroEncoder(nn.Module):
         self.width, self.depth = size.width, size.depth
         self.inter_depth = config.effective_inter_depth
         self.own_depth = size.depth - self.inter_depth
-        rates = torch.linspace(0, config.drop_path, size.depth).tolist()
+        rates = torch.linspace(0, config.drop_path, size.depth, device="cpu").tolist()
 
         self.patch_embed = nn.ModuleDict({key: ModalityEmbed(spec, size.width) for key, spec in self.specs.items()})
         self.encoding = TokenEncoding(size.width, config.grid_size, [spec.grid for spec in self.specs.values()])

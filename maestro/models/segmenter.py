@@ -164,6 +164,26 @@ class MaestroSegmenter(nn.Module):
             output["aux"] = self.aux_heads(encoded)
         return output
 
+    @property
+    def num_layers(self) -> int:
+        """Layers for layer-wise lr decay: patch embedding, the encoder blocks, then everything
+        above the encoder (decoder, heads) as one top layer."""
+        return self.encoder.depth + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` (0: patch embedding, ``num_layers - 1``: decoder and heads)."""
+        parts = name.split(".")
+        if parts[0] != "encoder":
+            return self.num_layers - 1
+        if parts[1] == "patch_embed":
+            return 0
+        own = self.encoder.own_depth
+        if parts[1] == "streams":
+            return int(parts[4]) + 1 if parts[3] == "blocks" else own
+        if parts[1] == "late_fusion":
+            return own + int(parts[3]) + 1 if parts[2] == "blocks" else self.encoder.depth
+        return self.num_layers - 1
+
     def no_weight_decay(self) -> set[str]:
         """Full parameter names exempt from weight decay beyond biases and norms: learned queries."""
         names = {f"encoder.{name}" for name in self.encoder.no_weight_decay()}

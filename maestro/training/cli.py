@@ -30,10 +30,16 @@ USER_ERRORS = (ConfigError, DataError, FileExistsError, FileNotFoundError)
 """Errors caused by the config, the data or the run directory: one log line and exit 2."""
 
 
-def stage_parser(prog: str, description: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
-    """Parser with the flags every stage takes; the stage may add its own."""
+def stage_parser(
+    prog: str, description: str | None, epilog: str | None = None, config_required: bool = True
+) -> argparse.ArgumentParser:
+    """Parser with the flags every stage takes; the stage may add its own. Without
+    ``config_required`` the stage's config defaults apply when ``--config`` is not given."""
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
-    parser.add_argument("--config", required=True, help=f"YAML config (see configs/{prog}/)")
+    parser.add_argument(
+        "--config", required=config_required, help=f"YAML config (see configs/{prog}/)"
+        + ("" if config_required else "; default: the built-in defaults")
+    )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config")
     parser.add_argument("--devices", help="devices per node (int, 'auto', or a list like 0,1)")
     parser.add_argument("--num-nodes", type=int, help="number of nodes")

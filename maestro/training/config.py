@@ -21,9 +21,12 @@ class DataConfig:
     """Training shards: a shard directory (with manifest.json), a brace pattern, or a URL."""
     val: str | None = None
     """Validation shards (evaluation mode: every sample exactly once per validation)."""
+    test: str | None = None
+    """Test shards (stages that evaluate a final model, e.g. fine-tuning)."""
     train_split: str = "train"
     """Split read from a manifest that holds several (``shards build --split train val``)."""
     val_split: str = "val"
+    test_split: str = "test"
     batch_size: int = 32
     """Per device."""
     num_workers: int = 4

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -39,19 +39,23 @@ class ShardDataModule(L.LightningDataModule):
         preprocess: PreprocessConfig,
         members: Sequence[str] | None = None,
         seed: int = 0,
+        wrap: Callable[[MaestroTransform], Callable[..., Any]] | None = None,
     ):
         super().__init__()
         self.data = data
         self.preprocess_config = preprocess
         self.members = tuple(members) if members is not None else tuple(with_companions(preprocess.modalities))
         self.seed = seed
+        self.wrap = wrap
+        """Optional wrapper around each loader's transform (e.g. label checks in the workers)."""
 
     def _loader(self, urls: str, mode: str, **options: Any) -> ShardLoader:
         rank = self.trainer.global_rank if self.trainer is not None else None
         world = self.trainer.world_size if self.trainer is not None else None
+        transform = MaestroTransform(self.preprocess_config, train=mode == "train", seed=self.seed)
         return make_loader(
             urls,
-            preprocess=MaestroTransform(self.preprocess_config, train=mode == "train", seed=self.seed),
+            preprocess=self.wrap(transform) if self.wrap is not None else transform,
             mode=mode,
             batch_size=self.data.batch_size,
             num_workers=self.data.num_workers,
@@ -77,3 +81,8 @@ class ShardDataModule(L.LightningDataModule):
         if self.data.val is None:
             return []
         return self._loader(self.data.val, "eval", split=self.data.val_split)
+
+    def test_dataloader(self) -> ShardLoader | list:
+        if self.data.test is None:
+            return []
+        return self._loader(self.data.test, "eval", split=self.data.test_split)

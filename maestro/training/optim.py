@@ -22,6 +22,9 @@ class OptimConfig:
     """Warm-up starts at lr / start_div."""
     end_fraction: float = 0.0
     """Final lr as a fraction of the peak: ~0 for pretraining and probing, 0.5 for fine-tuning."""
+    layer_decay: float = 1.0
+    """Layer-wise lr decay: a parameter ``k`` layers below the top gets lr x layer_decay**k
+    (models that define ``layer_id(name)`` and ``num_layers``); 1 turns it off."""
 
     def __post_init__(self) -> None:
         if self.base_lr <= 0:
@@ -32,28 +35,37 @@ class OptimConfig:
             raise ConfigError("end_fraction must be in [0, 1)")
         if self.start_div < 1:
             raise ConfigError("start_div must be >= 1")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError("layer_decay must be in (0, 1]")
 
     def peak_lr(self, global_batch: int) -> float:
         return self.base_lr * math.sqrt(global_batch / 3)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and other 1-D params, nor on the parameters the model
-    names in ``no_weight_decay()`` (timm's convention: full names as from ``named_parameters``,
-    e.g. learned tokens)."""
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """Parameter groups by weight decay and, with ``layer_decay < 1``, by depth.
+
+    No weight decay on biases, norms and other 1-D params, nor on the parameters the model names
+    in ``no_weight_decay()`` (timm's convention: full names as from ``named_parameters``, e.g.
+    learned tokens). Layer-wise decay reads the model's ``layer_id(name)`` (0 = input embedding,
+    ``num_layers - 1`` = head) and scales each group's lr by ``lr_scale``.
+    """
     exempt = model.no_weight_decay() if callable(getattr(model, "no_weight_decay", None)) else set()
-    decay, no_decay = [], []
+    layered = layer_decay < 1.0 and callable(getattr(model, "layer_id", None))
+    top = model.num_layers - 1 if layered else 0
+    groups: dict[tuple[bool, int], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name.endswith(".bias") or name in exempt:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        decays = not (param.ndim <= 1 or name.endswith(".bias") or name in exempt)
+        layer = model.layer_id(name) if layered else 0
+        group = groups.setdefault(
+            (decays, layer),
+            {"params": [], "weight_decay": weight_decay if decays else 0.0, "lr_scale": layer_decay ** (top - layer)},
+        )
+        group["params"].append(param)
+    ordered = sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))
+    return [group for _, group in ordered]
 
 
 def build_optimizer(
@@ -61,14 +73,13 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW with a OneCycle schedule stepped every optimizer step."""
     peak = config.peak_lr(global_batch)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=peak, betas=config.betas, weight_decay=config.weight_decay
-    )
+    groups = param_groups(model, config.weight_decay, config.layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=peak, betas=config.betas, weight_decay=config.weight_decay)
     # final lr = peak / (start_div * final_div); ~0 means 1e-4 of the starting lr.
     final_div = 1e4 if config.end_fraction == 0 else 1.0 / (config.start_div * config.end_fraction)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=peak,
+        max_lr=[peak * group["lr_scale"] for group in groups],
         total_steps=max(total_steps, 2),
         pct_start=config.warmup_fraction,
         anneal_strategy="cos",

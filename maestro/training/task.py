@@ -71,11 +71,18 @@ class TrainingTask(L.LightningModule, ABC):
     def on_fit_start(self) -> None:
         if self.config.trainer.ema_decay > 0 and self.config.trainer.strategy == "fsdp":
             log.warning("EMA is not kept under FSDP (parameters are sharded); evaluating the live weights")
+        self.ensure_ema()
+
+    def ensure_ema(self) -> None:
+        """Create the EMA copy if the run keeps one, and give it the weights of a loaded checkpoint.
+
+        Called when fitting starts, and by stages before a test that may come from a checkpoint.
+        """
         if self.uses_ema and self.ema is None:
             object.__setattr__(self, "ema", create_ema(self.model, decay=self.config.trainer.ema_decay))
-            if self._pending_ema_state is not None:
-                self.ema.load_state_dict(self._pending_ema_state)
-                self._pending_ema_state = None
+        if self.ema is not None and self._pending_ema_state is not None:
+            self.ema.load_state_dict(self._pending_ema_state)
+            self._pending_ema_state = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -116,6 +123,8 @@ class TrainingTask(L.LightningModule, ABC):
         self._resumed_total_steps = schedulers[0].get("total_steps")
         self._pending_ema_state = checkpoint.get("ema_state_dict")
         self._pending_loader_state = checkpoint.get("train_loader_state")
+        if self.ema is not None:  # already created (e.g. testing the best checkpoint after fitting)
+            self.ensure_ema()
 
     def check_compatible(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint trained with another :attr:`model_section`: its weights (and its

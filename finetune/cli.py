@@ -1,0 +1,195 @@
+"""``finetune``: train a segmentation head on the pretrained MAESTRO encoder, then test the best checkpoint.
+
+    finetune --task lpis --level 2                       # on the built-in example's outputs
+    finetune --task lc --init runs/pretrain --config configs/finetune/flairhub.yaml
+    finetune --task lc --probe                           # linear probe: the encoder stays frozen
+    finetune --task lc --eval-only --save-predictions    # test a trained run again
+
+Fits on the training shards, keeps the checkpoint with the best validation mIoU (EMA weights),
+and tests it: metrics.json, per_class.md, confusion.png and samples.png in ``{run}/test/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from finetune.config import FinetuneConfig, FinetuneTrainerConfig
+from finetune.module import FinetuneTask
+from finetune.outputs import TestOutputs
+from maestro.errors import ConfigError
+from maestro.evaluation import SegmentationScores
+from maestro.hub.sources import load_encoder_weights, restrict
+from maestro.modalities import with_companions
+from maestro.tasks import TASKS
+from maestro.training.cli import run_cli, stage_parser
+from maestro.training.data import ShardDataModule, preprocess_for
+from maestro.training.trainer import build_trainer, latest_checkpoint, run_stage
+from shards.reading import resolve_source
+
+log = logging.getLogger("finetune")
+BEST = "best.ckpt"
+
+
+def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[FinetuneConfig, dict | None]:
+    """Fill ``model.encoder`` from ``model.init`` (restricted to ``model.modalities``) and return the
+    pretrained encoder weights a fresh run starts from (None with ``init: random``)."""
+    model = config.model
+    if model.init == "random":
+        encoder = model.encoder
+        if model.modalities is not None:
+            encoder = encoder.replace(
+                modalities=model.modalities,
+                overrides={k: v for k, v in encoder.overrides.items() if k in model.modalities},
+            )
+        state = None
+    else:
+        weights = load_encoder_weights(model.init, model.weights)
+        if model.modalities is not None:
+            weights = restrict(weights, model.modalities)
+        if model.encoder is not None and model.encoder != weights.config:
+            raise ConfigError(
+                f"model.encoder {model.encoder.to_dict()} does not match the encoder of {model.init} "
+                f"({weights.config.to_dict()}); drop model.encoder to take it from the init weights"
+            )
+        log.info("starting from %s", weights.note)
+        encoder, state = weights.config, weights.state if load_weights else None
+    resolved = dataclasses.replace(config, model=dataclasses.replace(model, encoder=encoder))
+    if resolved.trainer.output_dir == FinetuneTrainerConfig.output_dir:  # default: one folder per task
+        suffix = f"{config.task.name}-level{config.task.level}" + ("-probe" if model.probe else "")
+        trainer = dataclasses.replace(resolved.trainer, output_dir=FinetuneTrainerConfig.output_dir / suffix)
+        resolved = dataclasses.replace(resolved, trainer=trainer)
+    return resolved, state
+
+
+def check_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
+    """Refuse, before training, shards that lack the task's labels or the model's inputs."""
+    label = config.task.target.label_modality
+    data = config.data
+    for name, urls, split in (("train", data.train, data.train_split), ("val", data.val, data.val_split),
+                              ("test", data.test, data.test_split)):
+        if urls is None:
+            continue
+        source = resolve_source(urls, split)
+        if source.modalities is None:  # remote shards without a manifest: checked per sample
+            continue
+        absent = [key for key in (*inputs, label) if key not in source.modalities]
+        if absent:
+            raise ConfigError(
+                f"data.{name} ({urls}, split {split}) has no {absent}: its shards hold {source.modalities}. "
+                f"The {config.task.name} task needs label {label!r} and the model reads {list(inputs)}"
+            )
+
+
+def datamodule(config: FinetuneConfig, inputs: Sequence[str]) -> ShardDataModule:
+    """Shards -> batches with the model's inputs, their masks and the task's labels (checked in workers)."""
+    from maestro.tasks import CheckedLabels
+
+    specs = {key: spec for key, spec in config.model.encoder.specs.items() if key in inputs}
+    target = config.task.target
+    return ShardDataModule(
+        config.data,
+        preprocess_for(specs),
+        members=[*with_companions(list(specs)), target.label_modality],
+        seed=config.trainer.seed,
+        wrap=functools.partial(CheckedLabels, target=target),
+    )
+
+
+def test(config: FinetuneConfig, task: FinetuneTask, trainer: L.Trainer, ckpt_path: Path | None) -> SegmentationScores:
+    """Test ``ckpt_path`` (or the task's current weights) on ``data.test`` and write the outputs."""
+    if config.data.test is None:
+        raise ConfigError("data.test is not set: there is no test split to evaluate")
+    inputs = [key for key in config.inputs if key not in config.eval.missing_modalities]
+    if config.eval.missing_modalities:
+        log.info("testing without %s (they count as having no valid date)", list(config.eval.missing_modalities))
+    task.test_writer = TestOutputs(
+        Path(config.trainer.output_dir) / "test",
+        config.task.target,
+        {key: spec.bands for key, spec in config.model.encoder.specs.items()},
+        num_figures=config.eval.num_figures,
+        save_predictions=config.eval.save_predictions,
+    )
+    trainer.test(task, datamodule=datamodule(config, inputs), ckpt_path=ckpt_path, weights_only=True)
+    return task.test_scores
+
+
+def run(config: FinetuneConfig, resume: str | None = None, eval_only: bool = False,
+        callbacks: Sequence[L.Callback] = ()) -> SegmentationScores:
+    """Fit (or, with ``eval_only``, reuse a trained run), then test its best checkpoint."""
+    config, state = resolve(config, load_weights=resume is None and not eval_only)
+    out = Path(config.trainer.output_dir)
+    check_shards(config, config.inputs)
+    if eval_only:
+        ckpt = out / BEST if (out / BEST).is_file() else latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(f"--eval-only: {out} holds no trained run (no {BEST}, no checkpoints/)")
+        task = FinetuneTask(config)
+        trainer = build_trainer(config, callbacks)
+        return test(config, task, trainer, ckpt)
+    best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/miou", mode="max", save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    trainer = run_stage(
+        config,
+        functools.partial(FinetuneTask, encoder_state=state),
+        datamodule(config, config.inputs),
+        [best, *callbacks] if config.data.val is not None else list(callbacks),
+        resume=resume,
+    )
+    ckpt = Path(best.best_model_path) if best.best_model_path else None
+    log.info("testing %s", ckpt or "the final weights (no validation split to pick a best checkpoint)")
+    return test(config, trainer.lightning_module, trainer, ckpt)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser(
+        "finetune", __doc__, config_required=False,
+        epilog="Overrides are dotted keys, e.g. trainer.max_epochs=20 data.batch_size=8 model.aux_heads=true",
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--task", choices=sorted(TASKS), help="lc (land cover) or lpis (crop type)")
+    parser.add_argument("--level", type=int, help="nomenclature level (lpis: 1, 2 or 3)")
+    parser.add_argument("--modalities", help="comma-separated inputs, a subset of the encoder's")
+    parser.add_argument("--init", help="PATH.ckpt, run dir, model folder, hf:org/name[@rev] or random")
+    parser.add_argument("--head", help="uperfuse (default) or maestro")
+    parser.add_argument("--probe", action="store_true", help="freeze the encoder (linear probe)")
+    parser.add_argument("--eval-only", action="store_true", help="test the best checkpoint of a trained run")
+    parser.add_argument("--save-predictions", action="store_true", help="write prediction GeoTIFFs")
+    return parser
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = []
+    for flag, key in (("task", "task.name"), ("level", "task.level"), ("init", "model.init"), ("head", "model.head")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.modalities:
+        overrides.append(f"model.modalities=[{args.modalities}]")
+    if args.probe:
+        overrides.append("model.probe=true")
+    if args.save_predictions:
+        overrides.append("eval.save_predictions=true")
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, _ = parser.parse_known_args(argv)
+
+    def _run(config: FinetuneConfig, resume: str | None) -> SegmentationScores:
+        return run(config, resume=resume, eval_only=args.eval_only)
+
+    return run_cli(parser, FinetuneConfig, _run, argv, extra_overrides=flag_overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The segmentation task: cross-entropy on one label level, scored by a split-wide confusion matrix.
+
+Built on :class:`~maestro.training.task.TrainingTask` (EMA, optimiser, exact resume). Validation
+and test use the EMA weights and accumulate one confusion matrix per split across all ranks; the
+test writes the report, figures and optional prediction GeoTIFFs through :mod:`finetune.outputs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from finetune.config import FinetuneConfig
+from maestro.evaluation import SegmentationMetrics
+from maestro.hub.folder import load_strict
+from maestro.labels import IGNORE_INDEX
+from maestro.modalities import MODALITIES
+from maestro.models.segmenter import MaestroSegmenter
+from maestro.models.segmenter_config import SegmenterConfig
+from maestro.tasks import LabelTarget
+from maestro.training.task import TrainingTask, batch_size_of
+
+log = logging.getLogger(__name__)
+
+
+def segmenter_config(config: FinetuneConfig) -> SegmenterConfig:
+    """The network a fine-tuning config describes (its encoder must be resolved)."""
+    model, target = config.model, config.task.target
+    if model.encoder is None:
+        raise ValueError("model.encoder must be resolved from model.init before building the network")
+    return SegmenterConfig(
+        encoder=model.encoder,
+        num_classes=target.num_classes,
+        head=model.head,
+        label_size=MODALITIES[target.label_modality].size_px,
+        feature_indices=model.feature_indices,
+        date_pooling=model.date_pooling,
+        decoder_channels=model.decoder_channels,
+        aux_heads=model.aux_heads,
+        modality_dropout=model.modality_dropout,
+        freeze_encoder=model.probe,
+    )
+
+
+def segmentation_loss(
+    output: dict[str, Any], targets: Tensor, aux_weight: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Cross-entropy of the main head plus ``aux_weight`` x the mean of the auxiliary losses."""
+    main = F.cross_entropy(output["logits"].float(), targets, ignore_index=IGNORE_INDEX)
+    parts = {"main": main}
+    loss = main
+    aux = output.get("aux")
+    if aux:
+        losses = {key: F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX) for key, logits in aux.items()}
+        parts.update({f"aux_{key}": value for key, value in losses.items()})
+        loss = main + aux_weight * torch.stack(list(losses.values())).mean()
+    return loss, parts
+
+
+class FinetuneTask(TrainingTask):
+    """Encoder + head trained on one label level; validation mIoU picks the best checkpoint."""
+
+    config_class = FinetuneConfig
+    config: FinetuneConfig
+    model: MaestroSegmenter
+
+    def __init__(self, config: FinetuneConfig | dict[str, Any], encoder_state: dict[str, Tensor] | None = None):
+        super().__init__(config)
+        if encoder_state is not None:  # a fresh run: start from the pretrained encoder
+            load_strict(self.model.encoder, encoder_state, self.config.model.init)
+        self.target: LabelTarget = self.config.task.target
+        self.val_metrics = SegmentationMetrics.for_level(self.target.nomenclature)
+        self.test_metrics = SegmentationMetrics.for_level(self.target.nomenclature)
+        self.outputs_dir = Path(self.config.trainer.output_dir) / "test"
+        self.test_writer = None
+        """Set by the stage before testing (:class:`finetune.outputs.TestOutputs`)."""
+
+    def build_model(self) -> MaestroSegmenter:
+        return MaestroSegmenter(segmenter_config(self.config))
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, batch: dict[str, Any], model: torch.nn.Module | None = None) -> dict[str, Any]:
+        model = model if model is not None else self.model
+        missing = bool(self.config.eval.missing_modalities) and not self.training
+        return model(batch["inputs"], batch["times"], batch["valid"], allow_missing=missing)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        targets = self.target.targets(batch["labels"][self.target.label_modality])
+        loss, parts = segmentation_loss(self(batch), targets, self.config.model.aux_weight)
+        size = batch_size_of(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if len(parts) > 1:
+            for name, value in parts.items():
+                self.log(f"train/loss_{name}", value, batch_size=size)
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], metrics: SegmentationMetrics) -> tuple[Tensor, Tensor]:
+        targets = self.target.targets(batch["labels"][self.target.label_modality])
+        logits = self(batch, self.eval_model)["logits"]
+        predictions = logits.argmax(dim=1)
+        metrics.update(predictions, targets)
+        return logits, predictions
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()  # sums the confusion matrix over ranks
+        self.val_metrics.reset()
+        if scores.confusion.sum() == 0:
+            return
+        self.log("val/miou", float(scores.miou), prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("val/oa", float(scores.overall_accuracy), sync_dist=False, rank_zero_only=False)
+
+    def on_test_start(self) -> None:
+        self.ensure_ema()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, predictions = self._evaluate(batch, self.test_metrics)
+        if self.test_writer is not None:
+            self.test_writer.add_batch(batch, predictions, self.target, self.global_rank)
+
+    def on_test_epoch_end(self) -> None:
+        scores = self.test_metrics.compute()
+        self.test_metrics.reset()
+        self.log("test/miou", float(scores.miou), sync_dist=False, rank_zero_only=False)
+        self.log("test/oa", float(scores.overall_accuracy), sync_dist=False, rank_zero_only=False)
+        self.test_scores = scores
+        if self.test_writer is not None and self.trainer.is_global_zero:
+            self.test_writer.finish(scores)

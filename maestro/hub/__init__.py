@@ -1,0 +1,1 @@
+"""Publishing and loading weights: model folders, the Hugging Face Hub, training checkpoints."""

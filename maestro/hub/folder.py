@@ -1,0 +1,136 @@
+"""The on-disk layout of a published model: ``config.json`` + ``model.safetensors`` (+ ``README.md``).
+
+This is the Hugging Face Hub layout: a local folder, a Hub repo and a Hub cache snapshot hold the
+same three files. ``config.json`` says what the weights are and everything needed to rebuild the
+network without the suite's training configs::
+
+    {"model_type": "maestro-encoder" | "maestro-mae" | "maestro-segmenter",
+     "config": {...},            # EncoderConfig / MAEConfig / SegmenterConfig as plain data
+     "task": {"name": "lc", "level": 1, "class_names": [...]},   # segmenters only
+     "suite_version": "0.1.0"}
+
+Weights are only ever read from safetensors (no pickle, no code from the folder). Loading is
+strict: a missing or unexpected tensor is an error that lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from maestro.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+MODEL_TYPES = ("maestro-encoder", "maestro-mae", "maestro-segmenter")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def suite_version() -> str:
+    try:
+        return metadata.version("maestro-eo")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """What a model folder holds, read but not yet turned into a network."""
+
+    path: Path
+    model_type: str
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    task: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_model_folder(
+    folder: str | Path,
+    model_type: str,
+    config: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+    task: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created; files replaced)."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type {model_type!r} is not one of {MODEL_TYPES}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {"model_type": model_type, "config": dict(config), "suite_version": suite_version()}
+    if task is not None:
+        document["task"] = dict(task)
+    if extra:
+        document.update(extra)
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
+    (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
+    return folder
+
+
+def read_model_folder(folder: str | Path) -> ModelFolder:
+    """Read a model folder; a folder with only pickled weights is refused (never unpickled)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no model folder at {folder}")
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ConfigError(
+                f"{folder} holds only pickled weights {pickles}: they are never loaded (unpickling runs "
+                f"arbitrary code). Convert them to {WEIGHTS_NAME} with a trusted tool first; reference "
+                "MAESTRO checkpoints convert with `maestro import-reference`"
+            )
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}")
+    config_file = folder / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: the weights alone do not say which model they are")
+    try:
+        document = json.loads(config_file.read_text())
+    except ValueError as error:
+        raise ConfigError(f"{config_file} is not valid JSON ({error})") from None
+    model_type = document.get("model_type")
+    if model_type not in MODEL_TYPES or not isinstance(document.get("config"), dict):
+        raise ConfigError(
+            f"{config_file}: not a MAESTRO suite model (model_type {model_type!r}; expected one of {MODEL_TYPES} "
+            "and a 'config' mapping)"
+        )
+    extra = {k: v for k, v in document.items() if k not in ("model_type", "config", "task")}
+    return ModelFolder(folder, model_type, document["config"], load_file(str(weights)), document.get("task"), extra)
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists every missing, unexpected and
+    mis-shaped tensor, naming where the weights came from."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{key}: {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in set(own) & set(state)
+        if tuple(state[key].shape) != tuple(own[key].shape)
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {missing[:20]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {unexpected[:20]}")
+        if shapes:
+            parts.append(f"wrong shape {len(shapes)}: {shapes[:20]}")
+        raise ConfigError(f"weights from {where} do not fit the model its config describes; " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
