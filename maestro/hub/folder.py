@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from maestro.errors import ConfigError
@@ -92,8 +93,9 @@ def read_model_folder(folder: str | Path) -> ModelFolder:
         if pickles:
             raise ConfigError(
                 f"{folder} holds only pickled weights {pickles}: they are never loaded (unpickling runs "
-                f"arbitrary code). Convert them to {WEIGHTS_NAME} with a trusted tool first; reference "
-                "MAESTRO checkpoints convert with `maestro import-reference`"
+                f"arbitrary code). Convert them to {WEIGHTS_NAME} first: a training checkpoint of this suite "
+                "with `maestro publish CKPT --dry-run --out FOLDER`, a checkpoint of IGN's reference MAESTRO "
+                "code with `maestro import-reference CKPT --out FOLDER`"
             )
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}")
     config_file = folder / CONFIG_NAME
@@ -110,27 +112,45 @@ def read_model_folder(folder: str | Path) -> ModelFolder:
             "and a 'config' mapping)"
         )
     extra = {k: v for k, v in document.items() if k not in ("model_type", "config", "task")}
-    return ModelFolder(folder, model_type, document["config"], load_file(str(weights)), document.get("task"), extra)
+    with safe_open(str(weights), framework="pt", device="cpu") as handle:
+        stored_type = (handle.metadata() or {}).get("model_type")
+        if stored_type is not None and stored_type != model_type:
+            raise ConfigError(
+                f"{folder}: {CONFIG_NAME} says {model_type} but {WEIGHTS_NAME} holds {stored_type} weights; "
+                "the two files come from different models. Export the folder again in one go "
+                "(`save_pretrained` or `maestro publish`)"
+            )
+        state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+    return ModelFolder(folder, model_type, document["config"], state, document.get("task"), extra)
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists every missing, unexpected and
-    mis-shaped tensor, naming where the weights came from."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+def mismatches(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and mis-shaped tensors of ``state`` against ``expected`` key -> shape,
+    each kind summarised in one line (empty: the weights fit)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
     shapes = sorted(
-        f"{key}: {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
-        for key in set(own) & set(state)
-        if tuple(state[key].shape) != tuple(own[key].shape)
+        f"{key}: {tuple(state[key].shape)} vs model {tuple(expected[key])}"
+        for key in set(expected) & set(state)
+        if tuple(state[key].shape) != tuple(expected[key])
     )
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {missing[:20]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {unexpected[:20]}")
-        if shapes:
-            parts.append(f"wrong shape {len(shapes)}: {shapes[:20]}")
-        raise ConfigError(f"weights from {where} do not fit the model its config describes; " + "; ".join(parts))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {missing[:20]}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)}: {unexpected[:20]}")
+    if shapes:
+        parts.append(f"wrong shape {len(shapes)}: {shapes[:20]}")
+    return parts
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str, hint: str = "") -> None:
+    """``load_state_dict(strict=True)`` with an error that lists every missing, unexpected and
+    mis-shaped tensor, naming where the weights came from (``hint``: what to do about it)."""
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    parts = mismatches(expected, state)
+    if parts:
+        raise ConfigError(
+            f"weights from {where} do not fit the model its config describes; " + "; ".join(parts) + hint
+        )
     module.load_state_dict(state, strict=True)

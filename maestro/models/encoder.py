@@ -32,6 +32,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from maestro.hub.pretrained import HubModel
 from maestro.models.config import EncoderConfig, ModalitySpec
 from maestro.models.embed import ModalityEmbed
 from maestro.models.encodings import TokenEncoding
@@ -100,7 +101,7 @@ class EncodedSequences:
     """Visible token indices per sequence, None when nothing was masked."""
 
 
-class MaestroEncoder(nn.Module):
+class MaestroEncoder(nn.Module, HubModel):
     """Patch embeddings, fixed codes, stream encoders and late-fusion blocks of MAESTRO."""
 
     def __init__(self, config: EncoderConfig, *, initialise: bool = True):

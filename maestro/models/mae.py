@@ -22,6 +22,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from maestro.hub.pretrained import HubModel
 from maestro.models.config import MAEConfig, ModalitySpec
 from maestro.models.embed import MaskToken
 from maestro.models.encoder import (
@@ -42,7 +43,7 @@ from maestro.models.transformer import Stack
 Tensors = Mapping[str, Tensor]
 
 
-class MaestroMAE(nn.Module):
+class MaestroMAE(nn.Module, HubModel):
     """Multimodal, multitemporal, multispectral masked autoencoder."""
 
     def __init__(self, config: MAEConfig):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
 from torch import Tensor, nn
 
+from maestro.hub.pretrained import HubModel
 from maestro.models.config import ModalitySpec
 from maestro.models.encoder import EncoderOutput, MaestroEncoder
 from maestro.models.heads.aux import AuxHeads
@@ -98,7 +99,7 @@ def drop_modalities(valid: Tensors, p: float, generator: torch.Generator | None 
     return {key: valid[key].bool() & ~drop[:, index, None] for index, key in enumerate(keys)}
 
 
-class MaestroSegmenter(nn.Module):
+class MaestroSegmenter(nn.Module, HubModel):
     """MAESTRO encoder + a registered head (:mod:`maestro.models.heads.registry`) + optional aux heads."""
 
     def __init__(self, config: SegmenterConfig):

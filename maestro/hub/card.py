@@ -1,0 +1,270 @@
+"""Model cards of published models: ``MODEL_CARD.md`` as the template plus the model's own facts.
+
+A card is Hub metadata (``huggingface_hub.ModelCardData``: license, library, tags, dataset, base
+model, pipeline tag, and a model-index with the test scores when the run has ``metrics.json``),
+then the generated sections (this model's architecture, inputs with their scaling from the modality
+registry, classes, scores, usage lines naming the repo), then the sections of the repository's
+``MODEL_CARD.md`` between the ``hub-card`` markers (intended use, data, limits, citations), so the
+generic text is written once and the numbers always come from the code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from maestro.errors import ConfigError
+from maestro.hub.folder import suite_version
+from maestro.hub.registry import ModelType, get_model_type
+from maestro.modalities import MODALITIES, Divide, ElevationWithHeight, LogBackscatter, Scaling
+from maestro.models.config import EncoderConfig
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "MODEL_CARD.md"
+BEGIN, END = "<!-- hub-card:begin -->", "<!-- hub-card:end -->"
+PLACEHOLDER = "org/name"
+"""Written in the template wherever the repo id goes; replaced by the real id in a card."""
+
+LICENSE = "apache-2.0"
+LIBRARY = "maestro-eo"
+DATASET = "IGNF/FLAIR-HUB"
+TAGS = ("earth-observation", "remote-sensing", "multimodal", "masked-autoencoder", "flair-hub")
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a card says about one model; everything but the type and config is optional."""
+
+    model_type: str
+    config: Mapping[str, Any]
+    """``config.json["config"]``."""
+    repo_id: str | None = None
+    task: Mapping[str, Any] | None = None
+    """``config.json["task"]`` of a segmenter."""
+    weights: str | None = None
+    """Which weights, in words (EMA or trained, checkpoint, step)."""
+    source: str | None = None
+    """Run or checkpoint the weights come from."""
+    metrics: Mapping[str, Any] | None = None
+    """The run's ``test/metrics.json`` (fractions; ``miou``, ``oa``, ``per_class``)."""
+    revision: str | None = None
+    """Branch the model is published on (shown in the usage lines; None: main)."""
+    base_model: str | None = None
+    """Hub id of the model a fine-tuned model started from, when it came from the Hub."""
+    num_parameters: int | None = None
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def describe_scaling(scaling: Scaling | None) -> str:
+    """The registry's scaling rule of a modality, in words."""
+    if scaling is None:
+        return "none"
+    if isinstance(scaling, Divide):
+        return f"÷ {scaling.factor:g}"
+    if isinstance(scaling, LogBackscatter):
+        return f"ln(max(x, {scaling.eps:g})) ÷ {scaling.divisor:g}"
+    if isinstance(scaling, ElevationWithHeight):
+        return (
+            f"÷ {scaling.divisor:g}, then the {scaling.terrain_band} channel replaced by "
+            f"{scaling.height_gain:g} × ({scaling.surface_band} − {scaling.terrain_band}): height above ground"
+        )
+    return repr(scaling)
+
+
+def scaling_table() -> str:
+    """Markdown table of the scaling of every image modality of the registry (equal rules share a row)."""
+    rows: dict[str, list[str]] = {}
+    for key, modality in MODALITIES.items():
+        if modality.is_input:
+            rows.setdefault(describe_scaling(modality.scaling), []).append(f"`{key}`")
+    lines = ["| modality | scaling of the raw values |", "|---|---|"]
+    lines += [f"| {', '.join(keys)} | {rule} |" for rule, keys in rows.items()]
+    return "\n".join(lines)
+
+
+def inputs_table(encoder: EncoderConfig) -> str:
+    """Markdown table of what the encoder reads: bands in network order, sizes, dates, scaling."""
+    lines = [
+        "| modality | bands (network order) | image px | patch px | dates | scaling |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for key, spec in encoder.specs.items():
+        rule = describe_scaling(MODALITIES[key].scaling)
+        lines.append(
+            f"| `{key}` | {', '.join(spec.bands)} | {spec.image_size} | {spec.patch_size} | {spec.num_dates} | {rule} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- scores
+def _percent(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(100.0 * float(value), 2)
+
+
+def _scored_classes(metrics: Mapping[str, Any]) -> list[tuple[str, float]]:
+    return [
+        (str(row["name"]), iou)
+        for row in metrics.get("per_class", ())
+        if row.get("evaluated", True) and (iou := _percent(row.get("iou"))) is not None
+    ]
+
+
+def _dataset_name(task: Mapping[str, Any] | None) -> str:
+    if not task:
+        return "FLAIR-HUB"
+    return f"FLAIR-HUB {task.get('name', '?')} level {task.get('level', '?')}"
+
+
+def eval_results(metrics: Mapping[str, Any], task: Mapping[str, Any] | None) -> list[EvalResult]:
+    """The model-index entries of a test: mIoU, OA and one IoU per scored class, in percent."""
+    common = {
+        "task_type": "image-segmentation",
+        "task_name": "Semantic segmentation",
+        "dataset_type": DATASET,
+        "dataset_name": _dataset_name(task),
+        "dataset_split": "test",
+    }
+    results = []
+    for metric, name, value in (("mean_iou", "mIoU (%)", metrics.get("miou")), ("accuracy", "OA (%)", metrics.get("oa"))):
+        if (number := _percent(value)) is not None:
+            results.append(EvalResult(metric_type=metric, metric_name=name, metric_value=number, **common))
+    for class_name, iou in _scored_classes(metrics):
+        results.append(EvalResult(metric_type="iou", metric_name=f"IoU {class_name} (%)", metric_value=iou, **common))
+    return results
+
+
+# ---------------------------------------------------------------------------------------- sections
+def _model_name(facts: CardFacts) -> str:
+    return facts.repo_id.split("/")[-1] if facts.repo_id else facts.model_type
+
+
+def card_data(facts: CardFacts) -> ModelCardData:
+    """The card's YAML metadata."""
+    row = get_model_type(facts.model_type)
+    tags = [*TAGS, *(["segmentation"] if row.needs_task else [])]
+    results = eval_results(facts.metrics, facts.task) if facts.metrics else None
+    return ModelCardData(
+        license=LICENSE,
+        library_name=LIBRARY,
+        tags=tags,
+        datasets=[DATASET],
+        base_model=facts.base_model,
+        pipeline_tag=row.pipeline_tag,
+        model_name=_model_name(facts),
+        eval_results=results or None,
+    )
+
+
+def _architecture(row: ModelType, config: Any) -> list[tuple[str, str]]:
+    encoder = row.encoder_config(config)
+    size = encoder.transformer
+    rows = [
+        ("encoder", f"preset `{encoder.size}`; width {size.width}; depth {size.depth}, of which late fusion "
+                    f"{encoder.effective_inter_depth}; attention heads {size.num_heads}; fusion `{encoder.fusion}`"),
+    ]
+    if row.name == "maestro-mae":
+        decoder = config.decoder
+        rows.append(("decoders", f"one per encoder stream; width {decoder.width}; depth {decoder.depth}; "
+                                 f"mask ratio {config.mask_ratio:g}"))
+    if row.name == "maestro-segmenter":
+        blocks = ", ".join(str(b) for b in config.blocks) or "final tokens"
+        rows.append(("head", f"`{config.head}` on encoder blocks {blocks}; date pooling `{config.date_pooling}`; "
+                             f"{config.num_classes} classes at {config.label_size} px"))
+    return rows
+
+
+def _this_model(facts: CardFacts, row: ModelType, config: Any) -> str:
+    lines = ["## This model", "", "| | |", "|---|---|", f"| model type | `{row.name}`: {row.description} |"]
+    lines += [f"| {name} | {text} |" for name, text in _architecture(row, config)]
+    if facts.num_parameters is not None:
+        lines.append(f"| parameters | {facts.num_parameters / 1e6:.2f} M |")
+    if facts.weights:
+        lines.append(f"| weights | {facts.weights} |")
+    if facts.source:
+        lines.append(f"| checkpoint | `{facts.source}` |")
+    if facts.base_model:
+        lines.append(f"| started from | [{facts.base_model}](https://huggingface.co/{facts.base_model}) |")
+    lines.append(f"| suite version | maestro-eo {suite_version()} |")
+    lines += ["", "### Inputs", "", inputs_table(row.encoder_config(config))]
+    if facts.task:
+        names: Sequence[str] = facts.task.get("class_names", ())
+        ignored = set(facts.task.get("ignored", ()))
+        lines += ["", f"### Classes: {facts.task.get('name')} level {facts.task.get('level')}", ""]
+        lines += [f"- `{i}` {name}" + (" (ignored value: not trained, not scored)" if i in ignored else "")
+                  for i, name in enumerate(names)]
+    return "\n".join(lines)
+
+
+def _results(facts: CardFacts) -> str:
+    metrics = facts.metrics or {}
+    miou, oa = _percent(metrics.get("miou")), _percent(metrics.get("oa"))
+    lines = [f"## Results on the {_dataset_name(facts.task)} test split", ""]
+    lines += [f"mIoU **{miou}** %, overall accuracy **{oa}** % (one confusion matrix over the whole split)."]
+    classes = _scored_classes(metrics)
+    if classes:
+        lines += ["", "| class | IoU (%) |", "|---|---:|"] + [f"| {name} | {iou:.2f} |" for name, iou in classes]
+    return "\n".join(lines)
+
+
+def _usage(facts: CardFacts, row: ModelType) -> str:
+    repo = (facts.repo_id or PLACEHOLDER) + (f"@{facts.revision}" if facts.revision else "")
+    cls = row.model_class.__name__
+    lines = [
+        "## Usage",
+        "",
+        "```python",
+        f"from {row.model_class.__module__} import {cls}",
+        "",
+        f'model = {cls}.from_pretrained("{repo}")',
+        "```",
+        "",
+        "Fine-tune its encoder on FLAIR-HUB land cover (any model type with an encoder works as `--init`):",
+        "",
+        "```bash",
+        f"finetune --task lc --init hf:{repo}",
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def template_body(path: Path | None = None) -> str:
+    """The shared sections of ``MODEL_CARD.md`` (between the hub-card markers)."""
+    path = path or TEMPLATE
+    if not path.is_file():
+        log.warning("%s not found (installed without the source tree): the card has the generated sections only", path)
+        return "See the MAESTRO suite's MODEL_CARD.md for intended use, limitations and citations."
+    text = path.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise ConfigError(f"{path} lacks the {BEGIN} / {END} markers around the sections copied into cards")
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+
+
+def build_card(facts: CardFacts, template: Path | None = None) -> ModelCard:
+    """The full card: metadata, generated sections, then the template's shared sections."""
+    row = get_model_type(facts.model_type)
+    config = row.config_from_dict(facts.config)
+    title = f"# {_model_name(facts)}"
+    intro = (
+        f"{row.description}, built with the MAESTRO suite (maestro-eo) for "
+        f"[FLAIR-HUB](https://huggingface.co/datasets/{DATASET}) inputs. Weights are safetensors only; "
+        "loading is strict."
+    )
+    sections = [title, intro, _this_model(facts, row, config)]
+    if facts.metrics:
+        sections.append(_results(facts))
+    sections.append(_usage(facts, row))
+    body = template_body(template)
+    if facts.repo_id:
+        body = body.replace(PLACEHOLDER, facts.repo_id)
+    sections.append(body)
+    content = f"---\n{card_data(facts).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+    return ModelCard(content)
