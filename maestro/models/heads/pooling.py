@@ -91,11 +91,15 @@ class AttentivePool(nn.Module):
         keys, values = rearrange(
             self.to_kv(self.norm(sets)), "n l (two h d) -> two n h l d", two=2, h=self.num_heads
         )
-        query = repeat(self.query.to(keys.dtype), "(h d) -> n h 1 d", n=sets.shape[0], h=self.num_heads)
+        # One query over short sets (1 to a few dozen tokens) for every location of every sample:
+        # two small contractions, not an attention kernel built for long sequences (SDPA launches
+        # per (set, head) and its kernels fail past 65,535 sets, i.e. batch 64 at 32 x 32).
+        query = rearrange(self.query.to(keys.dtype), "(h d) -> h d", h=self.num_heads)
+        scores = torch.einsum("nhld,hd->nhl", keys, query).float() * keys.shape[-1] ** -0.5
         any_valid = key_valid.any(dim=1, keepdim=True)
-        mask = rearrange(key_valid | ~any_valid, "n l -> n 1 1 l")
-        pooled = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
-        pooled = self.norm_out(rearrange(pooled, "n h 1 d -> n (h d)"))
+        mask = rearrange(key_valid | ~any_valid, "n l -> n 1 l")
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(values.dtype)
+        pooled = self.norm_out(rearrange(torch.einsum("nhl,nhld->nhd", weights, values), "n h d -> n (h d)"))
         return torch.where(any_valid, pooled, 0.0)
 
 
