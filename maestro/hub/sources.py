@@ -6,7 +6,10 @@ and its weights (keys in the encoder's own layout, :mod:`maestro.models.encoder`
 - ``path/to/run`` (a ``pretrain`` or ``finetune`` run directory: its newest checkpoint),
 - ``path/to/step0001000.ckpt`` (a Lightning checkpoint, read with ``weights_only=True``),
 - ``path/to/folder`` holding ``config.json`` + ``model.safetensors`` (any model type),
-- ``hf:org/name`` or ``hf:org/name@revision`` (downloaded into the normal Hugging Face cache).
+- ``hf:org/name`` or ``hf:org/name@revision`` (downloaded into the normal Hugging Face cache); a
+  repo that holds a checkpoint of IGN's reference MAESTRO code instead of ``model.safetensors``
+  (``hf:IGNF/MAESTRO_FLAIR-HUB_base``) is converted once, without running any of its code, and
+  the converted folder is cached (:func:`maestro.hub.reference.converted_hub_checkpoint`).
 
 From training checkpoints the EMA weights are taken when present (``weights="model"`` for the live
 ones); the returned :attr:`EncoderWeights.note` says which.
@@ -105,7 +108,14 @@ def load_encoder_weights(source: str | Path, weights: Weights = "ema") -> Encode
     if text.startswith(HUB_PREFIX):
         from maestro.hub.remote import download
 
-        return from_folder(download(text[len(HUB_PREFIX) :]))
+        spec = text[len(HUB_PREFIX) :]
+        try:
+            folder = download(spec)
+        except ConfigError as error:  # no model.safetensors: maybe a reference checkpoint
+            from maestro.hub.reference import converted_hub_checkpoint
+
+            folder = converted_hub_checkpoint(spec, weights, reason=error)
+        return from_folder(folder)
     path = Path(source)
     if path.is_file():
         return from_checkpoint(path, weights)

@@ -120,6 +120,14 @@ class EncoderConfig:
     num_heads: int | None = None
     """Default: width / 64 (head dim 64)."""
     mlp_ratio: float | None = None
+    date_offset: Literal["exact", "float32"] = "exact"
+    """Year offset of the date code: ``exact`` takes ``times`` as given; ``float32`` rounds it the
+    way the reference implementation computes it, ``(year + doy / 365.25) - (year_ref + doy_ref /
+    365.25)`` in float32 (up to about 1e-4 year), so that models converted from it reproduce its
+    outputs to float32 precision. Assumes whole-day dates, as the data pipeline produces them."""
+    day_of_year_origin: int = 0
+    """Day number the date code gives to 1 January. The suite's ``times`` count from 0; the
+    reference implementation counts from 1, so models converted from it use 1."""
 
     def __post_init__(self) -> None:
         # Accept YAML-ish inputs (lists, plain dicts) but store immutable-looking values.
@@ -219,6 +227,10 @@ class EncoderConfig:
             raise ConfigError(f"drop_path: {self.drop_path} must be in [0, 1)")
         if self.grid_size < 1:
             raise ConfigError(f"grid_size: {self.grid_size} must be positive")
+        if self.date_offset not in ("exact", "float32"):
+            raise ConfigError(f"date_offset: {self.date_offset!r} is not one of ['exact', 'float32']")
+        if self.day_of_year_origin not in (0, 1):
+            raise ConfigError(f"day_of_year_origin: {self.day_of_year_origin!r} must be 0 or 1")
         validate_size("encoder", self.transformer)
         depth = self.transformer.depth
         if not 0 <= self.inter_depth < depth:

@@ -122,7 +122,13 @@ class MaestroEncoder(nn.Module, HubModel):
         rates = torch.linspace(0, config.drop_path, size.depth, device="cpu").tolist()
 
         self.patch_embed = nn.ModuleDict({key: ModalityEmbed(spec, size.width) for key, spec in self.specs.items()})
-        self.encoding = TokenEncoding(size.width, config.grid_size, [spec.grid for spec in self.specs.values()])
+        self.encoding = TokenEncoding(
+            size.width,
+            config.grid_size,
+            [spec.grid for spec in self.specs.values()],
+            config.date_offset,
+            config.day_of_year_origin,
+        )
         self.streams = nn.ModuleDict(
             {
                 name: Stack(size.width, self.own_depth, size.num_heads, size.mlp_hidden, rates[: self.own_depth])

@@ -64,7 +64,13 @@ class MaestroMAE(nn.Module, HubModel):
         self.to_decoder = nn.ModuleDict(
             {name: nn.Linear(self.encoder.width, decoder.width) for name in names}
         )
-        self.decoder_encoding = TokenEncoding(decoder.width, config.encoder.grid_size, grids)
+        self.decoder_encoding = TokenEncoding(
+            decoder.width,
+            config.encoder.grid_size,
+            grids,
+            config.encoder.date_offset,
+            config.encoder.day_of_year_origin,
+        )
         self.decoders = nn.ModuleDict(
             {
                 name: Stack(decoder.width, decoder.depth, decoder.num_heads, decoder.mlp_hidden)

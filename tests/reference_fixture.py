@@ -1,0 +1,53 @@
+"""The reference MAESTRO fixture (a reduced checkpoint written by IGN's reference code, one input
+batch and the reference's outputs), shared by the ``test_hub_reference*`` modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "maestro_ref"
+CHECKPOINT = FIXTURE / "ref_tiny.ckpt"
+MODALITIES = ("aerial", "dem", "s2", "s1_asc", "s1_des")
+STREAMS = ("aerial", "dem", "s2", "s1")
+OVERRIDES = {"aerial": {"image_size": 128}, "dem": {"image_size": 128}}
+"""The fixture's aerial and elevation rasters are 128 px (the registry's are 512)."""
+DECODER_HEADS = 2
+"""The fixture's decoder has 2 heads of 8 (the reference sizes use heads of 32)."""
+ATOL, RTOL = 2e-5, 1e-5
+"""Tolerance of the fixture's README for a port with the reference's float32 date arithmetic."""
+
+
+def require_fixture() -> Path:
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"reference fixture not found at {FIXTURE} (it lies beside the repository clone in CI)")
+    return FIXTURE
+
+
+def reference_outputs() -> dict[str, torch.Tensor]:
+    return load_file(str(require_fixture() / "outputs.safetensors"))
+
+
+def model_batch() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The fixture batch in the suite's model-sample form: inputs scaled as the data pipeline
+    scales them (elevation channel 2 = 30 x (DSM - DTM)), ``times`` rows of [years since the
+    reference date, day of year from 0, hour]."""
+    raw = load_file(str(require_fixture() / "inputs.safetensors"))
+    inputs = {key: raw[key].clone() for key in MODALITIES}
+    dem = inputs["dem"]
+    dem[:, :, 1] = 30.0 * (dem[:, :, 0] - dem[:, :, 1])
+    reference = raw["ref_date"].double()
+    times = {}
+    for key in MODALITIES:
+        dates = raw[f"{key}_dates"].double()
+        years = (dates[..., 0] - reference[..., 0]) + (dates[..., 1] - reference[..., 1]) / 365.25
+        times[key] = torch.stack([years, dates[..., 1] - 1, dates[..., 2]], dim=-1).float()
+    return inputs, times
+
+
+def max_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    return (ours.double() - theirs.double()).abs().max().item()
