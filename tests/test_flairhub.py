@@ -356,3 +356,56 @@ def test_skip_mode_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert ids[1] in caplog.text
     with pytest.raises(DataError):  # map-style access always raises
         reader[1]
+
+
+# ------------------------------------------------------------------- encodings, dates rows, NaN
+
+
+def test_non_utf8_split_csv_says_to_resave(small: FlairHubTree) -> None:
+    text = small.csv("train").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    lines.append(lines[1].replace(PATCH, "D006-2020_Ré-S1-14_3-8"))
+    small.csv("train").write_bytes("".join(lines).encode("cp1252"))
+    with pytest.raises(DataError, match=r"train\.csv: split CSV is not UTF-8 text \(byte 0xe9 on line 3\); "
+                                        r"re-save it as UTF-8"):
+        _reader(small)
+
+
+def test_malformed_dates_row_fails_only_its_patch(tmp_path: Path) -> None:
+    import sqlite3
+
+    ids = [PATCH, "D006-2020_FF-S1-14_3-8"]
+    tree = write_flairhub_tree(tmp_path, ("s2", "s2_mask"), {"train": ids})
+    connection = sqlite3.connect(tree.table("s2"))
+    with connection:
+        connection.execute(f'UPDATE "{tree.table("s2").stem}" SET acquisition_dates = ? WHERE patch_id = ?',
+                           ('{"0": "20211340"}', ids[0]))
+    connection.close()
+    reader = _reader(tree, on_error="skip")  # constructing the reader no longer fails
+    assert [s["meta"]["patch_id"] for s in reader] == [ids[1]]
+    assert reader.skipped_errors[0].patch_id == ids[0] and tree.table("s2").name in str(reader.skipped_errors[0])
+
+
+def test_allow_nan_keeps_non_finite_pixels(small: FlairHubTree) -> None:
+    _with_value("s1_asc", 0, np.nan)(small)
+    with pytest.raises(DataError, match="1 NaN"):
+        _reader(small).read(PATCH)
+    sample = _reader(small, allow_nan=True).read(PATCH)
+    assert int(np.isnan(sample["s1_asc"]).sum()) == 1
+    labels = _with_value("lc", 0, 19)
+    labels(small)
+    with pytest.raises(DataError, match="holds value 19"):  # the other value checks still apply
+        _reader(small, allow_nan=True).read(PATCH)
+
+
+def test_source_state_names_each_file(small: FlairHubTree) -> None:
+    reader = _reader(small)
+    state = reader.source_state(PATCH)
+    path = small.path(PATCH, "aerial")
+    assert state["aerial"] == [str(path.relative_to(small.root)), path.stat().st_size, path.stat().st_mtime_ns]
+    before = state["dates:SENTINEL2"]
+    small.dates["SENTINEL2"][PATCH] = [20200101 + i for i in range(len(small.dates["SENTINEL2"][PATCH]))]
+    small.write_dates()
+    assert len(before) == 16 and _reader(small).source_state(PATCH)["dates:SENTINEL2"] != before
+    path.unlink()
+    assert reader.source_state(PATCH)["aerial"][1:] == [None, None]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from maestro.data.layout import dates_table_path
-from maestro.data.metadata import clear_cache, read_dates_table, write_dates_table
+from maestro.data.metadata import clear_cache, load_dates_table, read_dates_table, write_dates_table
 from maestro.errors import DataError
 
 PATCH = "D006-2020_FF-S1-14_3-7"
@@ -144,3 +144,28 @@ def test_duplicate_patch_id(table: Path) -> None:
 def test_writer_rejects_invalid_dates(table: Path) -> None:
     with pytest.raises(ValueError, match="calendar"):
         write_dates_table(table, {PATCH: [20210231]})
+
+
+def test_malformed_row_is_an_error_of_its_patch_only(table: Path) -> None:
+    write_dates_table(table, {OTHER: [20210104], PATCH: [20210104]})
+    _overwrite_cell(table, PATCH, "{not json")
+    loaded = load_dates_table(table)
+    np.testing.assert_array_equal(loaded.dates_of(OTHER), [20210104])
+    assert loaded.dates_of("D006-2020_FF-S1-14_9-9") is None
+    with pytest.raises(DataError, match="not valid JSON") as raised:
+        loaded.dates_of(PATCH)
+    assert raised.value.patch_id == PATCH and table.name in str(raised.value)
+    with pytest.raises(DataError, match="not valid JSON"):  # the strict reader still refuses the table
+        read_dates_table(table)
+
+
+def test_duplicated_patch_is_bad_the_others_read(table: Path) -> None:
+    write_dates_table(table, {PATCH: [20210104], OTHER: [20210105], "D006-2020_FF-S1-14_3-9": [20210106]})
+    connection = sqlite3.connect(table)
+    with connection:
+        connection.execute(f'UPDATE "{table.stem}" SET patch_id = ? WHERE patch_id = ?', (PATCH, OTHER))
+    connection.close()
+    loaded = load_dates_table(table)
+    with pytest.raises(DataError, match="twice"):
+        loaded.dates_of(PATCH)
+    np.testing.assert_array_equal(loaded.dates_of("D006-2020_FF-S1-14_3-9"), [20210106])

@@ -10,13 +10,11 @@ and the file. The sample layout is documented in :mod:`maestro.sample`.
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import logging
 import math
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,16 +22,15 @@ import rasterio
 from einops import rearrange
 from rasterio.errors import RasterioError
 
-from maestro.data.layout import (
-    CRS,
-    PATCH_ID_COLUMN,
-    SPLIT_NAME,
-    PatchId,
-    dates_table_path,
-    raster_relpath,
-    split_csv_path,
+from maestro.data.layout import CRS, SPLIT_NAME, PatchId, dates_table_path, split_csv_path
+from maestro.data.metadata import DatesTable, load_dates_table
+from maestro.data.splits import (  # re-exported: the split listing used to live here
+    PatchEntry,
+    read_split_csv,
+    scan_patches,
+    split_by_domain,
+    write_split_csv,
 )
-from maestro.data.metadata import read_dates_table
 from maestro.errors import DataError
 from maestro.labels import LABEL_SETS
 from maestro.modalities import Modality, get_modality, resolve
@@ -46,21 +43,17 @@ except ImportError:  # pragma: no cover - private module moved
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "FlairHubReader", "PatchEntry", "read_raster", "read_split_csv", "scan_patches", "split_by_domain",
+    "to_sample_layout", "write_split_csv",
+]
+
 OnError = Literal["raise", "skip"]
 
 _RASTER_ERRORS = (RasterioError, CPLE_BaseError, OSError)
 _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 """ROI folders hold thousands of files: stop GDAL listing them on every open."""
 _PIXEL_SIZE_REL_TOL = 1e-3
-_FOLDER = re.compile(r"^(?P<domain>D\d{3}-[0-9X]{4})_(?P<suffix>.+)$")
-
-
-@dataclass(frozen=True)
-class PatchEntry:
-    """One patch of a split: its id and the raster of each modality it has, relative to the root."""
-
-    patch_id: str
-    paths: Mapping[str, PurePosixPath] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------- rasters
@@ -123,9 +116,10 @@ def _georef(src: Any, modality: Modality, patch_id: str, path: Path) -> dict[str
     return {"crs": crs, "transform": transform}
 
 
-def _check_values(array: np.ndarray, modality: Modality, patch_id: str, path: Path) -> None:
-    """Value checks the registry makes possible: finite floats, label and mask ranges."""
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+def _check_values(array: np.ndarray, modality: Modality, patch_id: str, path: Path, allow_nan: bool = False) -> None:
+    """Value checks the registry makes possible: finite floats (unless ``allow_nan``), label and
+    mask ranges."""
+    if not allow_nan and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int(np.count_nonzero(np.isnan(array)))
         raise DataError(
             f"{modality.key}: {array.size - int(np.count_nonzero(np.isfinite(array)))} non-finite values "
@@ -155,11 +149,14 @@ def _describe(error: BaseException) -> str:
     return f"{text} <- {type(cause).__name__}: {cause}" if cause is not None else text
 
 
-def read_raster(path: Path, modality: Modality | str, patch_id: str) -> tuple[np.ndarray, dict[str, Any]]:
+def read_raster(
+    path: Path, modality: Modality | str, patch_id: str, *, allow_nan: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read and validate one GeoTIFF: ((bands, H, W) array in on-disk dtype, {crs, transform}).
 
     Corrupt or truncated files often open fine and only fail when pixels are decoded, so the
-    pixel read is inside the same error translation as the open.
+    pixel read is inside the same error translation as the open. ``allow_nan`` keeps NaN / inf
+    pixels of float rasters (Sentinel-1 borders) for preprocessing to handle.
     """
     modality = get_modality(modality) if isinstance(modality, str) else modality
     path = Path(path)
@@ -176,152 +173,8 @@ def read_raster(path: Path, modality: Modality | str, patch_id: str) -> tuple[np
         raise DataError(
             f"{modality.key}: unreadable or corrupt GeoTIFF ({_describe(error)})", patch_id=patch_id, path=path
         ) from error
-    _check_values(array, modality, patch_id, path)
+    _check_values(array, modality, patch_id, path, allow_nan)
     return array, georef
-
-
-# ------------------------------------------------------------------------------------ split CSVs
-
-
-def _safe_relpath(text: str, *, patch_id: str, source: Path) -> PurePosixPath:
-    """A CSV path, relative to the root and unable to leave it (no absolute paths, no '..')."""
-    relpath = PurePosixPath(text.replace("\\", "/"))
-    if relpath.is_absolute() or re.match(r"^[A-Za-z]:", text) or ".." in relpath.parts:
-        raise DataError(f"raster path {text!r} must be relative to the dataset root, without '..'",
-                        patch_id=patch_id, path=source)
-    return relpath
-
-
-def _column_for(modality: Modality, header: Sequence[str], source: Path) -> str:
-    """The CSV column of a modality: its key (``s2_mask``) or its folder suffix (``SENTINEL2_MSK-SC``)."""
-    for name in (modality.key, modality.folder_suffix):
-        if name in header:
-            return name
-    raise DataError(
-        f"no column for modality {modality.key!r} (expected {modality.key!r} or {modality.folder_suffix!r}); "
-        f"columns are {list(header)}",
-        path=source,
-    )
-
-
-def read_split_csv(path: Path, modalities: Iterable[str]) -> list[PatchEntry]:
-    """Patches of one split CSV, in file order; an empty cell means the patch lacks that modality."""
-    path = Path(path)
-    entries = resolve(modalities)
-    if not path.is_file():
-        raise DataError("split CSV not found", path=path)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [name.strip() for name in reader.fieldnames or []]
-        reader.fieldnames = header
-        if PATCH_ID_COLUMN not in header:
-            raise DataError(f"split CSV has no {PATCH_ID_COLUMN!r} column; columns are {header}", path=path)
-        columns = {m.key: _column_for(m, header, path) for m in entries}
-        patches: list[PatchEntry] = []
-        seen: set[str] = set()
-        for row in reader:
-            patch_id = (row.get(PATCH_ID_COLUMN) or "").strip()
-            _check_patch_id(patch_id, path, seen)
-            paths = {}
-            for key, column in columns.items():
-                cell = (row.get(column) or "").strip()
-                if cell:
-                    paths[key] = _safe_relpath(cell, patch_id=patch_id, source=path)
-            patches.append(PatchEntry(patch_id, paths))
-    return patches
-
-
-def _check_patch_id(patch_id: str, source: Path, seen: set[str]) -> None:
-    try:
-        PatchId.parse(patch_id)
-    except ValueError as error:
-        raise DataError(str(error), patch_id=patch_id or "<empty>", path=source) from None
-    if patch_id in seen:
-        raise DataError("patch listed twice", patch_id=patch_id, path=source)
-    seen.add(patch_id)
-
-
-def write_split_csv(path: Path, patches: Iterable[PatchEntry], modalities: Iterable[str]) -> None:
-    """Inverse of :func:`read_split_csv` (toy datasets, tests, folds built from a scan)."""
-    keys = [m.key for m in resolve(modalities)]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([PATCH_ID_COLUMN, *keys])
-        for patch in patches:
-            writer.writerow([patch.patch_id, *(str(patch.paths.get(k, "")) for k in keys)])
-
-
-# ---------------------------------------------------------------------------------- folder scan
-
-
-def _existing_rasters(root: Path, modality: Modality) -> set[PurePosixPath]:
-    """Relative paths of every ``.tif`` under this modality's domain folders (one listing, no stats)."""
-    found: set[PurePosixPath] = set()
-    for folder in root.iterdir():
-        match = _FOLDER.match(folder.name)
-        if match is None or match["suffix"] != modality.folder_suffix or not folder.is_dir():
-            continue
-        found.update(PurePosixPath(p.relative_to(root).as_posix()) for p in folder.glob("*/*.tif"))
-    return found
-
-
-def _patch_id_from_relpath(relpath: PurePosixPath) -> str | None:
-    """``{DOMAIN}_{SUFFIX}/{ROI}/{DOMAIN}_{SUFFIX}_{ROI}_{row}-{col}.tif`` -> patch id, or None."""
-    folder, roi = relpath.parts[0], relpath.parts[1]
-    prefix = f"{folder}_{roi}_"
-    if not relpath.stem.startswith(prefix):
-        return None
-    patch_id = f"{_FOLDER.match(folder)['domain']}_{roi}_{relpath.stem[len(prefix):]}"  # type: ignore[index]
-    try:
-        PatchId.parse(patch_id)
-    except ValueError:
-        return None
-    return patch_id
-
-
-def scan_patches(root: Path, modalities: Iterable[str], domains: Iterable[str] | None = None) -> list[PatchEntry]:
-    """Patches found in the folder tree (sorted by id), for when no split CSV exists.
-
-    Patch ids come from modalities named after the patch's own domain; modalities with a
-    substituted domain year (historical imagery, ``D006-195X``) cannot name the patch, so they are
-    only attached to patches found through another modality.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError("dataset root is not a directory", path=root)
-    entries = resolve(modalities)
-    anchors = [m for m in entries if m.domain_year is None]
-    if not anchors:
-        raise ValueError(f"scanning needs a modality named after the patch domain, got only {[m.key for m in entries]}")
-    wanted = None if domains is None else set(domains)
-    listed = {m.key: _existing_rasters(root, m) for m in entries}
-    ids: set[str] = set()
-    for modality in anchors:
-        for relpath in listed[modality.key]:
-            patch_id = _patch_id_from_relpath(relpath)
-            if patch_id is None:
-                log.warning("ignoring %s: file name does not follow the FLAIR-HUB pattern", relpath)
-            elif wanted is None or PatchId.parse(patch_id).domain in wanted:
-                ids.add(patch_id)
-    patches = []
-    for patch_id in sorted(ids):
-        patch = PatchId.parse(patch_id)
-        paths = {m.key: rel for m in entries if (rel := PurePosixPath(raster_relpath(m, patch).as_posix())) in listed[m.key]}
-        patches.append(PatchEntry(patch_id, paths))
-    log.info("scanned %s: %d patches", root, len(patches))
-    return patches
-
-
-def split_by_domain(patches: Iterable[PatchEntry], domain_splits: Mapping[str, str]) -> dict[str, list[PatchEntry]]:
-    """Group patches by the split of their domain (domain-wise folds); unlisted domains are dropped."""
-    out: dict[str, list[PatchEntry]] = {split: [] for split in dict.fromkeys(domain_splits.values())}
-    for patch in patches:
-        split = domain_splits.get(PatchId.parse(patch.patch_id).domain)
-        if split is not None:
-            out[split].append(patch)
-    return out
 
 
 # ------------------------------------------------------------------------------------- reader
@@ -337,7 +190,9 @@ class FlairHubReader:
     table fails immediately instead of once per patch.
 
     Patches come from ``split_csv`` if given, else from ``domain_splits`` (domain -> split, the
-    folder tree is scanned) if given, else from ``{root}/{split_name}/{split}.csv``.
+    folder tree is scanned) if given, else from ``{root}/{split_name}/{split}.csv``. A malformed
+    row of a dates table is an error of that patch only. ``allow_nan`` keeps NaN / inf pixels of
+    float rasters instead of rejecting the patch (preprocessing's ``nan_policy`` handles them).
     """
 
     def __init__(
@@ -349,6 +204,7 @@ class FlairHubReader:
         split_csv: Path | None = None,
         on_error: OnError = "raise",
         domain_splits: Mapping[str, str] | None = None,
+        allow_nan: bool = False,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -356,6 +212,7 @@ class FlairHubReader:
         self.modalities: list[Modality] = resolve(modalities)
         self.split = split
         self.on_error: OnError = on_error
+        self.allow_nan = allow_nan
         self.skipped = 0
         self.skipped_errors: list[DataError] = []
         keys = [m.key for m in self.modalities]
@@ -370,8 +227,8 @@ class FlairHubReader:
             patches = read_split_csv(self.source, keys)
         self._patches = {p.patch_id: p for p in patches}
         self._ids = [p.patch_id for p in patches]
-        self._dates = {
-            table: read_dates_table(dates_table_path(self.root, table))
+        self._dates: dict[str, DatesTable] = {
+            table: load_dates_table(dates_table_path(self.root, table))
             for table in dict.fromkeys(m.dates_table for m in self.modalities if m.dates_table)
         }
         log.info("FLAIR-HUB %s split from %s: %d patches, modalities %s", split, self.source, len(self._ids), keys)
@@ -379,6 +236,34 @@ class FlairHubReader:
     @property
     def patch_ids(self) -> list[str]:
         return list(self._ids)
+
+    def source_state(self, patch_id: str) -> dict[str, Any]:
+        """What a patch is read from, as JSON: per modality its raster path, size and mtime_ns
+        (``None`` when absent), and per dates table a digest of its row (or the row's error).
+
+        A shard build records it per patch so that a resumed build notices an edited, replaced or
+        fixed source and rewrites that shard; stat-only for rasters, so checking is cheap.
+        """
+        entry = self._patches.get(patch_id)
+        state: dict[str, Any] = {}
+        for modality in self.modalities:
+            relpath = None if entry is None else entry.paths.get(modality.key)
+            if relpath is None:
+                state[modality.key] = None
+                continue
+            try:
+                stat = (self.root / relpath).stat()
+                state[modality.key] = [str(relpath), stat.st_size, stat.st_mtime_ns]
+            except OSError:
+                state[modality.key] = [str(relpath), None, None]
+        for name, table in self._dates.items():
+            try:
+                dates = table.dates_of(patch_id)
+                digest = None if dates is None else hashlib.sha256(dates.astype("<i4").tobytes()).hexdigest()[:16]
+                state[f"dates:{name}"] = digest  # a digest: S2 rows hold ~100 dates, the record one per patch
+            except DataError as error:
+                state[f"dates:{name}"] = f"error: {error.problem}"
+        return state
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -414,7 +299,7 @@ class FlairHubReader:
             relpath = entry.paths.get(modality.key)
             if relpath is None:
                 continue
-            array, georef = read_raster(self.root / relpath, modality, patch_id)
+            array, georef = read_raster(self.root / relpath, modality, patch_id, allow_nan=self.allow_nan)
             sample[modality.key] = to_sample_layout(array, modality)
             rasters[modality.key] = {"path": str(relpath), **georef}
         self._check_companions(sample, rasters, patch_id)
@@ -445,7 +330,7 @@ class FlairHubReader:
             if modality.key not in sample or modality.dates_table is None:
                 continue
             table_path = dates_table_path(self.root, modality.dates_table)
-            found = self._dates[modality.dates_table].get(patch_id)
+            found = self._dates[modality.dates_table].dates_of(patch_id)
             if found is None:
                 raise DataError(f"{modality.key}: patch has no row in the dates table", patch_id=patch_id,
                                 path=table_path)

@@ -4,7 +4,8 @@ Time-series GeoTIFFs carry no dates: the dates live in GeoPackages (SQLite files
 ``patch_id`` and ``acquisition_dates``, a JSON mapping of position to ``YYYYMMDD``. This module
 reads them with the standard library only (no geopandas/fiona: the tables are plain attribute
 rows, and a GDAL vector stack would be a heavy dependency for one JSON column), and writes the
-same format for tests and the toy dataset.
+same format for tests and the toy dataset. A malformed row is kept as that patch's error
+(:class:`DatesTable`), so one bad row never makes the other patches unreadable.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +185,29 @@ def _find_dates_table(connection: sqlite3.Connection, path: Path) -> str:
     return matches[0]
 
 
-def _load(path: Path) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class DatesTable:
+    """One parsed dates table: good rows, and the rows that failed with their error.
+
+    A malformed row is the problem of its patch only: keeping its error here lets a build skip
+    that patch (``--skip-bad``) instead of refusing the whole table.
+    """
+
+    path: Path
+    rows: Mapping[str, np.ndarray]
+    """``patch_id`` -> read-only int32 ``YYYYMMDD`` dates, position order."""
+    bad_rows: Mapping[str, DataError] = field(default_factory=dict)
+    """``patch_id`` -> why its row cannot be used (bad JSON, bad date, listed twice, ...)."""
+
+    def dates_of(self, patch_id: str) -> np.ndarray | None:
+        """The patch's dates; ``None`` without a row; its row's DataError for a malformed row."""
+        error = self.bad_rows.get(patch_id)
+        if error is not None:
+            raise DataError(error.problem, patch_id=error.patch_id, path=error.path)
+        return self.rows.get(patch_id)
+
+
+def _load(path: Path) -> DatesTable:
     if not path.is_file():
         raise DataError("dates table not found", path=path)
     connection = _connect_read_only(path)
@@ -192,31 +216,41 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         table = _find_dates_table(connection, path)
         cursor = connection.execute(f"SELECT {PATCH_ID_COLUMN}, {DATES_COLUMN} FROM {_quote(table)}")
         out: dict[str, np.ndarray] = {}
+        bad: dict[str, DataError] = {}
         for patch_id, text in cursor:
             patch_id = str(patch_id)
-            if patch_id in out:
-                raise DataError("patch_id appears twice in the dates table", patch_id=patch_id, path=path)
-            dates = parse_dates_json(text, patch_id=patch_id, path=path)
+            if patch_id in out or patch_id in bad:
+                out.pop(patch_id, None)
+                bad[patch_id] = DataError("patch_id appears twice in the dates table", patch_id=patch_id, path=path)
+                continue
+            try:
+                dates = parse_dates_json(text, patch_id=patch_id, path=path)
+            except DataError as error:
+                bad[patch_id] = error
+                continue
             dates.flags.writeable = False
             out[patch_id] = dates
     except sqlite3.DatabaseError as error:
         raise DataError(f"cannot read GeoPackage ({error})", path=path) from None
     finally:
         connection.close()
+    if bad:
+        log.warning("%s: %d malformed rows (those patches are bad, the others are read), e.g. %s",
+                    path, len(bad), next(iter(bad.values())))
     log.debug("read %d date rows from %s", len(out), path)
-    return out
+    return DatesTable(path, out, bad)
 
 
-_cache: dict[tuple[str, int, int, int], dict[str, np.ndarray]] = {}
+_cache: dict[tuple[str, int, int, int], DatesTable] = {}
 _cache_lock = threading.Lock()
 
 
-def read_dates_table(path: Path) -> dict[str, np.ndarray]:
-    """``patch_id`` -> int32 ``YYYYMMDD`` dates (position order) from one dates GeoPackage.
+def load_dates_table(path: Path) -> DatesTable:
+    """The parsed table with per-row errors kept apart (what the reader uses).
 
     Tables hold one row per patch of the whole dataset (~240k rows), so parsed tables are cached
-    per file; the key includes the file's mtime, size and inode so a rewritten file is re-read. Arrays
-    are read-only because they are shared between callers; the returned dict is a fresh copy.
+    per file; the key includes the file's mtime, size and inode so a rewritten file is re-read.
+    Arrays are read-only because they are shared between callers.
     """
     path = Path(path)
     try:
@@ -232,7 +266,19 @@ def read_dates_table(path: Path) -> dict[str, np.ndarray]:
             for stale in [k for k in _cache if k[0] == key[0]]:
                 del _cache[stale]
             _cache[key] = cached
-    return dict(cached)
+    return cached
+
+
+def read_dates_table(path: Path) -> dict[str, np.ndarray]:
+    """``patch_id`` -> int32 ``YYYYMMDD`` dates (position order); any malformed row is an error.
+
+    Strict form of :func:`load_dates_table` (the first bad row, in table order, is raised); the
+    returned dict is a fresh copy of the cached one.
+    """
+    table = load_dates_table(path)
+    for patch_id in table.bad_rows:
+        table.dates_of(patch_id)  # raises that row's error
+    return dict(table.rows)
 
 
 def clear_cache() -> None:
