@@ -34,8 +34,16 @@ def test_config_defaults_come_from_registry() -> None:
         (lambda: build_preprocess_config(["s2"], {"s1_asc": {"num_dates": 2}}), "not inputs"),
         (lambda: build_preprocess_config(["s2"], {"s2": {"dates": 2}}), "unknown override"),
         (lambda: build_preprocess_config(["s2"], clouds=False), "unknown preprocessing options"),
+        (lambda: PreprocessConfig(modalities=("s1_asc",), nan_policy="ignore"), "nan_policy must be"),
+        (lambda: PreprocessConfig(modalities=("s1_asc",), nan_invalid_fraction=1.5), "nan_invalid_fraction"),
     ],
 )
 def test_config_validation(make, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_nan_policy_defaults_to_reject() -> None:
+    config = build_preprocess_config(["s1_asc"])
+    assert (config.nan_policy, config.nan_invalid_fraction) == ("reject", 0.5)
+    assert build_preprocess_config(["s1_asc"], nan_policy="fill").nan_policy == "fill"

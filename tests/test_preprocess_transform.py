@@ -261,3 +261,47 @@ def test_labels_keep_disk_dtype_and_meta_passthrough() -> None:
     assert set(out["inputs"]) == {"aerial"}
 
 
+
+
+# ---------------------------------------------------------------------------- nan_policy: fill
+
+
+def test_fill_zeroes_nan_borders_and_invalidates_mostly_nan_dates() -> None:
+    sample = _sample(t_s1=4)
+    sample["s1_asc"][:, :, 0, :] = np.nan  # a NaN border row on every date (10 % of each date)
+    sample["s1_asc"][2] = np.nan  # one date entirely NaN
+    config = PreprocessConfig(modalities=("s1_asc",), overrides={"s1_asc": {"num_dates": 4}}, nan_policy="fill")
+    out = preprocess_sample(sample, config, train=False)
+    values, valid = out["inputs"]["s1_asc"], out["valid"]["s1_asc"]
+    assert np.isfinite(values).all()
+    assert valid.tolist() == [True, True, False, True]
+    np.testing.assert_array_equal(values[:, :, 0, :], 0.0)
+    np.testing.assert_array_equal(values[2], 0.0)
+    reference = preprocess_sample(_sample(t_s1=4), PreprocessConfig(modalities=("s1_asc",),
+                                  overrides={"s1_asc": {"num_dates": 4}}), train=False)
+    np.testing.assert_array_equal(values[[0, 1, 3], :, 1:], reference["inputs"]["s1_asc"][[0, 1, 3], :, 1:])
+    with pytest.raises(DataError, match="non-finite"):  # reject stays the default
+        preprocess_sample(sample, PreprocessConfig(modalities=("s1_asc",)), train=False)
+
+
+def test_fill_threshold_and_date_selection_avoids_nan_dates() -> None:
+    sample = _sample(t_s1=8)
+    sample["s1_asc"][1:8:2, :, :6] = np.nan  # odd dates 60 % NaN; bins of 2 dates each
+    fill = {"nan_policy": "fill", "overrides": {"s1_asc": {"num_dates": 4}}}
+    strict = PreprocessConfig(modalities=("s1_asc",), nan_invalid_fraction=0.0, **fill)
+    for seed in range(5):  # a random pick per bin would hit a NaN date in 15 of 16 draws
+        out = preprocess_sample(sample, strict, train=True, rng=seed)
+        assert out["valid"]["s1_asc"].all()  # the clean date of every bin was chosen
+        assert np.isfinite(out["inputs"]["s1_asc"]).all()
+    sample["s1_asc"][:, :, :6] = np.nan  # now every date is 60 % NaN
+    assert not preprocess_sample(sample, strict, train=False)["valid"]["s1_asc"].any()
+    lenient = PreprocessConfig(modalities=("s1_asc",), nan_invalid_fraction=0.7, **fill)
+    assert preprocess_sample(sample, lenient, train=False)["valid"]["s1_asc"].all()
+
+
+def test_fill_marks_a_mono_temporal_input_invalid() -> None:
+    sample = _sample()
+    sample["dem"][:] = np.nan
+    out = preprocess_sample(sample, PreprocessConfig(modalities=("dem",), nan_policy="fill"), train=False)
+    assert out["valid"]["dem"].tolist() == [False]
+    np.testing.assert_array_equal(out["inputs"]["dem"], 0.0)

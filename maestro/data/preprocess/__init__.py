@@ -6,6 +6,7 @@
 
 from maestro.data.preprocess.config import (
     EvalOffset,
+    NanPolicy,
     PreprocessConfig,
     ResolvedInput,
     build_preprocess_config,
@@ -23,6 +24,7 @@ from maestro.data.preprocess.transform import (
     MaestroTransform,
     RngLike,
     check_finite,
+    fill_non_finite,
     flagged_pixels,
     mask_companion,
     preprocess_input,
@@ -34,6 +36,7 @@ from maestro.data.preprocess.transform import (
 __all__ = [
     "EvalOffset",
     "MaestroTransform",
+    "NanPolicy",
     "PreprocessConfig",
     "ResolvedInput",
     "RngLike",
@@ -41,6 +44,7 @@ __all__ = [
     "build_preprocess_config",
     "check_finite",
     "date_times",
+    "fill_non_finite",
     "flagged_pixels",
     "mask_companion",
     "median_distance",

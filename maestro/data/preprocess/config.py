@@ -21,6 +21,7 @@ from maestro.errors import ConfigError
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, Modality, ModalityOverride
 
 EvalOffset = Literal["centre", "start"]
+NanPolicy = Literal["reject", "fill"]
 
 _OVERRIDE_KEYS = tuple(f.name for f in dataclasses.fields(ModalityOverride))
 
@@ -113,6 +114,15 @@ class PreprocessConfig:
     """Its date is the time origin when the sample has one; otherwise the earliest input date."""
     eval_offset: EvalOffset = "centre"
     """Bin offset at evaluation: ``centre`` drops the ``T % n`` spare dates evenly at both ends."""
+    nan_policy: NanPolicy = "reject"
+    """Non-finite values (NaN / inf) left after scaling and date selection. ``reject``: the sample
+    is a DataError naming the patch. ``fill``: the model has no per-pixel mask, so a date whose
+    non-finite share exceeds ``nan_invalid_fraction`` is marked invalid (``valid=False``, values
+    zeroed, like a padding date: the encoder never attends to it) and the remaining non-finite
+    values are set to 0 in scaled units. Shards keep NaN only when built with ``--allow-nan``."""
+    nan_invalid_fraction: float = 0.5
+    """With ``nan_policy: fill``: share of a date's values (all bands and pixels) above which the date
+    is invalid; 0 invalidates any date with a NaN, 1 never invalidates."""
 
     def __post_init__(self) -> None:
         modalities = _keys(self.modalities, "modalities")
@@ -148,6 +158,11 @@ class PreprocessConfig:
             raise ConfigError(f"unknown reference_modality {self.reference_modality!r}")
         if self.eval_offset not in ("centre", "start"):
             raise ConfigError(f"eval_offset must be 'centre' or 'start', got {self.eval_offset!r}")
+        if self.nan_policy not in ("reject", "fill"):
+            raise ConfigError(f"nan_policy must be 'reject' or 'fill', got {self.nan_policy!r}")
+        fraction = self.nan_invalid_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+            raise ConfigError(f"nan_invalid_fraction must be a number in [0, 1], got {fraction!r}")
 
     @property
     def inputs(self) -> tuple[ResolvedInput, ...]:

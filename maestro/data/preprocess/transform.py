@@ -12,7 +12,10 @@ Both contracts are documented in :mod:`maestro.sample`; the method is described 
    being the aerial date (``PreprocessConfig.reference_modality``) or the sample's earliest date.
 
 Raw rasters are validated on the way (rank, band count, dates, companion mask, finite values):
-a bad sample raises a :class:`~maestro.errors.DataError` naming the patch and the file.
+a bad sample raises a :class:`~maestro.errors.DataError` naming the patch and the file. With
+``nan_policy: fill`` non-finite values are not an error: their pixels count as flagged in date
+selection, and :func:`fill_non_finite` zeroes them and invalidates dates that are mostly
+non-finite.
 """
 
 from __future__ import annotations
@@ -89,6 +92,20 @@ def check_finite(values: np.ndarray, modality: str, patch_id: str | None, path: 
         patch_id=patch_id,
         path=path,
     )
+
+
+def fill_non_finite(values: np.ndarray, invalid_fraction: float) -> np.ndarray:
+    """Set NaN / inf in (T, C, H, W) ``values`` to 0 in place; returns (T,) bool, False for dates
+    whose non-finite share exceeds ``invalid_fraction`` (those dates are zeroed entirely)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum()):  # the common case: one cheap reduction
+            return np.ones(len(values), dtype=bool)
+    bad = ~np.isfinite(values)
+    share = bad.reshape(len(values), -1).mean(axis=1) if values.size else np.zeros(len(values))
+    keep = share <= invalid_fraction
+    values[bad] = 0.0
+    values[~keep] = 0.0
+    return keep
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +207,10 @@ def preprocess_input(
     dates = _series_dates(sample, entry, raw.shape[0], reference, patch_id)
 
     flagged = _flags_for(sample, entry, config, raw.shape, patch_id) if entry.temporal else None
+    if config.nan_policy == "fill" and entry.temporal and np.issubdtype(raw.dtype, np.floating):
+        holes = ~np.isfinite(raw).all(axis=1)  # date selection avoids NaN pixels like cloudy ones
+        if holes.any():
+            flagged = holes if flagged is None else flagged | holes
     if raw.shape[0] > 1 and (dates[1:] < dates[:-1]).any():
         # Bins must be contiguous in time: put the series in chronological order first.
         logger.debug("%s %s: dates not in chronological order, sorting", patch_id, entry.key)
@@ -201,8 +222,14 @@ def preprocess_input(
         keep = select_dates(values, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset)
         values, dates = values[keep], dates[keep]
 
-    check_finite(values, entry.key, patch_id, path)
+    keep = None
+    if config.nan_policy == "fill":
+        keep = fill_non_finite(values, config.nan_invalid_fraction)
+    else:
+        check_finite(values, entry.key, patch_id, path)
     values, dates, valid = pad_series(values, dates, spec.num_dates)
+    if keep is not None:
+        valid[: len(keep)] &= keep
     return values, date_times(dates, reference), valid
 
 
