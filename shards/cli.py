@@ -1,9 +1,14 @@
-"""``shards`` command line: toy dataset, build, verify, stats (see ``docs/shards.md``)."""
+"""``shards`` command line: toy dataset, build, verify, stats (see ``docs/shards.md``).
+
+User mistakes and bad data end with one ``error:`` line and exit status 2 (the traceback only
+with ``--verbose``); ``verify`` exits 1 when it finds problems.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,9 +19,18 @@ log = logging.getLogger("shards")
 
 
 def _cmd_toy(args: argparse.Namespace) -> int:
-    from maestro.data.toy import write_toy_dataset
+    from maestro.data.toy import SPLIT_DOMAINS, write_toy_dataset
 
-    summary = write_toy_dataset(Path(args.out), num_patches=args.patches, seed=args.seed)
+    if args.patches < len(SPLIT_DOMAINS):
+        raise ConfigError(f"--patches must be at least {len(SPLIT_DOMAINS)} (one per split), got {args.patches}")
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        summary = write_toy_dataset(out, num_patches=args.patches, seed=args.seed)
+    except BaseException:
+        if created:  # only what this run wrote is in there; the refusal of a non-empty --out creates nothing
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     log.info("%s", summary)
     return 0
 
@@ -24,13 +38,22 @@ def _cmd_toy(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from shards.writer import BuildConfig, build, parse_size
 
-    for split in args.split:
-        config = BuildConfig(
+    if args.split_csv and len(args.split) > 1:
+        raise ConfigError(
+            f"--split-csv lists the patches of one split, but --split names {args.split}; "
+            "run one build per split CSV (same --out)"
+        )
+    configs = [
+        BuildConfig(
             root=Path(args.root), out=Path(args.out), split=split, modalities=tuple(args.modalities),
             max_size=parse_size(args.max_size), max_count=args.max_count, workers=args.workers,
             split_name=args.split_name, split_csv=Path(args.split_csv) if args.split_csv else None,
             skip_bad=args.skip_bad, seed=None if args.no_shuffle else args.seed, progress=not args.no_progress,
+            force=args.force, allow_nan=args.allow_nan,
         )
+        for split in args.split
+    ]  # all validated before the first split is written
+    for config in configs:
         build(config)
     return 0
 
@@ -50,7 +73,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     stats = compute_stats(Path(args.out), args.split, modalities=args.modalities, workers=args.workers)
     path = write_stats(Path(args.out), stats)
     for modality, entry in stats["modalities"].items():
-        log.info("%s: mean %s std %s", modality, _rounded(entry["mean"]), _rounded(entry["std"]))
+        nonfinite = sum(entry["nonfinite"])
+        log.log(logging.WARNING if nonfinite else logging.INFO, "%s: mean %s std %s, non-finite values (NaN/inf, "
+                "left out) %d%s", modality, _rounded(entry["mean"]), _rounded(entry["std"]), nonfinite,
+                f" per band {entry['nonfinite']}" if nonfinite else "")
     log.info("wrote %s (%d samples)", path, stats["samples"])
     return 0
 
@@ -85,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--split-csv", help="explicit split CSV instead of {root}/{split-name}/{split}.csv")
     build.add_argument("--skip-bad", action="store_true",
                        help="skip patches the reader rejects (counted and listed in the manifest) instead of stopping")
+    build.add_argument("--force", action="store_true",
+                       help="rewrite every shard of the split; by default a rerun keeps finished shards whose "
+                            "sources are unchanged")
+    build.add_argument("--allow-nan", action="store_true",
+                       help="keep NaN/inf pixels of float rasters (Sentinel-1 borders) instead of rejecting the "
+                            "patch; train with preprocessing nan_policy: fill")
     build.add_argument("--seed", type=int, default=0, help="seed shuffling patches across shards (default 0)")
     build.add_argument("--no-shuffle", action="store_true", help="keep split-CSV order")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         return args.func(args)
-    except (DataError, ConfigError) as error:
-        log.error("error: %s", error)
+    except (DataError, ConfigError, OSError) as error:
+        log.error("error: %s", error, exc_info=args.verbose)
         return 2
 
 

@@ -12,7 +12,10 @@ with fewer shards than slots some slots are simply empty. The last batch may be 
 
 Errors: a truncated shard, a shard with fewer samples than its manifest entry, a sample missing a
 member or not decoding raise :class:`DataError` naming shard and sample; ``on_error='skip'``
-logs each one with a running count and goes on.
+logs each one with a running count and goes on. A DataError raised in a data-loader worker
+reaches the caller of :class:`ShardLoader` as the same one-line DataError (torch would turn it
+into a multi-line "Caught DataError in DataLoader worker" message); the worker's traceback is
+attached as a note, which only a printed traceback shows.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ from webdataset.utils import make_seed, pytorch_worker_info
 from maestro.errors import ConfigError, DataError
 from maestro.modalities import resolve
 from maestro.sample import Sample
+from shards.errors import ErrorPolicy, ForwardWorkerErrors, OnError, WorkerDataError
 from shards.format import array_member, decode_sample
 from shards.reading import ShardSource, iter_shard, resolve_source
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["train", "eval"]
-OnError = Literal["raise", "skip"]
 Preprocess = Callable[[Sample, np.random.Generator], Any]
 """raw sample, per-worker generator -> model sample (``MaestroTransform`` has this signature)."""
 
@@ -162,20 +165,6 @@ class ShuffledShardCycle(IterableDataset):
 
 
 # ----------------------------------------------------------------------------- stages
-
-
-@dataclass
-class ErrorPolicy:
-    """Raise, or log and count (per process) and go on."""
-
-    on_error: OnError
-    skipped: int = 0
-
-    def handle(self, error: DataError) -> None:
-        if self.on_error == "raise":
-            raise error
-        self.skipped += 1
-        log.warning("skipping (%d skipped so far in this process): %s", self.skipped, error)
 
 
 @dataclass
@@ -358,6 +347,8 @@ class ShardLoader(wds.WebLoader):
                                   "pin_memory": config.pin_memory, "collate_fn": _as_is}
         if config.num_workers > 0 and config.prefetch_factor is not None:
             kwargs["prefetch_factor"] = config.prefetch_factor
+        if not any(isinstance(stage, ForwardWorkerErrors) for stage in dataset.pipeline.pipeline):
+            dataset.pipeline.append(ForwardWorkerErrors())
         super().__init__(dataset.pipeline, **kwargs)
         self.shards = dataset
         self._epoch = 0
@@ -413,6 +404,8 @@ class ShardLoader(wds.WebLoader):
         if skip:
             log.info("resuming epoch %d: skipping the %d batches already trained on", epoch, skip)
         for batch in super().__iter__():
+            if isinstance(batch, WorkerDataError):
+                raise batch.error()
             self._yielded += 1
             if self._yielded > skip:
                 yield batch

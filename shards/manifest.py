@@ -34,6 +34,8 @@ class ShardRecord:
     count: int
     bytes: int
     sha256: str
+    sources_sha256: str | None = None
+    """Digest of what the shard was built from (``shards.sources``); changes when its inputs do."""
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from einops import rearrange
 
-from maestro.errors import DataError
-from maestro.modalities import get_modality
+from maestro.errors import ConfigError, DataError
+from maestro.modalities import MODALITIES, get_modality
 from shards.format import array_member, decode_sample
 from shards.manifest import STATS_NAME, manifest_path, read_manifest, write_json_atomic
 from shards.reading import iter_shard
@@ -99,6 +99,10 @@ class BandStats:
 
 
 def _stats_modalities(modalities: Iterable[str]) -> list[str]:
+    modalities = list(modalities)
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ConfigError(f"unknown modalities {unknown}; valid keys are {sorted(MODALITIES)}")
     return [m for m in modalities if get_modality(m).kind != "label"]
 
 

@@ -3,7 +3,9 @@
 Checks, per shard: present, size and sha256 as recorded, sample count as recorded, every sample
 has exactly the manifest's members and each decodes (registry dtype and shape, dates), keys are
 valid and unique within the split. Per directory: no shard or partial file that the manifest
-does not list. Everything found is reported per shard, not just the first problem.
+does not list. Everything found is reported per shard, not just the first problem. Non-finite
+values (NaN / inf, kept by ``shards build --allow-nan``) are not a problem but are counted per
+modality and reported, so that a user knows whether training needs ``nan_policy: fill``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from maestro.errors import DataError
+from maestro.sample import Sample
 from shards.format import META_MEMBER, array_member, decode_sample, validate_key
 from shards.manifest import ShardRecord, file_sha256, read_manifest
 from shards.reading import iter_shard
@@ -32,6 +37,8 @@ class ShardReport:
     samples: int = 0
     keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    nonfinite: dict[str, list[int]] = field(default_factory=dict)
+    """modality -> [non-finite values, samples holding any]."""
 
     @property
     def ok(self) -> bool:
@@ -61,14 +68,17 @@ class VerifyReport:
             out.append((not shard.ok, f"{'OK  ' if shard.ok else 'FAIL'} {shard.name}: {shard.samples} samples"))
             out.extend((True, f"       - {p}") for p in shard.problems)
         out.extend((True, f"FAIL {p}") for p in self.problems)
+        out.extend((False, line) for line in _nonfinite_lines(self.shards))
         bad = sum(not s.ok for s in self.shards)
         out.append((not self.ok, f"{'OK' if self.ok else 'FAILED'}: {len(self.shards)} shards checked, "
                                  f"{bad} with problems, {len(self.problems)} other problems"))
         return out
 
 
-def verify_shard(path: Path, split: str, record: ShardRecord, modalities: list[str], decode: bool = True) -> ShardReport:
-    """Check one shard against its manifest record."""
+def verify_shard(path: Path, split: str, record: ShardRecord, modalities: list[str], decode: bool = True,
+                 checksum: bool = True) -> ShardReport:
+    """Check one shard against its manifest record (``checksum=False, decode=False``: presence and
+    size only, the instant check training runs at start)."""
     report = ShardReport(split, record.name)
     if not path.is_file():
         report.add("missing: listed in the manifest but not on disk")
@@ -76,9 +86,10 @@ def verify_shard(path: Path, split: str, record: ShardRecord, modalities: list[s
     size = path.stat().st_size
     if size != record.bytes:
         report.add(f"size {size} bytes, manifest says {record.bytes}")
-    digest = file_sha256(path)
-    if digest != record.sha256:
-        report.add(f"sha256 mismatch: {digest}, manifest says {record.sha256}")
+    if checksum:
+        digest = file_sha256(path)
+        if digest != record.sha256:
+            report.add(f"sha256 mismatch: {digest}, manifest says {record.sha256}")
     if not decode:
         return report
     expected = {META_MEMBER, *(array_member(m) for m in modalities)}
@@ -97,14 +108,41 @@ def verify_shard(path: Path, split: str, record: ShardRecord, modalities: list[s
                 report.add(f"sample {key}: missing members {missing}, unexpected members {extra}")
                 continue
             try:
-                decode_sample(sample, modalities=modalities, where=f"sample {key}")
+                decoded = decode_sample(sample, modalities=modalities, where=f"sample {key}")
             except DataError as error:
                 report.add(str(error))
+                continue
+            _count_nonfinite(report, decoded, modalities)
     except DataError as error:
         report.add(error.problem)
     if report.samples != record.count:
         report.add(f"{report.samples} samples, manifest says {record.count}")
     return report
+
+
+def _count_nonfinite(report: ShardReport, sample: Sample, modalities: list[str]) -> None:
+    for modality in modalities:
+        array = sample[modality]
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            counts = report.nonfinite.setdefault(modality, [0, 0])
+            counts[0] += bad
+            counts[1] += 1
+
+
+def _nonfinite_lines(shards: list[ShardReport]) -> list[str]:
+    totals: dict[str, list[int]] = {}
+    for shard in shards:
+        for modality, (values, samples) in shard.nonfinite.items():
+            entry = totals.setdefault(modality, [0, 0])
+            entry[0] += values
+            entry[1] += samples
+    if not totals:
+        return ["non-finite values (NaN/inf): none"] if any(s.samples for s in shards) else []
+    parts = ", ".join(f"{m} {v} values in {n} samples" for m, (v, n) in sorted(totals.items()))
+    return [f"non-finite values (NaN/inf, need nan_policy: fill to train): {parts}"]
 
 
 def _verify_task(args: tuple[Path, str, ShardRecord, list[str], bool]) -> ShardReport:

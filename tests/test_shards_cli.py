@@ -88,3 +88,86 @@ def test_console_entry_point(built: Path) -> None:
                              "--no-decode"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "OK: 1 shards checked" in result.stderr
+
+
+# ------------------------------------------------------------------ user mistakes: one line, no debris
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_unknown_modality_is_one_line_listing_valid_keys(toy: Path, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main(["build", "--root", str(toy), "--out", str(out), "--modalities", "sentinel2", "--no-progress"]) == 2
+    [error] = _errors(caplog)
+    assert "unknown modalities ['sentinel2']; valid keys are ['aerial', 'dem'" in error.getMessage()
+    assert "\n" not in error.getMessage() and not error.exc_info
+    assert not out.exists()
+
+
+def test_verbose_adds_the_traceback(toy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["-v", "build", "--root", str(toy), "--out", str(tmp_path / "o"), "--modalities", "x"]) == 2
+    [error] = _errors(caplog)
+    assert error.exc_info and error.exc_info[0] is not None
+
+
+def test_toy_refuses_a_non_empty_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["toy", "--out", str(tmp_path), "--patches", "3"]) == 2
+    [error] = _errors(caplog)
+    assert "not an empty directory" in error.getMessage() and not error.exc_info
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_failed_toy_run_removes_the_directory_it_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import maestro.data.toy.dataset as toy_dataset
+
+    calls = {"n": 0}
+    real = toy_dataset.write_patch
+
+    def disk_full(*args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(toy_dataset, "write_patch", disk_full)
+    assert main(["toy", "--out", str(tmp_path / "toy"), "--patches", "3"]) == 2
+    assert not (tmp_path / "toy").exists()
+
+
+def test_split_csv_with_several_splits_is_refused(toy: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out"
+    csv = toy / "split_flairhub" / "train.csv"
+    assert main(["build", "--root", str(toy), "--out", str(out), "--split", "train", "val",
+                 "--split-csv", str(csv), "--no-progress"]) == 2
+    [error] = _errors(caplog)
+    assert "--split-csv" in error.getMessage() and "['train', 'val']" in error.getMessage()
+    assert not out.exists()
+
+
+def test_non_utf8_split_csv_names_the_file(toy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = (toy / "split_flairhub" / "val.csv").read_text(encoding="utf-8")
+    latin1 = tmp_path / "val-latin1.csv"
+    latin1.write_bytes(source.replace("\n", ",# répertoire\n", 1).encode("latin-1"))
+    assert main(["build", "--root", str(toy), "--out", str(tmp_path / "out"), "--split", "val",
+                 "--split-csv", str(latin1), "--no-progress"]) == 2
+    [error] = _errors(caplog)
+    message = error.getMessage()
+    assert "val-latin1.csv" in message and "not UTF-8" in message and "re-save it as UTF-8" in message
+    assert "line 1" in message and not error.exc_info
+
+
+def test_build_failing_on_its_first_patch_leaves_no_out_dir(toy: Path, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    csv = tmp_path / "broken.csv"
+    csv.write_text("patch_id,dem\nD006-2020_XX-1_0-0,D006-2020_DEM/XX-1/nowhere.tif\n")
+    out = tmp_path / "out"
+    assert main(["build", "--root", str(toy), "--out", str(out), "--split", "test", "--split-csv", str(csv),
+                 "--modalities", "dem", "--no-progress"]) == 2
+    [error] = _errors(caplog)
+    assert "D006-2020_XX-1_0-0" in error.getMessage() and "file not found" in error.getMessage()
+    assert not out.exists()

@@ -257,3 +257,19 @@ def test_missing_local_shards_are_named(tmp_path):
         resolve_source(str(tmp_path / "nowhere" / "train-{000000..000003}.tar"))
     with pytest.raises(DataError, match="nothing.tar"):
         resolve_source(tmp_path / "nothing.tar")
+
+
+def test_data_error_in_a_worker_arrives_as_the_same_one_line_error(five_shards: Path, tmp_path: Path) -> None:
+    """torch re-raises worker exceptions as "Caught DataError in DataLoader worker process N" plus
+    the whole traceback; the loader must hand the caller the worker's own message instead."""
+    out = _copy(five_shards, tmp_path / "copy")
+    _truncate(out / "train-000001.tar")
+    with pytest.raises(DataError) as in_process:
+        list(make_loader(out, preprocess=None, mode="eval", batch_size=1, num_workers=0))
+    with pytest.raises(DataError) as in_worker:
+        list(make_loader(out, preprocess=None, mode="eval", batch_size=1, num_workers=2))
+    message = str(in_worker.value)
+    assert message == str(in_process.value)
+    assert "\n" not in message and "Caught" not in message and "train-000001.tar" in message
+    assert in_worker.value.path == in_process.value.path
+    assert any("data-loader worker" in note for note in getattr(in_worker.value, "__notes__", []))

@@ -1,17 +1,21 @@
-"""``verify``: truncated shards, checksum mismatches, missing members, missing / extra files."""
+"""``verify``: truncated shards, checksum mismatches, missing members, missing / extra files, NaN counts."""
 
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import webdataset as wds
 from fixtures_flairhub import write_flairhub_tree
 
+from maestro.errors import DataError
 from maestro.modalities import with_companions
+from shards.cli import main
 from shards.manifest import SplitEntry, file_sha256, merge_split, read_manifest
 from shards.verify import verify
 from shards.writer import BuildConfig, build
@@ -141,3 +145,27 @@ def test_parallel_verify_matches(out: Path) -> None:
     shard.write_bytes(shard.read_bytes()[:-5000])
     serial, parallel = verify(out), verify(out, workers=2)
     assert [(s.name, s.problems) for s in serial.shards] == [(s.name, s.problems) for s in parallel.shards]
+
+
+def test_non_finite_values_are_counted_per_modality(tmp_path: Path, out: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    assert "non-finite values (NaN/inf): none" in problems(verify(out))
+    ids = [f"D001-2021_RA-S1-01_{i}-0" for i in range(3)]
+    tree = write_flairhub_tree(tmp_path / "tree", with_companions(MODALITIES), {"train": ids})
+    border = tree.arrays[ids[1]]["s1_asc"].copy()
+    border[:, 0, :3] = np.nan  # a NaN border on every date and band
+    tree.write_raster(ids[1], "s1_asc", border)
+    nan_out = tmp_path / "nan-shards"
+    config = {"root": tree.root, "out": nan_out, "modalities": MODALITIES, "progress": False}
+    with pytest.raises(DataError, match="non-finite"):
+        build(BuildConfig(**config))  # type: ignore[arg-type]
+    build(BuildConfig(**config, allow_nan=True))  # type: ignore[arg-type]
+    count = int(np.isnan(border).sum())
+    report = verify(nan_out)
+    assert report.ok
+    assert f"s1_asc {count} values in 1 samples" in problems(report)
+    with caplog.at_level(logging.INFO):
+        assert main(["verify", str(nan_out)]) == 0
+        assert main(["stats", str(nan_out)]) == 0
+    assert f"non-finite values (NaN/inf, need nan_policy: fill to train): s1_asc {count} values" in caplog.text
+    assert f"non-finite values (NaN/inf, left out) {count} per band" in caplog.text

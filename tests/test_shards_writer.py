@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_flairhub import FlairHubTree, random_raster, write_flairhub_tree
+from fixtures_flairhub import FlairHubTree, random_dates, random_raster, write_flairhub_tree
 
+import shards.plan as plan
 import shards.writer as writer
 from maestro.data.flairhub import FlairHubReader
 from maestro.errors import ConfigError, DataError
@@ -125,12 +126,13 @@ def test_resume_after_interrupted_build(light_tree: FlairHubTree, tmp_path: Path
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(writer, "_encoded", crash_on_fifth)
-    monkeypatch.setattr(writer, "PROBE_SAMPLES", 0)
+    monkeypatch.setattr(plan, "PROBE_SAMPLES", 0)
     with pytest.raises(KeyboardInterrupt):
         build(light_config(light_tree, out))
-    assert (out / "train-000002.tar.partial").exists()
+    assert not (out / "train-000002.tar.partial").exists()  # the interrupted build removed its partial
     assert not (out / "manifest.json").exists()
     finished = {n: (out / n).stat() for n in ("train-000000.tar", "train-000001.tar")}
+    (out / "train-000002.tar.partial").write_bytes(b"left by a SIGKILL")  # no cleanup ran
 
     monkeypatch.setattr(writer, "_encoded", real)
     result = build(light_config(light_tree, out))
@@ -222,3 +224,135 @@ def test_encode_refuses_missing_modality_and_decode_names_missing_member(full_tr
     del members["lc.npy.gz"]
     with pytest.raises(DataError, match=r"shard x, sample .*missing members \['lc.npy.gz'\]"):
         decode_sample(members, where=f"shard x, sample {members['__key__']}")
+
+
+# ------------------------------------------------------------------------- stale shards, --force
+
+
+def _shas(entry: object) -> list[str]:
+    return [s.sha256 for s in entry.shards]  # type: ignore[attr-defined]
+
+
+def _break_spot(tree: FlairHubTree, patch_id: str) -> np.ndarray:
+    """Overwrite a patch's SPOT raster with a 3-band one; returns the good array to restore."""
+    good = tree.arrays[patch_id]["spot"]
+    tree.write_raster(patch_id, "spot", random_raster(get_modality("spot"), np.random.default_rng(0))[:3])
+    return good
+
+
+def test_fixed_source_tile_is_rebuilt_and_no_longer_skipped(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    bad = light_tree.splits["train"][3].patch_id
+    good = _break_spot(light_tree, bad)
+    out = tmp_path / "shards"
+    first = build(light_config(light_tree, out, skip_bad=True))
+    assert [s.patch_id for s in first.entry.skipped] == [bad]
+    light_tree.write_raster(bad, "spot", good)  # the user fixes the corrupt tile and reruns, without --skip-bad
+    second = build(light_config(light_tree, out))
+    assert second.entry.skipped == [] and second.entry.num_samples == 7
+    assert (second.reused, second.written, second.replaced) == (3, 1, 1)
+    assert read_manifest(out).split("train").skipped == []
+    clean = build(light_config(light_tree, tmp_path / "clean")).entry
+    assert _shas(second.entry) == _shas(clean)  # byte-identical to a build from the fixed tree
+    assert verify(out).ok
+
+
+def test_edited_source_tile_rebuilds_only_its_shard(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    first = build(light_config(light_tree, out)).entry
+    edited = light_tree.splits["train"][0].patch_id
+    new = light_tree.arrays[edited]["spot"] // 2 + 1  # same size on disk, other values
+    light_tree.write_raster(edited, "spot", new)
+    second = build(light_config(light_tree, out))
+    streamed = {s["meta"]["patch_id"]: s for s in make_loader(out, preprocess=None, mode="eval", batch_size=None,
+                                                              num_workers=0)}
+    np.testing.assert_array_equal(streamed[edited]["spot"], new)
+    changed = [a.name for a, b in zip(first.shards, second.entry.shards, strict=True) if a.sha256 != b.sha256]
+    assert len(changed) == 1
+    assert (second.reused, second.written, second.replaced) == (3, 1, 1)
+    third = build(light_config(light_tree, out))
+    assert (third.reused, third.written) == (4, 0)  # nothing changed since: everything kept
+
+
+def test_fixed_dates_row_rebuilds_its_shard(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    patch = light_tree.splits["train"][5].patch_id
+    real = light_tree.dates["SENTINEL2"][patch]
+    out = tmp_path / "shards"
+    build(light_config(light_tree, out))
+    fixed = random_dates(np.random.default_rng(99), len(real))  # a corrected row, same number of dates
+    light_tree.dates["SENTINEL2"][patch] = fixed
+    light_tree.write_dates()
+    result = build(light_config(light_tree, out))
+    streamed = {s["meta"]["patch_id"]: s for s in make_loader(out, preprocess=None, mode="eval", batch_size=None,
+                                                              num_workers=0)}
+    assert streamed[patch]["dates"]["s2"].tolist() == fixed
+    assert (result.reused, result.replaced) == (3, 1)
+
+
+def test_still_bad_skipped_patch_stops_a_resume_without_skip_bad(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    bad = light_tree.splits["train"][3].patch_id
+    _break_spot(light_tree, bad)
+    out = tmp_path / "shards"
+    build(light_config(light_tree, out, skip_bad=True))
+    kept = build(light_config(light_tree, out, skip_bad=True))  # retried, still bad: shard kept, still skipped
+    assert (kept.reused, kept.written) == (4, 0) and [s.patch_id for s in kept.entry.skipped] == [bad]
+    with pytest.raises(DataError, match=f"{bad}.*spot"):
+        build(light_config(light_tree, out))
+
+
+def test_force_rewrites_every_shard_byte_identically(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    first = build(light_config(light_tree, out)).entry
+    before = {p.name: p.stat().st_ino for p in out.glob("*.tar")}
+    forced = build(light_config(light_tree, out, force=True))
+    assert (forced.reused, forced.written, forced.replaced) == (0, 4, 4)
+    assert _shas(forced.entry) == _shas(first)
+    assert all(p.stat().st_ino != before[p.name] for p in out.glob("*.tar"))  # really rewritten
+
+
+def test_manifest_records_a_sources_digest_per_shard(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    build(light_config(light_tree, out))
+    shards = json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"]
+    assert all(len(s["sources_sha256"]) == 64 for s in shards)
+    done = json.loads((out / ".build" / "train" / "train-000000.tar.done.json").read_text())
+    state = next(iter(done["sources"].values()))
+    assert state["spot"][0].endswith(".tif") and isinstance(state["spot"][2], int)  # path, size, mtime_ns
+
+
+# ------------------------------------------------------------------------- failures leave no debris
+
+
+def test_malformed_dates_row_is_skipped_not_fatal(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    import sqlite3
+
+    patch = light_tree.splits["train"][2].patch_id
+    table = light_tree.table("s2")
+    connection = sqlite3.connect(table)
+    with connection:
+        connection.execute(f'UPDATE "{table.stem}" SET acquisition_dates = ? WHERE patch_id = ?', ("{oops", patch))
+    connection.close()
+    with pytest.raises(DataError, match=f"{patch}.*not valid JSON"):
+        build(light_config(light_tree, tmp_path / "strict"))
+    entry = build(light_config(light_tree, tmp_path / "shards", skip_bad=True)).entry
+    assert entry.num_samples == 6 and [s.patch_id for s in entry.skipped] == [patch]
+    assert "not valid JSON" in entry.skipped[0].error
+
+
+def test_build_failing_on_its_first_patch_leaves_no_directory(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    ids = light_tree.splits["train"]
+    for patch in ids:
+        _break_spot(light_tree, patch.patch_id)
+    out = tmp_path / "new" / "shards"
+    with pytest.raises(DataError):
+        build(light_config(light_tree, out))
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(DataError):
+        build(light_config(light_tree, existing))
+    assert existing.is_dir() and list(existing.iterdir()) == []  # the user's directory stays, emptied of ours
+
+
+def test_unknown_modality_lists_the_valid_keys(light_tree: FlairHubTree, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown modalities \['sentinel2'\]; valid keys are \['aerial'"):
+        light_config(light_tree, tmp_path / "shards", modalities=("sentinel2",))
