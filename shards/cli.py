@@ -19,6 +19,11 @@ log = logging.getLogger("shards")
 
 
 def _cmd_toy(args: argparse.Namespace) -> int:
+    if args.zone:
+        from maestro.data.toy.zone import write_toy_zone
+
+        write_toy_zone(Path(args.zone), size_m=args.size_m, seed=args.seed)
+        return 0
     from maestro.data.toy import SPLIT_DOMAINS, write_toy_dataset
 
     if args.patches < len(SPLIT_DOMAINS):
@@ -90,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    toy = sub.add_parser("toy", help="write a small synthetic dataset in the FLAIR-HUB layout")
-    toy.add_argument("--out", required=True, help="output directory (created; must be empty or absent)")
+    toy = sub.add_parser("toy", help="write a small synthetic dataset in the FLAIR-HUB layout, or a toy zone")
+    target = toy.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="output directory (created; must be empty or absent)")
+    target.add_argument("--zone", help="write a toy zone for `predict` instead (created; must be empty or absent)")
+    toy.add_argument("--size-m", type=float, default=400.0, help="--zone: side of the zone in metres (default 400)")
     toy.add_argument("--patches", type=int, default=200, help="number of patches (default 200)")
     toy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     toy.set_defaults(func=_cmd_toy)
