@@ -125,3 +125,23 @@ def test_input_checks_name_the_problem():
     missing = {k: v for k, v in batch["inputs"].items() if k != "dem"}
     with pytest.raises(ValueError, match=r"missing \['dem'\]"):
         encoder(missing, batch["times"], batch["valid"])
+
+
+def test_a_padding_flag_known_on_the_host_spares_the_device_sync(monkeypatch):
+    import maestro.models.encoder as encoder_module
+
+    encoder = _encoder()
+    batch = synthetic_batch(tiny_config())
+    with torch.no_grad():
+        expected = encoder(**batch).tokens["s2"]
+        monkeypatch.setattr(encoder_module, "any_padding", lambda valid: pytest.fail("host sync"))
+        for padded in (False, True):  # True only adds (all-true) key masks: same function
+            got = encoder.forward_intermediates(**batch, indices=[], padded=padded).tokens["s2"]
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_encoder_traces_without_graph_breaks_when_padding_is_known():
+    encoder = _encoder()
+    batch = synthetic_batch(tiny_config())
+    explained = torch._dynamo.explain(encoder.forward_intermediates)(**batch, indices=[-1], padded=False)
+    assert explained.graph_break_count == 0, explained.break_reasons

@@ -55,6 +55,15 @@ def any_padding(valid: Tensors) -> bool:
     return not bool(torch.stack([v.all() for v in valid.values()]).all())
 
 
+def has_padding(valid: Tensors | None, padded: bool | None = None) -> bool:
+    """Whether attention needs key masks: ``padded`` when the caller knows it (the data loader sees
+    the masks on the host before they reach the device), no padding without ``valid``, else read
+    from ``valid`` (a host sync, and a graph break under ``torch.compile``)."""
+    if padded is not None:
+        return padded
+    return valid is not None and any_padding(valid)
+
+
 def take_indices(depth: int, indices: int | Sequence[int] | None) -> list[int]:
     """timm's ``forward_intermediates`` convention: ``None`` every block, an int the last ``n``
     blocks, a sequence 0-based block indices (negative counts from the end)."""
@@ -157,13 +166,16 @@ class MaestroEncoder(nn.Module, HubModel):
         times: Tensors,
         valid: Tensors | None = None,
         indices: int | Sequence[int] | None = None,
+        padded: bool | None = None,
     ) -> EncoderOutput:
         """Final and intermediate token maps; ``indices`` as in timm (0-based, negative allowed,
-        an int ``n`` for the last ``n`` blocks, None for all)."""
+        an int ``n`` for the last ``n`` blocks, None for all). ``padded`` (see :func:`has_padding`)
+        spares a host sync when the caller already knows whether any date is padding."""
         taken = take_indices(self.depth, indices)
+        padded = has_padding(valid, padded)
         inputs, times, valid = self.prepare(inputs, times, valid)
         padding = self.padding(valid)
-        encoded = self.encode_sequences(inputs, times, padding if any_padding(valid) else None, None, set(taken))
+        encoded = self.encode_sequences(inputs, times, padding if padded else None, None, set(taken))
         return EncoderOutput(
             tokens=self.token_maps(encoded.final, None),
             intermediates=[self.token_maps(encoded.layers[k], None) for k in taken],

@@ -29,7 +29,7 @@ from maestro.models.encoder import (
     EncodedSequences,
     EncoderOutput,
     MaestroEncoder,
-    any_padding,
+    has_padding,
     init_weights,
     take_indices,
 )
@@ -95,6 +95,7 @@ class MaestroMAE(nn.Module, HubModel):
         times: Tensors,
         valid: Tensors | None = None,
         generator: torch.Generator | None = None,
+        padded: bool | None = None,
     ) -> dict[str, object]:
         """Masked reconstruction of a model-sample batch (see :mod:`maestro.sample`).
 
@@ -102,18 +103,19 @@ class MaestroMAE(nn.Module, HubModel):
         {mod: (B, T, C, H, W)} in normalised target space, ``masks`` {mod: (B, T, G, h, w)} token
         masks (True: not seen by the encoder; padded dates always are) and ``pixel_masks``
         {mod: (B, T, C, H, W)}: the pixels the loss uses (masked tokens of valid dates).
-        ``generator`` makes the masks reproducible.
+        ``generator`` makes the masks reproducible; ``padded`` as in
+        :meth:`MaestroEncoder.forward_intermediates`.
         """
         encoder = self.encoder
+        padded = has_padding(valid, padded)
         inputs, times, valid = encoder.prepare(inputs, times, valid)
         padding = encoder.padding(valid)
-        has_padding = any_padding(valid)
         mask = self.sample_mask(padding, generator)
-        encoded = self._encode_masked(inputs, times, padding if has_padding else None, mask, set())
+        encoded = self._encode_masked(inputs, times, padding if padded else None, mask, set())
         # Padding that had to fill visible slots was invisible to attention all along; report it
         # (and decode it) as masked.
         hidden = {key: mask[key] | padding[key] for key in mask}
-        predictions = self._decode(encoded, hidden, padding if has_padding else None, times)
+        predictions = self._decode(encoded, hidden, padding if padded else None, times)
 
         targets, pixel_masks = {}, {}
         for key, spec in self.specs.items():
@@ -149,12 +151,11 @@ class MaestroMAE(nn.Module, HubModel):
             return self.encoder.forward_intermediates(inputs, times, valid, indices=indices)
         encoder = self.encoder
         taken = take_indices(encoder.depth, indices)
+        padded = has_padding(valid)
         inputs, times, valid = encoder.prepare(inputs, times, valid)
         padding = encoder.padding(valid)
         token_mask = self.sample_mask(padding, generator)
-        encoded = self._encode_masked(
-            inputs, times, padding if any_padding(valid) else None, token_mask, set(taken)
-        )
+        encoded = self._encode_masked(inputs, times, padding if padded else None, token_mask, set(taken))
         return EncoderOutput(
             tokens=encoder.token_maps(encoded.final, encoded.keep),
             intermediates=[encoder.token_maps(encoded.layers[k], encoded.keep) for k in taken],

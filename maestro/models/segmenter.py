@@ -133,16 +133,29 @@ class MaestroSegmenter(nn.Module, HubModel):
         return self
 
     def encode(
-        self, inputs: Tensors, times: Tensors, valid: Tensors | None = None, *, allow_missing: bool = False
+        self,
+        inputs: Tensors,
+        times: Tensors,
+        valid: Tensors | None = None,
+        *,
+        allow_missing: bool = False,
+        padded: bool | None = None,
     ) -> EncoderOutput:
         """Final tokens and the blocks the head reads, after filling missing modalities and (in
-        training) modality dropout."""
+        training) modality dropout. ``padded``: whether ``valid`` has any padded date, when the
+        caller knows it on the host (spares a device sync)."""
+        missing = any(key not in inputs for key in self.encoder.specs)
         inputs, times, valid = complete_batch(inputs, times, valid, self.encoder.specs, allow_missing)
+        if missing:
+            padded = True
         if self.training and self.config.modality_dropout > 0:
             valid = drop_modalities(valid, self.config.modality_dropout)
+            padded = None  # what was dropped is only known on the device
         frozen = torch.no_grad() if self.config.freeze_encoder else contextlib.nullcontext()
         with frozen:
-            return self.encoder.forward_intermediates(inputs, times, valid, indices=list(self.blocks))
+            return self.encoder.forward_intermediates(
+                inputs, times, valid, indices=list(self.blocks), padded=padded
+            )
 
     def forward_features(
         self, inputs: Tensors, times: Tensors, valid: Tensors | None = None, *, allow_missing: bool = False
@@ -152,14 +165,21 @@ class MaestroSegmenter(nn.Module, HubModel):
         return self.decoder(self.encode(inputs, times, valid, allow_missing=allow_missing))
 
     def forward(
-        self, inputs: Tensors, times: Tensors, valid: Tensors | None = None, *, allow_missing: bool = False
+        self,
+        inputs: Tensors,
+        times: Tensors,
+        valid: Tensors | None = None,
+        *,
+        allow_missing: bool = False,
+        padded: bool | None = None,
     ) -> SegmenterOutput:
         """``{"logits": (B, K, H, W)}``, plus ``"aux": {modality: (B, K, H, W)}`` with aux heads.
 
         ``inputs``/``times``/``valid`` follow the model-sample contract (:mod:`maestro.sample`);
-        ``allow_missing`` lets configured modalities be absent (module docstring).
+        ``allow_missing`` lets configured modalities be absent (module docstring); ``padded`` as in
+        :meth:`encode`.
         """
-        encoded = self.encode(inputs, times, valid, allow_missing=allow_missing)
+        encoded = self.encode(inputs, times, valid, allow_missing=allow_missing, padded=padded)
         output = SegmenterOutput(logits=self.head(self.decoder(encoded)))
         if self.aux_heads is not None:
             output["aux"] = self.aux_heads(encoded)
