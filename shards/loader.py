@@ -61,7 +61,8 @@ class LoaderConfig:
     """Training only: draw shards with replacement (no rank ever runs dry)."""
     shuffle_buffer: int = 64
     """Training only: encoded samples held for mixing, ~3-4 MB each for the default modalities."""
-    shuffle_initial: int = 16
+    shuffle_initial: int | None = None
+    """Training only: samples buffered before the first is yielded; default min(shuffle_buffer, 16)."""
     seed: int = 0
     rank: int | None = None
     world_size: int | None = None
@@ -87,7 +88,9 @@ class LoaderConfig:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
             raise ConfigError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
-        if self.shuffle_buffer < 1 or not 1 <= self.shuffle_initial <= self.shuffle_buffer:
+        if self.shuffle_initial is None and self.shuffle_buffer >= 1:
+            object.__setattr__(self, "shuffle_initial", min(self.shuffle_buffer, 16))
+        if self.shuffle_buffer < 1 or not 1 <= self.shuffle_initial <= self.shuffle_buffer:  # type: ignore[operator]
             raise ConfigError("need 1 <= shuffle_initial <= shuffle_buffer")
         if (self.rank is None) != (self.world_size is None):
             raise ConfigError("give both rank and world_size, or neither")

@@ -55,18 +55,16 @@ def resolve_source(source: str | Path | Sequence[str | Path], split: str | None 
     object-store URLs are passed through to ``gopen``; a directory or ``manifest.json`` resolves
     to the split's shards next to the manifest (``split`` may be omitted if there is only one).
     """
-    if isinstance(source, str | Path) and _is_local(str(source)):
-        path = Path(source)
-        if path.is_dir() or path.name == MANIFEST_NAME or (path.suffix == ".json" and path.is_file()):
-            file = manifest_path(path)
-            entry = read_manifest(file).split(split)
-            urls = [str(file.parent / shard.name) for shard in entry.shards]
-            return ShardSource(
-                urls=urls,
-                expected_counts={u: s.count for u, s in zip(urls, entry.shards, strict=True)},
-                modalities=list(entry.modalities),
-                num_samples=entry.num_samples,
-            )
+    file = local_manifest(source) if isinstance(source, str | Path) else None
+    if file is not None:
+        entry = read_manifest(file).split(split)
+        urls = [str(file.parent / shard.name) for shard in entry.shards]
+        return ShardSource(
+            urls=urls,
+            expected_counts={u: s.count for u, s in zip(urls, entry.shards, strict=True)},
+            modalities=list(entry.modalities),
+            num_samples=entry.num_samples,
+        )
     items = [source] if isinstance(source, str | Path) else list(source)
     urls: list[str] = []
     for item in items:
@@ -78,6 +76,16 @@ def resolve_source(source: str | Path | Sequence[str | Path], split: str | None 
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(f"no shard file at {shown} (a shard directory needs its manifest.json)")
     return ShardSource(urls=urls)
+
+
+def local_manifest(source: str | Path) -> Path | None:
+    """The manifest file of a local shard directory or manifest path; None for patterns and URLs."""
+    if not _is_local(str(source)):
+        return None
+    path = Path(source)
+    if path.is_dir() or path.name == MANIFEST_NAME or (path.suffix == ".json" and path.is_file()):
+        return manifest_path(path)
+    return None
 
 
 def _local_path(url: str) -> str:

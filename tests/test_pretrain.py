@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,13 +50,13 @@ def _config(shards: Path, out: Path, **trainer) -> PretrainConfig:
                                               for k, v in raw.items()])
 
 
-def _train_losses(out: Path) -> dict[int, float]:
-    losses = {}
+def _logged(out: Path, name: str = "train/loss") -> dict[int, float]:
+    """Step -> value of a logged metric, over every launch (version) of the run."""
+    values = {}
     for path in sorted((out / "csv").glob("version_*/metrics.csv")):
         with path.open() as handle:
-            losses.update({int(row["step"]): float(row["train/loss"])
-                           for row in csv.DictReader(handle) if row.get("train/loss")})
-    return losses
+            values.update({int(row["step"]): float(row[name]) for row in csv.DictReader(handle) if row.get(name)})
+    return values
 
 
 @pytest.mark.parametrize("fusion", ["shared", "monotemp", "mod", "group"])
@@ -82,24 +83,46 @@ def test_fit_writes_checkpoints_logs_and_images(toy_shards, tmp_path):
     config = _config(toy_shards, tmp_path / "run")
     run(config)
     out = tmp_path / "run"
+    # Saved at steps 3, 4 (epoch end), 6 and 8 (epoch end); the newest 3 are kept.
     assert sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) == [
-        "epoch000.ckpt", "epoch001.ckpt", "step0000003.ckpt", "step0000006.ckpt"]
+        "last.ckpt", "step0000004.ckpt", "step0000006.ckpt", "step0000008.ckpt"]
     assert list((out / "tensorboard").glob("version_0/events.out.tfevents.*"))
     images = sorted(p.name for p in (out / "reconstructions").glob("*.png"))
     assert "step0000000_aerial.png" in images and "step0000002_s1_des.png" in images
-    assert yaml.safe_load((out / "config.yaml").read_text()) == to_dict(config)
-    checkpoint = torch.load(out / "checkpoints" / "epoch001.ckpt", weights_only=True)
+    written = (out / "config.yaml").read_text()
+    assert yaml.safe_load(written) == to_dict(config)
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert "ema_state_dict" in checkpoint and checkpoint["global_step"] == 8
     with pytest.raises(FileExistsError, match="--resume"):
         run(config)
+    with pytest.raises(ConfigError, match="nothing to resume: .*step0000008.ckpt is the end of a finished run"):
+        run(config, resume="last")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config)))
+    assert main(["--config", str(config_file), "--resume", "trainer.max_epochs=2"]) == 2
     # Resuming must not silently change the run: another schedule or model is refused up front.
+    mid_run = str(out / "checkpoints" / "step0000006.ckpt")
     with pytest.raises(ConfigError, match="schedule spans 8 optimizer steps but this run would span 12"):
-        run(_config(toy_shards, out, max_epochs=3), resume="last")
+        run(_config(toy_shards, out, max_epochs=3), resume=mid_run)
     wider = load_config(PretrainConfig, None, [f"data={yaml.safe_dump(to_dict(config.data), default_flow_style=True)}",
                                                f"trainer={yaml.safe_dump(to_dict(config.trainer), default_flow_style=True)}",
                                                f"model={yaml.safe_dump({**TINY_MODEL, 'encoder': {**TINY_ENCODER, 'width': 128}}, default_flow_style=True)}"])
     with pytest.raises(ConfigError, match="another model config"):
-        run(wider, resume="last")
+        run(wider, resume=mid_run)
+    assert (out / "config.yaml").read_text() == written  # refused resumes leave the run's config alone
+
+
+def test_a_truncated_shard_stops_the_run_before_training(toy_shards, tmp_path, caplog):
+    shards = tmp_path / "shards"
+    shutil.copytree(toy_shards, shards)
+    bad = sorted(shards.glob("train-*.tar"))[-1]
+    with bad.open("r+b") as handle:
+        handle.truncate(bad.stat().st_size - 1024)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(_config(shards, tmp_path / "run"))))
+    assert main(["--config", str(config_file)]) == 2
+    assert f"{bad}: size" in caplog.text
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 
 class _Interrupt(L.Callback):
@@ -115,16 +138,21 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(toy_shards, tmp_pat
     # 2 epochs x 4 batches; the crash comes mid-epoch 0 after the step-3 checkpoint.
     reference = _config(toy_shards, tmp_path / "reference", reconstruction_every_n_steps=0)
     run(reference)
-    expected = _train_losses(tmp_path / "reference")
+    expected = _logged(tmp_path / "reference")
 
     crashed = _config(toy_shards, tmp_path / "crashed", reconstruction_every_n_steps=0)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(crashed, callbacks=[_Interrupt(at_step=3)])
     run(crashed, resume="last")
-    resumed = _train_losses(tmp_path / "crashed")
+    resumed = _logged(tmp_path / "crashed")
     assert sorted(resumed) == sorted(expected)
     for step in range(3, 8):
         assert resumed[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+    # Validation runs on the EMA weights: the checkpoint's EMA must be that of its step.
+    expected_val, resumed_val = _logged(tmp_path / "reference", "val/loss"), _logged(tmp_path / "crashed", "val/loss")
+    assert sorted(resumed_val) == sorted(expected_val) == [3, 7]
+    for step, value in expected_val.items():
+        assert resumed_val[step] == pytest.approx(value, rel=1e-6, abs=1e-7), step
 
 
 def _to_pre_split_layout(path: Path) -> None:
@@ -148,7 +176,7 @@ def _to_pre_split_layout(path: Path) -> None:
 def test_a_checkpoint_from_before_the_encoder_split_resumes_exactly(toy_shards, tmp_path):
     reference = _config(toy_shards, tmp_path / "reference", reconstruction_every_n_steps=0, max_epochs=1)
     run(reference)
-    expected = _train_losses(tmp_path / "reference")
+    expected = _logged(tmp_path / "reference")
     crashed = _config(toy_shards, tmp_path / "crashed", reconstruction_every_n_steps=0, max_epochs=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(crashed, callbacks=[_Interrupt(at_step=3)])
@@ -156,7 +184,7 @@ def test_a_checkpoint_from_before_the_encoder_split_resumes_exactly(toy_shards, 
     _to_pre_split_layout(checkpoint)
     assert "model.embed.aerial.groups.0.proj.weight" in torch.load(checkpoint, weights_only=True)["state_dict"]
     run(crashed, resume=str(checkpoint))
-    resumed = _train_losses(tmp_path / "crashed")
+    resumed = _logged(tmp_path / "crashed")
     assert resumed[3] == pytest.approx(expected[3], rel=1e-5, abs=1e-6)
 
 

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from maestro.errors import ConfigError, DataError
-from maestro.training.cli import overrides_from, run_cli, stage_parser
+from maestro.training.cli import overrides_from, resume_from, run_cli, stage_parser
 from maestro.training.config import TrainerConfig
 
 
@@ -20,7 +20,21 @@ def test_shortcut_flags_become_trainer_overrides_after_the_positional_ones():
          "--output-dir", "out", "--resume"])
     assert overrides_from(args) == ["name=x", "trainer.devices=0,1", "trainer.num_nodes=2",
                                     "trainer.strategy=ddp", "trainer.output_dir=out"]
-    assert args.resume == "last"
+    assert resume_from(args) == "last"
+
+
+@pytest.mark.parametrize(
+    ("argv", "resume", "overrides"),
+    [
+        (["--resume", "trainer.max_epochs=8"], "last", ["trainer.max_epochs=8"]),  # not a checkpoint path
+        (["trainer.max_epochs=8", "--resume"], "last", ["trainer.max_epochs=8"]),
+        (["--resume-from", "x.ckpt", "a=1"], "x.ckpt", ["a=1"]),
+        (["a=1"], None, ["a=1"]),
+    ],
+)
+def test_resume_is_a_flag_and_a_checkpoint_is_named_by_resume_from(argv, resume, overrides):
+    args = stage_parser("stage", None).parse_args(["--config", "c.yaml", *argv])
+    assert (resume_from(args), overrides_from(args)) == (resume, overrides)
 
 
 def test_run_cli_loads_the_config_and_maps_user_errors_to_exit_2(tmp_path):
@@ -33,7 +47,7 @@ def test_run_cli_loads_the_config_and_maps_user_errors_to_exit_2(tmp_path):
     def run(config, resume):
         seen.append((config, resume))
 
-    assert run_cli(parser, _Config, run, ["--config", str(config_file), "--devices", "2", "--resume", "x.ckpt",
+    assert run_cli(parser, _Config, run, ["--config", str(config_file), "--devices", "2", "--resume-from", "x.ckpt",
                                           "--name", "flag"],
                    extra_overrides=lambda args: [f"name={args.name}"]) == 0
     assert seen == [(_Config(name="flag", trainer=TrainerConfig(devices=2)), "x.ckpt")]

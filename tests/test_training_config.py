@@ -32,6 +32,7 @@ def test_data_values_are_checked_without_their_section_prefix(values, message):
         ({"num_nodes": 0}, "num_nodes must be >= 1"),
         ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
         ({"checkpoint_every_n_steps": 0}, "checkpoint_every_n_steps must be >= 1"),
+        ({"keep_checkpoints": 0}, "keep_checkpoints must be >= 1"),
         ({"devices": "gpu0"}, "devices must be 'auto'"),
     ],
 )
@@ -45,3 +46,10 @@ def test_device_lists_and_counts_are_accepted():
     assert TrainerConfig(devices="0,1").devices == "0,1"
     assert TrainerConfig(devices=2).devices == 2
     assert from_dict(TrainerConfig, {"devices": "auto", "strategy": "ddp"}).strategy == "ddp"
+
+
+def test_choices_are_checked_by_the_loader():
+    with pytest.raises(ConfigError, match="data.verify: 'sha' is not one of"):
+        from_dict(DataConfig, {"train": "shards", "verify": "sha"}, where="data")
+    with pytest.raises(ConfigError, match="trainer.monitor_mode: 'best' is not one of"):
+        from_dict(TrainerConfig, {"monitor_mode": "best"}, where="trainer")

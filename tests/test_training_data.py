@@ -1,6 +1,13 @@
+import dataclasses
+import logging
+import shutil
+
+import pytest
+
+from maestro.errors import DataError
 from maestro.models.config import EncoderConfig
 from maestro.training.config import DataConfig
-from maestro.training.data import ShardDataModule, preprocess_for
+from maestro.training.data import ShardDataModule, check_shards, preprocess_for
 
 ENCODER = EncoderConfig(
     modalities=("aerial", "s2"),
@@ -33,3 +40,51 @@ def test_batches_have_the_shapes_the_model_expects(toy_shards):
     assert tuple(batch["inputs"]["aerial"].shape) == (2, 1, 3, 512, 512)
     assert tuple(batch["inputs"]["s2"].shape[:3]) == (2, 3, ENCODER.specs["s2"].num_bands)
     assert all(b["inputs"]["aerial"].shape[1:] == (1, 3, 512, 512) for b in module.val_dataloader())
+
+
+@pytest.fixture
+def shard_copy(toy_shards, tmp_path):
+    """A writable copy of the toy shards (manifest + tars)."""
+    out = tmp_path / "shards"
+    shutil.copytree(toy_shards, out)
+    return out
+
+
+def _first_train_shard(shards):
+    return sorted(shards.glob("train-*.tar"))[0]
+
+
+def test_a_truncated_shard_is_refused_at_start_naming_it(shard_copy):
+    shard = _first_train_shard(shard_copy)
+    with shard.open("r+b") as handle:
+        handle.truncate(shard.stat().st_size // 2)
+    assert check_shards(str(shard_copy), "val", "size") == []
+    [problem] = check_shards(str(shard_copy), "train", "size")
+    assert str(shard) in problem and "manifest says" in problem
+    data = DataConfig(train=str(shard_copy), val=str(shard_copy), batch_size=2, num_workers=0)
+    with pytest.raises(DataError, match=f"do not match their manifest: {shard}: size"):
+        ShardDataModule(data, preprocess_for(ENCODER.specs)).setup("fit")
+    ShardDataModule(dataclasses.replace(data, verify="none"), preprocess_for(ENCODER.specs)).setup("fit")
+
+
+def test_full_verification_compares_checksums(shard_copy):
+    shard = _first_train_shard(shard_copy)
+    with shard.open("r+b") as handle:  # same size, one byte changed
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert check_shards(str(shard_copy), "train", "size") == []
+    [problem] = check_shards(str(shard_copy), "train", "full")
+    assert str(shard) in problem and "sha256 mismatch" in problem
+    # Ranks share the checksumming: rank 1 of 2 reads the other shards only.
+    assert check_shards(str(shard_copy), "train", "full", rank=1, world_size=2) == []
+
+
+def test_shards_without_a_manifest_are_not_checked_before_reading(shard_copy, caplog):
+    shard = _first_train_shard(shard_copy)
+    with shard.open("r+b") as handle:
+        handle.truncate(100)
+    with caplog.at_level(logging.INFO, logger="maestro.training.data"):
+        assert check_shards(str(shard_copy / "train-{000000..000001}.tar"), None, "full") == []
+    assert "no local manifest" in caplog.text

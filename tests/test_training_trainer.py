@@ -1,11 +1,15 @@
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
+from maestro.errors import ConfigError
+from maestro.training.checkpoints import RunCheckpoints, checkpoint_step
 from maestro.training.config import DataConfig, TrainerConfig
 from maestro.training.optim import OptimConfig
 from maestro.training.trainer import (
@@ -24,31 +28,45 @@ class _Stage:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-def _touch(path: Path, mtime_ns: int) -> Path:
+def _checkpoint(path: Path, step: int, total_steps: int = 100, mtime_ns: int = 1_000) -> Path:
+    """A minimal checkpoint file: the entries the run-directory rules read."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
+    torch.save({"global_step": step, "lr_schedulers": [{"total_steps": total_steps}]}, path)
     os.utime(path, ns=(mtime_ns, mtime_ns))
     return path
 
 
-def test_latest_checkpoint_is_the_newest_written_of_steps_and_epochs(tmp_path):
+def test_latest_checkpoint_is_the_highest_step_whatever_the_file_times(tmp_path):
     assert latest_checkpoint(tmp_path) is None
-    _touch(tmp_path / "checkpoints" / "step0000009.ckpt", 1_000)
-    newest = _touch(tmp_path / "checkpoints" / "epoch000.ckpt", 2_000)
+    folder = tmp_path / "checkpoints"
+    newest = _checkpoint(folder / "step0000009.ckpt", 9, mtime_ns=1_000)
+    _checkpoint(folder / "step0000003.ckpt", 3, mtime_ns=3_000)  # restored from a backup later
+    _checkpoint(folder / "best.ckpt", 3, mtime_ns=4_000)
+    (folder / "last.ckpt").symlink_to("step0000009.ckpt")
     assert latest_checkpoint(tmp_path) == newest
+    _checkpoint(folder / "epoch002.ckpt", 12)  # older runs named epoch-end checkpoints by epoch: read from the file
+    assert latest_checkpoint(tmp_path) == folder / "epoch002.ckpt"
+    assert checkpoint_step(folder / "epoch002.ckpt") == 12 and checkpoint_step(newest) == 9
 
 
 def test_resume_rules(tmp_path):
     assert resolve_resume(tmp_path, None) is None
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         resolve_resume(tmp_path, "last")
-    checkpoint = _touch(tmp_path / "checkpoints" / "step0000003.ckpt", 1_000)
+    checkpoint = _checkpoint(tmp_path / "checkpoints" / "step0000003.ckpt", 3, total_steps=8)
     with pytest.raises(FileExistsError, match="--resume"):
         resolve_resume(tmp_path, None)
     assert resolve_resume(tmp_path, "last") == checkpoint
     assert resolve_resume(tmp_path, str(checkpoint)) == checkpoint
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         resolve_resume(tmp_path, str(tmp_path / "missing.ckpt"))
+    finished = _checkpoint(tmp_path / "checkpoints" / "step0000008.ckpt", 8, total_steps=8)
+    with pytest.raises(ConfigError, match="nothing to resume: .* finished run .step 8 of its 8-step schedule"):
+        resolve_resume(tmp_path, "last")
+    assert resolve_resume(tmp_path, str(checkpoint)) == checkpoint  # an earlier checkpoint of it still resumes
+    finished.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        resolve_resume(tmp_path, str(finished))
 
 
 def test_strategies_and_precision():
@@ -65,14 +83,38 @@ def test_trainer_has_checkpoints_lr_monitor_loggers_and_the_stage_callbacks(tmp_
         pass
 
     config = _Stage(
-        data=DataConfig(train="unused", val_batches=3),
+        data=DataConfig(train="unused", val="unused", val_batches=3),
         trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", devices=1, checkpoint_every_n_steps=7),
     )
     trainer = build_trainer(config, [StageCallback()])
     checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
     assert {Path(c.dirpath) for c in checkpoints} == {tmp_path / "checkpoints"}
-    assert sorted(c.filename for c in checkpoints) == ["epoch{epoch:03d}", "step{step:07d}"]
+    # The newest 3 by step, last.ckpt linking to the newest; no best.ckpt unless a metric is monitored.
+    [rolling] = checkpoints
+    assert isinstance(rolling, RunCheckpoints) and rolling.filename == "step{step:07d}"
+    assert (rolling.save_top_k, rolling.monitor, rolling.mode, rolling.save_last) == (3, "step", "max", "link")
+    best = _Stage(data=config.data, trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", keep_checkpoints=1,
+                                                          monitor="val/loss"))
+    names = sorted((c.filename, c.save_top_k, c.monitor) for c in build_trainer(best).checkpoint_callbacks)
+    assert names == [("best", 1, "val/loss"), ("step{step:07d}", 1, "step")]
     assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
     assert any(isinstance(c, StageCallback) for c in trainer.callbacks)
     assert sorted(type(lg).__name__ for lg in trainer.loggers) == ["CSVLogger", "TensorBoardLogger"]
     assert trainer.limit_val_batches == 3 and trainer.num_sanity_val_steps == 0
+    assert build_trainer(_Stage(data=DataConfig(train="unused"), trainer=config.trainer)).limit_val_batches == 0
+
+
+def test_lightning_tips_and_the_limit_val_batches_note_are_not_shown(tmp_path):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(handler)
+    try:
+        for val_batches in (None, 1):
+            build_trainer(_Stage(data=DataConfig(train="unused", val="unused", val_batches=val_batches),
+                                 trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", devices=1)))
+    finally:
+        logger.removeHandler(handler)
+    messages = [record.getMessage() for record in records]
+    assert messages and not [m for m in messages if "Tip" in m or "limit_val_batches" in m], messages

@@ -46,7 +46,10 @@ def stage_parser(
     parser.add_argument("--strategy", choices=["auto", "ddp", "fsdp"])
     parser.add_argument("--accelerator", help="cpu, gpu or auto")
     parser.add_argument("--output-dir", help="where checkpoints, logs and images go")
-    parser.add_argument("--resume", nargs="?", const="last", help="resume from CKPT (default: the run's last)")
+    # A flag, not an optional value: `--resume trainer.max_epochs=8` must not read the override as a path.
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in trainer.output_dir from its newest checkpoint")
+    parser.add_argument("--resume-from", metavar="CKPT", help="continue the run from this checkpoint")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -59,6 +62,11 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
         if value is not None:
             overrides.append(f"trainer.{key}={value}")
     return overrides
+
+
+def resume_from(args: argparse.Namespace) -> str | None:
+    """What ``run`` resumes: a checkpoint path, ``"last"`` (the run's newest) or None (a fresh run)."""
+    return args.resume_from or ("last" if args.resume else None)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -86,7 +94,7 @@ def run_cli(
         log.error("invalid configuration: %s", error)
         return 2
     try:
-        run(config, args.resume)
+        run(config, resume_from(args))
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2

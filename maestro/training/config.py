@@ -35,6 +35,9 @@ class DataConfig:
     shuffle_buffer: int = 256
     val_batches: int | None = None
     """Cap on validation batches per rank (None: the whole validation split)."""
+    verify: Literal["size", "full", "none"] = "size"
+    """Check local shards against their manifest before training: ``size`` (file sizes, instant),
+    ``full`` (sha256 of every byte, split across ranks) or ``none``."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -63,6 +66,12 @@ class TrainerConfig:
     ema_decay: float = 0.9999
     """0 disables the EMA copy."""
     checkpoint_every_n_steps: int = 500
+    keep_checkpoints: int = 3
+    """Newest step/epoch-end checkpoints kept (each holds weights, optimizer and EMA state);
+    ``last.ckpt`` links to the newest."""
+    monitor: str | None = None
+    """Also keep ``checkpoints/best.ckpt``, the best value of this logged metric (e.g. ``val/loss``)."""
+    monitor_mode: Literal["min", "max"] = "min"
     log_every_n_steps: int = 10
     val_every_n_epochs: int = 1
     compile: bool = False
@@ -80,6 +89,8 @@ class TrainerConfig:
             raise ConfigError("ema_decay must be in [0, 1)")
         if self.checkpoint_every_n_steps < 1:
             raise ConfigError("checkpoint_every_n_steps must be >= 1")
+        if self.keep_checkpoints < 1:
+            raise ConfigError("keep_checkpoints must be >= 1 (the newest is needed to resume)")
         if isinstance(self.devices, str) and self.devices != "auto" and not self.devices.replace(",", "").isdigit():
             raise ConfigError(f"devices must be 'auto', an integer or a list like '0,1'; got {self.devices!r}")
 

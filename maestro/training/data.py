@@ -1,7 +1,13 @@
-"""Shards -> model-sample batches for any stage: a training stream and exactly-once validation."""
+"""Shards -> model-sample batches for any stage: a training stream and exactly-once validation.
+
+Local shards are checked against their manifest before the first batch (``data.verify``): a
+truncated shard drawn only in epoch 4 would otherwise crash a long run there, or never be drawn in a
+short one and pass unnoticed.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -9,10 +15,19 @@ import lightning as L
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 from maestro.data.preprocess import MaestroTransform, PreprocessConfig, build_preprocess_config
+from maestro.errors import DataError
 from maestro.modalities import with_companions
 from maestro.models.config import ModalitySpec
 from maestro.training.config import DataConfig
 from shards.loader import ShardLoader, make_loader
+from shards.manifest import read_manifest
+from shards.reading import local_manifest
+from shards.verify import verify_shard
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 5
+"""Bad shards named in the error; ``shards verify`` lists them all."""
 
 
 def preprocess_for(specs: Mapping[str, ModalitySpec], **options: Any) -> PreprocessConfig:
@@ -23,6 +38,37 @@ def preprocess_for(specs: Mapping[str, ModalitySpec], **options: Any) -> Preproc
     """
     overrides = {key: {"bands": spec.bands, "num_dates": spec.num_dates} for key, spec in specs.items()}
     return build_preprocess_config(list(specs), overrides, **options)
+
+
+def check_shards(urls: str, split: str | None, verify: str, *, name: str = "data", rank: int = 0,
+                 world_size: int = 1) -> list[str]:
+    """Problems of the local shards ``urls`` names, against its manifest: presence and size
+    (``verify='size'``, every rank checks every shard) or also sha256 (``'full'``, each rank reads
+    its share). Shards without a local manifest (brace patterns, URLs) have nothing to be compared
+    with before they are read: the reader then names a truncated tar when it reaches it, and one
+    cut at a sample boundary only if a manifest gives the expected counts."""
+    if verify == "none":
+        return []
+    file = local_manifest(urls)
+    if file is None:
+        if rank == 0:
+            log.info("%s=%s has no local manifest: shards are not checked before reading", name, urls)
+        return []
+    entry = read_manifest(file).split(split)
+    full = verify == "full"
+    records = entry.shards[rank::world_size] if full else entry.shards
+    if full and rank == 0:
+        log.info("%s: checksumming %d of %d shards (%.1f GB) on each of %d ranks", name, len(records),
+                 len(entry.shards), sum(r.bytes for r in records) / 1e9, world_size)
+    problems = []
+    for record in records:
+        report = verify_shard(file.parent / record.name, entry.split, record, entry.modalities, decode=False,
+                              checksum=full)
+        problems.extend(f"{file.parent / record.name}: {problem}" for problem in report.problems)
+    if not problems and rank == 0:
+        log.info("%s: %d %s shards match %s (%s)", name, len(entry.shards), entry.split, file,
+                 "sha256" if full else "sizes; data.verify=full also compares checksums")
+    return problems
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -49,6 +95,27 @@ class ShardDataModule(L.LightningDataModule):
         self.wrap = wrap
         """Optional wrapper around each loader's transform (e.g. label checks in the workers)."""
 
+    def setup(self, stage: str) -> None:
+        """Refuse bad local shards of the stage's splits before any batch is read (``data.verify``)."""
+        sources = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world = self.trainer.world_size if self.trainer is not None else 1
+        problems = []
+        for split_name in sources:
+            urls = getattr(self.data, split_name)
+            if urls is not None:
+                problems += check_shards(urls, getattr(self.data, f"{split_name}_split"), self.data.verify,
+                                         name=f"data.{split_name}", rank=rank, world_size=world)
+        # With verify=full each rank checked its own share: all ranks stop together.
+        agreed = world == 1 or self.trainer.strategy.reduce_boolean_decision(not problems, all=True)
+        if not agreed and not problems:
+            problems = ["another rank found bad shards (see its log)"]
+        if problems:
+            listed = "; ".join(problems[:MAX_LISTED]) + (f"; and {len(problems) - MAX_LISTED} more"
+                                                         if len(problems) > MAX_LISTED else "")
+            raise DataError(f"shards do not match their manifest: {listed}. Rebuild or copy them again; "
+                            "`shards verify DIR` lists every problem")
+
     def _loader(self, urls: str, mode: str, **options: Any) -> ShardLoader:
         rank = self.trainer.global_rank if self.trainer is not None else None
         world = self.trainer.world_size if self.trainer is not None else None
@@ -74,7 +141,6 @@ class ShardDataModule(L.LightningDataModule):
             split=self.data.train_split,
             batches_per_epoch=self.data.batches_per_epoch,
             shuffle_buffer=self.data.shuffle_buffer,
-            shuffle_initial=min(self.data.shuffle_buffer, 16),
         )
 
     def val_dataloader(self) -> ShardLoader | list:

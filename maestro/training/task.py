@@ -30,7 +30,7 @@ class TrainingTask(L.LightningModule, ABC):
 
     Subclasses set :attr:`config_class` (their stage config dataclass) and implement
     :meth:`build_model`, ``training_step`` and ``validation_step``. Hooks they override
-    (``on_fit_start``, ``on_train_batch_end``, ``on_save_checkpoint``, ...) must call ``super()``.
+    (``on_fit_start``, ``optimizer_step``, ``on_save_checkpoint``, ...) must call ``super()``.
     """
 
     config_class: ClassVar[type]
@@ -84,9 +84,14 @@ class TrainingTask(L.LightningModule, ABC):
             self.ema.load_state_dict(self._pending_ema_state)
             self._pending_ema_state = None
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA update. Here rather than in ``on_train_batch_end``:
+        Lightning runs callbacks' batch-end hooks (the step checkpoint) before the module's, so a
+        checkpoint would hold an EMA one update behind and a resumed run would never make it up.
+        Once per optimizer step, also when gradients are accumulated."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
-            self.ema.update(self.model, step=self.global_step)
+            self.ema.update(self.model, step=self.global_step + 1)  # the step counter moves after this hook
 
     # ------------------------------------------------------------------ loader position
     def on_train_start(self) -> None:

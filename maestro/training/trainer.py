@@ -1,27 +1,73 @@
 """The Lightning trainer every stage runs under, and the run-directory rules around ``fit``.
 
 One place decides strategy, precision, checkpoints, loggers and how a run starts or resumes, so
-pretraining and fine-tuning behave alike on one CPU and on many GPU nodes.
+pretraining and fine-tuning behave alike on one CPU and on many GPU nodes. Which checkpoints are
+kept and which one a resume takes is :mod:`maestro.training.checkpoints`.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import Strategy
 
 from maestro.config import to_dict
+from maestro.training.checkpoints import checkpoint_callbacks, latest_checkpoint, resolve_resume
 from maestro.training.config import StageConfig, TrainerConfig
 from maestro.training.task import TrainingTask
 
+__all__ = ["build_trainer", "latest_checkpoint", "resolve_resume", "run_stage"]
+
 log = logging.getLogger(__name__)
+
+_NOISE = ("💡 Tip:", "`Trainer(limit_val_batches=")
+"""Lightning info lines a user cannot act on: product tips, and a note about a Trainer argument
+that our configs call ``data.val_batches``."""
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_NOISE)
+
+
+def quiet_lightning() -> None:
+    """Drop :data:`_NOISE` from Lightning's rank-zero log; its warnings and other lines stay."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropNoise) for f in logger.filters):
+        logger.addFilter(_DropNoise())
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bars, also closed when training fails: an open bar redraws itself after the
+    traceback, or at interpreter exit (after pytest's summary, in tests of crashes)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar,
+                    self._predict_progress_bar):
+            if bar is not None:
+                bar.close()
+
+
+class WriteRunConfig(L.Callback):
+    """Writes the resolved ``config.yaml`` when training starts, i.e. after a resumed checkpoint
+    passed the model and schedule checks: a refused resume leaves the run's config as it was."""
+
+    def __init__(self, config: StageConfig):
+        self.config = config
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            out = Path(self.config.trainer.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))
 
 
 def build_strategy(config: TrainerConfig) -> Strategy | str:
@@ -49,35 +95,15 @@ def default_precision(config: TrainerConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def checkpoint_callbacks(output_dir: Path, every_n_steps: int) -> list[ModelCheckpoint]:
-    """Every ``every_n_steps`` optimizer steps, and at every epoch end so that the end of
-    training always leaves a checkpoint to resume from."""
-    steps = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints",
-        filename="step{step:07d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=every_n_steps,
-        save_top_k=-1,
-    )
-    epochs = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints",
-        filename="epoch{epoch:03d}",
-        auto_insert_metric_name=False,
-        every_n_epochs=1,
-        save_on_train_epoch_end=True,
-        save_top_k=-1,
-    )
-    return [steps, epochs]
-
-
 def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Lightning trainer for ``config``; ``callbacks`` are the stage's own (images, metrics, ...)."""
     trainer_config = config.trainer
     out = Path(trainer_config.output_dir)
+    quiet_lightning()
     defaults = [
-        *checkpoint_callbacks(out, trainer_config.checkpoint_every_n_steps),
+        *checkpoint_callbacks(out, trainer_config),
         LearningRateMonitor(logging_interval="step"),
-        TQDMProgressBar(refresh_rate=1),
+        ProgressBar(refresh_rate=1),
     ]
     # A new version_N per launch: a resumed run never overwrites the logs of the interrupted one.
     loggers = [TensorBoardLogger(save_dir=out, name="tensorboard"), CSVLogger(save_dir=out, name="csv")]
@@ -94,37 +120,14 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
         accumulate_grad_batches=trainer_config.accumulate_grad_batches,
         log_every_n_steps=trainer_config.log_every_n_steps,
         check_val_every_n_epoch=trainer_config.val_every_n_epochs,
-        limit_val_batches=config.data.val_batches if config.data.val_batches is not None else 1.0,
+        # No validation split: no validation loop (rather than an empty loader Lightning warns about).
+        limit_val_batches=0 if config.data.val is None else config.data.val_batches,
         deterministic=trainer_config.deterministic,
         callbacks=[*defaults, *callbacks],
         logger=loggers,
         use_distributed_sampler=False,  # the shard loader splits by rank itself
         num_sanity_val_steps=0,
     )
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The most recently written checkpoint of a run (step and epoch checkpoints alike)."""
-    candidates = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
-    return candidates[-1] if candidates else None
-
-
-def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
-    """The checkpoint to resume from (``"last"``: the run's newest), or None for a fresh run.
-
-    A fresh run into a directory that already holds checkpoints is refused: it would mix two runs.
-    """
-    if resume is None:
-        if latest_checkpoint(run_dir) is not None:
-            raise FileExistsError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another trainer.output_dir"
-            )
-        return None
-    ckpt_path = latest_checkpoint(run_dir) if resume == "last" else Path(resume)
-    if ckpt_path is None or not ckpt_path.is_file():
-        raise FileNotFoundError(f"cannot resume: no checkpoint {ckpt_path or run_dir / 'checkpoints'}")
-    log.info("resuming from %s", ckpt_path)
-    return ckpt_path
 
 
 def run_stage(
@@ -134,17 +137,17 @@ def run_stage(
     callbacks: Sequence[L.Callback] = (),
     resume: str | None = None,
 ) -> L.Trainer:
-    """Seed, build the task (so its initial weights follow ``trainer.seed``), write the resolved
-    ``config.yaml`` and train; ``resume`` is a checkpoint path, or ``"last"`` for the run's newest."""
+    """Seed, build the task (so its initial weights follow ``trainer.seed``) and train; the resolved
+    ``config.yaml`` is written once training starts. ``resume`` is a checkpoint path, or ``"last"``
+    for the run's newest."""
     L.seed_everything(config.trainer.seed, workers=True)
     if torch.cuda.is_available():  # TF32 for the few fp32 matrix products left outside bf16 autocast
         torch.set_float32_matmul_precision("high")
-    out = Path(config.trainer.output_dir)
-    ckpt_path = resolve_resume(out, resume)
+    ckpt_path = resolve_resume(Path(config.trainer.output_dir), resume)
     task = task_class(config)
-    trainer = build_trainer(config, callbacks)
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    trainer = build_trainer(config, [WriteRunConfig(config), *callbacks])
+    with warnings.catch_warnings():
+        if ckpt_path is not None:  # resolve_resume already refuses fresh runs into a used directory
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return trainer
