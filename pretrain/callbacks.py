@@ -1,4 +1,13 @@
-"""Reconstruction images: input / masked input / reconstruction per modality, as PNG."""
+"""Reconstruction figures: what the masked autoencoder actually predicts, one PNG per modality.
+
+Columns: the input, the masked input (hidden patches grey), the target and the prediction. The
+target is the model's own: each (patch, band group) standardised (:func:`maestro.models.loss.normalise_patches`),
+so target and prediction are drawn in that normalised space with one stretch per band, taken from
+the target. Putting each hidden patch's true mean and spread back into the prediction (as a paste
+into the input would need) makes an untrained model look like a trained one; here an untrained
+model's prediction column is visibly flat. Bands follow the registry's ``display_bands`` (aerial
+R,G,B; S2 B4,B3,B2 true colour; DEM the DSM; S1 VV); visible pixels are grey in the last two columns.
+"""
 
 from __future__ import annotations
 
@@ -8,52 +17,114 @@ from typing import Any
 
 import lightning as L
 import torch
-from torchvision.utils import save_image
+from einops import rearrange
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
 
-from maestro.models.loss import denormalise
+from maestro.modalities import get_modality
+from maestro.models.config import ModalitySpec
 
 log = logging.getLogger(__name__)
 
-
-def _bands(image: torch.Tensor) -> torch.Tensor:
-    """First three bands as RGB-like (NIR,R,G for aerial), or grey from the first band."""
-    return image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
-
-
-def _stretch(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    values = _bands(image).flatten()
-    return torch.quantile(values, 0.02), torch.quantile(values, 0.98)
+COLUMNS = ("input", "masked input", "target", "prediction")
+"""Panel columns; target and prediction are in the normalised target space."""
+GREY = 0.5
+"""Fill of hidden pixels in the masked input, and of visible pixels in target and prediction."""
+QUANTILES = (0.02, 0.98)
 
 
-def _display(image: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) -> (3, H, W) in [0, 1] with the given 2-98 % stretch."""
-    return ((_bands(image) - low) / (high - low).clamp_min(1e-6)).clamp(0, 1)
+def display_indices(spec: ModalitySpec) -> list[int]:
+    """Indices (into the model's bands) of the registry's ``display_bands``: three for colour, one
+    for grey; the first band when the model lacks some of them."""
+    wanted = get_modality(spec.key).display_bands
+    if wanted and all(band in spec.bands for band in wanted):
+        return [spec.bands.index(band) for band in wanted]
+    return [0]
 
 
-def reconstruction_panel(
-    target: torch.Tensor, prediction: torch.Tensor, pixel_mask: torch.Tensor, valid: torch.Tensor, size: int = 128
-) -> torch.Tensor:
-    """Rows of [input, masked input, input with reconstructed masked pixels] for the first valid
-    date of each sample; tensors are (B, T, C, H, W) in input units. One stretch per row, so the
-    three images of a row are directly comparable."""
-    rows = []
-    for sample in range(target.shape[0]):
-        dates = torch.nonzero(valid[sample]).flatten()
-        date = int(dates[0]) if len(dates) else 0
-        truth, guess, hidden = target[sample, date], prediction[sample, date], pixel_mask[sample, date]
-        truth = truth.float()
-        masked = torch.where(hidden, torch.full_like(truth, float(truth.min())), truth)
-        pasted = torch.where(hidden, guess.float(), truth)
-        low, high = _stretch(truth)
-        for image in (truth, masked, pasted):
-            shown = _display(image, low, high)
-            rows.append(torch.nn.functional.interpolate(shown[None], size=(size, size), mode="nearest")[0])
-    return torch.stack(rows)
+def _stretch(image: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-band 2-98 % range of ``image`` (C, H, W) over the pixels ``where`` (H, W) (all if none)."""
+    values = image[:, where] if bool(where.any()) else image.flatten(1)
+    low, high = torch.quantile(values, torch.tensor(QUANTILES), dim=1)
+    return low[:, None, None], torch.maximum(high, low + 1e-6)[:, None, None]
+
+
+def _show(image: Tensor, low: Tensor, high: Tensor, grey: Tensor) -> Tensor:
+    """(C, H, W) with C in (1, 3) -> (3, H, W) in [0, 1]; ``grey`` (H, W) pixels are filled grey."""
+    shown = ((image - low) / (high - low)).clamp(0, 1).expand(3, -1, -1)
+    return torch.where(grey, torch.full_like(shown, GREY), shown)
+
+
+def _pick_date(hidden: Tensor, valid: Tensor) -> int:
+    """The valid date with most hidden pixels (a fully visible date shows nothing to predict)."""
+    counts = hidden.flatten(1).sum(1).float()
+    counts[~valid] = -1
+    return int(counts.argmax())
+
+
+def reconstruction_panels(
+    spec: ModalitySpec,
+    inputs: Tensor,
+    targets: Tensor,
+    predictions: Tensor,
+    pixel_masks: Tensor,
+    valid: Tensor,
+    size: int = 128,
+) -> tuple[dict[str, Tensor], list[int]]:
+    """One row per sample of the :data:`COLUMNS`, each ``(B, 3, size, size)`` in [0, 1], and the
+    date drawn for each sample. Tensors are ``(B, T, C, H, W)`` (``valid`` ``(B, T)``): inputs in
+    input units, targets and predictions in normalised target space, masks True where the loss
+    looks (hidden pixels of valid dates)."""
+    bands = display_indices(spec)
+    columns: dict[str, list[Tensor]] = {name: [] for name in COLUMNS}
+    dates = []
+    for sample in range(inputs.shape[0]):
+        date = _pick_date(pixel_masks[sample].any(1), valid[sample])
+        dates.append(date)
+        hidden = pixel_masks[sample, date].any(0)
+        image, target, guess = (t[sample, date, bands].float() for t in (inputs, targets, predictions))
+        low, high = _stretch(image, torch.ones_like(hidden))
+        columns["input"].append(_show(image, low, high, torch.zeros_like(hidden)))
+        columns["masked input"].append(_show(image, low, high, hidden))
+        low, high = _stretch(target, hidden)  # the same stretch for target and prediction
+        columns["target"].append(_show(target, low, high, ~hidden))
+        columns["prediction"].append(_show(guess, low, high, ~hidden))
+    panels = {
+        name: torch.nn.functional.interpolate(torch.stack(images), size=(size, size), mode="nearest")
+        for name, images in columns.items()
+    }
+    return panels, dates
+
+
+def reconstruction_figure(
+    panels: dict[str, Tensor], dates: list[int], title: str, path: Path, panel_inches: float = 2.0, dpi: int = 80
+) -> Path:
+    """PNG of :func:`reconstruction_panels`: column titles, one row per sample labelled with its date."""
+    rows = len(dates)
+    figure = Figure(figsize=(len(COLUMNS) * panel_inches + 0.4, rows * panel_inches + 0.6))
+    grid = figure.add_gridspec(rows, len(COLUMNS), left=0.06, right=0.99, top=1 - 0.5 / (rows * panel_inches + 0.6),
+                               bottom=0.01, wspace=0.03, hspace=0.03)
+    for row, date in enumerate(dates):
+        for col, name in enumerate(COLUMNS):
+            ax = figure.add_subplot(grid[row, col])
+            ax.imshow(rearrange(panels[name][row], "c h w -> h w c").numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"sample {row}, date {date}", fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=dpi, format="png")
+    return path
 
 
 class ReconstructionImages(L.Callback):
-    """Rank 0 writes one PNG per modality (up to ``max_samples`` rows) under
-    ``{output_dir}/reconstructions`` for the steps the module kept outputs of
+    """Rank 0 writes ``{output_dir}/reconstructions/step{N}_{modality}.png`` (up to
+    ``max_samples`` rows) for the steps the module kept outputs of
     (``trainer.reconstruction_every_n_steps``)."""
 
     def __init__(self, output_dir: Path, max_samples: int = 4):
@@ -68,20 +139,14 @@ class ReconstructionImages(L.Callback):
             return
         step, batch, out = cached
         pl_module.last_output = None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         count = self.max_samples
-        specs = pl_module.model.specs
-        for key in out["targets"]:
-            images = batch["inputs"][key][:count].detach().cpu()
-            spec = specs[key]
-            prediction = denormalise(out["predictions"][key][:count].detach().cpu(), images,
-                                     spec.patch_size, spec.norm_groups)
-            panel = reconstruction_panel(
-                images,
-                prediction,
-                out["pixel_masks"][key][:count].cpu(),
-                batch["valid"][key][:count].cpu(),
+        for key, spec in pl_module.model.specs.items():
+            panels, dates = reconstruction_panels(
+                spec, *(t[key][:count].detach().float().cpu() for t in (batch["inputs"], out["targets"],
+                                                                        out["predictions"])),
+                out["pixel_masks"][key][:count].cpu(), batch["valid"][key][:count].cpu(),
             )
-            path = self.output_dir / f"step{step:07d}_{key}.png"
-            save_image(panel, path, nrow=3, padding=2)
+            shown = ",".join(spec.bands[i] for i in display_indices(spec))
+            title = f"{key} ({shown}) at step {step}: target and prediction in normalised patch space"
+            reconstruction_figure(panels, dates, title, self.output_dir / f"step{step:07d}_{key}.png")
         log.debug("reconstruction images for step %d in %s", step, self.output_dir)
