@@ -1,0 +1,103 @@
+"""Python entry point for the common job: encode FLAIR-HUB patches with a trained MAESTRO encoder.
+
+    from maestro.api import load_encoder
+
+    model = load_encoder("runs/pretrain")          # a run, a .ckpt, a model folder or hf:org/name
+    reader = model.reader("/data/FLAIR-HUB", split="test")
+    features = model.encode(model.batch(reader[i] for i in range(4)))
+
+Everything the data side needs (which modalities to read, which bands, how many dates) comes from
+the loaded encoder's own config, so a 4-date model is fed 4 dates whatever the registry's defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maestro.data.collate import collate_model_samples
+from maestro.data.flairhub import FlairHubReader
+from maestro.data.preprocess import MaestroTransform
+from maestro.errors import ConfigError
+from maestro.hub.sources import Weights, load_encoder_weights
+from maestro.modalities import with_companions
+from maestro.models.encoder import EncoderOutput, MaestroEncoder
+from maestro.sample import Sample
+from maestro.training.data import preprocess_for
+from shards.loader import ShardLoader, make_loader
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LoadedEncoder", "load_encoder"]
+
+
+@dataclass(frozen=True)
+class LoadedEncoder:
+    """A trained encoder with the preprocessing it was trained with."""
+
+    encoder: MaestroEncoder
+    """In eval mode, on the device it was loaded to."""
+    preprocess: MaestroTransform
+    """Raw sample (reader or shard) -> model sample: the encoder's bands and dates, deterministic."""
+    note: str
+    """Which weights were loaded, e.g. ``EMA weights of step0000120.ckpt (step 120)``."""
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.encoder.config.modalities)
+
+    @property
+    def members(self) -> list[str]:
+        """What to read per patch: the inputs and the masks preprocessing uses (``s2_mask``)."""
+        return with_companions(self.modalities)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    def reader(self, root: str | Path, split: str = "test", **options: Any) -> FlairHubReader:
+        """FLAIR-HUB patches of ``split`` under ``root`` with :attr:`members`
+        (``options``: other :class:`FlairHubReader` arguments)."""
+        return FlairHubReader(Path(root), self.members, split=split, **options)
+
+    def loader(self, shards: str | Path, split: str | None = None, batch_size: int = 8, num_workers: int = 0,
+               **options: Any) -> ShardLoader:
+        """Preprocessed batches from shards, every sample exactly once (``options``: other
+        :class:`shards.loader.LoaderConfig` fields)."""
+        return make_loader(shards, preprocess=self.preprocess, mode="eval", split=split, batch_size=batch_size,
+                           num_workers=num_workers, modalities=tuple(self.members), **options)
+
+    def batch(self, samples: Iterable[Sample]) -> dict[str, Any]:
+        """Raw samples (e.g. from :meth:`reader`) -> one preprocessed, collated batch."""
+        return collate_model_samples([self.preprocess(sample) for sample in samples])
+
+    @torch.no_grad()
+    def encode(self, batch: Mapping[str, Any]) -> EncoderOutput:
+        """Token maps of a batch (``tokens[modality]`` is ``(B, T, G, h, w, D)``), on the encoder's device."""
+        device = self.device
+        inputs, times, valid = ({k: v.to(device) for k, v in batch[part].items()} for part in ("inputs", "times", "valid"))
+        return self.encoder(inputs, times, valid)
+
+
+def load_encoder(source: str | Path, weights: Weights = "ema", device: str | torch.device = "cpu") -> LoadedEncoder:
+    """The encoder of a ``pretrain``/``finetune`` run directory (its newest checkpoint), a ``.ckpt``
+    file, a model folder or ``hf:org/name[@revision]``, with its preprocessing.
+
+    Training checkpoints give their EMA weights unless ``weights="model"``; :attr:`LoadedEncoder.note`
+    (also logged) says which were taken.
+    """
+    loaded = load_encoder_weights(source, weights)
+    encoder = MaestroEncoder(loaded.config)
+    try:
+        encoder.load_state_dict(loaded.state, strict=True)
+    except RuntimeError as error:
+        raise ConfigError(f"{source}: the weights do not fit the stored encoder config ({error})") from None
+    encoder.eval().to(device)
+    log.info("loaded %s", loaded.note)
+    preprocess = MaestroTransform(preprocess_for(loaded.config.specs), train=False)
+    return LoadedEncoder(encoder, preprocess, loaded.note)
