@@ -88,6 +88,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(config: BuildConfig) -> None:
+    # The parent already logged what the reader says at INFO; every worker would repeat it.
+    logging.getLogger("maestro.data.flairhub").setLevel(logging.WARNING)
     _WORKER["config"] = config
     _WORKER["reader"] = _open_reader(config)
 

@@ -409,3 +409,12 @@ def test_source_state_names_each_file(small: FlairHubTree) -> None:
     assert len(before) == 16 and _reader(small).source_state(PATCH)["dates:SENTINEL2"] != before
     path.unlink()
     assert reader.source_state(PATCH)["aerial"][1:] == [None, None]
+
+
+def test_reader_defaults_to_the_maestro_inputs_and_their_masks(toy_root):
+    from maestro.data.flairhub import FlairHubReader
+    from maestro.modalities import DEFAULT_INPUTS
+
+    reader = FlairHubReader(toy_root, split="train")
+    assert [m.key for m in reader.modalities] == [*DEFAULT_INPUTS, "s2_mask"]
+    assert set(reader[0]) >= {*DEFAULT_INPUTS, "s2_mask"}

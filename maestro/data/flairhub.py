@@ -33,7 +33,7 @@ from maestro.data.splits import (  # re-exported: the split listing used to live
 )
 from maestro.errors import DataError
 from maestro.labels import LABEL_SETS
-from maestro.modalities import Modality, get_modality, resolve
+from maestro.modalities import DEFAULT_INPUTS, Modality, get_modality, resolve, with_companions
 from maestro.sample import DATES, META, Sample
 
 try:  # GDAL errors surfaced by rasterio outside RasterioError (e.g. CPLE_AppDefinedError on read)
@@ -190,7 +190,8 @@ class FlairHubReader:
     table fails immediately instead of once per patch.
 
     Patches come from ``split_csv`` if given, else from ``domain_splits`` (domain -> split, the
-    folder tree is scanned) if given, else from ``{root}/{split_name}/{split}.csv``. A malformed
+    folder tree is scanned) if given, else from ``{root}/{split_name}/{split}.csv``. ``modalities``
+    defaults to the default MAESTRO inputs plus their masks (add ``lc`` / ``lpis`` for labels). A malformed
     row of a dates table is an error of that patch only. ``allow_nan`` keeps NaN / inf pixels of
     float rasters instead of rejecting the patch (preprocessing's ``nan_policy`` handles them).
     """
@@ -198,7 +199,7 @@ class FlairHubReader:
     def __init__(
         self,
         root: Path,
-        modalities: Iterable[str],
+        modalities: Iterable[str] | None = None,
         split: str = "train",
         split_name: str = SPLIT_NAME,
         split_csv: Path | None = None,
@@ -209,6 +210,8 @@ class FlairHubReader:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.root = Path(root)
+        if modalities is None:  # the default MAESTRO inputs and the masks their preprocessing reads
+            modalities = with_companions(DEFAULT_INPUTS)
         self.modalities: list[Modality] = resolve(modalities)
         self.split = split
         self.on_error: OnError = on_error
