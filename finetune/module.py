@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from finetune.baseline import baseline_config, is_baseline
 from finetune.config import FinetuneConfig
 from maestro.evaluation import SegmentationMetrics
 from maestro.hub.folder import load_strict
 from maestro.labels import IGNORE_INDEX
 from maestro.modalities import MODALITIES
+from maestro.models.baseline import SwinUTAE, SwinUTAEConfig
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.tasks import LabelTarget
@@ -28,11 +30,13 @@ from maestro.training.task import TrainingTask, batch_size_of
 log = logging.getLogger(__name__)
 
 
-def segmenter_config(config: FinetuneConfig) -> SegmenterConfig:
+def segmenter_config(config: FinetuneConfig) -> SegmenterConfig | SwinUTAEConfig:
     """The network a fine-tuning config describes (its encoder must be resolved)."""
     model, target = config.model, config.task.target
     if model.encoder is None:
         raise ValueError("model.encoder must be resolved from model.init before building the network")
+    if is_baseline(model):
+        return baseline_config(config)
     return SegmenterConfig(
         encoder=model.encoder,
         num_classes=target.num_classes,
@@ -67,11 +71,13 @@ class FinetuneTask(TrainingTask):
 
     config_class = FinetuneConfig
     config: FinetuneConfig
-    model: MaestroSegmenter
+    model: MaestroSegmenter | SwinUTAE
 
     def __init__(self, config: FinetuneConfig | dict[str, Any], encoder_state: dict[str, Tensor] | None = None):
         super().__init__(config)
-        if encoder_state is not None:  # a fresh run: start from the pretrained encoder
+        if encoder_state is not None and isinstance(self.model, SwinUTAE):  # a fresh run: ImageNet Swins
+            load_strict(self.model.swins, encoder_state, f"timm's {self.config.model.baseline.swin.name}")
+        elif encoder_state is not None:  # a fresh run: start from the pretrained encoder
             load_strict(self.model.encoder, encoder_state, self.config.model.init)
         self.target: LabelTarget = self.config.task.target
         self.val_metrics = SegmentationMetrics.for_level(self.target.nomenclature)
@@ -80,14 +86,17 @@ class FinetuneTask(TrainingTask):
         self.test_writer = None
         """Set by the stage before testing (:class:`finetune.outputs.TestOutputs`)."""
 
-    def build_model(self) -> MaestroSegmenter:
-        return MaestroSegmenter(segmenter_config(self.config))
+    def build_model(self) -> MaestroSegmenter | SwinUTAE:
+        config = segmenter_config(self.config)
+        return SwinUTAE(config) if isinstance(config, SwinUTAEConfig) else MaestroSegmenter(config)
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: dict[str, Any], model: torch.nn.Module | None = None) -> dict[str, Any]:
         model = model if model is not None else self.model
         missing = bool(self.config.eval.missing_modalities) and not self.training
-        return model(batch["inputs"], batch["times"], batch["valid"], allow_missing=missing)
+        return model(
+            batch["inputs"], batch["times"], batch["valid"], allow_missing=missing, padded=batch.get("padded")
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         targets = self.target.targets(batch["labels"][self.target.label_modality])

@@ -46,7 +46,9 @@ class MaestroPretrainModule(TrainingTask):
         super().on_load_checkpoint(checkpoint)
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
-        return self.model(batch["inputs"], batch["times"], batch["valid"], generator=generator)
+        return self.model(
+            batch["inputs"], batch["times"], batch["valid"], generator=generator, padded=batch.get("padded")
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         generator = step_generator(self.config.trainer.seed, self.global_step, self.global_rank, self.device)
@@ -64,7 +66,9 @@ class MaestroPretrainModule(TrainingTask):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         # Fixed masks per batch index: validation losses are comparable across epochs.
         generator = step_generator(self.config.trainer.seed + 1, batch_idx, self.global_rank, self.device)
-        out = self.eval_model(batch["inputs"], batch["times"], batch["valid"], generator=generator)
+        out = self.eval_model(
+            batch["inputs"], batch["times"], batch["valid"], generator=generator, padded=batch.get("padded")
+        )
         batch_size = batch_size_of(batch)
         self.val_losses["total"].update(out["loss"].detach(), batch_size)
         for key, value in out["losses"].items():
