@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
+import torch
 
 from maestro.labels import LABEL_SETS
 
@@ -21,11 +22,15 @@ Kind = Literal["image", "mask", "label"]
 class Scaling(Protocol):
     """Maps raw values (``..., C, H, W`` in model band order) to network input scale.
 
-    A float32 array is scaled in place (the 512 px rasters of the data loader are never copied
-    again); any other dtype is first converted to a float32 copy. Returns the scaled array.
+    ``__call__`` scales numpy arrays in data-loader workers: a float32 array in place (the 512 px
+    rasters are never copied again), any other dtype into a float32 copy. ``tensor`` is the same
+    formula on torch tensors, for rasters shipped in their on-disk dtype and scaled on the device
+    after the transfer; both live here so the scaling stays in one place.
     """
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray: ...
+
+    def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor: ...
 
 
 def _float32(values: np.ndarray) -> np.ndarray:
@@ -45,6 +50,9 @@ class Divide:
         values = _float32(values)
         return np.divide(values, np.float32(self.factor), out=values)
 
+    def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
+        return values.float() / torch.tensor(self.factor, dtype=torch.float32)
+
 
 @dataclass(frozen=True)
 class LogBackscatter:
@@ -58,6 +66,9 @@ class LogBackscatter:
         np.maximum(values, np.float32(self.eps), out=values)
         np.log(values, out=values)
         return np.divide(values, np.float32(self.divisor), out=values)
+
+    def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
+        return values.float().clamp_min(torch.tensor(self.eps, dtype=torch.float32)).log() / self.divisor
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,15 @@ class ElevationWithHeight:
             terrain = values[..., bands.index(self.terrain_band), :, :]
             np.subtract(surface, terrain, out=terrain)
             np.multiply(terrain, np.float32(self.height_gain), out=terrain)
+        return values
+
+    def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
+        values = values.float() / torch.tensor(self.divisor, dtype=torch.float32)
+        if self.surface_band in bands and self.terrain_band in bands:
+            surface, terrain = bands.index(self.surface_band), bands.index(self.terrain_band)
+            height = (values[..., surface, :, :] - values[..., terrain, :, :]) * self.height_gain
+            values = values.clone()
+            values[..., terrain, :, :] = height
         return values
 
 
@@ -140,6 +160,13 @@ class Modality:
     @property
     def is_input(self) -> bool:
         return self.kind == "image"
+
+    @property
+    def scales_on_device(self) -> bool:
+        """Integer on disk with a uniform division as scaling (aerial, SPOT, S2, historical): such
+        rasters can travel unscaled (4x / 2x fewer bytes than float32) and be scaled after the
+        transfer, and date selection picks the same dates on raw values."""
+        return np.issubdtype(np.dtype(self.dtype), np.integer) and isinstance(self.scaling, Divide)
 
     def band_indices(self, bands: Iterable[str]) -> list[int]:
         """Positions of ``bands`` in on-disk order; raises on an unknown band name."""

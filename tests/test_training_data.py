@@ -88,3 +88,19 @@ def test_shards_without_a_manifest_are_not_checked_before_reading(shard_copy, ca
     with caplog.at_level(logging.INFO, logger="maestro.training.data"):
         assert check_shards(str(shard_copy / "train-{000000..000001}.tar"), None, "full") == []
     assert "no local manifest" in caplog.text
+
+
+def test_integer_inputs_are_scaled_after_the_transfer(toy_shards):
+    import torch
+
+    from maestro.data.preprocess import build_preprocess_config
+    from maestro.training.config import DataConfig
+    from maestro.training.data import ShardDataModule
+
+    module = ShardDataModule(DataConfig(train=str(toy_shards)), build_preprocess_config(["aerial", "s2"]))
+    assert not module.on_gpu  # on CPU the workers scale (in parallel); only GPU runs ship integers
+    raw = {"inputs": {"aerial": torch.full((1, 1, 4, 2, 2), 255, dtype=torch.uint8),
+                      "s2": torch.full((1, 2, 10, 2, 2), 5000, dtype=torch.int32)}}
+    out = module.on_after_batch_transfer(raw, 0)
+    assert out["inputs"]["aerial"].dtype == torch.float32 and bool((out["inputs"]["aerial"] == 1).all())
+    assert bool((out["inputs"]["s2"] == 1).all())

@@ -7,6 +7,7 @@ short one and pass unnoticed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.accelerators import CUDAAccelerator
 
-from maestro.data.preprocess import MaestroTransform, PreprocessConfig, build_preprocess_config
+from maestro.data.preprocess import MaestroTransform, PreprocessConfig, build_preprocess_config, scale_batch
 from maestro.errors import DataError
 from maestro.modalities import with_companions
 from maestro.models.config import ModalitySpec
@@ -116,10 +117,23 @@ class ShardDataModule(L.LightningDataModule):
             raise DataError(f"shards do not match their manifest: {listed}. Rebuild or copy them again; "
                             "`shards verify DIR` lists every problem")
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Scale the inputs that travelled in their on-disk integer dtype, on the device. Only GPU
+        runs ship them so (4x fewer bytes for aerial, 2x for S2 through workers, shared memory and
+        PCIe); on CPU the workers scale in parallel, which is faster than scaling here."""
+        if isinstance(batch, dict) and "inputs" in batch:
+            scale_batch(batch, self.preprocess_config)
+        return batch
+
     def _loader(self, urls: str, mode: str, **options: Any) -> ShardLoader:
         rank = self.trainer.global_rank if self.trainer is not None else None
         world = self.trainer.world_size if self.trainer is not None else None
-        transform = MaestroTransform(self.preprocess_config, train=mode == "train", seed=self.seed)
+        preprocess = dataclasses.replace(self.preprocess_config, scale_on_device=self.on_gpu)
+        transform = MaestroTransform(preprocess, train=mode == "train", seed=self.seed)
         return make_loader(
             urls,
             preprocess=self.wrap(transform) if self.wrap is not None else transform,
@@ -130,7 +144,7 @@ class ShardDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             modalities=self.members,
-            pin_memory=self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator),
+            pin_memory=self.on_gpu,
             **options,
         )
 

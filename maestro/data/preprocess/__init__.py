@@ -20,6 +20,7 @@ from maestro.data.preprocess.dates import (
     reference_date,
     select_dates,
 )
+from maestro.data.preprocess.device import scale_batch
 from maestro.data.preprocess.transform import (
     MaestroTransform,
     RngLike,
@@ -53,6 +54,7 @@ __all__ = [
     "preprocess_input",
     "preprocess_sample",
     "reference_date",
+    "scale_batch",
     "scale_inplace",
     "select_bands",
     "select_dates",

@@ -123,6 +123,15 @@ class PreprocessConfig:
     nan_invalid_fraction: float = 0.5
     """With ``nan_policy: fill``: share of a date's values (all bands and pixels) above which the date
     is invalid; 0 invalidates any date with a NaN, 1 never invalidates."""
+    scale_on_device: bool = False
+    """Leave integer rasters whose scaling is a division (aerial, SPOT, S2, historical) in their
+    on-disk dtype: 4x (uint8) or 2x (uint16) fewer bytes through loader workers, shared memory and
+    the host-to-device copy. :func:`~maestro.data.preprocess.device.scale_batch` applies the
+    registry's scaling after the transfer (the shard data module does it for every stage)."""
+    cloudy_date_fraction: float | None = None
+    """Mark a kept date invalid (``valid=False``, values zeroed, like a padding date) when more than
+    this share of its pixels is flagged by its companion mask (``cloud_threshold``); None keeps
+    every date. The Swin-UTAE baseline drops Sentinel-2 dates flagged on more than 5 % (0.05)."""
 
     def __post_init__(self) -> None:
         modalities = _keys(self.modalities, "modalities")
@@ -163,6 +172,10 @@ class PreprocessConfig:
         fraction = self.nan_invalid_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
             raise ConfigError(f"nan_invalid_fraction must be a number in [0, 1], got {fraction!r}")
+        cloudy = self.cloudy_date_fraction
+        bad = isinstance(cloudy, bool) or not isinstance(cloudy, int | float) or not 0 <= cloudy <= 1
+        if cloudy is not None and bad:
+            raise ConfigError(f"cloudy_date_fraction must be null or a number in [0, 1], got {cloudy!r}")
 
     @property
     def inputs(self) -> tuple[ResolvedInput, ...]:

@@ -7,7 +7,8 @@ Both contracts are documented in :mod:`maestro.sample`; the method is described 
 2. MAESTRO scaling (``Modality.scaling``), applied in place on the float32 copy;
 3. for time series, reduction to ``num_dates`` dates, one per bin, avoiding dates flagged by the
    image's companion mask (:mod:`maestro.data.preprocess.dates`);
-4. series shorter than ``num_dates`` are padded with zeros and ``valid=False``;
+4. series shorter than ``num_dates`` are padded with zeros and ``valid=False``; with
+   ``cloudy_date_fraction``, kept dates flagged on more of their pixels are invalid too;
 5. ``times`` rows ``[years since the reference date, day of year, hour]`` with the reference date
    being the aerial date (``PreprocessConfig.reference_modality``) or the sample's earliest date.
 
@@ -45,12 +46,12 @@ RngLike = np.random.Generator | int | None
 # --------------------------------------------------------------------------------------------
 
 
-def select_bands(raw: np.ndarray, band_indices: Sequence[int]) -> np.ndarray:
-    """(T, C_disk, H, W) raster -> new float32 (T, C, H, W) in the given band order.
+def select_bands(raw: np.ndarray, band_indices: Sequence[int], dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """(T, C_disk, H, W) raster -> new (T, C, H, W) array of ``dtype`` in the given band order.
 
     One allocation and one casting pass per band: the 512 px rasters are never copied twice.
     """
-    out = np.empty((raw.shape[0], len(band_indices), *raw.shape[2:]), dtype=np.float32)
+    out = np.empty((raw.shape[0], len(band_indices), *raw.shape[2:]), dtype=dtype)
     for position, index in enumerate(band_indices):
         out[:, position] = raw[:, index]
     return out
@@ -196,7 +197,8 @@ def preprocess_input(
     rng: np.random.Generator | None,
     reference: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One input modality -> (values float32 (T, C, H, W), times float32 (T, 3), valid bool (T,))."""
+    """One input modality -> (values (T, C, H, W), times float32 (T, 3), valid bool (T,)); values are
+    float32 in network scale, or in their on-disk integer dtype with ``config.scale_on_device``."""
     entry = spec.entry
     meta = sample.get(META) or {}
     patch_id = meta.get("patch_id") if isinstance(meta, Mapping) else None
@@ -217,16 +219,29 @@ def preprocess_input(
         order = np.argsort(dates, kind="stable")
         raw, dates = raw[order], dates[order]
         flagged = None if flagged is None else flagged[order]
-    values = scale_inplace(select_bands(raw, spec.band_indices), entry, spec.bands)
+    unscaled = config.scale_on_device and entry.scales_on_device
+    if unscaled:  # on-disk dtype; scale_batch scales it after the transfer
+        values = select_bands(raw, spec.band_indices, dtype=raw.dtype)
+    else:
+        values = scale_inplace(select_bands(raw, spec.band_indices), entry, spec.bands)
     if spec.num_dates is not None and values.shape[0] > spec.num_dates:
-        keep = select_dates(values, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset)
+        # A uniform division leaves every date's distance to the bin median in the same order.
+        candidates = values.astype(np.float32) if unscaled and rng is None else values
+        keep = select_dates(candidates, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset)
         values, dates = values[keep], dates[keep]
+        flagged = None if flagged is None else flagged[keep]
 
     keep = None
-    if config.nan_policy == "fill":
+    if unscaled:
+        pass  # integers cannot be NaN or infinite
+    elif config.nan_policy == "fill":
         keep = fill_non_finite(values, config.nan_invalid_fraction)
     else:
         check_finite(values, entry.key, patch_id, path)
+    if config.cloudy_date_fraction is not None and flagged is not None and len(flagged):
+        cloudy = flagged.reshape(len(flagged), -1).mean(axis=1) > config.cloudy_date_fraction
+        values[cloudy] = 0.0
+        keep = ~cloudy if keep is None else keep & ~cloudy
     values, dates, valid = pad_series(values, dates, spec.num_dates)
     if keep is not None:
         valid[: len(keep)] &= keep
