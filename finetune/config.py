@@ -122,7 +122,7 @@ class FinetuneConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        if self.model.encoder is not None:
+        if self.model.encoder is not None or self.model.modalities is not None:
             unknown = sorted(set(self.eval.missing_modalities) - set(self.inputs))
             if unknown:
                 raise ConfigError(
@@ -131,7 +131,10 @@ class FinetuneConfig:
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """The modalities the fine-tuned model takes (needs a resolved ``model.encoder``)."""
+        """The modalities the fine-tuned model takes: ``model.modalities``, else those of the
+        encoder (which then needs to be resolved)."""
+        if self.model.modalities is not None:
+            return self.model.modalities
         if self.model.encoder is None:
             raise ConfigError("the encoder is not resolved yet (model.encoder is taken from model.init)")
         return self.model.encoder.modalities

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -35,3 +36,139 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------- fine-tuning
+# A tiny encoder for stage tests: 4 x 4 aerial/DEM tokens (patch 128 of 512 px), S2 tokens of one
+# 10 m pixel (10 x 10, where the crop phenology is), 2 x 2 S1 tokens, width 64, two blocks.
+FINETUNE_ENCODER = {
+    "modalities": ["aerial", "dem", "s2", "s1_asc", "s1_des"],
+    "overrides": {
+        "aerial": {"patch_size": 128},
+        "dem": {"patch_size": 128},
+        "s2": {"num_dates": 4, "patch_size": 1},
+        "s1_asc": {"num_dates": 2, "patch_size": 5},
+        "s1_des": {"num_dates": 2, "patch_size": 5},
+    },
+    "size": "tiny", "width": 64, "depth": 2, "inter_depth": 1, "grid_size": 20,
+}
+
+
+def dotted(raw: dict) -> list[str]:
+    """One ``section={...}`` override per section, as a user would type it."""
+    import yaml
+
+    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}" for key, value in raw.items()]
+
+
+class FinetunedRun(NamedTuple):
+    out: Path
+    config: Any
+    """The FinetuneConfig the run was started with (``finetune.cli.run`` resolves it)."""
+    scores: Any
+    """The test scores ``run`` returned."""
+
+
+@pytest.fixture(scope="session")
+def finetune_raw(toy_shards: Path):
+    """Factory: the plain sections of a tiny fine-tuning run on the toy shards (the val split
+    doubles as the test split), CPU, no loader workers, 2 epochs x 4 batches of 2."""
+    import copy
+
+    def make(out: Path) -> dict:
+        return copy.deepcopy({
+            "data": {"train": str(toy_shards), "val": str(toy_shards), "test": str(toy_shards), "test_split": "val",
+                     "batch_size": 2, "num_workers": 0, "shuffle_buffer": 4, "batches_per_epoch": 4},
+            "model": {"init": "random", "encoder": FINETUNE_ENCODER, "decoder_channels": 32, "date_pooling": "mean"},
+            "optim": {"base_lr": 4e-3, "warmup_fraction": 0.1},
+            "trainer": {"output_dir": str(out), "max_epochs": 2, "accelerator": "cpu", "devices": 1,
+                        "ema_decay": 0.9, "log_every_n_steps": 1, "checkpoint_every_n_steps": 2},
+            "eval": {"num_figures": 2},
+        })
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def finetune_config(finetune_raw):
+    """Factory: ``finetune_config(out, *overrides)`` -> FinetuneConfig through ``load_config``
+    (the tiny sections of ``finetune_raw``, then the dotted overrides)."""
+    from finetune.config import FinetuneConfig
+    from maestro.config import load_config
+
+    def make(out: Path, *overrides: str):
+        return load_config(FinetuneConfig, None, dotted(finetune_raw(out)) + list(overrides))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain_run(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-step ``pretrain`` run of the fine-tuning test encoder (EMA 0.9, checkpoints every 2
+    steps and at each epoch end): an ``--init`` for fine-tuning and a source for the hub tests."""
+    from maestro.config import load_config
+    from pretrain.cli import run
+    from pretrain.config import PretrainConfig
+
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    raw = {
+        "data": {"train": str(toy_shards), "batch_size": 4, "num_workers": 0, "batches_per_epoch": 3,
+                 "shuffle_buffer": 8},
+        "model": {"encoder": FINETUNE_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
+        "optim": {"base_lr": 1e-3},
+        "trainer": {"output_dir": str(out), "max_epochs": 2, "checkpoint_every_n_steps": 2, "log_every_n_steps": 1,
+                    "reconstruction_every_n_steps": 0, "ema_decay": 0.9, "accelerator": "cpu", "devices": 1},
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(load_config(PretrainConfig, None, dotted(raw)))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="session")
+def finetuned_run(finetune_config, tiny_pretrain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> FinetunedRun:
+    """LC level 1 fine-tuned from ``tiny_pretrain_run`` on all five inputs (8 steps, best checkpoint
+    by val mIoU, tested with prediction GeoTIFFs). Read-only: copy it before writing into it."""
+    from finetune.cli import run
+
+    out = tmp_path_factory.mktemp("finetuned") / "run"
+    config = finetune_config(out, f"model.init={tiny_pretrain_run}", "model.encoder=null", "eval.save_predictions=true")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scores = run(config)
+    finally:
+        torch.set_num_threads(threads)
+    return FinetunedRun(out, config, scores)
+
+
+@pytest.fixture(scope="session")
+def label_histogram(toy_root: Path):
+    """Factory: ``label_histogram(split, task, level)`` -> pixels per class (ignored values left
+    out) of a toy split, read straight from the label GeoTIFFs, independently of the loaders."""
+    import numpy as np
+    import rasterio
+
+    from maestro.data.layout import SPLIT_NAME, PatchId, raster_relpath, split_csv_path
+    from maestro.modalities import MODALITIES
+    from maestro.tasks import get_task
+
+    def make(split: str, task: str, level: int):
+        import csv
+
+        target = get_task(task).target(level)
+        counts = np.zeros(target.num_classes, dtype=np.int64)
+        with split_csv_path(toy_root, SPLIT_NAME, split).open() as handle:
+            patches = [row["patch_id"] for row in csv.DictReader(handle)]
+        assert patches
+        for patch in patches:
+            path = toy_root / raster_relpath(MODALITIES[target.label_modality], PatchId.parse(patch))
+            with rasterio.open(path) as src:
+                values = target.lookup[src.read(target.band + 1)]
+            counts += np.bincount(values[values != 255], minlength=target.num_classes)[: target.num_classes]
+        return counts
+
+    return make

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 
 from maestro.errors import ConfigError
+from maestro.hub.folder import PICKLE_SUFFIXES
 from maestro.models.config import EncoderConfig, MAEConfig
 from maestro.models.legacy import upgrade_pretrain_checkpoint
 from maestro.training.trainer import latest_checkpoint
@@ -126,6 +127,8 @@ def load_encoder_weights(source: str | Path, weights: Weights = "ema") -> Encode
         if newest is not None:
             log.info("using the newest checkpoint of run %s: %s", path, newest.name)
             return from_checkpoint(newest, weights)
+        if any(p.suffix in PICKLE_SUFFIXES and p.suffix != ".ckpt" for p in path.iterdir()):
+            return from_folder(path)  # pickled weights only: refused with the reason (never unpickled)
         raise FileNotFoundError(
             f"{path} is neither a run directory with checkpoints/ nor a model folder with config.json"
         )
