@@ -4,6 +4,7 @@
     finetune --task lc --init runs/pretrain --config configs/finetune/flairhub.yaml
     finetune --task lc --probe                           # linear probe: the encoder stays frozen
     finetune --task lc --eval-only --save-predictions    # test a trained run again
+    finetune --model swin-utae --task lpis --level 1 --modalities spot,s2,s1_asc,s1_des  # supervised baseline
 
 Fits on the training shards, keeps the checkpoint with the best validation mIoU (EMA weights),
 and tests it: metrics.json, per_class.md, confusion.png and samples.png in ``{run}/test/``.
@@ -22,13 +23,15 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from finetune.config import FinetuneConfig, FinetuneTrainerConfig
+from finetune.baseline import imagenet_state, is_baseline, preprocess_options
+from finetune.config import ARCHITECTURES, FinetuneConfig, FinetuneTrainerConfig
 from finetune.module import FinetuneTask
 from finetune.outputs import TestOutputs
 from maestro.errors import ConfigError
 from maestro.evaluation import SegmentationScores
 from maestro.hub.sources import load_encoder_weights, restrict
-from maestro.modalities import with_companions
+from maestro.modalities import DEFAULT_INPUTS, with_companions
+from maestro.models.config import EncoderConfig
 from maestro.tasks import TASKS
 from maestro.training.cli import run_cli, stage_parser
 from maestro.training.data import ShardDataModule, preprocess_for
@@ -41,10 +44,12 @@ BEST = "best.ckpt"
 
 def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[FinetuneConfig, dict | None]:
     """Fill ``model.encoder`` from ``model.init`` (restricted to ``model.modalities``) and return the
-    pretrained encoder weights a fresh run starts from (None with ``init: random``)."""
+    pretrained encoder weights a fresh run starts from (None with ``init: random``). swin-utae reads
+    only inputs from ``model.encoder`` (default: the registry's for ``model.modalities``) and starts
+    from ImageNet Swins (``model.pretrained``)."""
     model = config.model
-    if model.init == "random":
-        encoder = model.encoder
+    if model.init == "random" or is_baseline(model):
+        encoder = model.encoder or EncoderConfig(modalities=model.modalities or DEFAULT_INPUTS)
         if model.modalities is not None:
             encoder = encoder.replace(
                 modalities=model.modalities,
@@ -63,8 +68,11 @@ def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[Finetune
         log.info("starting from %s", weights.note)
         encoder, state = weights.config, weights.state if load_weights else None
     resolved = dataclasses.replace(config, model=dataclasses.replace(model, encoder=encoder))
+    if is_baseline(model) and load_weights:
+        state = imagenet_state(resolved)
     if resolved.trainer.output_dir == FinetuneTrainerConfig.output_dir:  # default: one folder per task
         suffix = f"{config.task.name}-level{config.task.level}" + ("-probe" if model.probe else "")
+        suffix += "-swin-utae" if is_baseline(model) else ""
         trainer = dataclasses.replace(resolved.trainer, output_dir=FinetuneTrainerConfig.output_dir / suffix)
         resolved = dataclasses.replace(resolved, trainer=trainer)
     return resolved, state
@@ -97,7 +105,7 @@ def datamodule(config: FinetuneConfig, inputs: Sequence[str]) -> ShardDataModule
     target = config.task.target
     return ShardDataModule(
         config.data,
-        preprocess_for(specs),
+        preprocess_for(specs, **preprocess_options(config.model)),
         members=[*with_companions(list(specs)), target.label_modality],
         seed=config.trainer.seed,
         wrap=functools.partial(CheckedLabels, target=target),
@@ -161,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", help="PATH.ckpt, run dir, model folder, hf:org/name[@rev] or random")
     parser.add_argument("--head", help="uperfuse (default) or maestro")
     parser.add_argument("--probe", action="store_true", help="freeze the encoder (linear probe)")
+    parser.add_argument("--model", choices=ARCHITECTURES, help="maestro (default) or swin-utae (supervised baseline)")
+    parser.add_argument("--no-pretrained", action="store_true", help="swin-utae: random Swins, no ImageNet weights")
     parser.add_argument("--eval-only", action="store_true", help="test the best checkpoint of a trained run")
     parser.add_argument("--save-predictions", action="store_true", help="write prediction GeoTIFFs")
     return parser
@@ -168,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     overrides = []
-    for flag, key in (("task", "task.name"), ("level", "task.level"), ("init", "model.init"), ("head", "model.head")):
+    for flag, key in (("task", "task.name"), ("level", "task.level"), ("init", "model.init"), ("head", "model.head"),
+                      ("model", "model.architecture")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -176,6 +187,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"model.modalities=[{args.modalities}]")
     if args.probe:
         overrides.append("model.probe=true")
+    if args.no_pretrained:
+        overrides.append("model.pretrained=false")
     if args.save_predictions:
         overrides.append("eval.save_predictions=true")
     return overrides

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from maestro.errors import ConfigError
+from maestro.models.baseline.config import BaselineOptions
 from maestro.models.config import EncoderConfig
 from maestro.models.heads.pooling import DatePooling
 from maestro.models.heads.registry import HEADS
@@ -20,6 +21,7 @@ from maestro.training.optim import OptimConfig
 
 EXAMPLE_SHARDS = "example/shards"
 EXAMPLE_PRETRAIN_RUN = "example/runs/pretrain"
+ARCHITECTURES = ("maestro", "swin-utae")
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,23 @@ class ModelConfig:
     """Training only: probability that a sample loses all dates of a modality."""
     probe: bool = False
     """Linear probe: the encoder is frozen (no gradients, eval mode) and only the head trains."""
+    architecture: Literal["maestro", "swin-utae"] = "maestro"
+    """``swin-utae``: the supervised baseline (:mod:`maestro.models.baseline`) on the same data,
+    metrics and outputs; it reads ``modalities`` / ``encoder`` (inputs only), ``pretrained``,
+    ``baseline``, ``aux_heads``, ``aux_weight`` and ``modality_dropout``, not the MAESTRO fields."""
+    pretrained: bool = True
+    """swin-utae: start the Swins from ImageNet weights (timm; an error when they cannot be fetched)."""
+    baseline: BaselineOptions = field(default_factory=BaselineOptions)
+    """swin-utae: Swin, U-TAE and decoder settings, and the Sentinel-2 cloudy-date filter."""
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ConfigError(f"head: unknown head {self.head!r}; heads are {sorted(HEADS)}")
-        if self.init == "random" and self.encoder is None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"architecture: {self.architecture!r} is not one of {list(ARCHITECTURES)}")
+        if self.architecture == "swin-utae" and self.probe:
+            raise ConfigError("probe: a linear probe applies to a pretrained MAESTRO encoder, not to swin-utae")
+        if self.init == "random" and self.encoder is None and self.architecture == "maestro":
             raise ConfigError("init: random needs an encoder section (model.encoder) to build the encoder from")
         if self.modalities is not None:
             if not self.modalities:

@@ -14,7 +14,9 @@ Decoder input convention. smp decoders take an encoder's feature list at strides
 UPerNet reads only ``[2:]``. :class:`SimplePyramid` is that encoder side: its four levels sit at
 1/4 ... 1/32 of a virtual image 16 reference cells wide (512 px at the defaults, i.e. the label
 raster), and the two strides a ViT has no map for are 0-channel placeholders, as smp's own ViT-like
-encoders (``mit_b*``) do: ``out_channels = (0, 0, D, D, D, D)``.
+encoders (``mit_b*``) do: ``out_channels = (0, 0, D, D, D, D)``. :func:`upernet` and
+:func:`upernet_features` hold that convention for any four-level pyramid (the Swin-UTAE baseline
+decodes its Swin stages with them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,25 @@ from maestro.models.encoder import EncoderOutput
 from maestro.models.heads.pooling import DatePool, DatePooling, resample
 
 PYRAMID_LEVELS = 4
+
+
+def upernet(channels: Sequence[int], decoder_channels: int = 256) -> UPerNetDecoder:
+    """smp's UPerNet decoder for four maps at strides 1/4 ... 1/32 with ``channels`` (shallow first)."""
+    if len(channels) != PYRAMID_LEVELS:
+        raise ValueError(f"UPerNet reads {PYRAMID_LEVELS} pyramid levels, got channels {list(channels)}")
+    encoder_channels = (0, 0, *channels)
+    return UPerNetDecoder(
+        encoder_channels=encoder_channels, encoder_depth=len(encoder_channels) - 1, decoder_channels=decoder_channels
+    )
+
+
+def upernet_features(levels: Sequence[Tensor]) -> list[Tensor]:
+    """Four maps at strides 1/4 ... 1/32 -> smp's feature list, with 0-channel placeholders at 1 and 1/2."""
+    if len(levels) != PYRAMID_LEVELS:
+        raise ValueError(f"the pyramid takes {PYRAMID_LEVELS} maps, got {len(levels)}")
+    batch, _, height, width = levels[0].shape  # stride 1/4
+    placeholders = [levels[0].new_empty(batch, 0, height * 4 // s, width * 4 // s) for s in (1, 2)]
+    return placeholders + list(levels)
 
 
 class ModalityFusion(nn.Module):
@@ -73,9 +94,7 @@ class SimplePyramid(nn.Module):
         levels = [
             layer(x) for layer, x in zip((self.up4, self.up2, self.same, self.down2), maps, strict=True)
         ]
-        batch, _, height, width = levels[0].shape  # stride 1/4
-        placeholders = [levels[0].new_empty(batch, 0, height * 4 // s, width * 4 // s) for s in (1, 2)]
-        return placeholders + levels
+        return upernet_features(levels)
 
 
 class UPerFuseDecoder(nn.Module):
@@ -98,11 +117,7 @@ class UPerFuseDecoder(nn.Module):
             ModalityFusion(modalities, width, grid, pooling) for _ in range(PYRAMID_LEVELS)
         )
         self.pyramid = SimplePyramid(width)
-        self.upernet = UPerNetDecoder(
-            encoder_channels=self.pyramid.out_channels,
-            encoder_depth=len(self.pyramid.out_channels) - 1,
-            decoder_channels=decoder_channels,
-        )
+        self.upernet = upernet(self.pyramid.out_channels[2:], decoder_channels)
         self.out_channels = decoder_channels
 
     def forward(self, output: EncoderOutput) -> Tensor:
