@@ -29,7 +29,7 @@ from reference_fixture import (
 from maestro.errors import ConfigError
 from maestro.hub.folder import read_model_folder
 from maestro.hub.reference import convert_checkpoint, import_reference
-from maestro.hub.reference_keys import plan_conversion
+from maestro.hub.reference_keys import ConversionOptions, plan_conversion
 from maestro.hub.reference_unpickle import read_reference_checkpoint
 from maestro.hub.sources import load_encoder_weights
 from maestro.models.encoder import MaestroEncoder
@@ -58,7 +58,7 @@ def batch():
 
 
 def encoder_of(checkpoint, weights: str, **config_changes) -> MaestroEncoder:
-    conversion = convert_checkpoint(checkpoint, weights=weights, model_type="maestro-encoder", overrides=OVERRIDES)
+    conversion = convert_checkpoint(checkpoint, ConversionOptions(weights=weights, model_type="maestro-encoder", overrides=OVERRIDES))
     config = conversion.config.replace(**config_changes) if config_changes else conversion.config
     encoder = MaestroEncoder(config, initialise=False).eval()
     encoder.load_state_dict(conversion.state, strict=True)
@@ -99,7 +99,7 @@ def test_converted_encoder_reproduces_every_stored_output(checkpoint, outputs, b
 
 
 def test_ema_weights_are_the_default_and_reproduce_the_ema_outputs(checkpoint, outputs, batch, tmp_path):
-    folder = import_reference(CHECKPOINT, tmp_path / "mae", overrides=OVERRIDES, decoder_heads=DECODER_HEADS)
+    folder = import_reference(CHECKPOINT, tmp_path / "mae", ConversionOptions(overrides=OVERRIDES, decoder_heads=DECODER_HEADS))
     loaded = load_encoder_weights(folder)  # what `finetune --init FOLDER` reads
     encoder = MaestroEncoder(loaded.config, initialise=False).eval()
     encoder.load_state_dict(loaded.state, strict=True)
@@ -136,7 +136,7 @@ def test_reconstruction_targets_match_the_loss_normalisation(checkpoint, outputs
 
 def test_maestro_head_reproduces_the_reference_head(checkpoint, outputs, batch, tmp_path):
     folder = import_reference(
-        CHECKPOINT, tmp_path / "seg", weights="model", model_type="maestro-segmenter", overrides=OVERRIDES
+        CHECKPOINT, tmp_path / "seg", ConversionOptions(weights="model", model_type="maestro-segmenter", overrides=OVERRIDES)
     )
     stored = read_model_folder(folder)
     assert stored.model_type == "maestro-segmenter"
@@ -162,7 +162,8 @@ def test_maestro_head_reproduces_the_reference_head(checkpoint, outputs, batch, 
 @pytest.mark.parametrize("weights", ["ema", "model"])
 def test_every_source_tensor_is_used_or_reported(checkpoint, model_type, weights):
     conversion = convert_checkpoint(
-        checkpoint, weights=weights, model_type=model_type, overrides=OVERRIDES, decoder_heads=DECODER_HEADS
+        checkpoint,
+        ConversionOptions(weights=weights, model_type=model_type, overrides=OVERRIDES, decoder_heads=DECODER_HEADS),
     )
     report = conversion.report
     assert set(report.used) | set(report.skipped) == set(checkpoint.state)
@@ -177,7 +178,7 @@ def test_a_shape_mismatch_names_the_source_key(checkpoint):
     key = "ema_model.encoder.s2.layers.1.1.net.1.weight"
     state[key] = state[key][:40]
     with pytest.raises(ConfigError, match=r"ema_model\.encoder\.s2\.layers\.1\.1\.net\.1\.weight"):
-        plan_conversion(state, checkpoint.hyper_parameters, model_type="maestro-encoder", overrides=OVERRIDES)
+        plan_conversion(state, checkpoint.hyper_parameters, ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES))
 
 
 def test_modalities_outside_the_registry_are_named_and_the_rest_converted(checkpoint, caplog):
@@ -192,7 +193,7 @@ def test_modalities_outside_the_registry_are_named_and_the_rest_converted(checkp
     state[weight.replace("aerial", "spot")] = state[weight][:, :3]
     with caplog.at_level("WARNING"):
         conversion = plan_conversion(
-            state, checkpoint.hyper_parameters, overrides=OVERRIDES, decoder_heads=DECODER_HEADS
+            state, checkpoint.hyper_parameters, ConversionOptions(overrides=OVERRIDES, decoder_heads=DECODER_HEADS)
         )
     report = conversion.report
     assert set(report.unsupported_modalities) == {"landsat", "spot"}
@@ -222,7 +223,7 @@ BASE_HYPER = {"model_size": "medium", "inter_depth": 3, "fusion_mode": "group", 
 def test_the_published_base_layout_builds_the_medium_model(model_type):
     state = _base_layout()
     assert len(state) == 1260
-    conversion = plan_conversion(state, BASE_HYPER, model_type=model_type)  # checks every shape
+    conversion = plan_conversion(state, BASE_HYPER, ConversionOptions(model_type=model_type))  # checks every shape
     report = conversion.report
     assert set(report.used) | set(report.skipped) == set(state)
     left_over = {reason for key, reason in report.skipped.items() if key.startswith("ema_model.")}

@@ -14,7 +14,7 @@ import maestro.hub.reference as reference
 from maestro.errors import ConfigError
 from maestro.hub.folder import read_model_folder
 from maestro.hub.reference import SourceInfo, add_import_reference_parser, import_reference
-from maestro.hub.reference_keys import _pixel_rows
+from maestro.hub.reference_keys import ConversionOptions, _pixel_rows
 from maestro.hub.reference_unpickle import read_reference_checkpoint as read_checkpoint
 from maestro.hub.sources import load_encoder_weights
 from maestro.models.config import EncoderConfig, MAEConfig
@@ -89,7 +89,7 @@ def test_a_hub_source_names_repo_revision_and_licence(tmp_path, monkeypatch):
     require_fixture()
     calls: list[str] = []
     fake_hub(monkeypatch, calls)
-    folder = import_reference(f"hf:{REPO}@v1", tmp_path / "out", model_type="maestro-encoder", overrides=OVERRIDES)
+    folder = import_reference(f"hf:{REPO}@v1", tmp_path / "out", ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES))
     assert calls == [f"{REPO}@v1"]
     card = (folder / "README.md").read_text()
     assert REPO in card and COMMIT in card and "maestro_base.ckpt" in card
@@ -121,7 +121,7 @@ def test_finetune_init_converts_a_reference_hub_repo_once(tmp_path, monkeypatch)
     second = load_encoder_weights(f"hf:{REPO}")
     assert second.state.keys() == first.state.keys()
     assert all(torch.equal(second.state[k], first.state[k]) for k in first.state)
-    direct = reference.convert_checkpoint(read_checkpoint(CHECKPOINT), model_type="maestro-encoder")
+    direct = reference.convert_checkpoint(read_checkpoint(CHECKPOINT), ConversionOptions(model_type="maestro-encoder"))
     assert all(torch.equal(direct.state[k], first.state[k]) for k in direct.state)
 
 

@@ -33,13 +33,18 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from maestro.errors import ConfigError
 from maestro.hub.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, write_model_folder
-from maestro.hub.reference_keys import Conversion, ModelType, Weights, plan_conversion
+from maestro.hub.reference_keys import (
+    DEFAULT_OPTIONS,
+    Conversion,
+    ConversionOptions,
+    Weights,
+    plan_conversion,
+)
 from maestro.hub.reference_unpickle import ReferenceCheckpoint, read_reference_checkpoint
 
 log = logging.getLogger(__name__)
@@ -78,31 +83,9 @@ class SourceInfo:
 # --------------------------------------------------------------------------------------------
 
 
-def convert_checkpoint(
-    checkpoint: ReferenceCheckpoint,
-    *,
-    weights: Weights = "ema",
-    model_type: ModelType = "maestro-mae",
-    overrides: Mapping[str, Any] | None = None,
-    grid_size: int | None = None,
-    num_heads: int | None = None,
-    decoder_heads: int | None = None,
-    target: str | None = None,
-    num_classes: int | None = None,
-) -> Conversion:
+def convert_checkpoint(checkpoint: ReferenceCheckpoint, options: ConversionOptions = DEFAULT_OPTIONS) -> Conversion:
     """Suite config and weights of a read reference checkpoint (see :func:`import_reference`)."""
-    conversion = plan_conversion(
-        checkpoint.state,
-        checkpoint.hyper_parameters,
-        weights=weights,
-        model_type=model_type,
-        overrides=overrides,
-        grid_size=grid_size,
-        num_heads=num_heads,
-        decoder_heads=decoder_heads,
-        target=target,
-        num_classes=num_classes,
-    )
+    conversion = plan_conversion(checkpoint.state, checkpoint.hyper_parameters, options)
     if checkpoint.neutralised:
         conversion.report.notes.append(
             f"the pickle named globals outside the reference code, replaced by inert stand-ins: "
@@ -114,44 +97,26 @@ def convert_checkpoint(
 def import_reference(
     source: str | Path,
     out_folder: str | Path,
-    weights: Weights = "ema",
+    options: ConversionOptions = DEFAULT_OPTIONS,
     *,
-    model_type: ModelType = "maestro-mae",
-    overrides: Mapping[str, Any] | None = None,
-    grid_size: int | None = None,
-    num_heads: int | None = None,
-    decoder_heads: int | None = None,
-    target: str | None = None,
-    num_classes: int | None = None,
     licence: str | None = None,
 ) -> Path:
     """Convert a reference MAESTRO checkpoint into a suite model folder; returns the folder.
 
-    ``source`` is a ``.ckpt`` path or ``hf:org/name[@revision]``. ``weights``: ``ema`` (default,
-    the averaged weights the reference evaluates with) or ``model`` (the trained ones).
-    ``model_type``: ``maestro-mae`` (encoder + pretraining decoder, the default),
+    ``source`` is a ``.ckpt`` path or ``hf:org/name[@revision]``. ``options`` (:class:`ConversionOptions`):
+    EMA (default, the averaged weights the reference evaluates with) or trained weights; what the
+    folder holds: ``maestro-mae`` (encoder + pretraining decoder, the default),
     ``maestro-encoder``, or ``maestro-segmenter`` (encoder + the checkpoint's MAESTRO head
-    ``target``; ``num_classes`` when the converter does not know the target).
-    What the checkpoint does not store comes from the modality registry: ``overrides``
-    (``{modality: ModalityOverride or mapping}``: image_size, num_dates, bands) changes it;
-    ``grid_size`` is the position grid (160, the reference's FLAIR-HUB value). ``num_heads`` /
-    ``decoder_heads`` replace the head counts assumed from the reference's size factories.
-    ``licence`` overrides the licence written on the card (by default the source card's).
+    ``target``; ``num_classes`` when the converter does not know the target); and what the
+    checkpoint does not store (image sizes and dates: the modality registry's unless overridden;
+    the position grid, 160 as in the reference's FLAIR-HUB config; head counts, from the
+    reference's size table). ``licence`` replaces the licence written on the card (by default
+    the source card's).
     """
     info = resolve_source(source)
     checkpoint = read_reference_checkpoint(info.path)
-    conversion = convert_checkpoint(
-        checkpoint,
-        weights=weights,
-        model_type=model_type,
-        overrides=overrides,
-        grid_size=grid_size,
-        num_heads=num_heads,
-        decoder_heads=decoder_heads,
-        target=target,
-        num_classes=num_classes,
-    )
-    return write_conversion(conversion, checkpoint, info, out_folder, weights, licence)
+    conversion = convert_checkpoint(checkpoint, options)
+    return write_conversion(conversion, checkpoint, info, out_folder, options.weights, licence)
 
 
 def write_conversion(
@@ -421,7 +386,7 @@ def converted_hub_checkpoint(spec: str, weights: Weights = "ema", reason: Except
         return folder
     log.info("converting the reference checkpoint %s (%s weights) into %s", info.shown, weights, folder)
     checkpoint = read_reference_checkpoint(info.path)
-    conversion = convert_checkpoint(checkpoint, weights=weights, model_type="maestro-encoder")
+    conversion = convert_checkpoint(checkpoint, ConversionOptions(weights=weights, model_type="maestro-encoder"))
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
     try:
@@ -497,19 +462,12 @@ def run_import_reference(args: argparse.Namespace) -> int:
                                    ("--num-dates", "num_dates", args.num_dates)):
             for mod, number in _assignments(values, flag).items():
                 overrides.setdefault(mod, {})[name] = number
-        folder = import_reference(
-            args.source,
-            out,
-            args.weights,
-            model_type=args.model_type,
-            overrides=overrides,
-            grid_size=args.grid_size,
-            num_heads=args.num_heads,
-            decoder_heads=args.decoder_heads,
-            target=args.target,
+        options = ConversionOptions(
+            weights=args.weights, model_type=args.model_type, overrides=overrides, grid_size=args.grid_size,
+            num_heads=args.num_heads, decoder_heads=args.decoder_heads, target=args.target,
             num_classes=args.num_classes,
-            licence=args.licence,
         )
+        folder = import_reference(args.source, out, options, licence=args.licence)
     except (ConfigError, FileExistsError, FileNotFoundError) as error:
         log.error("%s", error)
         return 2

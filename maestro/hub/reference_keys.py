@@ -370,25 +370,45 @@ def _encoder_heads(hyper: Mapping[str, Any], width: int, inner: int, given: int 
     return heads
 
 
+@dataclass(frozen=True)
+class ConversionOptions:
+    """What the user decides about a conversion; everything else is read from the checkpoint."""
+
+    weights: Weights = "ema"
+    """The EMA copy (default) or the trained weights."""
+    model_type: ModelType = "maestro-mae"
+    """What the folder holds: the encoder, the whole MAE, or a segmenter with the reference head."""
+    overrides: Mapping[str, Any] | None = None
+    """Per-modality image sizes / dates the checkpoint does not store (registry defaults else)."""
+    grid_size: int | None = None
+    """Position grid (the reference's 160 for FLAIR-HUB by default)."""
+    num_heads: int | None = None
+    """Encoder heads (no tensor shape holds them; the reference's size table by default)."""
+    decoder_heads: int | None = None
+    """Decoder heads (default: decoder width / 32)."""
+    target: str | None = None
+    """Segmentation head of the reference to convert (``maestro-segmenter``)."""
+    num_classes: int | None = None
+
+
+DEFAULT_OPTIONS = ConversionOptions()
+
+
 def plan_conversion(
     state: Mapping[str, Tensor],
     hyper_parameters: Mapping[str, Any] | None = None,
-    *,
-    weights: Weights = "ema",
-    model_type: ModelType = "maestro-mae",
-    overrides: Mapping[str, Any] | None = None,
-    grid_size: int | None = None,
-    num_heads: int | None = None,
-    decoder_heads: int | None = None,
-    target: str | None = None,
-    num_classes: int | None = None,
+    options: ConversionOptions = DEFAULT_OPTIONS,
 ) -> Conversion:
     """Configs and converted weights of one reference state dict (module docstring).
 
     ``state`` holds the checkpoint's ``state_dict`` (``model.*`` and/or ``ema_model.*``, or bare
-    keys); ``weights`` picks the EMA copy (default) or the trained one. Tensors may live on the
-    meta device (shapes only). Every source key ends up in ``report.used`` or ``report.skipped``.
+    keys); ``options.weights`` picks the EMA copy (default) or the trained one. Tensors may live
+    on the meta device (shapes only). Every source key ends up in ``report.used`` or
+    ``report.skipped``.
     """
+    weights, model_type, overrides = options.weights, options.model_type, options.overrides
+    grid_size, num_heads, decoder_heads = options.grid_size, options.num_heads, options.decoder_heads
+    target, num_classes = options.target, options.num_classes
     hyper = dict(hyper_parameters or {})
     if model_type not in ("maestro-encoder", "maestro-mae", "maestro-segmenter"):
         raise ConfigError(f"model_type {model_type!r} is not maestro-encoder, maestro-mae or maestro-segmenter")
