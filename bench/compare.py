@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 
 from bench.pretrain_throughput import Timer, autocast, device_meta, free, is_oom, make_batch, make_optimizer
-from finetune.cli import run
 from finetune.config import EvalConfig, FinetuneConfig, FinetuneTrainerConfig, ModelConfig, TaskConfig
 from maestro.models.baseline import BaselineOptions, SwinConfig, SwinUTAE, UTAEConfig
 from maestro.models.baseline.paper import PAPER_CONFIGURATIONS, baseline_config, count_parameters
@@ -118,10 +117,13 @@ def model_section(name: str, args: argparse.Namespace) -> ModelConfig:
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
+    from finetune.cli import run  # reads GeoTIFF predictions through rasterio: only this mode needs it
+
     work = args.workdir or Path(tempfile.mkdtemp(prefix="maestro-compare-"))
     shards = toy_shards(work, args.patches, args.modalities, args.task)
     data = DataConfig(train=str(shards), val=str(shards), test=str(shards), batch_size=args.batch_size,
                       num_workers=args.workers)
+    runs = work / "runs" / time.strftime("%Y%m%d-%H%M%S")  # toy data is reused, runs never are
     rows = []
     for name in args.models:
         config = FinetuneConfig(
@@ -129,7 +131,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             task=TaskConfig(args.task, args.level),
             model=model_section(name, args),
             optim=OptimConfig(base_lr=args.lr, end_fraction=0.5),
-            trainer=FinetuneTrainerConfig(output_dir=work / "runs" / name, max_epochs=args.epochs,
+            trainer=FinetuneTrainerConfig(output_dir=runs / name, max_epochs=args.epochs,
                                           accelerator=args.accelerator, devices=1, ema_decay=args.ema,
                                           log_every_n_steps=1, seed=args.seed),
             eval=EvalConfig(num_figures=2),
