@@ -47,10 +47,21 @@ from maestro.training.optim import OptimConfig
 
 log = logging.getLogger("compare")
 TOY_OPTIONS = BaselineOptions(
-    swin=SwinConfig(name="swin_tiny_patch4_window7_224", embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
-                    window_size=4),
-    utae=UTAEConfig(encoder_widths=(16, 16, 32, 32), decoder_widths=(16, 16, 32, 32), out_widths=(16,),
-                    num_heads=4, d_model=64, d_k=4),
+    swin=SwinConfig(
+        name="swin_tiny_patch4_window7_224",
+        embed_dim=32,
+        depths=(1, 1, 2, 1),
+        num_heads=(1, 2, 4, 8),
+        window_size=4,
+    ),
+    utae=UTAEConfig(
+        encoder_widths=(16, 16, 32, 32),
+        decoder_widths=(16, 16, 32, 32),
+        out_widths=(16,),
+        num_heads=4,
+        d_model=64,
+        d_k=4,
+    ),
     decoder_channels=32,
 )
 
@@ -70,12 +81,15 @@ class StepSpeed(L.Callback):
         if module.device.type == "cuda":
             torch.cuda.synchronize(module.device)
 
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int
+    ) -> None:
         self._sync(module)
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
-                           index: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, index: int
+    ) -> None:
         self._sync(module)
         self._seen += 1
         if self._seen > self.skip:
@@ -96,8 +110,25 @@ def toy_shards(work: Path, patches: int, modalities: list[str], task: str) -> Pa
     if not root.exists() and shards(["toy", "--out", str(root), "--patches", str(patches)]) != 0:
         raise SystemExit("shards toy failed")
     if not (out / "manifest.json").exists():
-        code = shards(["build", "--root", str(root), "--split", "train", "val", "test", "--out", str(out),
-                       "--modalities", *modalities, task, "--max-count", "16", "--no-progress"])
+        code = shards(
+            [
+                "build",
+                "--root",
+                str(root),
+                "--split",
+                "train",
+                "val",
+                "test",
+                "--out",
+                str(out),
+                "--modalities",
+                *modalities,
+                task,
+                "--max-count",
+                "16",
+                "--no-progress",
+            ]
+        )
         if code != 0:
             raise SystemExit("shards build failed")
     return out
@@ -107,8 +138,9 @@ def model_section(name: str, args: argparse.Namespace) -> ModelConfig:
     modalities = tuple(args.modalities)
     if name == "swin-utae":
         options = TOY_OPTIONS if args.scale == "toy" else BaselineOptions()
-        return ModelConfig(architecture="swin-utae", modalities=modalities, pretrained=args.pretrained,
-                           baseline=options)
+        return ModelConfig(
+            architecture="swin-utae", modalities=modalities, pretrained=args.pretrained, baseline=options
+        )
     if args.maestro_init != "random":
         return ModelConfig(init=args.maestro_init, modalities=modalities)
     size = {"width": 64, "depth": 3, "inter_depth": 1} if args.scale == "toy" else {}
@@ -121,8 +153,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="maestro-compare-"))
     shards = toy_shards(work, args.patches, args.modalities, args.task)
-    data = DataConfig(train=str(shards), val=str(shards), test=str(shards), batch_size=args.batch_size,
-                      num_workers=args.workers)
+    data = DataConfig(
+        train=str(shards),
+        val=str(shards),
+        test=str(shards),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
     runs = work / "runs" / time.strftime("%Y%m%d-%H%M%S")  # toy data is reused, runs never are
     rows = []
     for name in args.models:
@@ -131,24 +168,41 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             task=TaskConfig(args.task, args.level),
             model=model_section(name, args),
             optim=OptimConfig(base_lr=args.lr, end_fraction=0.5),
-            trainer=FinetuneTrainerConfig(output_dir=runs / name, max_epochs=args.epochs,
-                                          accelerator=args.accelerator, devices=1, ema_decay=args.ema,
-                                          log_every_n_steps=1, seed=args.seed),
+            trainer=FinetuneTrainerConfig(
+                output_dir=runs / name,
+                max_epochs=args.epochs,
+                accelerator=args.accelerator,
+                devices=1,
+                ema_decay=args.ema,
+                log_every_n_steps=1,
+                seed=args.seed,
+            ),
             eval=EvalConfig(num_figures=2),
         )
         speed = StepSpeed()
         L.seed_everything(args.seed, workers=True)
         scores = run(config, callbacks=[speed])
-        rows.append({"model": name, "miou": scores.miou, "oa": scores.overall_accuracy,
-                     "params_m": speed.params / 1e6, "samples_per_s": speed.samples_per_s})
+        rows.append(
+            {
+                "model": name,
+                "miou": scores.miou,
+                "oa": scores.overall_accuracy,
+                "params_m": speed.params / 1e6,
+                "samples_per_s": speed.samples_per_s,
+            }
+        )
         log.info("%s", rows[-1])
-    print(f"\nToy {args.task} level {args.level}, inputs {','.join(args.modalities)}, {args.epochs} epochs, "
-          f"scale {args.scale}, {args.accelerator}\n")
+    print(
+        f"\nToy {args.task} level {args.level}, inputs {','.join(args.modalities)}, {args.epochs} epochs, "
+        f"scale {args.scale}, {args.accelerator}\n"
+    )
     print("| model | test mIoU | test OA | parameters (M) | training samples/s |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['model']} | {100 * row['miou']:.1f} | {100 * row['oa']:.1f} | {row['params_m']:.2f} | "
-              f"{row['samples_per_s']:.1f} |")
+        print(
+            f"| {row['model']} | {100 * row['miou']:.1f} | {100 * row['oa']:.1f} | {row['params_m']:.2f} | "
+            f"{row['samples_per_s']:.1f} |"
+        )
     return {"mode": "compare", "work": str(work), "rows": rows}
 
 
@@ -157,13 +211,22 @@ def parameters() -> dict[str, Any]:
     rows = []
     for key, row in PAPER_CONFIGURATIONS.items():
         count = count_parameters(baseline_config(key)) / 1e6
-        rows.append({"config": key, "inputs": list(row.modalities), "params_m": count, "paper_m": row.params_m,
-                     "difference": count / row.params_m - 1})
+        rows.append(
+            {
+                "config": key,
+                "inputs": list(row.modalities),
+                "params_m": count,
+                "paper_m": row.params_m,
+                "difference": count / row.params_m - 1,
+            }
+        )
     print("| configuration | inputs | ours (M) | paper (M) | difference |")
     print("|---|---|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['config']} | {', '.join(row['inputs'])} | {row['params_m']:.2f} | {row['paper_m']:.1f} | "
-              f"{100 * row['difference']:+.1f} % |")
+        print(
+            f"| {row['config']} | {', '.join(row['inputs'])} | {row['params_m']:.2f} | {row['paper_m']:.1f} | "
+            f"{100 * row['difference']:+.1f} % |"
+        )
     return {"mode": "params", "rows": rows}
 
 
@@ -172,11 +235,15 @@ def network(name: str, key: str, device: torch.device) -> tuple[torch.nn.Module,
     config = baseline_config(key, pretrained=False)
     if name == "swin-utae":
         return SwinUTAE(config).to(device), config.encoder, config.total_classes
-    segmenter = SegmenterConfig(encoder=config.encoder, num_classes=config.total_classes, label_size=config.label_size)
+    segmenter = SegmenterConfig(
+        encoder=config.encoder, num_classes=config.total_classes, label_size=config.label_size
+    )
     return MaestroSegmenter(segmenter).to(device), config.encoder, config.total_classes
 
 
-def measure(name: str, key: str, batch_size: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def measure(
+    name: str, key: str, batch_size: int, args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
     record: dict[str, Any] = {"model": name, "config": key, "batch": batch_size}
     try:
         model, encoder, classes = network(name, key, device)
@@ -219,30 +286,42 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    runs = [measure(name, key, size, args, device)
-            for key in args.configs for name in args.models for size in args.batch_sizes]
+    runs = [
+        measure(name, key, size, args, device)
+        for key in args.configs
+        for name in args.models
+        for size in args.batch_sizes
+    ]
     print("| configuration | model | batch | samples/s | step ms | peak GiB | params M |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in runs:
         if r.get("status") != "ok":
             print(f"| {r['config']} | {r['model']} | {r['batch']} | {r.get('status')} | | | |")
             continue
-        print(f"| {r['config']} | {r['model']} | {r['batch']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
-              f"{r.get('peak_mem_gib', 0):.1f} | {r['params_m']:.1f} |")
+        print(
+            f"| {r['config']} | {r['model']} | {r['batch']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
+            f"{r.get('peak_mem_gib', 0):.1f} | {r['params_m']:.1f} |"
+        )
     return {"mode": "throughput", "meta": device_meta(device), "runs": runs}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--params", action="store_true", help="parameter counts of the paper's configurations")
     mode.add_argument("--throughput", action="store_true", help="LC-A / LPIS-I training samples/s, synthetic")
-    parser.add_argument("--models", nargs="+", default=["maestro", "swin-utae"], choices=["maestro", "swin-utae"])
+    parser.add_argument(
+        "--models", nargs="+", default=["maestro", "swin-utae"], choices=["maestro", "swin-utae"]
+    )
     parser.add_argument("--task", default="lpis", choices=["lc", "lpis"])
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--modalities", nargs="+", default=["spot", "s2", "s1_asc", "s1_des"])
     parser.add_argument("--scale", choices=["toy", "full"], default="toy")
-    parser.add_argument("--maestro-init", default="random", help="MAESTRO weights: random or any finetune --init")
+    parser.add_argument(
+        "--maestro-init", default="random", help="MAESTRO weights: random or any finetune --init"
+    )
     parser.add_argument("--pretrained", action="store_true", help="ImageNet Swins (needs network or a cache)")
     parser.add_argument("--patches", type=int, default=64, help="toy patches (split into train/val/test)")
     parser.add_argument("--epochs", type=int, default=5)
@@ -253,12 +332,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="toy data and runs (default: a new temporary folder)")
-    parser.add_argument("--configs", nargs="+", default=["LC-A", "LPIS-I"], help="--throughput: configurations")
+    parser.add_argument(
+        "--configs", nargs="+", default=["LC-A", "LPIS-I"], help="--throughput: configurations"
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[4, 8, 16], help="--throughput")
     parser.add_argument("--warmup", type=int, default=3, help="--throughput")
     parser.add_argument("--steps", type=int, default=10, help="--throughput")
-    parser.add_argument("--json", type=Path, default=Path(os.environ["OUT"]) / "compare.json"
-                        if os.environ.get("OUT") else None)
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(os.environ["OUT"]) / "compare.json" if os.environ.get("OUT") else None,
+    )
     return parser.parse_args(argv)
 
 

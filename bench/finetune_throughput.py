@@ -63,8 +63,9 @@ class WithLoss(nn.Module):
 def build(head: str, smoke: bool, batch_size: int, device: torch.device) -> tuple[WithLoss, MAEConfig]:
     encoder = tiny_config().encoder if smoke else EncoderConfig(size="medium")
     label_size = 32 if smoke else 512
-    segmenter = MaestroSegmenter(SegmenterConfig(encoder=encoder, num_classes=NUM_CLASSES, head=head,
-                                                 label_size=label_size)).to(device)
+    segmenter = MaestroSegmenter(
+        SegmenterConfig(encoder=encoder, num_classes=NUM_CLASSES, head=head, label_size=label_size)
+    ).to(device)
     labels = torch.randint(0, NUM_CLASSES, (batch_size, label_size, label_size), device=device)
     return WithLoss(segmenter, labels), MAEConfig(encoder=encoder)
 
@@ -77,7 +78,9 @@ def step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, device
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure(head: str, mode: str, batch_size: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def measure(
+    head: str, mode: str, batch_size: int, args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
     record: dict[str, Any] = {"head": head, "mode": mode, "batch": batch_size}
     try:
         model, config = build(head, args.smoke, batch_size, device)
@@ -104,7 +107,9 @@ def measure(head: str, mode: str, batch_size: int, args: argparse.Namespace, dev
         times = sorted(timer.seconds())
         median = times[len(times) // 2]
         samples = batch_size / median
-        record.update(status="ok", step_ms=median * 1e3, samples_per_s=samples, mfu=flops * samples / PEAK_FLOPS)
+        record.update(
+            status="ok", step_ms=median * 1e3, samples_per_s=samples, mfu=flops * samples / PEAK_FLOPS
+        )
         if device.type == "cuda":
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     except Exception as error:  # noqa: BLE001 - an OOM is a result; anything else is reported and logged
@@ -117,15 +122,20 @@ def measure(head: str, mode: str, batch_size: int, args: argparse.Namespace, dev
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny encoder, 32 px labels, 2 steps (CPU ok)")
     parser.add_argument("--heads", nargs="+", default=["uperfuse", "maestro"])
     parser.add_argument("--modes", nargs="+", default=["eager", "compile"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 32, 64])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--json", type=Path, default=Path(os.environ["OUT"]) / "finetune_throughput.json"
-                        if os.environ.get("OUT") else None)
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(os.environ["OUT"]) / "finetune_throughput.json" if os.environ.get("OUT") else None,
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.smoke:
@@ -150,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         if r.get("status") != "ok":
             print(f"| {r['head']} | {r['mode']} | {r['batch']} | {r.get('status')} | | | | | |")
             continue
-        print(f"| {r['head']} | {r['mode']} | {r['batch']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
-              f"{r['gflop_per_sample']:.1f} | {100 * r['mfu']:.1f}% | {r.get('peak_mem_gib', 0):.1f} | "
-              f"{r['params_m']:.1f} |")
+        print(
+            f"| {r['head']} | {r['mode']} | {r['batch']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
+            f"{r['gflop_per_sample']:.1f} | {100 * r['mfu']:.1f}% | {r.get('peak_mem_gib', 0):.1f} | "
+            f"{r['params_m']:.1f} |"
+        )
     return 0
 
 

@@ -76,8 +76,13 @@ def per_file_epoch(reader: FlairHubReader, mode: str, batch_size: int) -> Callab
             return preprocess(reader[index], rng)
 
     def run() -> int:
-        loader = torch.utils.data.DataLoader(Mapped(), batch_size=batch_size, shuffle=mode == "train",
-                                             num_workers=0, collate_fn=collate_model_samples)
+        loader = torch.utils.data.DataLoader(
+            Mapped(),
+            batch_size=batch_size,
+            shuffle=mode == "train",
+            num_workers=0,
+            collate_fn=collate_model_samples,
+        )
         return sum(len(batch["meta"]) for batch in loader)
 
     return run
@@ -88,9 +93,18 @@ def shard_epoch(out: Path, mode: str, batch_size: int, num_samples: int) -> Call
     # epoch start (16 samples decoded ahead) weighs what it does in a real epoch of thousands of
     # batches, not 40% of a 5-batch toy epoch.
     options = {"batches_per_epoch": max(1, 4 * num_samples // batch_size)} if mode == "train" else {}
-    loader = make_loader(out, preprocess=default_preprocess(mode, DEFAULT_INPUTS), mode=mode, split="train",
-                         batch_size=batch_size, num_workers=0, modalities=INPUTS, shuffle_buffer=16,
-                         shuffle_initial=4, **options)
+    loader = make_loader(
+        out,
+        preprocess=default_preprocess(mode, DEFAULT_INPUTS),
+        mode=mode,
+        split="train",
+        batch_size=batch_size,
+        num_workers=0,
+        modalities=INPUTS,
+        shuffle_buffer=16,
+        shuffle_initial=4,
+        **options,
+    )
 
     def run() -> int:
         return sum(len(batch["meta"]) for batch in loader)
@@ -99,8 +113,9 @@ def shard_epoch(out: Path, mode: str, batch_size: int, num_samples: int) -> Call
 
 
 def raw_shard_epoch(out: Path) -> Callable[[], int]:
-    loader = make_loader(out, preprocess=None, mode="eval", split="train", batch_size=None, num_workers=0,
-                         modalities=INPUTS)
+    loader = make_loader(
+        out, preprocess=None, mode="eval", split="train", batch_size=None, num_workers=0, modalities=INPUTS
+    )
     return lambda: sum(1 for _ in loader)
 
 
@@ -115,16 +130,27 @@ def source_bytes(reader: FlairHubReader) -> int:
 
 def end_to_end(args: argparse.Namespace, root: Path, work: Path) -> None:
     out = work / "shards"
-    build(BuildConfig(root=root, out=out, split="train", modalities=INPUTS, max_count=args.shard_samples,
-                      workers=1, progress=False))
+    build(
+        BuildConfig(
+            root=root,
+            out=out,
+            split="train",
+            modalities=INPUTS,
+            max_count=args.shard_samples,
+            workers=1,
+            progress=False,
+        )
+    )
     entry = read_manifest(out).split("train")
     reader = FlairHubReader(root, list(INPUTS), split="train")
     n = len(reader)
-    rows = [(
-        "decode only (raw samples)",
-        _time(lambda: sum(1 for _ in (reader[i] for i in range(n))), args.repeats),
-        _time(raw_shard_epoch(out), args.repeats),
-    )]
+    rows = [
+        (
+            "decode only (raw samples)",
+            _time(lambda: sum(1 for _ in (reader[i] for i in range(n))), args.repeats),
+            _time(raw_shard_epoch(out), args.repeats),
+        )
+    ]
     for mode in ("train", "eval"):
         files = _time(per_file_epoch(reader, mode, args.batch_size), args.repeats)
         shards = _time(shard_epoch(out, mode, args.batch_size, n), args.repeats)
@@ -133,8 +159,10 @@ def end_to_end(args: argparse.Namespace, root: Path, work: Path) -> None:
     shard = entry.num_bytes / entry.num_samples
     print(f"\n**Loader benchmark** — {dt.date.today().isoformat()}, `{' '.join(sys.argv)}`  ")
     print(f"machine: {_machine()}; torch {torch.__version__}, {torch.get_num_threads()} torch thread  ")
-    print(f"data: toy dataset, {n} train patches, inputs {', '.join(INPUTS)}, batch {args.batch_size}, "
-          f"shards of {args.shard_samples} samples, one process (num_workers=0), warm page cache\n")
+    print(
+        f"data: toy dataset, {n} train patches, inputs {', '.join(INPUTS)}, batch {args.batch_size}, "
+        f"shards of {args.shard_samples} samples, one process (num_workers=0), warm page cache\n"
+    )
     print("| pipeline | per-file reader (samples/s/core) | shards (samples/s/core) | speed-up |")
     print("|---|---:|---:|---:|")
     for mode, files, shards in rows:
@@ -178,8 +206,10 @@ def _encoders() -> dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[byte
         "npy + zlib level 1": (zlib_encoder(1), lambda b: decode_array(zlib.decompress(b))),
         "npy + zlib level 6": (zlib_encoder(6), lambda b: decode_array(zlib.decompress(b))),
         "npz (savez_compressed)": (npz, lambda b: np.load(io.BytesIO(b), allow_pickle=False)["a"]),
-        "npy + lzma preset 0": (lambda a: lzma.compress(encode_array(a), preset=0),
-                                lambda b: decode_array(lzma.decompress(b))),
+        "npy + lzma preset 0": (
+            lambda a: lzma.compress(encode_array(a), preset=0),
+            lambda b: decode_array(lzma.decompress(b)),
+        ),
         "byte-shuffle + zlib level 1": (shuffled_zlib, unshuffle),
         CHOSEN: (encode_array, decode_array),  # replaced per member by the shard format's own codec
     }
@@ -207,7 +237,10 @@ def _measure(samples: list[dict], keys: list[str], root: Path) -> dict[str, dict
         for key in keys:
             if name == CHOSEN:
                 member = array_member(key)
-                encode, decode = functools.partial(encode_member, member), functools.partial(decode_member, member)
+                encode, decode = (
+                    functools.partial(encode_member, member),
+                    functools.partial(decode_member, member),
+                )
             size, seconds = 0, 0.0
             for sample in samples:
                 blob = encode(sample[key])
@@ -241,15 +274,19 @@ def encodings(args: argparse.Namespace, root: Path) -> None:
     rows = results
     print(f"\n**Member encodings** — {dt.date.today().isoformat()}, `{' '.join(sys.argv)}`  ")
     print(f"machine: {_machine()}  ")
-    print(f"data: {len(samples)} toy train samples (synthetic, smoother than real imagery: compression ratios "
-          f"are optimistic), members {', '.join(keys)}; one core\n")
+    print(
+        f"data: {len(samples)} toy train samples (synthetic, smoother than real imagery: compression ratios "
+        f"are optimistic), members {', '.join(keys)}; one core\n"
+    )
     print("| encoding | MB/sample | vs raw | decode ms/sample | decode samples/s |")
     print("|---|---:|---:|---:|---:|")
     raw_total = sum(v[0] for v in raw.values())
     for name, per_member in rows.items():
         size = sum(v[0] for v in per_member.values())
         seconds = sum(v[1] for v in per_member.values())
-        print(f"| {name} | {size / 1e6:.2f} | {size / raw_total:.2f} | {seconds * 1e3:.1f} | {1 / seconds:.0f} |")
+        print(
+            f"| {name} | {size / 1e6:.2f} | {size / raw_total:.2f} | {seconds * 1e3:.1f} | {1 / seconds:.0f} |"
+        )
     print("\nper member, MB (decode ms):\n")
     names = list(results)
     print("| member | " + " | ".join(names) + " |")
@@ -260,8 +297,12 @@ def encodings(args: argparse.Namespace, root: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, help="existing FLAIR-HUB-layout dataset (default: write a toy one)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root", type=Path, help="existing FLAIR-HUB-layout dataset (default: write a toy one)"
+    )
     parser.add_argument("--patches", type=int, default=48, help="toy dataset size (default 48, ~2/3 train)")
     parser.add_argument("--keep", type=Path, help="work directory to keep (default: a temp dir)")
     parser.add_argument("--batch-size", type=int, default=8)

@@ -24,13 +24,26 @@ from maestro.modalities import DEFAULT_INPUTS, with_companions
 from shards.loader import make_loader
 
 
-def measure(shards: Path, scale_on_device: bool, mode: str, workers: int, batch_size: int, batches: int,
-            device: torch.device) -> tuple[float, float]:
+def measure(
+    shards: Path,
+    scale_on_device: bool,
+    mode: str,
+    workers: int,
+    batch_size: int,
+    batches: int,
+    device: torch.device,
+) -> tuple[float, float]:
     config = dataclasses.replace(build_preprocess_config(DEFAULT_INPUTS), scale_on_device=scale_on_device)
     loader = make_loader(
-        shards, preprocess=MaestroTransform(config, train=mode == "train", seed=0), mode=mode, split="train",
-        batch_size=batch_size, num_workers=workers, modalities=with_companions(DEFAULT_INPUTS),
-        batches_per_epoch=batches if mode == "train" else None, shuffle_buffer=16,
+        shards,
+        preprocess=MaestroTransform(config, train=mode == "train", seed=0),
+        mode=mode,
+        split="train",
+        batch_size=batch_size,
+        num_workers=workers,
+        modalities=with_companions(DEFAULT_INPUTS),
+        batches_per_epoch=batches if mode == "train" else None,
+        shuffle_buffer=16,
         pin_memory=device.type == "cuda",
     )
     count, nbytes, start = 0, 0, None
@@ -49,7 +62,9 @@ def measure(shards: Path, scale_on_device: bool, mode: str, workers: int, batch_
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shards", type=Path, default=Path("example/shards"))
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batch-size", type=int, default=8)
@@ -62,7 +77,9 @@ def main() -> int:
     for mode in ("train", "eval"):
         for workers in args.workers:
             for on_device in (False, True):
-                rate, size = measure(args.shards, on_device, mode, workers, args.batch_size, args.batches, device)
+                rate, size = measure(
+                    args.shards, on_device, mode, workers, args.batch_size, args.batches, device
+                )
                 label = "integers unscaled" if on_device else "float32 in workers"
                 print(f"| {mode} | {workers} | {label} | {size / 1e6:.2f} | {rate:.1f} |", flush=True)
     return 0

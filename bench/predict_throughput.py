@@ -47,8 +47,12 @@ ORIGIN = (650_000.0, 6_860_000.0)
 def build_model(smoke: bool, device: torch.device) -> PredictModel:
     encoder = tiny_config().encoder if smoke else EncoderConfig(size="medium")
     info = task_info("lc", 1, 15)
-    config = SegmenterConfig(encoder=encoder, num_classes=15, label_size=32 if smoke else 512,
-                             decoder_channels=32 if smoke else 256)
+    config = SegmenterConfig(
+        encoder=encoder,
+        num_classes=15,
+        label_size=32 if smoke else 512,
+        decoder_channels=32 if smoke else 256,
+    )
     network = MaestroSegmenter(config).to(device).eval()
     return PredictModel(network, config, info, f"random {'tiny' if smoke else 'medium'} segmenter")
 
@@ -73,13 +77,25 @@ def write_zone(root: Path, model: PredictModel, size_m: float, seed: int = 0) ->
             values = 200 + values * 3000
         else:
             values = 0.01 + values * (0.3 if entry.temporal else 300)
-        profile = {"driver": "GTiff", "count": count, "width": side, "height": side, "dtype": entry.dtype,
-                   "crs": "EPSG:2154", "transform": Affine(pixel, 0, ORIGIN[0], 0, -pixel, ORIGIN[1]),
-                   "tiled": side >= 512, "compress": "deflate", "zlevel": 1}
+        profile = {
+            "driver": "GTiff",
+            "count": count,
+            "width": side,
+            "height": side,
+            "dtype": entry.dtype,
+            "crs": "EPSG:2154",
+            "transform": Affine(pixel, 0, ORIGIN[0], 0, -pixel, ORIGIN[1]),
+            "tiled": side >= 512,
+            "compress": "deflate",
+            "zlevel": 1,
+        }
         with rasterio.open(root / f"{key}.tif", "w", **profile) as dst:
             dst.write(values.astype(entry.dtype))
         if entry.kind == "image" and entry.dates_table:
-            dates = [int(f"2021{1 + (t * 11) // max(DATES[key], 1):02d}{1 + t % 28:02d}") for t in range(DATES[key])]
+            dates = [
+                int(f"2021{1 + (t * 11) // max(DATES[key], 1):02d}{1 + t % 28:02d}")
+                for t in range(DATES[key])
+            ]
             (root / f"{key}_dates.json").write_text(json.dumps(dates))
     return root
 
@@ -101,34 +117,51 @@ def model_only(model: PredictModel, batch_size: int, device: torch.device, repea
     return batch_size * repeats / (time.perf_counter() - started)
 
 
-def run(model: PredictModel, zone: Path, out: Path, overlap: float, args: argparse.Namespace,
-        device: torch.device) -> dict[str, Any]:
-    options = PredictOptions(overlap=overlap, batch_size=args.batch_size, workers=args.workers, progress=False)
+def run(
+    model: PredictModel, zone: Path, out: Path, overlap: float, args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
+    options = PredictOptions(
+        overlap=overlap, batch_size=args.batch_size, workers=args.workers, progress=False
+    )
     summary = predict_zone(model, zone, out, options, device)
-    return {"overlap": overlap, "tiles": summary.tiles, "seconds": summary.seconds, "area_km2": summary.area_km2,
-            "km2_per_hour": summary.km2_per_hour, "tiles_per_s": summary.tiles / summary.seconds,
-            "map_bytes": out.stat().st_size}
+    return {
+        "overlap": overlap,
+        "tiles": summary.tiles,
+        "seconds": summary.seconds,
+        "area_km2": summary.area_km2,
+        "km2_per_hour": summary.km2_per_hour,
+        "tiles_per_s": summary.tiles / summary.seconds,
+        "map_bytes": out.stat().st_size,
+    }
 
 
 def print_table(results: dict[str, Any]) -> None:
     meta = results["meta"]
     print(f"\n## predict throughput — {meta['date']}")
     print(f"`{meta['command']}`  ")
-    print(f"{meta.get('gpu', meta['device'])}, torch {meta['torch']}, {meta['cpus']} CPUs, {results['model']}, "
-          f"zone {results['size_m']:g} m ({results['runs'][0]['area_km2']:.3f} km2), batch {results['batch_size']}, "
-          f"{results['workers']} reader threads\n")
+    print(
+        f"{meta.get('gpu', meta['device'])}, torch {meta['torch']}, {meta['cpus']} CPUs, {results['model']}, "
+        f"zone {results['size_m']:g} m ({results['runs'][0]['area_km2']:.3f} km2), batch {results['batch_size']}, "
+        f"{results['workers']} reader threads\n"
+    )
     print("| overlap | tiles | seconds | tiles/s | km2/h |")
     print("|---|---|---|---|---|")
     for r in results["runs"]:
-        print(f"| {r['overlap']:g} | {r['tiles']} | {r['seconds']:.1f} | {r['tiles_per_s']:.1f} | {r['km2_per_hour']:.1f} |")
+        print(
+            f"| {r['overlap']:g} | {r['tiles']} | {r['seconds']:.1f} | {r['tiles_per_s']:.1f} | {r['km2_per_hour']:.1f} |"
+        )
     bare = results["model_only_tiles_per_s"]
     print(f"| model only | - | - | {bare:.1f} | {bare * results['tile_km2'] * 3600:.1f} |")
-    print(f"\nblending (overlap 0.25 vs 0): {results['blending_time_ratio']:.2f}x the time per km2, "
-          f"{results['blending_tile_ratio']:.2f}x the tiles, {results['blending_per_tile_overhead']:+.1%} time per tile")
+    print(
+        f"\nblending (overlap 0.25 vs 0): {results['blending_time_ratio']:.2f}x the time per km2, "
+        f"{results['blending_tile_ratio']:.2f}x the tiles, {results['blending_per_tile_overhead']:+.1%} time per tile"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="CPU-sized: tiny segmenter on a 51.2 m zone")
     parser.add_argument("--size-m", type=float, help="zone side in metres (default 1024, smoke 51.2)")
     parser.add_argument("--batch-size", type=int, help="tiles per batch (default 16, smoke 8)")
@@ -149,9 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     model = build_model(args.smoke, device)
-    results: dict[str, Any] = {"meta": device_meta(device), "model": model.source, "size_m": args.size_m,
-                               "batch_size": args.batch_size, "workers": args.workers,
-                               "tile_km2": model.footprint_m**2 / 1e6, "runs": []}
+    results: dict[str, Any] = {
+        "meta": device_meta(device),
+        "model": model.source,
+        "size_m": args.size_m,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "tile_km2": model.footprint_m**2 / 1e6,
+        "runs": [],
+    }
     with TemporaryDirectory(prefix="predict-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
         started = time.perf_counter()
@@ -165,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     plain, blended = results["runs"]
     results["blending_time_ratio"] = blended["seconds"] / plain["seconds"]
     results["blending_tile_ratio"] = blended["tiles"] / plain["tiles"]
-    results["blending_per_tile_overhead"] = (blended["seconds"] / blended["tiles"]) / (plain["seconds"] / plain["tiles"]) - 1
-    target = args.json or (Path(os.environ["OUT"]) / "predict_throughput.json" if os.environ.get("OUT") else None)
+    results["blending_per_tile_overhead"] = (blended["seconds"] / blended["tiles"]) / (
+        plain["seconds"] / plain["tiles"]
+    ) - 1
+    target = args.json or (
+        Path(os.environ["OUT"]) / "predict_throughput.json" if os.environ.get("OUT") else None
+    )
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_text(json.dumps(results, indent=2))

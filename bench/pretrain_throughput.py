@@ -84,8 +84,16 @@ class Results:
 
     def __init__(self, path: Path | None, meta: dict[str, Any]):
         self.path = path
-        self.data: dict[str, Any] = {"meta": meta, "flops": {}, "runs": [], "search": [], "loader": [],
-                                     "profiles": [], "attention": [], "skipped": []}
+        self.data: dict[str, Any] = {
+            "meta": meta,
+            "flops": {},
+            "runs": [],
+            "search": [],
+            "loader": [],
+            "profiles": [],
+            "attention": [],
+            "skipped": [],
+        }
 
     def add(self, section: str, item: Any) -> None:
         if isinstance(self.data[section], dict):
@@ -126,8 +134,14 @@ def make_config(size: str, fusion: str, smoke: bool) -> MAEConfig:
 def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """AdamW as the pretraining stage builds it (docs/method.md betas/decay), fused on CUDA."""
     fused = device.type == "cuda"
-    return torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.01,
-                             fused=fused, foreach=None if fused else False)
+    return torch.optim.AdamW(
+        param_groups(model, 0.01),
+        lr=1e-4,
+        betas=(0.9, 0.99),
+        weight_decay=0.01,
+        fused=fused,
+        foreach=None if fused else False,
+    )
 
 
 def make_batch(config: MAEConfig, batch_size: int, device: torch.device, base: Batch | None = None) -> Batch:
@@ -146,8 +160,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def train_step(model: Callable[..., dict], optimizer: torch.optim.Optimizer, batch: Batch,
-               device: torch.device) -> None:
+def train_step(
+    model: Callable[..., dict], optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device
+) -> None:
     with autocast(device):
         out = model(batch["inputs"], batch["times"], batch["valid"])
     out["loss"].backward()
@@ -231,9 +246,18 @@ class Timer:
         return [e - s for s, e in self.pairs]
 
 
-def run_config(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig,
-               batch_size: int, device: torch.device, warmup: int, steps: int,
-               flops: float, peak: float, base: Batch) -> dict[str, Any]:
+def run_config(
+    fn: Callable[..., dict],
+    optimizer: torch.optim.Optimizer,
+    config: MAEConfig,
+    batch_size: int,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    flops: float,
+    peak: float,
+    base: Batch,
+) -> dict[str, Any]:
     """Time ``steps`` training steps after ``warmup``; OOM is a result, not a crash."""
     record: dict[str, Any] = {"batch": batch_size}
     batch = None
@@ -282,8 +306,14 @@ def run_config(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config
     return record
 
 
-def fits(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig, batch_size: int,
-         device: torch.device, base: Batch) -> tuple[bool, float]:
+def fits(
+    fn: Callable[..., dict],
+    optimizer: torch.optim.Optimizer,
+    config: MAEConfig,
+    batch_size: int,
+    device: torch.device,
+    base: Batch,
+) -> tuple[bool, float]:
     """One training step at ``batch_size``: (fits, peak GiB)."""
     batch = None
     try:
@@ -305,9 +335,17 @@ def fits(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEC
         free(device)
 
 
-def largest_batch(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig,
-                  start: int, device: torch.device, base: Batch, limit: int, deadline: Deadline,
-                  bisect_steps: int) -> dict[str, Any]:
+def largest_batch(
+    fn: Callable[..., dict],
+    optimizer: torch.optim.Optimizer,
+    config: MAEConfig,
+    start: int,
+    device: torch.device,
+    base: Batch,
+    limit: int,
+    deadline: Deadline,
+    bisect_steps: int,
+) -> dict[str, Any]:
     """Doubling from a batch known to fit until OOM (or ``limit``), then ``bisect_steps`` bisections."""
     good, bad, probes = start, None, []
     while bad is None and deadline.allows(20):
@@ -336,8 +374,21 @@ KERNEL_CLASSES = (
     ("conv", ("conv", "implicit", "wgrad", "dgrad", "cudnn")),
     ("optimizer", ("adam",)),
     ("norm", ("layer_norm", "group_norm", "norm")),
-    ("copy/cat/gather", ("copy", "cat", "gather", "scatter", "index", "elementwise_kernel_with_index",
-                         "memcpy", "memset", "fill", "transpose")),
+    (
+        "copy/cat/gather",
+        (
+            "copy",
+            "cat",
+            "gather",
+            "scatter",
+            "index",
+            "elementwise_kernel_with_index",
+            "memcpy",
+            "memset",
+            "fill",
+            "transpose",
+        ),
+    ),
     ("reduce", ("reduce", "sum", "topk", "sort", "radix")),
     ("triton (fused)", ("triton",)),
     ("elementwise", ("elementwise", "vectorized", "unrolled")),
@@ -352,8 +403,16 @@ def classify(name: str) -> str:
     return "other"
 
 
-def profile(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: MAEConfig,
-            batch_size: int, device: torch.device, base: Batch, steps: int = 3, top: int = 25) -> dict[str, Any]:
+def profile(
+    fn: Callable[..., dict],
+    optimizer: torch.optim.Optimizer,
+    config: MAEConfig,
+    batch_size: int,
+    device: torch.device,
+    base: Batch,
+    steps: int = 3,
+    top: int = 25,
+) -> dict[str, Any]:
     """torch.profiler over ``steps`` steps: top kernels, time per kernel class, host syncs."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -385,9 +444,17 @@ def profile(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: M
             entry[0] += event.device_time_total
             entry[1] += 1
         else:
-            if event.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "aten::item",
-                              "aten::_local_scalar_dense", "cudaMemcpyAsync", "cudaLaunchKernel",
-                              "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx"):
+            if event.name in (
+                "cudaStreamSynchronize",
+                "cudaDeviceSynchronize",
+                "aten::item",
+                "aten::_local_scalar_dense",
+                "cudaMemcpyAsync",
+                "cudaLaunchKernel",
+                "cuLaunchKernel",
+                "cudaLaunchKernelExC",
+                "cuLaunchKernelEx",
+            ):
                 host[event.name] = host.get(event.name, 0) + 1
     device_us = sum(v[0] for v in kernels.values()) / steps
     classes: dict[str, float] = {}
@@ -403,21 +470,28 @@ def profile(fn: Callable[..., dict], optimizer: torch.optim.Optimizer, config: M
         "classes_ms_per_step": {k: v / 1e3 for k, v in sorted(classes.items(), key=lambda kv: -kv[1])},
         "host_calls_per_step": {k: v / steps for k, v in host.items()},
         "top_kernels": [
-            {"name": name[:160], "ms_per_step": us / steps / 1e3, "calls_per_step": n / steps,
-             "class": classify(name)}
+            {
+                "name": name[:160],
+                "ms_per_step": us / steps / 1e3,
+                "calls_per_step": n / steps,
+                "class": classify(name),
+            }
             for name, (us, n) in ranked
         ],
     }
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    result["op_table"] = prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=40,
-                                                                            max_name_column_width=50)
+    result["op_table"] = prof.key_averages(group_by_input_shape=True).table(
+        sort_by=sort, row_limit=40, max_name_column_width=50
+    )
     return result
 
 
 def print_profile(title: str, prof: dict[str, Any]) -> None:
     print(f"\n### profile: {title}")
-    print(f"wall {prof['wall_ms_per_step']:.1f} ms/step, kernels {prof['kernel_ms_per_step']:.1f} ms/step "
-          f"(GPU busy {prof['gpu_busy_fraction']:.0%}), {prof['kernels_per_step']:.0f} kernels/step")
+    print(
+        f"wall {prof['wall_ms_per_step']:.1f} ms/step, kernels {prof['kernel_ms_per_step']:.1f} ms/step "
+        f"(GPU busy {prof['gpu_busy_fraction']:.0%}), {prof['kernels_per_step']:.0f} kernels/step"
+    )
     print("classes (ms/step): " + ", ".join(f"{k} {v:.1f}" for k, v in prof["classes_ms_per_step"].items()))
     print("host calls/step: " + ", ".join(f"{k} {v:.0f}" for k, v in prof["host_calls_per_step"].items()))
     print("| kernel | class | ms/step | calls/step |\n|---|---|---:|---:|")
@@ -438,31 +512,45 @@ def attention_shapes(model: MaestroMAE) -> list[tuple[str, int, int, int, int]]:
         length = spec.length(layouts)
         keep = length - num_masked(length, config.mask_ratio)
         visible.append(keep)
-        shapes.append((f"enc {spec.stream}", keep, enc.num_heads, enc.width // enc.num_heads, encoder.own_depth))
+        shapes.append(
+            (f"enc {spec.stream}", keep, enc.num_heads, enc.width // enc.num_heads, encoder.own_depth)
+        )
     if encoder.inter_depth:
         shapes.append(("inter", sum(visible), enc.num_heads, enc.width // enc.num_heads, encoder.inter_depth))
     for spec in encoder.plan:
-        shapes.append((f"dec {spec.stream}", spec.length(layouts), dec.num_heads, dec.width // dec.num_heads,
-                       dec.depth))
+        shapes.append(
+            (f"dec {spec.stream}", spec.length(layouts), dec.num_heads, dec.width // dec.num_heads, dec.depth)
+        )
     return shapes
 
 
-def attention_bench(model: MaestroMAE, batch_size: int, device: torch.device, repeats: int = 10) -> dict[str, Any]:
+def attention_bench(
+    model: MaestroMAE, batch_size: int, device: torch.device, repeats: int = 10
+) -> dict[str, Any]:
     """SDPA forward + backward per backend on the model's attention shapes (bf16, no mask)."""
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
-                "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    backends = {
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }
     rows = []
     for name, length, heads, dim, blocks in attention_shapes(model):
-        qkv = torch.randn(batch_size, length, 3, heads, dim, device=device, dtype=torch.bfloat16,
-                          requires_grad=True)
+        qkv = torch.randn(
+            batch_size, length, 3, heads, dim, device=device, dtype=torch.bfloat16, requires_grad=True
+        )
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # the model's (three b h l d) view of its qkv output
         grad = torch.randn(batch_size, heads, length, dim, device=device, dtype=torch.bfloat16)
         flops = 4 * batch_size * heads * length * length * dim  # forward; backward counted as 2x
-        row: dict[str, Any] = {"name": name, "length": length, "heads": heads, "head_dim": dim,
-                               "blocks": blocks}
+        row: dict[str, Any] = {
+            "name": name,
+            "length": length,
+            "heads": heads,
+            "head_dim": dim,
+            "blocks": blocks,
+        }
         for label, backend in backends.items():
             try:
                 with sdpa_kernel([backend]):
@@ -491,15 +579,25 @@ def print_attention(result: dict[str, Any]) -> None:
     print("|---|---:|---|---:|" + "---:|" * len(labels))
     for r in result["rows"]:
         cells = [f"{r[x]['ms']:.2f} ({r[x]['tflops']:.0f})" if "ms" in r[x] else "n/a" for x in labels]
-        print(f"| {r['name']} | {r['length']} | {r['heads']}x{r['head_dim']} | {r['blocks']} | " + " | ".join(cells) + " |")
-    print("| **per training step (ms)** | | | | " + " | ".join(f"{result['ms_per_step'][x]:.1f}" for x in labels) + " |")
+        print(
+            f"| {r['name']} | {r['length']} | {r['heads']}x{r['head_dim']} | {r['blocks']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    print(
+        "| **per training step (ms)** | | | | "
+        + " | ".join(f"{result['ms_per_step'][x]:.1f}" for x in labels)
+        + " |"
+    )
     sys.stdout.flush()
 
 
 # ------------------------------------------------------------------------------------ loader
 
 
-def loader_bench(args: argparse.Namespace, device: torch.device, results: Results, deadline: Deadline) -> None:
+def loader_bench(
+    args: argparse.Namespace, device: torch.device, results: Results, deadline: Deadline
+) -> None:
     """Toy shards built here, then shards -> workers (decode + preprocess + collate) -> device."""
     from maestro.modalities import DEFAULT_INPUTS, with_companions
     from shards.loader import default_preprocess, make_loader
@@ -507,12 +605,45 @@ def loader_bench(args: argparse.Namespace, device: torch.device, results: Result
     work = Path(tempfile.mkdtemp(prefix="maestro_loader_"))
     root, out = work / "toy", work / "shards"
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
-    subprocess.run([sys.executable, "-m", "shards.cli", "toy", "--out", str(root), "--patches",
-                    str(args.loader_patches)], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "shards.cli", "build", "--root", str(root), "--out", str(out),
-                    "--max-count", "8", "--workers", str(min(8, os.cpu_count() or 1)), "--no-progress"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shards.cli",
+            "toy",
+            "--out",
+            str(root),
+            "--patches",
+            str(args.loader_patches),
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shards.cli",
+            "build",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--max-count",
+            "8",
+            "--workers",
+            str(min(8, os.cpu_count() or 1)),
+            "--no-progress",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     log.info("toy shards built in %.1f s", time.perf_counter() - start)
     inputs = tuple(with_companions(DEFAULT_INPUTS))
     for run in args.loader_runs:
@@ -523,23 +654,38 @@ def loader_bench(args: argparse.Namespace, device: torch.device, results: Result
         if not deadline.allows(args.loader_seconds + 15):
             results.add("skipped", f"loader {run} (budget)")
             continue
-        loader = make_loader(out, preprocess=default_preprocess("train", DEFAULT_INPUTS), mode="train",
-                             split="train", batch_size=args.loader_batch, num_workers=workers,
-                             modalities=inputs, shuffle_buffer=16, shuffle_initial=4, pin_memory=pin,
-                             prefetch_factor=4 if workers else None, batches_per_epoch=100_000)
+        loader = make_loader(
+            out,
+            preprocess=default_preprocess("train", DEFAULT_INPUTS),
+            mode="train",
+            split="train",
+            batch_size=args.loader_batch,
+            num_workers=workers,
+            modalities=inputs,
+            shuffle_buffer=16,
+            shuffle_initial=4,
+            pin_memory=pin,
+            prefetch_factor=4 if workers else None,
+            batches_per_epoch=100_000,
+        )
         iterator = iter(loader)
         t0 = time.perf_counter()
         first = next(iterator)
         startup = time.perf_counter() - t0
-        nbytes = sum(v.numel() * v.element_size() for part in ("inputs", "times", "valid")
-                     for v in first[part].values()) / len(first["meta"])
+        nbytes = sum(
+            v.numel() * v.element_size()
+            for part in ("inputs", "times", "valid")
+            for v in first[part].values()
+        ) / len(first["meta"])
         del first
         samples, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < args.loader_seconds:
             batch = next(iterator)
             if copy:
-                moved = {part: {k: v.to(device, non_blocking=True) for k, v in batch[part].items()}
-                         for part in ("inputs", "times", "valid")}
+                moved = {
+                    part: {k: v.to(device, non_blocking=True) for k, v in batch[part].items()}
+                    for part in ("inputs", "times", "valid")
+                }
                 del moved
             samples += len(batch["meta"])
         if device.type == "cuda":
@@ -548,13 +694,24 @@ def loader_bench(args: argparse.Namespace, device: torch.device, results: Result
         del iterator, loader
         gc.collect()
         rate = samples / elapsed
-        record = {"run": run, "workers": workers, "batch": args.loader_batch, "pin_memory": pin,
-                  "to_device": copy and device.type == "cuda", "samples": samples, "seconds": elapsed,
-                  "samples_per_s": rate, "samples_per_s_per_worker": rate / max(workers, 1),
-                  "first_batch_s": startup, "mb_per_sample": nbytes / 1e6}
+        record = {
+            "run": run,
+            "workers": workers,
+            "batch": args.loader_batch,
+            "pin_memory": pin,
+            "to_device": copy and device.type == "cuda",
+            "samples": samples,
+            "seconds": elapsed,
+            "samples_per_s": rate,
+            "samples_per_s_per_worker": rate / max(workers, 1),
+            "first_batch_s": startup,
+            "mb_per_sample": nbytes / 1e6,
+        }
         results.add("loader", record)
-        print(f"loader {run}: {rate:7.1f} samples/s ({rate / max(workers, 1):.1f}/worker), "
-              f"{nbytes / 1e6:.1f} MB/sample, first batch after {startup:.1f} s")
+        print(
+            f"loader {run}: {rate:7.1f} samples/s ({rate / max(workers, 1):.1f}/worker), "
+            f"{nbytes / 1e6:.1f} MB/sample, first batch after {startup:.1f} s"
+        )
         sys.stdout.flush()
 
 
@@ -572,8 +729,13 @@ def device_meta(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        meta.update(gpu=props.name, gpu_mem_gib=props.total_memory / 2**30, sms=props.multi_processor_count,
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        meta.update(
+            gpu=props.name,
+            gpu_mem_gib=props.total_memory / 2**30,
+            sms=props.multi_processor_count,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return meta
 
 
@@ -581,83 +743,144 @@ def print_tables(results: Results) -> None:
     meta = results.data["meta"]
     print(f"\n## MAESTRO pretraining throughput — {meta['date']}")
     print(f"`{meta['command']}`  ")
-    print(f"{meta.get('gpu', meta['device'])}, torch {meta['torch']}, CUDA {meta.get('cuda')}, "
-          f"{meta['cpus']} CPUs; fusion {meta['fusion']}, bf16 autocast, fused AdamW step in the timed step; "
-          f"MFU against {meta['peak_flops'] / 1e12:.0f} TFLOP/s\n")
-    print("| size | mode | batch | step ms | samples/s | input tokens/s | TFLOP/s | MFU | peak GiB | first step s |")
+    print(
+        f"{meta.get('gpu', meta['device'])}, torch {meta['torch']}, CUDA {meta.get('cuda')}, "
+        f"{meta['cpus']} CPUs; fusion {meta['fusion']}, bf16 autocast, fused AdamW step in the timed step; "
+        f"MFU against {meta['peak_flops'] / 1e12:.0f} TFLOP/s\n"
+    )
+    print(
+        "| size | mode | batch | step ms | samples/s | input tokens/s | TFLOP/s | MFU | peak GiB | first step s |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     order = {name: i for i, name in enumerate(["tiny", "small", "medium", "base", "large"])}
-    runs = sorted(results.data["runs"], key=lambda r: (order.get(r["size"], 9), MODES.index(r["mode"]), r["batch"]))
+    runs = sorted(
+        results.data["runs"], key=lambda r: (order.get(r["size"], 9), MODES.index(r["mode"]), r["batch"])
+    )
     for r in runs:
         if r["status"] != "ok":
             print(f"| {r['size']} | {r['mode']} | {r['batch']} | {r['status'][:40]} | | | | | | |")
             continue
-        print(f"| {r['size']} | {r['mode']} | {r['batch']} | {r['step_ms']:.1f} | {r['samples_per_s']:.1f} | "
-              f"{r['tokens_per_s'] / 1e3:.0f}k | {r['tflops']:.0f} | {r['mfu']:.1%} | "
-              f"{r.get('peak_mem_gib', math.nan):.1f} | {r['first_step_s']:.1f} |")
+        print(
+            f"| {r['size']} | {r['mode']} | {r['batch']} | {r['step_ms']:.1f} | {r['samples_per_s']:.1f} | "
+            f"{r['tokens_per_s'] / 1e3:.0f}k | {r['tflops']:.0f} | {r['mfu']:.1%} | "
+            f"{r.get('peak_mem_gib', math.nan):.1f} | {r['first_step_s']:.1f} |"
+        )
     if results.data["flops"]:
         print("\n| size | params (M) | GFLOP/sample fwd | bwd | fwd+bwd |\n|---|---:|---:|---:|---:|")
         for size, f in results.data["flops"].items():
-            print(f"| {size} | {f['params'] / 1e6:.4g} | {f['forward'] / 1e9:.4g} | {f['backward'] / 1e9:.4g} | "
-                  f"{f['total'] / 1e9:.4g} |")
+            print(
+                f"| {size} | {f['params'] / 1e6:.4g} | {f['forward'] / 1e9:.4g} | {f['backward'] / 1e9:.4g} | "
+                f"{f['total'] / 1e9:.4g} |"
+            )
     if results.data["search"]:
         print("\n| size | mode | largest batch that fits | first OOM | probes (batch: peak GiB or OOM) |")
         print("|---|---|---:|---:|---|")
         for s in results.data["search"]:
-            probes = ", ".join(f"{p['batch']}: " + (f"{p['peak_mem_gib']:.0f}" if p["fits"] else "OOM")
-                               for p in s["probes"])
-            print(f"| {s['size']} | {s['mode']} | {s['largest_fitting']} | {s['smallest_oom'] or '-'} "
-                  f"(limit {s['limit']}) | {probes} |")
+            probes = ", ".join(
+                f"{p['batch']}: " + (f"{p['peak_mem_gib']:.0f}" if p["fits"] else "OOM") for p in s["probes"]
+            )
+            print(
+                f"| {s['size']} | {s['mode']} | {s['largest_fitting']} | {s['smallest_oom'] or '-'} "
+                f"(limit {s['limit']}) | {probes} |"
+            )
     if results.data["loader"]:
-        print("\n| loader workers | batch | pin memory | copy to device | samples/s | samples/s/worker | "
-              "MB/sample | first batch s |")
+        print(
+            "\n| loader workers | batch | pin memory | copy to device | samples/s | samples/s/worker | "
+            "MB/sample | first batch s |"
+        )
         print("|---:|---:|---|---|---:|---:|---:|---:|")
         for r in results.data["loader"]:
-            print(f"| {r['workers']} | {r['batch']} | {r['pin_memory']} | {r['to_device']} | "
-                  f"{r['samples_per_s']:.1f} | {r['samples_per_s_per_worker']:.1f} | {r['mb_per_sample']:.1f} | "
-                  f"{r['first_batch_s']:.1f} |")
+            print(
+                f"| {r['workers']} | {r['batch']} | {r['pin_memory']} | {r['to_device']} | "
+                f"{r['samples_per_s']:.1f} | {r['samples_per_s_per_worker']:.1f} | {r['mb_per_sample']:.1f} | "
+                f"{r['first_batch_s']:.1f} |"
+            )
     if results.data["skipped"]:
         print("\nskipped (budget): " + "; ".join(results.data["skipped"]))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny config, 2 steps, small loader check (CPU ok)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny config, 2 steps, small loader check (CPU ok)"
+    )
     parser.add_argument("--sizes", nargs="+", default=["small", "medium", "large"])
-    parser.add_argument("--modes", nargs="+", default=None, choices=MODES,
-                        help="default: compile eager compile-full (--smoke: eager); the first one is used for "
-                             "the largest-batch search")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        choices=MODES,
+        help="default: compile eager compile-full (--smoke: eager); the first one is used for "
+        "the largest-batch search",
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 64, 128, 256])
-    parser.add_argument("--size-batches", nargs="*", default=[],
-                        help="per-size batch lists, e.g. large=32,64,128 (overrides --batch-sizes for it)")
-    parser.add_argument("--mode-batches", nargs="*", default=None,
-                        help="per-mode batch lists, e.g. compile-full=256 (overrides the size's list)")
-    parser.add_argument("--full-sizes", nargs="*", default=["medium"],
-                        help="sizes that run compile-full (a whole-model compile takes ~2 min per size and batch)")
+    parser.add_argument(
+        "--size-batches",
+        nargs="*",
+        default=[],
+        help="per-size batch lists, e.g. large=32,64,128 (overrides --batch-sizes for it)",
+    )
+    parser.add_argument(
+        "--mode-batches",
+        nargs="*",
+        default=None,
+        help="per-mode batch lists, e.g. compile-full=256 (overrides the size's list)",
+    )
+    parser.add_argument(
+        "--full-sizes",
+        nargs="*",
+        default=["medium"],
+        help="sizes that run compile-full (a whole-model compile takes ~2 min per size and batch)",
+    )
     parser.add_argument("--fusion", default="group")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (the first compiles)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
-    parser.add_argument("--compile-mode", default=None,
-                        help="torch.compile mode (default; max-autotune-no-cudagraphs; reduce-overhead)")
-    parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
-                        help="largest-batch search per size (first mode)")
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode (default; max-autotune-no-cudagraphs; reduce-overhead)",
+    )
+    parser.add_argument(
+        "--search",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="largest-batch search per size (first mode)",
+    )
     parser.add_argument("--search-limit", type=int, default=4096, help="largest batch tried")
     parser.add_argument("--bisect-steps", type=int, default=3)
-    parser.add_argument("--profile", nargs="*", default=[],
-                        help="SIZE:BATCH[:MODE] configurations to profile with torch.profiler")
-    parser.add_argument("--attention", nargs="*", default=[],
-                        help="SIZE:BATCH: time SDPA backends on that model's attention shapes")
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        default=[],
+        help="SIZE:BATCH[:MODE] configurations to profile with torch.profiler",
+    )
+    parser.add_argument(
+        "--attention",
+        nargs="*",
+        default=[],
+        help="SIZE:BATCH: time SDPA backends on that model's attention shapes",
+    )
     parser.add_argument("--loader", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--loader-runs", nargs="+", default=["1", "4", "8", "16", "16:nopin"],
-                        help="WORKERS[:nopin][:nocopy] per loader timing (nopin: no pinned memory; "
-                             "nocopy: batches not copied to the device)")
+    parser.add_argument(
+        "--loader-runs",
+        nargs="+",
+        default=["1", "4", "8", "16", "16:nopin"],
+        help="WORKERS[:nopin][:nocopy] per loader timing (nopin: no pinned memory; "
+        "nocopy: batches not copied to the device)",
+    )
     parser.add_argument("--loader-batch", type=int, default=32)
     parser.add_argument("--loader-seconds", type=float, default=6.0)
     parser.add_argument("--loader-patches", type=int, default=96)
     parser.add_argument("--loader-no-pin", action="store_true")
     parser.add_argument("--peak-flops", type=float, default=PEAK_FLOPS)
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds; later items are skipped (the full default matrix needs ~8.5 min on an H200)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds; later items are skipped (the full default matrix needs ~8.5 min on an H200)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
@@ -685,8 +908,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     deadline = Deadline(args.budget)
-    meta = device_meta(device) | {"fusion": args.fusion, "peak_flops": args.peak_flops,
-                                  "steps": args.steps, "warmup": args.warmup, "compile_mode": args.compile_mode}
+    meta = device_meta(device) | {
+        "fusion": args.fusion,
+        "peak_flops": args.peak_flops,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "compile_mode": args.compile_mode,
+    }
     results = Results(args.json, meta)
     print(json.dumps(meta))
     per_size = {k: [int(b) for b in v.split(",")] for k, v in (item.split("=") for item in args.size_batches)}
@@ -705,8 +933,13 @@ def main(argv: list[str] | None = None) -> int:
         flops["params"] = sum(p.numel() for p in model.parameters())
         flops["tokens"] = config.encoder.num_tokens
         results.add("flops", {size: flops})
-        log.info("%s: %.1f M params, %.1f GFLOP/sample (fwd+bwd), %d tokens/sample", size,
-                 flops["params"] / 1e6, flops["total"] / 1e9, config.encoder.num_tokens)
+        log.info(
+            "%s: %.1f M params, %.1f GFLOP/sample (fwd+bwd), %d tokens/sample",
+            size,
+            flops["params"] / 1e6,
+            flops["total"] / 1e9,
+            config.encoder.num_tokens,
+        )
         batches = per_size.get(size, args.batch_sizes)
         for spec in (a.split(":") for a in args.attention):
             if spec[0] == size and device.type == "cuda":
@@ -726,8 +959,18 @@ def main(argv: list[str] | None = None) -> int:
                 if not deadline.allows(30):
                     results.add("skipped", f"{size}/{mode}/b{batch_size}")
                     continue
-                record = run_config(fn, optimizer, config, batch_size, device, args.warmup, args.steps,
-                                    flops["total"], args.peak_flops, base)
+                record = run_config(
+                    fn,
+                    optimizer,
+                    config,
+                    batch_size,
+                    device,
+                    args.warmup,
+                    args.steps,
+                    flops["total"],
+                    args.peak_flops,
+                    base,
+                )
                 record.update(size=size, mode=mode)
                 results.add("runs", record)
                 log.info("%s", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()})
@@ -745,8 +988,17 @@ def main(argv: list[str] | None = None) -> int:
                     print_profile(f"{size} {mode} batch {spec[1]}", prof)
                     results.add("profiles", prof)
             if args.search and mode == args.modes[0] and largest_ok is not None:
-                found = largest_batch(fn, optimizer, config, largest_ok, device, base, args.search_limit,
-                                      deadline, args.bisect_steps)
+                found = largest_batch(
+                    fn,
+                    optimizer,
+                    config,
+                    largest_ok,
+                    device,
+                    base,
+                    args.search_limit,
+                    deadline,
+                    args.bisect_steps,
+                )
                 found.update(size=size, mode=mode)
                 results.add("search", found)
                 log.info("largest batch %s/%s: %s", size, mode, found)

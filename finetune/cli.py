@@ -82,8 +82,11 @@ def check_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
     """Refuse, before training, shards that lack the task's labels or the model's inputs."""
     label = config.task.target.label_modality
     data = config.data
-    for name, urls, split in (("train", data.train, data.train_split), ("val", data.val, data.val_split),
-                              ("test", data.test, data.test_split)):
+    for name, urls, split in (
+        ("train", data.train, data.train_split),
+        ("val", data.val, data.val_split),
+        ("test", data.test, data.test_split),
+    ):
         if urls is None:
             continue
         source = resolve_source(urls, split)
@@ -112,13 +115,17 @@ def datamodule(config: FinetuneConfig, inputs: Sequence[str]) -> ShardDataModule
     )
 
 
-def test(config: FinetuneConfig, task: FinetuneTask, trainer: L.Trainer, ckpt_path: Path | None) -> SegmentationScores:
+def test(
+    config: FinetuneConfig, task: FinetuneTask, trainer: L.Trainer, ckpt_path: Path | None
+) -> SegmentationScores:
     """Test ``ckpt_path`` (or the task's current weights) on ``data.test`` and write the outputs."""
     if config.data.test is None:
         raise ConfigError("data.test is not set: there is no test split to evaluate")
     inputs = [key for key in config.inputs if key not in config.eval.missing_modalities]
     if config.eval.missing_modalities:
-        log.info("testing without %s (they count as having no valid date)", list(config.eval.missing_modalities))
+        log.info(
+            "testing without %s (they count as having no valid date)", list(config.eval.missing_modalities)
+        )
     task.test_writer = TestOutputs(
         Path(config.trainer.output_dir) / "test",
         config.task.target,
@@ -130,8 +137,12 @@ def test(config: FinetuneConfig, task: FinetuneTask, trainer: L.Trainer, ckpt_pa
     return task.test_scores
 
 
-def run(config: FinetuneConfig, resume: str | None = None, eval_only: bool = False,
-        callbacks: Sequence[L.Callback] = ()) -> SegmentationScores:
+def run(
+    config: FinetuneConfig,
+    resume: str | None = None,
+    eval_only: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+) -> SegmentationScores:
     """Fit (or, with ``eval_only``, reuse a trained run), then test its best checkpoint."""
     config, state = resolve(config, load_weights=resume is None and not eval_only)
     out = Path(config.trainer.output_dir)
@@ -143,8 +154,15 @@ def run(config: FinetuneConfig, resume: str | None = None, eval_only: bool = Fal
         task = FinetuneTask(config)
         trainer = build_trainer(config, callbacks)
         return test(config, task, trainer, ckpt)
-    best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/miou", mode="max", save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
+    best = ModelCheckpoint(
+        dirpath=out,
+        filename="best",
+        monitor="val/miou",
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
     trainer = run_stage(
         config,
         functools.partial(FinetuneTask, encoder_state=state),
@@ -159,7 +177,9 @@ def run(config: FinetuneConfig, resume: str | None = None, eval_only: bool = Fal
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(
-        "finetune", __doc__, config_required=False,
+        "finetune",
+        __doc__,
+        config_required=False,
         epilog="Overrides are dotted keys, e.g. trainer.max_epochs=20 data.batch_size=8 model.aux_heads=true",
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -169,8 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", help="PATH.ckpt, run dir, model folder, hf:org/name[@rev] or random")
     parser.add_argument("--head", help="uperfuse (default) or maestro")
     parser.add_argument("--probe", action="store_true", help="freeze the encoder (linear probe)")
-    parser.add_argument("--model", choices=ARCHITECTURES, help="maestro (default) or swin-utae (supervised baseline)")
-    parser.add_argument("--no-pretrained", action="store_true", help="swin-utae: random Swins, no ImageNet weights")
+    parser.add_argument(
+        "--model", choices=ARCHITECTURES, help="maestro (default) or swin-utae (supervised baseline)"
+    )
+    parser.add_argument(
+        "--no-pretrained", action="store_true", help="swin-utae: random Swins, no ImageNet weights"
+    )
     parser.add_argument("--eval-only", action="store_true", help="test the best checkpoint of a trained run")
     parser.add_argument("--save-predictions", action="store_true", help="write prediction GeoTIFFs")
     return parser
@@ -178,8 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     overrides = []
-    for flag, key in (("task", "task.name"), ("level", "task.level"), ("init", "model.init"), ("head", "model.head"),
-                      ("model", "model.architecture")):
+    for flag, key in (
+        ("task", "task.name"),
+        ("level", "task.level"),
+        ("init", "model.init"),
+        ("head", "model.head"),
+        ("model", "model.architecture"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")

@@ -82,9 +82,13 @@ class ModelConfig:
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"architecture: {self.architecture!r} is not one of {list(ARCHITECTURES)}")
         if self.architecture == "swin-utae" and self.probe:
-            raise ConfigError("probe: a linear probe applies to a pretrained MAESTRO encoder, not to swin-utae")
+            raise ConfigError(
+                "probe: a linear probe applies to a pretrained MAESTRO encoder, not to swin-utae"
+            )
         if self.init == "random" and self.encoder is None and self.architecture == "maestro":
-            raise ConfigError("init: random needs an encoder section (model.encoder) to build the encoder from")
+            raise ConfigError(
+                "init: random needs an encoder section (model.encoder) to build the encoder from"
+            )
         if self.modalities is not None:
             if not self.modalities:
                 raise ConfigError("modalities: at least one input modality is required")

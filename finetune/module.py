@@ -60,7 +60,10 @@ def segmentation_loss(
     loss = main
     aux = output.get("aux")
     if aux:
-        losses = {key: F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX) for key, logits in aux.items()}
+        losses = {
+            key: F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+            for key, logits in aux.items()
+        }
         parts.update({f"aux_{key}": value for key, value in losses.items()})
         loss = main + aux_weight * torch.stack(list(losses.values())).mean()
     return loss, parts
@@ -73,7 +76,9 @@ class FinetuneTask(TrainingTask):
     config: FinetuneConfig
     model: MaestroSegmenter | SwinUTAE
 
-    def __init__(self, config: FinetuneConfig | dict[str, Any], encoder_state: dict[str, Tensor] | None = None):
+    def __init__(
+        self, config: FinetuneConfig | dict[str, Any], encoder_state: dict[str, Tensor] | None = None
+    ):
         super().__init__(config)
         if encoder_state is not None and isinstance(self.model, SwinUTAE):  # a fresh run: ImageNet Swins
             load_strict(self.model.swins, encoder_state, f"timm's {self.config.model.baseline.swin.name}")

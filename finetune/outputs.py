@@ -33,7 +33,9 @@ from maestro.tasks import LabelTarget
 log = logging.getLogger(__name__)
 
 
-def display_image(inputs: Mapping[str, Tensor], bands: Mapping[str, Sequence[str]], index: int) -> Tensor | None:
+def display_image(
+    inputs: Mapping[str, Tensor], bands: Mapping[str, Sequence[str]], index: int
+) -> Tensor | None:
     """``(3, H, W)`` in [0, 1] of sample ``index``: the first input with display bands, first valid
     date, bands from the registry's ``display_bands``, 2-98 % stretch."""
     for key, values in inputs.items():
@@ -48,12 +50,20 @@ def display_image(inputs: Mapping[str, Tensor], bands: Mapping[str, Sequence[str
     return None
 
 
-def write_prediction(path: Path, classes: np.ndarray, raster: Mapping[str, Any], colours: Sequence[tuple]) -> None:
+def write_prediction(
+    path: Path, classes: np.ndarray, raster: Mapping[str, Any], colours: Sequence[tuple]
+) -> None:
     """One uint8 class map as a GeoTIFF on the label raster's grid (CRS and transform)."""
     transform = Affine(*raster["transform"][:6])
     profile = {
-        "driver": "GTiff", "height": classes.shape[0], "width": classes.shape[1], "count": 1,
-        "dtype": "uint8", "crs": raster.get("crs"), "transform": transform, "compress": "deflate",
+        "driver": "GTiff",
+        "height": classes.shape[0],
+        "width": classes.shape[1],
+        "count": 1,
+        "dtype": "uint8",
+        "crs": raster.get("crs"),
+        "transform": transform,
+        "compress": "deflate",
         "nodata": IGNORE_INDEX,
     }
     with rasterio.open(path, "w", **profile) as dst:
@@ -64,8 +74,14 @@ def write_prediction(path: Path, classes: np.ndarray, raster: Mapping[str, Any],
 class TestOutputs:
     """Collects figure samples and writes prediction rasters during the test, the report at its end."""
 
-    def __init__(self, out_dir: Path, target: LabelTarget, bands: Mapping[str, Sequence[str]],
-                 num_figures: int = 4, save_predictions: bool = False):
+    def __init__(
+        self,
+        out_dir: Path,
+        target: LabelTarget,
+        bands: Mapping[str, Sequence[str]],
+        num_figures: int = 4,
+        save_predictions: bool = False,
+    ):
         self.out_dir = Path(out_dir)
         self.target = target
         self.bands = bands
@@ -75,7 +91,9 @@ class TestOutputs:
         self.samples: list[tuple[Tensor, Tensor, Tensor]] = []
         self.written = 0
 
-    def add_batch(self, batch: Mapping[str, Any], predictions: Tensor, target: LabelTarget, rank: int) -> None:
+    def add_batch(
+        self, batch: Mapping[str, Any], predictions: Tensor, target: LabelTarget, rank: int
+    ) -> None:
         labels = target.targets(batch["labels"][target.label_modality])
         if rank == 0:
             for index in range(predictions.shape[0]):
@@ -90,19 +108,31 @@ class TestOutputs:
             for index, meta in enumerate(batch["meta"]):
                 raster = (meta.get("rasters") or {}).get(target.label_modality)
                 if raster is None or "transform" not in raster:
-                    raise ValueError(f"patch {meta.get('patch_id')}: the shard holds no georeferencing for its label")
+                    raise ValueError(
+                        f"patch {meta.get('patch_id')}: the shard holds no georeferencing for its label"
+                    )
                 name = Path(str(meta["patch_id"])).name  # never a path from the data
-                write_prediction(folder / f"{name}.tif", predictions[index].cpu().numpy(), raster, self.colours)
+                write_prediction(
+                    folder / f"{name}.tif", predictions[index].cpu().numpy(), raster, self.colours
+                )
                 self.written += 1
 
     def finish(self, scores: SegmentationScores) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_report(scores, self.out_dir)
-        log.info("test scores (%s level %d):\n%s", self.target.task, self.target.level, per_class_table(scores))
+        log.info(
+            "test scores (%s level %d):\n%s", self.target.task, self.target.level, per_class_table(scores)
+        )
         title = f"{self.target.task} level {self.target.level}: mIoU {100 * scores.miou:.2f}"
         confusion_figure(scores, self.out_dir / "confusion.png", title=title)
         if self.samples:
             images, labels, predictions = (torch.stack(parts) for parts in zip(*self.samples, strict=True))
-            prediction_panels(images, labels, predictions, self.colours, self.out_dir / "samples.png",
-                              class_names=self.target.names)
+            prediction_panels(
+                images,
+                labels,
+                predictions,
+                self.colours,
+                self.out_dir / "samples.png",
+                class_names=self.target.names,
+            )
         log.info("report, figures%s in %s", " and prediction GeoTIFFs" if self.written else "", self.out_dir)

@@ -65,12 +65,26 @@ class LoadedEncoder:
         (``options``: other :class:`FlairHubReader` arguments)."""
         return FlairHubReader(Path(root), self.members, split=split, **options)
 
-    def loader(self, shards: str | Path, split: str | None = None, batch_size: int = 8, num_workers: int = 0,
-               **options: Any) -> ShardLoader:
+    def loader(
+        self,
+        shards: str | Path,
+        split: str | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        **options: Any,
+    ) -> ShardLoader:
         """Preprocessed batches from shards, every sample exactly once (``options``: other
         :class:`shards.loader.LoaderConfig` fields)."""
-        return make_loader(shards, preprocess=self.preprocess, mode="eval", split=split, batch_size=batch_size,
-                           num_workers=num_workers, modalities=tuple(self.members), **options)
+        return make_loader(
+            shards,
+            preprocess=self.preprocess,
+            mode="eval",
+            split=split,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            modalities=tuple(self.members),
+            **options,
+        )
 
     def batch(self, samples: Iterable[Sample]) -> dict[str, Any]:
         """Raw samples (e.g. from :meth:`reader`) -> one preprocessed, collated batch."""
@@ -80,11 +94,15 @@ class LoadedEncoder:
     def encode(self, batch: Mapping[str, Any]) -> EncoderOutput:
         """Token maps of a batch (``tokens[modality]`` is ``(B, T, G, h, w, D)``), on the encoder's device."""
         device = self.device
-        inputs, times, valid = ({k: v.to(device) for k, v in batch[part].items()} for part in ("inputs", "times", "valid"))
+        inputs, times, valid = (
+            {k: v.to(device) for k, v in batch[part].items()} for part in ("inputs", "times", "valid")
+        )
         return self.encoder(inputs, times, valid)
 
 
-def load_encoder(source: str | Path, weights: Weights = "ema", device: str | torch.device = "cpu") -> LoadedEncoder:
+def load_encoder(
+    source: str | Path, weights: Weights = "ema", device: str | torch.device = "cpu"
+) -> LoadedEncoder:
     """The encoder of a ``pretrain``/``finetune`` run directory (its newest checkpoint), a ``.ckpt``
     file, a model folder or ``hf:org/name[@revision]``, with its preprocessing.
 

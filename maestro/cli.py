@@ -27,8 +27,15 @@ def _publish(args: argparse.Namespace) -> int:
     from maestro.hub.publish import publish
 
     result = publish(
-        args.source, args.repo, what=args.what, weights=args.weights, private=args.private,
-        revision=args.revision, out=args.out, dry_run=args.dry_run, commit_message=args.message,
+        args.source,
+        args.repo,
+        what=args.what,
+        weights=args.weights,
+        private=args.private,
+        revision=args.revision,
+        out=args.out,
+        dry_run=args.dry_run,
+        commit_message=args.message,
     )
     if args.dry_run:
         sys.stdout.write(result.card)
@@ -66,14 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     publish = commands.add_parser("publish", help="publish a pretrain or finetune run's weights on the Hub")
     publish.add_argument("source", metavar="RUN_OR_CKPT", help="run directory or .ckpt file")
     publish.add_argument("--repo", required=True, help="Hub repo id org/name (created if needed)")
-    publish.add_argument("--what", choices=["encoder", "mae", "segmenter"],
-                         help="pretrain runs: encoder (default) or mae; finetune runs: segmenter (default) or encoder")
-    publish.add_argument("--weights", choices=["ema", "model"], default="ema",
-                         help="EMA weights when the checkpoint has them (default) or the trained ones")
+    publish.add_argument(
+        "--what",
+        choices=["encoder", "mae", "segmenter"],
+        help="pretrain runs: encoder (default) or mae; finetune runs: segmenter (default) or encoder",
+    )
+    publish.add_argument(
+        "--weights",
+        choices=["ema", "model"],
+        default="ema",
+        help="EMA weights when the checkpoint has them (default) or the trained ones",
+    )
     publish.add_argument("--private", action="store_true", help="create the repo private")
     publish.add_argument("--revision", help="branch to commit to (created from main if needed)")
     publish.add_argument("--out", help="write the model folder here and keep it (an empty or new folder)")
-    publish.add_argument("--dry-run", action="store_true", help="write the folder and print the card; no network")
+    publish.add_argument(
+        "--dry-run", action="store_true", help="write the folder and print the card; no network"
+    )
     publish.add_argument("--message", help="commit message")
     publish.set_defaults(func=_publish)
 
@@ -86,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except USER_ERRORS as error:

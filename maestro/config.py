@@ -64,9 +64,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {sorted(fields)}"
-        )
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
     kwargs = {name: _convert(hints[name], value, _join(where, name)) for name, value in data.items()}
     try:
         obj = cls(**kwargs)
@@ -123,7 +121,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         elif origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(a, v, _join(where, i)) for i, (a, v) in enumerate(zip(args, value, strict=True)))
+            return tuple(
+                _convert(a, v, _join(where, i)) for i, (a, v) in enumerate(zip(args, value, strict=True))
+            )
         else:
             item = args[0] if args else Any
         items = [_convert(item, v, _join(where, i)) for i, v in enumerate(value)]

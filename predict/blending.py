@@ -36,8 +36,9 @@ class Strip:
 class StripAccumulator:
     """Sums of weighted logits and of weights for one column chunk, streamed top to bottom."""
 
-    def __init__(self, num_classes: int, col_start: int, col_stop: int, grid_height: int, tile_size: int,
-                 quantum: int):
+    def __init__(
+        self, num_classes: int, col_start: int, col_stop: int, grid_height: int, tile_size: int, quantum: int
+    ):
         self.col_start, self.width = col_start, col_stop - col_start
         self.grid_height, self.tile_size, self.quantum = grid_height, tile_size, quantum
         self.capacity = min(math.ceil((tile_size + quantum) / quantum) * quantum, grid_height)
@@ -91,7 +92,9 @@ class StripAccumulator:
             rows = slice(first - self.top, first - self.top + ring.stop - ring.start)
             weights = self.weights[ring]
             if (weights <= 0).any():
-                raise RuntimeError(f"rows {first}-{first + rows.stop - rows.start - 1} hold pixels no tile covered")
+                raise RuntimeError(
+                    f"rows {first}-{first + rows.stop - rows.start - 1} hold pixels no tile covered"
+                )
             np.divide(self.sums[:, ring], weights, out=logits[:, rows])
             invalid[rows] = self.invalid[ring]
             self.sums[:, ring] = 0

@@ -27,23 +27,44 @@ USER_ERRORS = (ConfigError, DataError, FileNotFoundError, FileExistsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="RUN|FOLDER|hf:org/name",
-                        help="fine-tuning run directory, model folder, or Hub model hf:org/name[@revision]")
+    parser = argparse.ArgumentParser(
+        prog="predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN|FOLDER|hf:org/name",
+        help="fine-tuning run directory, model folder, or Hub model hf:org/name[@revision]",
+    )
     parser.add_argument("--zone", required=True, help="zone folder (one raster per modality)")
     parser.add_argument("--out", required=True, help="output map, a .tif path (its folder is created)")
-    parser.add_argument("--probabilities", nargs="?", const="uint8", choices=["uint8", "float16"],
-                        help="also write per-class probabilities to {out}_probabilities.tif (default uint8 0-255)")
-    parser.add_argument("--overlap", type=float, default=0.25,
-                        help="fraction of a tile shared with each neighbour, blended (default 0.25)")
+    parser.add_argument(
+        "--probabilities",
+        nargs="?",
+        const="uint8",
+        choices=["uint8", "float16"],
+        help="also write per-class probabilities to {out}_probabilities.tif (default uint8 0-255)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        help="fraction of a tile shared with each neighbour, blended (default 0.25)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
     parser.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
-    parser.add_argument("--weights", choices=["ema", "model"], default="ema",
-                        help="run directories: EMA (default) or trained weights")
+    parser.add_argument(
+        "--weights",
+        choices=["ema", "model"],
+        default="ema",
+        help="run directories: EMA (default) or trained weights",
+    )
     parser.add_argument("--workers", type=int, default=2, help="threads reading tiles (default 2)")
-    parser.add_argument("--no-cloud-avoidance", action="store_true",
-                        help="pick dates without the cloud masks (s2_mask is then not needed)")
+    parser.add_argument(
+        "--no-cloud-avoidance",
+        action="store_true",
+        help="pick dates without the cloud masks (s2_mask is then not needed)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -58,8 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         options = PredictOptions(
-            overlap=args.overlap, batch_size=args.batch_size, probabilities=args.probabilities,
-            cloud_avoidance=not args.no_cloud_avoidance, workers=args.workers, overwrite=args.overwrite,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            probabilities=args.probabilities,
+            cloud_avoidance=not args.no_cloud_avoidance,
+            workers=args.workers,
+            overwrite=args.overwrite,
             progress=not args.no_progress,
         )
         device = resolve_device(args.device)

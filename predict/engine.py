@@ -114,7 +114,9 @@ class ReaderPool:
         self._local = threading.local()
         self._readers: list[TileReader] = []
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="predict-read", initializer=_thread_env)
+        self._executor = ThreadPoolExecutor(
+            workers, thread_name_prefix="predict-read", initializer=_thread_env
+        )
         self.ahead = 4 * workers
 
     def _read(self, tile: Tile) -> TileData:
@@ -161,20 +163,26 @@ def _batched(items: Iterable[TileData], size: int) -> Iterator[list[TileData]]:
         yield batch
 
 
-def run_batch(network: torch.nn.Module, batch: Sequence[TileData], device: torch.device,
-              window: torch.Tensor) -> np.ndarray:
+def run_batch(
+    network: torch.nn.Module, batch: Sequence[TileData], device: torch.device, window: torch.Tensor
+) -> np.ndarray:
     """(B, K, L, L) float32 logits x the blending window for a batch of tiles."""
     collated = collate_model_samples([data.sample for data in batch])
-    moved = {part: {k: v.to(device, non_blocking=True) for k, v in collated[part].items()}
-             for part in ("inputs", "times", "valid")}
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    moved = {
+        part: {k: v.to(device, non_blocking=True) for k, v in collated[part].items()}
+        for part in ("inputs", "times", "valid")
+    }
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    )
     with torch.inference_mode(), autocast:
         logits = network(moved["inputs"], moved["times"], moved["valid"])["logits"]
         return (logits.float() * window).cpu().numpy()
 
 
-def classify(strip: Strip, ignored: Sequence[int], probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def classify(
+    strip: Strip, ignored: Sequence[int], probabilities: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(h, w) uint8 classes (NODATA where invalid) and optionally (K, h, w) softmax probabilities
     (NaN where invalid); ignored channels are never predicted and get probability 0."""
     logits = strip.logits
@@ -193,8 +201,16 @@ def classify(strip: Strip, ignored: Sequence[int], probabilities: bool) -> tuple
 class _Mapping:
     """The state of one run: the chunk buffer in use, the writer, the progress bar, counters."""
 
-    def __init__(self, model: PredictModel, grid_height: int, chunks: Sequence[Chunk], writer: MapWriter,
-                 bar: tqdm, pixel_area_km2: float, probabilities: bool):
+    def __init__(
+        self,
+        model: PredictModel,
+        grid_height: int,
+        chunks: Sequence[Chunk],
+        writer: MapWriter,
+        bar: tqdm,
+        pixel_area_km2: float,
+        probabilities: bool,
+    ):
         self.model, self.grid_height, self.chunks = model, grid_height, chunks
         self.writer, self.bar, self.pixel_area_km2 = writer, bar, pixel_area_km2
         self.probabilities = probabilities
@@ -209,8 +225,9 @@ class _Mapping:
         if tile.chunk != self.chunk:
             self.finish_chunk()
             chunk = self.chunks[tile.chunk]
-            self.accumulator = StripAccumulator(self.model.num_classes, chunk.start, chunk.stop, self.grid_height,
-                                                self.model.tile_size, BLOCK)
+            self.accumulator = StripAccumulator(
+                self.model.num_classes, chunk.start, chunk.stop, self.grid_height, self.model.tile_size, BLOCK
+            )
             self.chunk = tile.chunk
         assert self.accumulator is not None
         self.emit(self.accumulator.flush(tile.row))
@@ -230,8 +247,14 @@ class _Mapping:
         self.bar.update(min(classes.size * self.pixel_area_km2, self.bar.total - self.bar.n))
 
 
-def _stream(pool: ReaderPool, tiles: Sequence[Tile], mapping: _Mapping, network: torch.nn.Module,
-            device: torch.device, batch_size: int) -> None:
+def _stream(
+    pool: ReaderPool,
+    tiles: Sequence[Tile],
+    mapping: _Mapping,
+    network: torch.nn.Module,
+    device: torch.device,
+    batch_size: int,
+) -> None:
     """Tiles -> batches -> weighted logits -> chunk buffers -> written strips, in order."""
     size = mapping.model.tile_size
     window = torch.from_numpy(mapping.window).to(device)
@@ -246,33 +269,67 @@ def _stream(pool: ReaderPool, tiles: Sequence[Tile], mapping: _Mapping, network:
     mapping.finish_chunk()
 
 
-def predict_zone(model: PredictModel, zone_dir: str | Path, out: str | Path,
-                 options: PredictOptions | None = None, device: str | torch.device | None = None) -> PredictSummary:
+def predict_zone(
+    model: PredictModel,
+    zone_dir: str | Path,
+    out: str | Path,
+    options: PredictOptions | None = None,
+    device: str | torch.device | None = None,
+) -> PredictSummary:
     """Map a whole zone with ``model`` into ``out`` (module docstring)."""
     options = options or PredictOptions()
     device = device if isinstance(device, torch.device) else resolve_device(device)
     started = time.perf_counter()
     size = model.tile_size
     with rasterio.Env(**GDAL_ENV):
-        zone = open_zone(zone_dir, model.rasters(options.cloud_avoidance),
-                         {key: model.input_pixel_m(key) for key in model.specs}, model.label_pixel_m)
+        zone = open_zone(
+            zone_dir,
+            model.rasters(options.cloud_avoidance),
+            {key: model.input_pixel_m(key) for key in model.specs},
+            model.label_pixel_m,
+        )
         out = check_output(Path(out), options.overwrite, options.probabilities is not None)
         grid = zone.grid
         stride = stride_for(size, options.overlap)
         per_column = (model.num_classes * 4 + 5) * (size + BLOCK)
         chunks = chunk_columns(grid.width, size, stride, options.buffer_mib * 2**20 // per_column, BLOCK)
         tiles = plan_tiles(grid, size, stride, chunks)
-        log.info("%d tiles of %d px (%.1f m), stride %d px, %d column chunk(s), batches of %d on %s", len(tiles),
-                 size, model.footprint_m, stride, len(chunks), options.batch_size, device)
+        log.info(
+            "%d tiles of %d px (%.1f m), stride %d px, %d column chunk(s), batches of %d on %s",
+            len(tiles),
+            size,
+            model.footprint_m,
+            stride,
+            len(chunks),
+            options.batch_size,
+            device,
+        )
         network = model.network.to(device).eval()
-        tags = {"task": model.task.target.task, "level": model.task.target.level, "model": model.source,
-                "overlap": options.overlap, "software": f"maestro-eo {suite_version()} predict"}
+        tags = {
+            "task": model.task.target.task,
+            "level": model.task.target.level,
+            "model": model.source,
+            "overlap": options.overlap,
+            "software": f"maestro-eo {suite_version()} predict",
+        }
         writer = MapWriter(out, grid, model.task.class_names, model.task.palette, tags, options.probabilities)
-        bar = tqdm(total=grid.area_km2, unit="km2", desc="mapping", disable=not options.progress,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km2 [{elapsed}<{remaining}]")
+        bar = tqdm(
+            total=grid.area_km2,
+            unit="km2",
+            desc="mapping",
+            disable=not options.progress,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km2 [{elapsed}<{remaining}]",
+        )
         with writer, bar:
-            mapping = _Mapping(model, grid.height, chunks, writer, bar, grid.pixel_size**2 / 1e6,
-                               options.probabilities is not None)
+            mapping = _Mapping(
+                model,
+                grid.height,
+                chunks,
+                writer,
+                bar,
+                grid.pixel_size**2 / 1e6,
+                options.probabilities is not None,
+            )
             pool = ReaderPool(zone, model, options.cloud_avoidance, options.workers)
             try:
                 _stream(pool, tiles, mapping, network, device, options.batch_size)
@@ -280,9 +337,25 @@ def predict_zone(model: PredictModel, zone_dir: str | Path, out: str | Path,
                 pool.close()
             paths = writer.commit()
     seconds = time.perf_counter() - started
-    summary = PredictSummary(paths, grid.width, grid.height, grid.area_km2, len(tiles), seconds,
-                             mapping.nodata / (grid.width * grid.height), len(chunks))
-    log.info("wrote %s: %d x %d px, %.4g km2 in %.1f s (%.4g km2/h), %d tiles, %.1f%% nodata",
-             ", ".join(map(str, paths)), grid.width, grid.height, grid.area_km2, seconds, summary.km2_per_hour,
-             len(tiles), 100 * summary.nodata_fraction)
+    summary = PredictSummary(
+        paths,
+        grid.width,
+        grid.height,
+        grid.area_km2,
+        len(tiles),
+        seconds,
+        mapping.nodata / (grid.width * grid.height),
+        len(chunks),
+    )
+    log.info(
+        "wrote %s: %d x %d px, %.4g km2 in %.1f s (%.4g km2/h), %d tiles, %.1f%% nodata",
+        ", ".join(map(str, paths)),
+        grid.width,
+        grid.height,
+        grid.area_km2,
+        seconds,
+        summary.km2_per_hour,
+        len(tiles),
+        100 * summary.nodata_fraction,
+    )
     return summary

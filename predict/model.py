@@ -103,8 +103,9 @@ class PredictModel:
         return with_companions(inputs) if cloud_avoidance else inputs
 
 
-def task_info(name: str, level: int, num_classes: int, class_names: Any = None, ignored: Any = None,
-              where: str = "") -> TaskInfo:
+def task_info(
+    name: str, level: int, num_classes: int, class_names: Any = None, ignored: Any = None, where: str = ""
+) -> TaskInfo:
     """Task facts from a name and level, checked against the network's output channels."""
     target = get_task(name).target(level)
     if target.num_classes != num_classes:
@@ -138,10 +139,14 @@ def load_run(run: Path, weights: Weights = "ema") -> PredictModel:
 
     ckpt = run / BEST
     if not ckpt.is_file():
-        raise FileNotFoundError(f"{run} is a fine-tuning run without {BEST} (was it trained with a validation split?)")
+        raise FileNotFoundError(
+            f"{run} is a fine-tuning run without {BEST} (was it trained with a validation split?)"
+        )
     config = load_config(FinetuneConfig, run / RUN_CONFIG)
     if config.model.encoder is None:
-        raise ConfigError(f"{run / RUN_CONFIG}: model.encoder is not resolved; is this the run's own config.yaml?")
+        raise ConfigError(
+            f"{run / RUN_CONFIG}: model.encoder is not resolved; is this the run's own config.yaml?"
+        )
     try:
         checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
@@ -164,13 +169,16 @@ def load_folder(folder: Path, source: str | None = None) -> PredictModel:
     read = read_model_folder(folder)
     where = str(folder / FOLDER_CONFIG)
     if read.model_type != SEGMENTER:
-        raise ConfigError(f"{where}: a {read.model_type} cannot map a zone; give a {SEGMENTER} (a fine-tuned model)")
+        raise ConfigError(
+            f"{where}: a {read.model_type} cannot map a zone; give a {SEGMENTER} (a fine-tuned model)"
+        )
     config = SegmenterConfig.from_dict(read.config)
     task = read.task or {}
     if "name" not in task or "level" not in task:
         raise ConfigError(f"{where}: no task name and level, so the classes of the map are unknown")
-    info = task_info(task["name"], task["level"], config.num_classes, task.get("class_names"), task.get("ignored"),
-                     where)
+    info = task_info(
+        task["name"], task["level"], config.num_classes, task.get("class_names"), task.get("ignored"), where
+    )
     source = source or str(folder)
     return PredictModel(_build(config, read.state, source), config, info, source)
 
@@ -193,8 +201,16 @@ def load_model(spec: str, weights: Weights = "ema", device: str | torch.device =
                 f"({FOLDER_CONFIG} + model.safetensors)"
             )
         else:
-            raise FileNotFoundError(f"--model {spec}: no such run directory or model folder (Hub models: hf:org/name)")
+            raise FileNotFoundError(
+                f"--model {spec}: no such run directory or model folder (Hub models: hf:org/name)"
+            )
     model.network.to(device)
-    log.info("model: %s (%s level %d, %d classes, tiles of %.1f m)", model.source, model.task.target.task,
-             model.task.target.level, model.num_classes, model.footprint_m)
+    log.info(
+        "model: %s (%s level %d, %d classes, tiles of %.1f m)",
+        model.source,
+        model.task.target.task,
+        model.task.target.level,
+        model.num_classes,
+        model.footprint_m,
+    )
     return model

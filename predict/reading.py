@@ -123,8 +123,9 @@ class _Source:
         except _READ_ERRORS as error:
             detail = f" ({error.__cause__})" if error.__cause__ is not None else ""
             where = f"cols {inner.col_off:g}+{inner.width:g}, rows {inner.row_off:g}+{inner.height:g}"
-            raise DataError(f"{raster.key}: reading {where} failed: {error}{detail}",
-                            path=raster.path) from error
+            raise DataError(
+                f"{raster.key}: reading {where} failed: {error}{detail}", path=raster.path
+            ) from error
         if self.floating:
             ok &= np.isfinite(part).all(axis=0)
         part[:, ~ok] = 0
@@ -133,8 +134,9 @@ class _Source:
         return values, valid
 
 
-def _label_index(window: SourceWindow, read_extent: float, read_offset: float, size: int, tile_size: int,
-                 axis: int) -> np.ndarray:
+def _label_index(
+    window: SourceWindow, read_extent: float, read_offset: float, size: int, tile_size: int, axis: int
+) -> np.ndarray:
     """Index into the read array of each output pixel's centre, from its true ground position."""
     offset, extent = window.footprint[axis], window.footprint[axis + 2]
     centres = offset + (np.arange(tile_size) + 0.5) * extent / tile_size
@@ -174,7 +176,9 @@ class TileReader:
                 invalid |= ~valid[np.ix_(rows, cols)]
             elif entry.kind == "mask":  # unknown sky counts as flagged: such dates are avoided
                 values[:, ~valid] = entry.extra.get("max_value", np.iinfo(values.dtype).max)
-            raw[key] = rearrange(values, "(t c) h w -> t c h w", c=entry.num_bands) if entry.temporal else values
+            raw[key] = (
+                rearrange(values, "(t c) h w -> t c h w", c=entry.num_bands) if entry.temporal else values
+            )
             if source.raster.dates is not None and entry.kind == "image":
                 dates[key] = source.raster.dates
         raw[DATES] = dates

@@ -69,8 +69,15 @@ class MapWriter:
     removes every temporary file.
     """
 
-    def __init__(self, out: Path, grid: Grid, class_names: tuple[str, ...], colours: tuple[RGB, ...],
-                 tags: Mapping[str, Any], probabilities: ProbabilityType | None = None):
+    def __init__(
+        self,
+        out: Path,
+        grid: Grid,
+        class_names: tuple[str, ...],
+        colours: tuple[RGB, ...],
+        tags: Mapping[str, Any],
+        probabilities: ProbabilityType | None = None,
+    ):
         self.out, self.grid, self.class_names = out, grid, class_names
         self.probability_type = probabilities
         self.token = uuid.uuid4().hex[:8]
@@ -98,32 +105,55 @@ class MapWriter:
         self.map = self._open(self.map_stream, 1, "uint8", NODATA)
         self.map.write_colormap(1, {v: (*rgb, 255) for v, rgb in enumerate(self.colours)})
         self.map.set_band_description(1, "class")
-        self.map.update_tags(**{k: str(v) for k, v in self.tags.items()},
-                             class_names=json.dumps(list(self.class_names)),
-                             **{f"class_{v}": name for v, name in enumerate(self.class_names)},
-                             nodata_meaning=f"{NODATA}: an input was nodata or outside the zone")
+        self.map.update_tags(
+            **{k: str(v) for k, v in self.tags.items()},
+            class_names=json.dumps(list(self.class_names)),
+            **{f"class_{v}": name for v, name in enumerate(self.class_names)},
+            nodata_meaning=f"{NODATA}: an input was nodata or outside the zone",
+        )
         if self.prob_stream is not None:
             half = self.probability_type == "float16"  # half floats: float32 values stored with NBITS=16
-            self.prob = self._open(self.prob_stream, len(self.class_names), "float32" if half else "uint8",
-                                   float("nan") if half else None, nbits=16 if half else None)
+            self.prob = self._open(
+                self.prob_stream,
+                len(self.class_names),
+                "float32" if half else "uint8",
+                float("nan") if half else None,
+                nbits=16 if half else None,
+            )
             for band, name in enumerate(self.class_names, start=1):
                 self.prob.set_band_description(band, name)
-            self.prob.update_tags(**{k: str(v) for k, v in self.tags.items()},
-                                  scale="probability" if half else "probability x 255",
-                                  nodata_meaning="NaN where the map is nodata" if half
-                                  else "0 in every band where the map is nodata")
+            self.prob.update_tags(
+                **{k: str(v) for k, v in self.tags.items()},
+                scale="probability" if half else "probability x 255",
+                nodata_meaning="NaN where the map is nodata"
+                if half
+                else "0 in every band where the map is nodata",
+            )
 
     def _temp(self, final: Path, kind: str) -> Path:
         path = final.with_name(f".{final.name}.{self.token}.{kind}.tif")
         self._temporary.append(path)
         return path
 
-    def _open(self, path: Path, count: int, dtype: str, nodata: float | None, nbits: int | None = None) -> Any:
+    def _open(
+        self, path: Path, count: int, dtype: str, nodata: float | None, nbits: int | None = None
+    ) -> Any:
         grid = self.grid
         profile: dict[str, Any] = {
-            "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
-            "crs": grid.crs, "transform": grid.transform, "nodata": nodata, "tiled": True,
-            "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "zlevel": 1, "bigtiff": "IF_SAFER",
+            "driver": "GTiff",
+            "width": grid.width,
+            "height": grid.height,
+            "count": count,
+            "dtype": dtype,
+            "crs": grid.crs,
+            "transform": grid.transform,
+            "nodata": nodata,
+            "tiled": True,
+            "blockxsize": BLOCK,
+            "blockysize": BLOCK,
+            "compress": "deflate",
+            "zlevel": 1,
+            "bigtiff": "IF_SAFER",
             "interleave": "band",
         }
         if nbits is not None:
@@ -161,8 +191,15 @@ class MapWriter:
         try:
             for stream, final, options in published:
                 cog = self._temp(final, "cog")
-                copy_raster(str(stream), str(cog), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
-                            BIGTIFF="IF_SAFER", **options)
+                copy_raster(
+                    str(stream),
+                    str(cog),
+                    driver="COG",
+                    COMPRESS="DEFLATE",
+                    BLOCKSIZE=512,
+                    BIGTIFF="IF_SAFER",
+                    **options,
+                )
                 ready.append((cog, final))
         finally:
             gdal_log.removeFilter(_padding_warnings)

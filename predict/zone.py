@@ -102,7 +102,9 @@ def find_raster(root: Path, key: str) -> Path:
     if len(found) > 1:
         raise ConfigError(f"zone {root}: {[p.name for p in found]} are all rasters for {key}; keep one")
     if not found:
-        raise ConfigError(f"zone {root} has no {key} raster: expected {root / (key + '.tif')} (or .tiff/.vrt)")
+        raise ConfigError(
+            f"zone {root} has no {key} raster: expected {root / (key + '.tif')} (or .tiff/.vrt)"
+        )
     return found[0]
 
 
@@ -110,7 +112,9 @@ def read_dates(root: Path, key: str) -> np.ndarray:
     """The dates of ``key`` from ``{key}_dates.json`` (a list) or ``{key}_dates.txt`` (one per line)."""
     found = [root / f"{key}{suffix}" for suffix in DATES_SUFFIXES if (root / f"{key}{suffix}").is_file()]
     if len(found) > 1:
-        raise ConfigError(f"zone {root}: both {found[0].name} and {found[1].name} give the dates of {key}; keep one")
+        raise ConfigError(
+            f"zone {root}: both {found[0].name} and {found[1].name} give the dates of {key}; keep one"
+        )
     if not found:
         raise ConfigError(
             f"zone {root}: {key} needs its acquisition dates in {key}_dates.json (a JSON list of YYYYMMDD)"
@@ -138,7 +142,9 @@ def _dates_for(root: Path, key: str, cache: dict[str, np.ndarray]) -> np.ndarray
         cache[owner] = read_dates(root, owner)
     dates = cache[owner]
     if not MODALITIES[owner].temporal and len(dates) != 1:
-        raise ConfigError(f"zone {root}: {owner} is mono-temporal; its dates file must hold one date, not {len(dates)}")
+        raise ConfigError(
+            f"zone {root}: {owner} is mono-temporal; its dates file must hold one date, not {len(dates)}"
+        )
     return dates
 
 
@@ -153,14 +159,21 @@ def _check_bands(raster: ZoneRaster) -> None:
             f"({per_date} bands {entry.bands}{dates}, date-major)"
         )
     if raster.dtype != entry.dtype:
-        log.warning("%s: %s values, FLAIR-HUB %s rasters are %s; scaling assumes the FLAIR-HUB value range",
-                    raster.path.name, raster.dtype, raster.key, entry.dtype)
+        log.warning(
+            "%s: %s values, FLAIR-HUB %s rasters are %s; scaling assumes the FLAIR-HUB value range",
+            raster.path.name,
+            raster.dtype,
+            raster.key,
+            entry.dtype,
+        )
 
 
 def _check_north_up(raster: ZoneRaster) -> None:
     transform = raster.transform
     if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
-        raise ConfigError(f"zone raster {raster.path}: not north-up (transform {tuple(transform)[:6]}); warp it first")
+        raise ConfigError(
+            f"zone raster {raster.path}: not north-up (transform {tuple(transform)[:6]}); warp it first"
+        )
 
 
 def _check_bounds(rasters: Mapping[str, ZoneRaster], reference: ZoneRaster) -> None:
@@ -188,19 +201,29 @@ def output_grid(reference: ZoneRaster, crs: CRS, pixel: float) -> Grid:
         return Grid(reference.transform, reference.width, reference.height, crs)
     left, bottom, right, top = reference.bounds
     width, height = max(1, round((right - left) / pixel)), max(1, round((top - bottom) / pixel))
-    log.warning("%s has %.3f m pixels; the map uses the model's label pixel, %.3f m (%d x %d)",
-                reference.path.name, reference.pixel_size, pixel, width, height)
+    log.warning(
+        "%s has %.3f m pixels; the map uses the model's label pixel, %.3f m (%d x %d)",
+        reference.path.name,
+        reference.pixel_size,
+        pixel,
+        width,
+        height,
+    )
     return Grid(Affine(pixel, 0.0, left, 0.0, -pixel, top), width, height, crs)
 
 
 def _metric_crs(path: Path, crs: CRS) -> CRS:
     if not crs.is_projected or crs.linear_units_factor[1] != 1.0:
-        raise ConfigError(f"zone raster {path}: CRS {crs.to_string()} is not in metres; warp the zone to a metric "
-                          "projected CRS (e.g. EPSG:2154) first")
+        raise ConfigError(
+            f"zone raster {path}: CRS {crs.to_string()} is not in metres; warp the zone to a metric "
+            "projected CRS (e.g. EPSG:2154) first"
+        )
     return crs
 
 
-def open_zone(root: str | Path, keys: Sequence[str], input_pixel_m: Mapping[str, float], label_pixel_m: float) -> Zone:
+def open_zone(
+    root: str | Path, keys: Sequence[str], input_pixel_m: Mapping[str, float], label_pixel_m: float
+) -> Zone:
     """Find, read the headers of and check the rasters ``keys`` of a zone (no pixel is read).
 
     ``input_pixel_m`` gives the ground pixel the model reads per input; the finest one is the
@@ -219,17 +242,39 @@ def open_zone(root: str | Path, keys: Sequence[str], input_pixel_m: Mapping[str,
     for key in ordered:
         path = paths[key]
         with open_in(path, crs) as src:
-            raster = ZoneRaster(key, path, src.transform, src.width, src.height, src.count, src.dtypes[0],
-                                isinstance(src, WarpedVRT), _dates_for(root, key, dates_cache))
+            raster = ZoneRaster(
+                key,
+                path,
+                src.transform,
+                src.width,
+                src.height,
+                src.count,
+                src.dtypes[0],
+                isinstance(src, WarpedVRT),
+                _dates_for(root, key, dates_cache),
+            )
         _check_north_up(raster)
         _check_bands(raster)
         rasters[key] = raster
         expected = input_pixel_m.get(key, input_pixel_m.get(MODALITIES[key].companion_of or "", 0.0))
         if expected and abs(raster.pixel_size - expected) > 1e-3 * expected:
-            log.warning("%s: %.3f m pixels but the model reads %s at %.3f m: tiles are resampled (nearest)",
-                        path.name, raster.pixel_size, key, expected)
+            log.warning(
+                "%s: %.3f m pixels but the model reads %s at %.3f m: tiles are resampled (nearest)",
+                path.name,
+                raster.pixel_size,
+                key,
+                expected,
+            )
     _check_bounds(rasters, rasters[reference_key])
     grid = output_grid(rasters[reference_key], crs, label_pixel_m)
-    log.info("zone %s: %s, %d x %d pixels of %.2f m (%.4g km2), CRS %s", root, ", ".join(rasters), grid.width,
-             grid.height, grid.pixel_size, grid.area_km2, crs.to_string())
+    log.info(
+        "zone %s: %s, %d x %d pixels of %.2f m (%.4g km2), CRS %s",
+        root,
+        ", ".join(rasters),
+        grid.width,
+        grid.height,
+        grid.pixel_size,
+        grid.area_km2,
+        crs.to_string(),
+    )
     return Zone(root, crs, rasters, reference_key, grid)

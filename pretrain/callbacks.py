@@ -98,13 +98,26 @@ def reconstruction_panels(
 
 
 def reconstruction_figure(
-    panels: dict[str, Tensor], dates: list[int], title: str, path: Path, panel_inches: float = 2.0, dpi: int = 80
+    panels: dict[str, Tensor],
+    dates: list[int],
+    title: str,
+    path: Path,
+    panel_inches: float = 2.0,
+    dpi: int = 80,
 ) -> Path:
     """PNG of :func:`reconstruction_panels`: column titles, one row per sample labelled with its date."""
     rows = len(dates)
     figure = Figure(figsize=(len(COLUMNS) * panel_inches + 0.4, rows * panel_inches + 0.6))
-    grid = figure.add_gridspec(rows, len(COLUMNS), left=0.06, right=0.99, top=1 - 0.5 / (rows * panel_inches + 0.6),
-                               bottom=0.01, wspace=0.03, hspace=0.03)
+    grid = figure.add_gridspec(
+        rows,
+        len(COLUMNS),
+        left=0.06,
+        right=0.99,
+        top=1 - 0.5 / (rows * panel_inches + 0.6),
+        bottom=0.01,
+        wspace=0.03,
+        hspace=0.03,
+    )
     for row, date in enumerate(dates):
         for col, name in enumerate(COLUMNS):
             ax = figure.add_subplot(grid[row, col])
@@ -142,9 +155,13 @@ class ReconstructionImages(L.Callback):
         count = self.max_samples
         for key, spec in pl_module.model.specs.items():
             panels, dates = reconstruction_panels(
-                spec, *(t[key][:count].detach().float().cpu() for t in (batch["inputs"], out["targets"],
-                                                                        out["predictions"])),
-                out["pixel_masks"][key][:count].cpu(), batch["valid"][key][:count].cpu(),
+                spec,
+                *(
+                    t[key][:count].detach().float().cpu()
+                    for t in (batch["inputs"], out["targets"], out["predictions"])
+                ),
+                out["pixel_masks"][key][:count].cpu(),
+                batch["valid"][key][:count].cpu(),
             )
             shown = ",".join(spec.bands[i] for i in display_indices(spec))
             title = f"{key} ({shown}) at step {step}: target and prediction in normalised patch space"

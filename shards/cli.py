@@ -27,7 +27,9 @@ def _cmd_toy(args: argparse.Namespace) -> int:
     from maestro.data.toy import SPLIT_DOMAINS, write_toy_dataset
 
     if args.patches < len(SPLIT_DOMAINS):
-        raise ConfigError(f"--patches must be at least {len(SPLIT_DOMAINS)} (one per split), got {args.patches}")
+        raise ConfigError(
+            f"--patches must be at least {len(SPLIT_DOMAINS)} (one per split), got {args.patches}"
+        )
     out = Path(args.out)
     created = not out.exists()
     try:
@@ -50,11 +52,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
         )
     configs = [
         BuildConfig(
-            root=Path(args.root), out=Path(args.out), split=split, modalities=tuple(args.modalities),
-            max_size=parse_size(args.max_size), max_count=args.max_count, workers=args.workers,
-            split_name=args.split_name, split_csv=Path(args.split_csv) if args.split_csv else None,
-            skip_bad=args.skip_bad, seed=None if args.no_shuffle else args.seed, progress=not args.no_progress,
-            force=args.force, allow_nan=args.allow_nan,
+            root=Path(args.root),
+            out=Path(args.out),
+            split=split,
+            modalities=tuple(args.modalities),
+            max_size=parse_size(args.max_size),
+            max_count=args.max_count,
+            workers=args.workers,
+            split_name=args.split_name,
+            split_csv=Path(args.split_csv) if args.split_csv else None,
+            skip_bad=args.skip_bad,
+            seed=None if args.no_shuffle else args.seed,
+            progress=not args.no_progress,
+            force=args.force,
+            allow_nan=args.allow_nan,
         )
         for split in args.split
     ]  # all validated before the first split is written
@@ -79,9 +90,15 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     path = write_stats(Path(args.out), stats)
     for modality, entry in stats["modalities"].items():
         nonfinite = sum(entry["nonfinite"])
-        log.log(logging.WARNING if nonfinite else logging.INFO, "%s: mean %s std %s, non-finite values (NaN/inf, "
-                "left out) %d%s", modality, _rounded(entry["mean"]), _rounded(entry["std"]), nonfinite,
-                f" per band {entry['nonfinite']}" if nonfinite else "")
+        log.log(
+            logging.WARNING if nonfinite else logging.INFO,
+            "%s: mean %s std %s, non-finite values (NaN/inf, left out) %d%s",
+            modality,
+            _rounded(entry["mean"]),
+            _rounded(entry["std"]),
+            nonfinite,
+            f" per band {entry['nonfinite']}" if nonfinite else "",
+        )
     log.info("wrote %s (%d samples)", path, stats["samples"])
     return 0
 
@@ -98,8 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     toy = sub.add_parser("toy", help="write a small synthetic dataset in the FLAIR-HUB layout, or a toy zone")
     target = toy.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="output directory (created; must be empty or absent)")
-    target.add_argument("--zone", help="write a toy zone for `predict` instead (created; must be empty or absent)")
-    toy.add_argument("--size-m", type=float, default=400.0, help="--zone: side of the zone in metres (default 400)")
+    target.add_argument(
+        "--zone", help="write a toy zone for `predict` instead (created; must be empty or absent)"
+    )
+    toy.add_argument(
+        "--size-m", type=float, default=400.0, help="--zone: side of the zone in metres (default 400)"
+    )
     toy.add_argument("--patches", type=int, default=200, help="number of patches (default 200)")
     toy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     toy.set_defaults(func=_cmd_toy)
@@ -110,21 +131,34 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--root", required=True, help="FLAIR-HUB root directory")
     build.add_argument("--split", nargs="+", default=["train"], help="split(s) to build (default train)")
     build.add_argument("--out", required=True, help="shard directory (created; shared by all splits)")
-    build.add_argument("--modalities", nargs="+", default=list(DEFAULT_MODALITIES),
-                       help="modalities to store; masks follow their images (default: %(default)s)")
+    build.add_argument(
+        "--modalities",
+        nargs="+",
+        default=list(DEFAULT_MODALITIES),
+        help="modalities to store; masks follow their images (default: %(default)s)",
+    )
     build.add_argument("--max-size", default="1GB", help="target shard size, e.g. 1GB, 500MiB (default 1GB)")
     build.add_argument("--max-count", type=int, default=10_000, help="max samples per shard (default 10000)")
     build.add_argument("--workers", type=int, default=1, help="processes writing shards (default 1)")
     build.add_argument("--split-name", default=SPLIT_NAME, help="split folder (default %(default)s)")
     build.add_argument("--split-csv", help="explicit split CSV instead of {root}/{split-name}/{split}.csv")
-    build.add_argument("--skip-bad", action="store_true",
-                       help="skip patches the reader rejects (counted and listed in the manifest) instead of stopping")
-    build.add_argument("--force", action="store_true",
-                       help="rewrite every shard of the split; by default a rerun keeps finished shards whose "
-                            "sources are unchanged")
-    build.add_argument("--allow-nan", action="store_true",
-                       help="keep NaN/inf pixels of float rasters (Sentinel-1 borders) instead of rejecting the "
-                            "patch; train with preprocessing nan_policy: fill")
+    build.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip patches the reader rejects (counted and listed in the manifest) instead of stopping",
+    )
+    build.add_argument(
+        "--force",
+        action="store_true",
+        help="rewrite every shard of the split; by default a rerun keeps finished shards whose "
+        "sources are unchanged",
+    )
+    build.add_argument(
+        "--allow-nan",
+        action="store_true",
+        help="keep NaN/inf pixels of float rasters (Sentinel-1 borders) instead of rejecting the "
+        "patch; train with preprocessing nan_policy: fill",
+    )
     build.add_argument("--seed", type=int, default=0, help="seed shuffling patches across shards (default 0)")
     build.add_argument("--no-shuffle", action="store_true", help="keep split-CSV order")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -180,7 +180,9 @@ def _check_array(array: np.ndarray, modality: str, dates: Mapping[str, np.ndarra
             f"{'(T, ' if entry.temporal else '('}{entry.num_bands}, H, W)"
         )
     if entry.temporal and modality in dates and len(dates[modality]) != array.shape[0]:
-        raise DataError(f"{where}: {modality} has {array.shape[0]} dates but the JSON lists {len(dates[modality])}")
+        raise DataError(
+            f"{where}: {modality} has {array.shape[0]} dates but the JSON lists {len(dates[modality])}"
+        )
 
 
 def decode_sample(

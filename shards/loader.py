@@ -192,7 +192,10 @@ class ShardSamples:
             expected = None if self.expected_counts is None else self.expected_counts.get(url)
             if expected is not None and count != expected:
                 self.policy.handle(
-                    DataError(f"shard has {count} samples, its manifest entry says {expected} (truncated?)", path=url)
+                    DataError(
+                        f"shard has {count} samples, its manifest entry says {expected} (truncated?)",
+                        path=url,
+                    )
                 )
 
 
@@ -298,8 +301,11 @@ def make_dataset(
     stages: list[Any]
     if config.mode == "train":
         if config.resample:
-            stages = [wds.ResampledShards(source.urls, seed=config.seed, worker_seed=RankWorkerSeed(seeds),
-                                          deterministic=True)]
+            stages = [
+                wds.ResampledShards(
+                    source.urls, seed=config.seed, worker_seed=RankWorkerSeed(seeds), deterministic=True
+                )
+            ]
         else:
             if len(source.urls) < world_size:
                 raise ConfigError(
@@ -310,7 +316,9 @@ def make_dataset(
     else:
         slots = world_size * max(1, config.num_workers)
         if len(source.urls) < slots:
-            log.info("%d shards for %d rank x worker slots: some workers will be idle", len(source.urls), slots)
+            log.info(
+                "%d shards for %d rank x worker slots: some workers will be idle", len(source.urls), slots
+            )
         stages = [wds.SimpleShardList(source.urls), SplitByRank(rank, world_size), wds.split_by_worker]
     stages.append(ShardSamples(policy, members, source.expected_counts))
     if config.mode == "train":
@@ -346,8 +354,12 @@ class ShardLoader(wds.WebLoader):
 
     def __init__(self, dataset: ShardDataset):
         config = dataset.config
-        kwargs: dict[str, Any] = {"batch_size": None, "num_workers": config.num_workers,
-                                  "pin_memory": config.pin_memory, "collate_fn": _as_is}
+        kwargs: dict[str, Any] = {
+            "batch_size": None,
+            "num_workers": config.num_workers,
+            "pin_memory": config.pin_memory,
+            "collate_fn": _as_is,
+        }
         if config.num_workers > 0 and config.prefetch_factor is not None:
             kwargs["prefetch_factor"] = config.prefetch_factor
         if not any(isinstance(stage, ForwardWorkerErrors) for stage in dataset.pipeline.pipeline):
@@ -424,4 +436,3 @@ def make_loader(
 ) -> ShardLoader:
     """DataLoader over shards (see the module docstring); options are :class:`LoaderConfig` fields."""
     return ShardLoader(make_dataset(urls, preprocess=preprocess, mode=mode, config=config, **options))
-

@@ -126,7 +126,9 @@ class Manifest:
             splits = {k: SplitEntry.from_json(v) for k, v in data["splits"].items()}
         except (KeyError, TypeError) as exc:
             raise DataError(f"{where}: malformed split entry ({exc!r})") from None
-        return cls(splits=splits, format_version=data["format_version"], encoding=data.get("encoding", ENCODING))
+        return cls(
+            splits=splits, format_version=data["format_version"], encoding=data.get("encoding", ENCODING)
+        )
 
 
 def manifest_path(path: str | Path) -> Path:

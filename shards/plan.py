@@ -24,14 +24,26 @@ from maestro.modalities import DEFAULT_INPUTS, MODALITIES, resolve, with_compani
 from shards.format import FORMAT_VERSION, encode_sample, validate_key
 from shards.manifest import BUILD_DIR, write_json_atomic
 
-DEFAULT_MODALITIES: tuple[str, ...] = DEFAULT_INPUTS + tuple(k for k, m in MODALITIES.items() if m.kind == "label")
+DEFAULT_MODALITIES: tuple[str, ...] = DEFAULT_INPUTS + tuple(
+    k for k, m in MODALITIES.items() if m.kind == "label"
+)
 """The MAESTRO default inputs plus every label: one build serves pretraining and fine-tuning."""
 PROBE_SAMPLES = 8
 """Patches encoded up front to turn ``max_size`` into a sample count per shard."""
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 
 
 def parse_size(text: str | int) -> int:
@@ -89,9 +101,13 @@ class BuildConfig:
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "modalities", tuple(_modality_keys(self.modalities)))
         if not _SPLIT_NAME.match(self.split):
-            raise ConfigError(f"split {self.split!r} must be a plain name ([A-Za-z0-9_-]), it names the shard files")
+            raise ConfigError(
+                f"split {self.split!r} must be a plain name ([A-Za-z0-9_-]), it names the shard files"
+            )
         if self.max_count < 1 or self.max_size < 1:
-            raise ConfigError(f"max_count and max_size must be positive (got {self.max_count}, {self.max_size})")
+            raise ConfigError(
+                f"max_count and max_size must be positive (got {self.max_count}, {self.max_size})"
+            )
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
 
@@ -100,8 +116,12 @@ class BuildConfig:
 
     def reader_args(self) -> dict[str, Any]:
         return {
-            "root": self.root, "modalities": list(self.modalities), "split": self.split,
-            "split_name": self.split_name, "split_csv": self.split_csv, "allow_nan": self.allow_nan,
+            "root": self.root,
+            "modalities": list(self.modalities),
+            "split": self.split,
+            "split_name": self.split_name,
+            "split_csv": self.split_csv,
+            "allow_nan": self.allow_nan,
         }
 
 

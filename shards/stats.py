@@ -44,8 +44,11 @@ class BandStats:
     def empty(cls, num_bands: int) -> BandStats:
         zeros = np.zeros(num_bands, dtype=np.float64)
         return cls(
-            count=np.zeros(num_bands, dtype=np.int64), mean=zeros.copy(), m2=zeros.copy(),
-            minimum=np.full(num_bands, np.inf), maximum=np.full(num_bands, -np.inf),
+            count=np.zeros(num_bands, dtype=np.int64),
+            mean=zeros.copy(),
+            m2=zeros.copy(),
+            minimum=np.full(num_bands, np.inf),
+            maximum=np.full(num_bands, -np.inf),
             nonfinite=np.zeros(num_bands, dtype=np.int64),
         )
 
@@ -58,8 +61,14 @@ class BandStats:
             count = np.full(values.shape[0], values.shape[1], dtype=np.int64)
             mean = values.mean(axis=1)
             m2 = np.square(values - mean[:, None]).sum(axis=1)
-            return cls(count, mean, m2, values.min(axis=1), values.max(axis=1),
-                       np.zeros(values.shape[0], dtype=np.int64))
+            return cls(
+                count,
+                mean,
+                m2,
+                values.min(axis=1),
+                values.max(axis=1),
+                np.zeros(values.shape[0], dtype=np.int64),
+            )
         count = finite.sum(axis=1)
         safe = np.where(finite, values, 0.0)
         mean = np.divide(safe.sum(axis=1), count, out=np.zeros(len(count)), where=count > 0)
@@ -123,7 +132,11 @@ def _shard_task(args: tuple[str, list[str]]) -> tuple[int, dict[str, BandStats]]
 
 
 def compute_stats(
-    out: Path, splits: Sequence[str] = ("train",), *, modalities: Sequence[str] | None = None, workers: int = 1
+    out: Path,
+    splits: Sequence[str] = ("train",),
+    *,
+    modalities: Sequence[str] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Statistics over the given splits of the shard directory ``out`` (a JSON-ready dict)."""
     file = manifest_path(out)

@@ -65,18 +65,31 @@ class VerifyReport:
         """(is_problem, text) report lines, one block per shard, then a summary."""
         out = []
         for shard in self.shards:
-            out.append((not shard.ok, f"{'OK  ' if shard.ok else 'FAIL'} {shard.name}: {shard.samples} samples"))
+            out.append(
+                (not shard.ok, f"{'OK  ' if shard.ok else 'FAIL'} {shard.name}: {shard.samples} samples")
+            )
             out.extend((True, f"       - {p}") for p in shard.problems)
         out.extend((True, f"FAIL {p}") for p in self.problems)
         out.extend((False, line) for line in _nonfinite_lines(self.shards))
         bad = sum(not s.ok for s in self.shards)
-        out.append((not self.ok, f"{'OK' if self.ok else 'FAILED'}: {len(self.shards)} shards checked, "
-                                 f"{bad} with problems, {len(self.problems)} other problems"))
+        out.append(
+            (
+                not self.ok,
+                f"{'OK' if self.ok else 'FAILED'}: {len(self.shards)} shards checked, "
+                f"{bad} with problems, {len(self.problems)} other problems",
+            )
+        )
         return out
 
 
-def verify_shard(path: Path, split: str, record: ShardRecord, modalities: list[str], decode: bool = True,
-                 checksum: bool = True) -> ShardReport:
+def verify_shard(
+    path: Path,
+    split: str,
+    record: ShardRecord,
+    modalities: list[str],
+    decode: bool = True,
+    checksum: bool = True,
+) -> ShardReport:
     """Check one shard against its manifest record (``checksum=False, decode=False``: presence and
     size only, the instant check training runs at start)."""
     report = ShardReport(split, record.name)
@@ -149,7 +162,9 @@ def _verify_task(args: tuple[Path, str, ShardRecord, list[str], bool]) -> ShardR
     return verify_shard(*args)
 
 
-def verify(out: Path, splits: Iterable[str] | None = None, *, decode: bool = True, workers: int = 1) -> VerifyReport:
+def verify(
+    out: Path, splits: Iterable[str] | None = None, *, decode: bool = True, workers: int = 1
+) -> VerifyReport:
     """Verify the shard directory ``out`` (all splits of its manifest unless ``splits`` is given)."""
     out = Path(out)
     report = VerifyReport()
@@ -178,7 +193,9 @@ def verify(out: Path, splits: Iterable[str] | None = None, *, decode: bool = Tru
         if file.name.endswith(".tar") and file.name not in listed:
             report.problems.append(f"{file.name}: shard on disk but not in the manifest")
         elif file.name.endswith(".tar.partial"):
-            report.problems.append(f"{file.name}: unfinished shard from an interrupted build (rerun the build)")
+            report.problems.append(
+                f"{file.name}: unfinished shard from an interrupted build (rerun the build)"
+            )
     return report
 
 
@@ -189,4 +206,6 @@ def _check_keys(report: VerifyReport) -> None:
     for split, counts in by_split.items():
         dupes = sorted(k for k, n in counts.items() if n > 1)
         if dupes:
-            report.problems.append(f"split {split}: {len(dupes)} sample keys occur more than once, e.g. {dupes[:5]}")
+            report.problems.append(
+                f"split {split}: {len(dupes)} sample keys occur more than once, e.g. {dupes[:5]}"
+            )

@@ -49,7 +49,15 @@ from shards.sources import first_change, shard_sources, sources_digest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODALITIES", "BuildConfig", "BuildResult", "ShardTask", "build", "parse_size", "plan_shards"]
+__all__ = [
+    "DEFAULT_MODALITIES",
+    "BuildConfig",
+    "BuildResult",
+    "ShardTask",
+    "build",
+    "parse_size",
+    "plan_shards",
+]
 
 TAR_MTIME = 0
 """Fixed member mtime: the same input gives byte-identical shards (and checksums) on rebuild.
@@ -148,7 +156,9 @@ def _reusable(config: BuildConfig, reader: Any, task: ShardTask) -> ShardResult 
         if file_sha256(path) != record["sha256"]:
             log.warning("%s: checksum differs from its done record", path)
             return "its checksum differs from its done record"
-        shard = ShardRecord(task.name, record["count"], record["bytes"], record["sha256"], record["sources_sha256"])
+        shard = ShardRecord(
+            task.name, record["count"], record["bytes"], record["sha256"], record["sources_sha256"]
+        )
         return ShardResult(shard, skipped, reused=True)
     except (ValueError, KeyError, TypeError):
         return "its done record is unreadable"
@@ -174,7 +184,9 @@ class _HashingFile:
         self.stream.flush()
 
 
-def write_shard(config: BuildConfig, reader: Any, task: ShardTask, on_sample: Callable[[], None] | None = None) -> ShardResult:
+def write_shard(
+    config: BuildConfig, reader: Any, task: ShardTask, on_sample: Callable[[], None] | None = None
+) -> ShardResult:
     """Write one shard atomically (partial file, fsync, rename, done record), or reuse it."""
     reuse = _reusable(config, reader, task)
     if isinstance(reuse, ShardResult):
@@ -203,14 +215,22 @@ def write_shard(config: BuildConfig, reader: Any, task: ShardTask, on_sample: Ca
         stream.flush()
         os.fsync(stream.fileno())
     done = _done_file(config, task.name)
-    done.unlink(missing_ok=True)  # a kill before the new record is written must not pair it with the new shard
+    done.unlink(
+        missing_ok=True
+    )  # a kill before the new record is written must not pair it with the new shard
     os.replace(partial, final)
     fsync_dir(final.parent)
     record = ShardRecord(task.name, count, hashing.size, hashing.sha256.hexdigest(), sources_digest(sources))
-    write_json_atomic(done, {
-        **asdict(record), "fingerprint": task.fingerprint, "skipped": [asdict(s) for s in skipped],
-        "allow_nan": config.allow_nan, "sources": sources,
-    })
+    write_json_atomic(
+        done,
+        {
+            **asdict(record),
+            "fingerprint": task.fingerprint,
+            "skipped": [asdict(s) for s in skipped],
+            "allow_nan": config.allow_nan,
+            "sources": sources,
+        },
+    )
     return ShardResult(record, skipped, replaced=reuse is not None)
 
 
@@ -288,8 +308,14 @@ def _build(config: BuildConfig, reader: Any) -> BuildResult:
     tasks = plan_shards(config, reader)
     _discard_partials(config)
     total = sum(len(t.patch_ids) for t in tasks)
-    log.info("building %d %s shards of up to %d samples in %s%s", len(tasks), config.split,
-             len(tasks[0].patch_ids), config.out, " (--force: rewriting every shard)" if config.force else "")
+    log.info(
+        "building %d %s shards of up to %d samples in %s%s",
+        len(tasks),
+        config.split,
+        len(tasks[0].patch_ids),
+        config.out,
+        " (--force: rewriting every shard)" if config.force else "",
+    )
     with tqdm(total=total, unit="sample", desc=f"{config.split} shards", disable=not config.progress) as bar:
         if config.workers == 1 or len(tasks) == 1:
             results = _run_serial(config, reader, tasks, bar)
@@ -308,15 +334,27 @@ def _build(config: BuildConfig, reader: Any) -> BuildResult:
     replaced = sum(r.replaced for r in results)
     if skipped:
         log.warning("%s: skipped %d bad patches (listed in the manifest)", config.split, len(skipped))
-    log.info("%s: %d samples in %d shards (%d written, %d kept from an earlier run, %d rewritten over an "
-             "earlier run's), %.2f GB", config.split, entry.num_samples, len(results), len(results) - reused,
-             reused, replaced, entry.num_bytes / 1e9)
+    log.info(
+        "%s: %d samples in %d shards (%d written, %d kept from an earlier run, %d rewritten over an "
+        "earlier run's), %.2f GB",
+        config.split,
+        entry.num_samples,
+        len(results),
+        len(results) - reused,
+        reused,
+        replaced,
+        entry.num_bytes / 1e9,
+    )
     return BuildResult(entry, written=len(results) - reused, reused=reused, replaced=replaced)
 
 
 def _source_info(config: BuildConfig) -> dict[str, Any]:
     return {
-        "root": config.root, "split_name": config.split_name, "split_csv": config.split_csv,
-        "seed": config.seed, "max_count": config.max_count, "max_size": config.max_size,
+        "root": config.root,
+        "split_name": config.split_name,
+        "split_csv": config.split_csv,
+        "seed": config.seed,
+        "max_count": config.max_count,
+        "max_size": config.max_size,
         "allow_nan": config.allow_nan,
     }

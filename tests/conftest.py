@@ -23,8 +23,21 @@ def toy_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from shards.cli import main
 
     out = tmp_path_factory.mktemp("toy_shards") / "shards"
-    code = main(["build", "--root", str(toy_root), "--split", "train", "val", "--out", str(out),
-                 "--max-count", "4", "--no-progress"])
+    code = main(
+        [
+            "build",
+            "--root",
+            str(toy_root),
+            "--split",
+            "train",
+            "val",
+            "--out",
+            str(out),
+            "--max-count",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return out
 
@@ -50,7 +63,11 @@ FINETUNE_ENCODER = {
         "s1_asc": {"num_dates": 2, "patch_size": 5},
         "s1_des": {"num_dates": 2, "patch_size": 5},
     },
-    "size": "tiny", "width": 64, "depth": 2, "inter_depth": 1, "grid_size": 20,
+    "size": "tiny",
+    "width": 64,
+    "depth": 2,
+    "inter_depth": 1,
+    "grid_size": 20,
 }
 
 
@@ -76,15 +93,37 @@ def finetune_raw(toy_shards: Path):
     import copy
 
     def make(out: Path) -> dict:
-        return copy.deepcopy({
-            "data": {"train": str(toy_shards), "val": str(toy_shards), "test": str(toy_shards), "test_split": "val",
-                     "batch_size": 2, "num_workers": 0, "shuffle_buffer": 4, "batches_per_epoch": 4},
-            "model": {"init": "random", "encoder": FINETUNE_ENCODER, "decoder_channels": 32, "date_pooling": "mean"},
-            "optim": {"base_lr": 4e-3, "warmup_fraction": 0.1},
-            "trainer": {"output_dir": str(out), "max_epochs": 2, "accelerator": "cpu", "devices": 1,
-                        "ema_decay": 0.9, "log_every_n_steps": 1, "checkpoint_every_n_steps": 2},
-            "eval": {"num_figures": 2},
-        })
+        return copy.deepcopy(
+            {
+                "data": {
+                    "train": str(toy_shards),
+                    "val": str(toy_shards),
+                    "test": str(toy_shards),
+                    "test_split": "val",
+                    "batch_size": 2,
+                    "num_workers": 0,
+                    "shuffle_buffer": 4,
+                    "batches_per_epoch": 4,
+                },
+                "model": {
+                    "init": "random",
+                    "encoder": FINETUNE_ENCODER,
+                    "decoder_channels": 32,
+                    "date_pooling": "mean",
+                },
+                "optim": {"base_lr": 4e-3, "warmup_fraction": 0.1},
+                "trainer": {
+                    "output_dir": str(out),
+                    "max_epochs": 2,
+                    "accelerator": "cpu",
+                    "devices": 1,
+                    "ema_decay": 0.9,
+                    "log_every_n_steps": 1,
+                    "checkpoint_every_n_steps": 2,
+                },
+                "eval": {"num_figures": 2},
+            }
+        )
 
     return make
 
@@ -112,12 +151,25 @@ def tiny_pretrain_run(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory
 
     out = tmp_path_factory.mktemp("pretrain") / "run"
     raw = {
-        "data": {"train": str(toy_shards), "batch_size": 4, "num_workers": 0, "batches_per_epoch": 3,
-                 "shuffle_buffer": 8},
+        "data": {
+            "train": str(toy_shards),
+            "batch_size": 4,
+            "num_workers": 0,
+            "batches_per_epoch": 3,
+            "shuffle_buffer": 8,
+        },
         "model": {"encoder": FINETUNE_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
         "optim": {"base_lr": 1e-3},
-        "trainer": {"output_dir": str(out), "max_epochs": 2, "checkpoint_every_n_steps": 2, "log_every_n_steps": 1,
-                    "reconstruction_every_n_steps": 0, "ema_decay": 0.9, "accelerator": "cpu", "devices": 1},
+        "trainer": {
+            "output_dir": str(out),
+            "max_epochs": 2,
+            "checkpoint_every_n_steps": 2,
+            "log_every_n_steps": 1,
+            "reconstruction_every_n_steps": 0,
+            "ema_decay": 0.9,
+            "accelerator": "cpu",
+            "devices": 1,
+        },
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -129,13 +181,17 @@ def tiny_pretrain_run(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def finetuned_run(finetune_config, tiny_pretrain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> FinetunedRun:
+def finetuned_run(
+    finetune_config, tiny_pretrain_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> FinetunedRun:
     """LC level 1 fine-tuned from ``tiny_pretrain_run`` on all five inputs (8 steps, best checkpoint
     by val mIoU, tested with prediction GeoTIFFs). Read-only: copy it before writing into it."""
     from finetune.cli import run
 
     out = tmp_path_factory.mktemp("finetuned") / "run"
-    config = finetune_config(out, f"model.init={tiny_pretrain_run}", "model.encoder=null", "eval.save_predictions=true")
+    config = finetune_config(
+        out, f"model.init={tiny_pretrain_run}", "model.encoder=null", "eval.save_predictions=true"
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

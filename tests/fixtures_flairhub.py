@@ -65,8 +65,13 @@ def write_geotiff(path: Path, array: np.ndarray, transform: Affine, crs: str | N
     """One uncompressed GeoTIFF holding ``array`` (bands, H, W) in its own dtype."""
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = {
-        "driver": "GTiff", "count": array.shape[0], "height": array.shape[1], "width": array.shape[2],
-        "dtype": array.dtype.name, "crs": crs, "transform": transform,
+        "driver": "GTiff",
+        "count": array.shape[0],
+        "height": array.shape[1],
+        "width": array.shape[2],
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": transform,
     }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(array)
@@ -101,8 +106,15 @@ class FlairHubTree:
         """The dates GeoPackage a modality reads (masks share their image's table)."""
         return dates_table_path(self.root, str(get_modality(key).dates_table))
 
-    def write_raster(self, patch_id: str, key: str, array: np.ndarray, *, crs: str | None = CRS,
-                     transform: Affine | None = None) -> None:
+    def write_raster(
+        self,
+        patch_id: str,
+        key: str,
+        array: np.ndarray,
+        *,
+        crs: str | None = CRS,
+        transform: Affine | None = None,
+    ) -> None:
         """(Re)write one raster, e.g. with a wrong shape, dtype or values."""
         modality = get_modality(key)
         write_geotiff(self.path(patch_id, key), array, transform or patch_transform(patch_id, modality), crs)

@@ -28,14 +28,22 @@ TILE = 32
 LABEL_PIXEL = MODALITIES["lc"].pixel_size_m
 FOOTPRINT = TILE * LABEL_PIXEL
 ORIGIN = (700_000.0, 6_600_000.0)
-DATES = {"aerial": [20210615], "s2": [20210110, 20210304, 20210420, 20210611, 20210725, 20210903],
-         "s1_asc": [20210201, 20210505, 20210808], "s1_des": [20210303, 20210606, 20210909]}
+DATES = {
+    "aerial": [20210615],
+    "s2": [20210110, 20210304, 20210420, 20210611, 20210725, 20210903],
+    "s1_asc": [20210201, 20210505, 20210808],
+    "s1_des": [20210303, 20210606, 20210909],
+}
 
 
 def tiny_segmenter(seed: int = 0) -> MaestroSegmenter:
     torch.manual_seed(seed)
-    config = SegmenterConfig(encoder=tiny_config().encoder, num_classes=get_task("lc").target(1).num_classes,
-                             label_size=TILE, decoder_channels=32)
+    config = SegmenterConfig(
+        encoder=tiny_config().encoder,
+        num_classes=get_task("lc").target(1).num_classes,
+        label_size=TILE,
+        decoder_channels=32,
+    )
     return MaestroSegmenter(config).eval()
 
 
@@ -59,7 +67,9 @@ def _field(rng: np.random.Generator, bands: int, size: tuple[int, int], scale: f
     return out / 3.0 + rng.normal(0, 0.05, out.shape)
 
 
-def _values(key: str, rng: np.random.Generator, count: int, size: tuple[int, int], pixel: float) -> np.ndarray:
+def _values(
+    key: str, rng: np.random.Generator, count: int, size: tuple[int, int], pixel: float
+) -> np.ndarray:
     field = _field(rng, count, size, pixel)
     if key == "aerial":
         return np.clip(128 + 60 * field, 1, 254).astype(np.uint8)
@@ -72,18 +82,37 @@ def _values(key: str, rng: np.random.Generator, count: int, size: tuple[int, int
     return np.exp(-2.5 + field).astype(np.float32)  # Sentinel-1 sigma0
 
 
-def write_raster(path: Path, values: np.ndarray, transform: Affine, crs: str = "EPSG:2154",
-                 nodata: float | None = None, tiled: bool = False) -> None:
-    profile = {"driver": "GTiff", "count": values.shape[0], "height": values.shape[1], "width": values.shape[2],
-               "dtype": values.dtype.name, "crs": crs, "transform": transform, "nodata": nodata}
+def write_raster(
+    path: Path,
+    values: np.ndarray,
+    transform: Affine,
+    crs: str = "EPSG:2154",
+    nodata: float | None = None,
+    tiled: bool = False,
+) -> None:
+    profile = {
+        "driver": "GTiff",
+        "count": values.shape[0],
+        "height": values.shape[1],
+        "width": values.shape[2],
+        "dtype": values.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
     if tiled:
         profile.update(tiled=True, blockxsize=16, blockysize=16, compress="deflate")
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(values)
 
 
-def write_zone(root: Path, tiles: tuple[int, int] = (4, 3), seed: int = 0, keys: tuple[str, ...] | None = None,
-               shrink: Mapping[str, int] | None = None) -> Path:
+def write_zone(
+    root: Path,
+    tiles: tuple[int, int] = (4, 3),
+    seed: int = 0,
+    keys: tuple[str, ...] | None = None,
+    shrink: Mapping[str, int] | None = None,
+) -> Path:
     """A zone of ``tiles`` (columns, rows) tiny-model footprints; ``shrink`` drops pixels off the
     right of some rasters (to make bounds disagree)."""
     root.mkdir(parents=True, exist_ok=True)

@@ -32,11 +32,25 @@ def example(toy_root, toy_shards, tmp_path_factory) -> Path:
     (cwd / "example").mkdir()
     (cwd / "example" / "flairhub").symlink_to(toy_root)
     (cwd / "example" / "shards").symlink_to(toy_shards)
-    config = load_config(PretrainConfig, ROOT / "configs" / "pretrain" / "toy.yaml", [
-        f"data.train={toy_shards}", "data.val=null", "data.batch_size=2", "data.num_workers=0",
-        "data.batches_per_epoch=2", "data.shuffle_buffer=2", "model.encoder.width=64", "model.encoder.depth=2",
-        f"trainer.output_dir={cwd / 'example' / 'runs' / 'pretrain'}", "trainer.max_epochs=1",
-        "trainer.reconstruction_every_n_steps=0", "trainer.accelerator=cpu", "trainer.devices=1"])
+    config = load_config(
+        PretrainConfig,
+        ROOT / "configs" / "pretrain" / "toy.yaml",
+        [
+            f"data.train={toy_shards}",
+            "data.val=null",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "data.batches_per_epoch=2",
+            "data.shuffle_buffer=2",
+            "model.encoder.width=64",
+            "model.encoder.depth=2",
+            f"trainer.output_dir={cwd / 'example' / 'runs' / 'pretrain'}",
+            "trainer.max_epochs=1",
+            "trainer.reconstruction_every_n_steps=0",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+        ],
+    )
     run(config)
     return cwd
 
@@ -45,7 +59,9 @@ def test_the_readme_snippet_runs_as_written(example, monkeypatch, capsys):
     monkeypatch.chdir(example)
     exec(compile(readme_python_api(), "README.md", "exec"), {})
     printed = capsys.readouterr().out
-    assert "EMA weights of step0000002.ckpt (step 2)" in printed and "'aerial': (4, 1, 1, 8, 8, 64)" in printed
+    assert (
+        "EMA weights of step0000002.ckpt (step 2)" in printed and "'aerial': (4, 1, 1, 8, 8, 64)" in printed
+    )
 
 
 def test_the_encoder_and_its_preprocessing_come_from_the_run(example):
@@ -63,6 +79,13 @@ def test_the_encoder_and_its_preprocessing_come_from_the_run(example):
 
 
 def test_a_small_shuffle_buffer_needs_no_other_setting(toy_shards):
-    loader = make_loader(toy_shards, preprocess=None, split="train", batch_size=None, num_workers=0,
-                         batches_per_epoch=1, shuffle_buffer=4)
+    loader = make_loader(
+        toy_shards,
+        preprocess=None,
+        split="train",
+        batch_size=None,
+        num_workers=0,
+        batches_per_epoch=1,
+        shuffle_buffer=4,
+    )
     assert loader.shards.config.shuffle_initial == 4

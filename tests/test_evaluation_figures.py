@@ -39,8 +39,16 @@ def test_prediction_panels(tmp_path):
     labels = torch.tensor([0, 4, 22])[torch.randint(0, 3, (3, 16, 16), generator=generator)]
     labels[:, :2] = IGNORE_INDEX
     logits = torch.randn(3, level.num_classes, 16, 16, generator=generator)
-    path = prediction_panels(images, labels, logits, colours, tmp_path / "panels.png",
-                             class_names=level.names, max_samples=2, dpi=40)
+    path = prediction_panels(
+        images,
+        labels,
+        logits,
+        colours,
+        tmp_path / "panels.png",
+        class_names=level.names,
+        max_samples=2,
+        dpi=40,
+    )
     shown = set(labels[:2].unique().tolist()) | set(logits[:2].argmax(1).unique().tolist())
     legend_entries = len(shown)  # the ignore index becomes the "ignored" entry
     width, height = prediction_panels_inches(2, legend_entries)

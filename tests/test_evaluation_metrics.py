@@ -21,17 +21,10 @@ X = IGNORE_INDEX
 NAMES = ("a", "b", "c", "d")
 
 # Class 3 ("d") has no ground truth but is predicted once; the ignored pixels carry predictions 3.
-TARGET = torch.tensor([[[0, 0, 1, 1],
-                        [0, 2, 2, X],
-                        [1, 1, X, 2]]])
-PREDS = torch.tensor([[[0, 1, 1, 1],
-                       [0, 2, 1, 3],
-                       [1, 3, 3, 2]]])
+TARGET = torch.tensor([[[0, 0, 1, 1], [0, 2, 2, X], [1, 1, X, 2]]])
+PREDS = torch.tensor([[[0, 1, 1, 1], [0, 2, 1, 3], [1, 3, 3, 2]]])
 # Counted (truth, prediction) pairs, rows = truth: (0,0) x2, (0,1); (1,1) x3, (1,3); (2,2) x2, (2,1).
-CONFUSION = np.array([[2, 1, 0, 0],
-                      [0, 3, 0, 1],
-                      [0, 1, 2, 0],
-                      [0, 0, 0, 0]])
+CONFUSION = np.array([[2, 1, 0, 0], [0, 3, 0, 1], [0, 1, 2, 0], [0, 0, 0, 0]])
 
 
 def _scores(preds: torch.Tensor = PREDS, target: torch.Tensor = TARGET, **kwargs) -> SegmentationScores:
@@ -129,8 +122,13 @@ def _free_port() -> int:
 def _rank(rank: int, world_size: int, port: int, data: dict, out_dir: Path) -> None:
     """One gloo rank: scores every world_size-th sample, one at a time, like a DistributedSampler."""
     torch.set_num_threads(1)  # as in DataLoader workers: a forked child keeps to one thread
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=30))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=30),
+    )
     try:
         metrics = SegmentationMetrics(data["num_classes"], evaluated=data["evaluated"])
         for index in range(rank, len(data["target"]), world_size):

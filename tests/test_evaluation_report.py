@@ -16,25 +16,39 @@ from maestro.evaluation import (
 )
 
 # rows = truth; class "d" has no ground truth (one false positive), class "e" is not scored.
-CONFUSION = np.array([[2, 1, 0, 0, 0],
-                      [0, 3, 0, 1, 0],
-                      [0, 1, 2, 0, 0],
-                      [0, 0, 0, 0, 0],
-                      [0, 0, 0, 0, 0]])
+CONFUSION = np.array([[2, 1, 0, 0, 0], [0, 3, 0, 1, 0], [0, 1, 2, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
 SCORES = SegmentationScores.from_confusion(CONFUSION, ("a", "b", "c", "d", "e|f"), evaluated=[0, 1, 2, 3])
 
 
 def test_dict_layout():
     data = scores_to_dict(SCORES)
-    assert set(data) == {"miou", "oa", "mean_f1", "num_pixels", "classes_used", "classes_used_names",
-                         "evaluated", "per_class", "confusion_layout", "confusion"}
+    assert set(data) == {
+        "miou",
+        "oa",
+        "mean_f1",
+        "num_pixels",
+        "classes_used",
+        "classes_used_names",
+        "evaluated",
+        "per_class",
+        "confusion_layout",
+        "confusion",
+    }
     assert data["miou"] == pytest.approx(11 / 18)
     assert data["oa"] == pytest.approx(0.7)
     assert data["mean_f1"] == pytest.approx(34 / 45)
     assert data["num_pixels"] == 10
     assert data["classes_used"] == [0, 1, 2] and data["classes_used_names"] == ["a", "b", "c"]
-    assert data["per_class"][1] == {"index": 1, "name": "b", "evaluated": True, "iou": 0.5, "f1": pytest.approx(2 / 3),
-                                    "precision": 0.6, "recall": 0.75, "support": 4}
+    assert data["per_class"][1] == {
+        "index": 1,
+        "name": "b",
+        "evaluated": True,
+        "iou": 0.5,
+        "f1": pytest.approx(2 / 3),
+        "precision": 0.6,
+        "recall": 0.75,
+        "support": 4,
+    }
     assert data["per_class"][3]["iou"] is None and data["per_class"][3]["support"] == 0
     assert data["per_class"][4]["evaluated"] is False
     assert data["confusion"] == CONFUSION.tolist()

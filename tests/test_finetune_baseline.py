@@ -24,10 +24,23 @@ def shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_config(tmp_path: Path, shards: Path) -> Path:
     config = {
-        "data": {"train": str(shards), "val": str(shards), "test": str(shards), "test_split": "val",
-                 "batch_size": 2, "num_workers": 0, "batches_per_epoch": 2},
+        "data": {
+            "train": str(shards),
+            "val": str(shards),
+            "test": str(shards),
+            "test_split": "val",
+            "batch_size": 2,
+            "num_workers": 0,
+            "batches_per_epoch": 2,
+        },
         "model": {"baseline": to_dict(TINY_OPTIONS), "aux_heads": True, "modality_dropout": 0.2},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "ema_decay": 0.5, "log_every_n_steps": 1},
+        "trainer": {
+            "max_epochs": 1,
+            "accelerator": "cpu",
+            "devices": 1,
+            "ema_decay": 0.5,
+            "log_every_n_steps": 1,
+        },
         "eval": {"num_figures": 1},
     }
     path = tmp_path / "swin_utae.yaml"
@@ -42,7 +55,12 @@ def test_swin_utae_trains_tests_and_retests_with_the_finetune_command(shards, tm
     metrics = json.loads((out / "test" / "metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and (out / "best.ckpt").is_file()
     saved = yaml.safe_load((out / "config.yaml").read_text())["model"]
-    assert saved["architecture"] == "swin-utae" and saved["encoder"]["modalities"] == ["spot", "s2", "s1_asc", "s1_des"]
+    assert saved["architecture"] == "swin-utae" and saved["encoder"]["modalities"] == [
+        "spot",
+        "s2",
+        "s1_asc",
+        "s1_des",
+    ]
     (out / "test" / "metrics.json").unlink()
     assert main([*argv, "--eval-only"]) == 0  # a trained run is tested again without ImageNet weights
     assert (out / "test" / "metrics.json").is_file()

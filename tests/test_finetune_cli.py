@@ -23,8 +23,15 @@ from maestro.hub.sources import load_encoder_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-OVERFIT = ["data.train_split=val", "data.val=null", "data.test_split=val", "data.batches_per_epoch=20",
-           "trainer.max_epochs=1", "trainer.ema_decay=0", "eval.num_figures=0"]
+OVERFIT = [
+    "data.train_split=val",
+    "data.val=null",
+    "data.test_split=val",
+    "data.batches_per_epoch=20",
+    "trainer.max_epochs=1",
+    "trainer.ema_decay=0",
+    "eval.num_figures=0",
+]
 """20 steps of 2 patches on the 4 patches of the toy val split, tested on the same 4 patches: a
 learning check (a model that does not learn stays at the level of a trivial predictor), not a
 generalisation benchmark. No validation and no EMA, so the test scores the trained weights."""
@@ -41,14 +48,17 @@ def _chance_miou(histogram: np.ndarray, evaluated: list[int]) -> float:
     used = [c for c in evaluated if histogram[c] > 0]
     total, classes = histogram.sum(), len(histogram)
     constant = max(histogram[c] / total for c in used) / len(used)
-    uniform = np.mean([(histogram[c] / classes) / (histogram[c] + total / classes - histogram[c] / classes)
-                       for c in used])
+    uniform = np.mean(
+        [(histogram[c] / classes) / (histogram[c] + total / classes - histogram[c] / classes) for c in used]
+    )
     return float(max(constant, uniform))
 
 
 # ------------------------------------------------------------------------------------ learning
 @pytest.mark.parametrize(("task", "level"), [("lc", 1), ("lpis", 1), ("lpis", 2), ("lpis", 3)])
-def test_every_task_level_trains_and_tests_far_above_chance(finetune_config, label_histogram, tmp_path, task, level):
+def test_every_task_level_trains_and_tests_far_above_chance(
+    finetune_config, label_histogram, tmp_path, task, level
+):
     out = tmp_path / "run"
     scores = run(finetune_config(out, f"task.name={task}", f"task.level={level}", *OVERFIT))
     histogram = label_histogram("val", task, level)
@@ -61,7 +71,8 @@ def test_every_task_level_trains_and_tests_far_above_chance(finetune_config, lab
 
 # --------------------------------------------------------------------------------------- probe
 def test_a_probe_leaves_the_encoder_bit_identical_also_in_the_weights_it_tests(
-        finetune_config, tiny_pretrain_run, tmp_path, monkeypatch):
+    finetune_config, tiny_pretrain_run, tmp_path, monkeypatch
+):
     """Every encoder tensor (parameters and buffers) of every checkpoint, live and EMA, and of the
     EMA model the test evaluates, is bit-identical to the pretrained EMA weights of ``--init``;
     the head did train."""
@@ -77,12 +88,18 @@ def test_a_probe_leaves_the_encoder_bit_identical_also_in_the_weights_it_tests(
 
     monkeypatch.setattr(FinetuneTask, "test_step", spy)
     out = tmp_path / "probe"
-    config = finetune_config(out, f"model.init={tiny_pretrain_run}", "model.encoder=null", "model.probe=true",
-                             "trainer.max_epochs=1", "eval.num_figures=0")
+    config = finetune_config(
+        out,
+        f"model.init={tiny_pretrain_run}",
+        "model.encoder=null",
+        "model.probe=true",
+        "trainer.max_epochs=1",
+        "eval.num_figures=0",
+    )
     run(config)
 
     def same(state: dict, prefix: str, where: str) -> None:
-        encoder = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        encoder = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         assert encoder.keys() == initial.keys(), where
         for key, value in initial.items():
             assert torch.equal(encoder[key], value), f"{where}: {key}"
@@ -119,8 +136,20 @@ def test_a_model_trained_on_all_inputs_is_tested_without_s1(finetuned_run, tmp_p
 
     monkeypatch.setattr(FinetuneTask, "test_step", spy)
     caplog.set_level(logging.INFO)
-    assert cli.main(["--config", str(copy / "config.yaml"), "--eval-only", "--output-dir", str(copy),
-                     "eval.missing_modalities=[s1_asc, s1_des]", "eval.save_predictions=false"]) == 0, _errors(caplog)
+    assert (
+        cli.main(
+            [
+                "--config",
+                str(copy / "config.yaml"),
+                "--eval-only",
+                "--output-dir",
+                str(copy),
+                "eval.missing_modalities=[s1_asc, s1_des]",
+                "eval.save_predictions=false",
+            ]
+        )
+        == 0
+    ), _errors(caplog)
     assert seen == {"aerial", "dem", "s2"}  # s1 was not even read
     assert (copy / "test" / "metrics.json").is_file()
     assert any("testing without ['s1_asc', 's1_des']" in r.getMessage() for r in caplog.records)
@@ -145,7 +174,9 @@ def config_file(finetune_raw, tmp_path):
     return write
 
 
-def test_an_init_without_a_requested_input_stops_before_training(config_file, tiny_pretrain_run, tmp_path, caplog):
+def test_an_init_without_a_requested_input_stops_before_training(
+    config_file, tiny_pretrain_run, tmp_path, caplog
+):
     path = config_file(init=str(tiny_pretrain_run))
     assert cli.main(["--config", str(path), "--modalities", "aerial,spot"]) == 2
     errors = _errors(caplog)
@@ -159,17 +190,40 @@ def shards_without_lpis_and_s1_des(toy_root, tmp_path_factory) -> Path:
     from shards.cli import main
 
     out = tmp_path_factory.mktemp("partial_shards") / "shards"
-    assert main(["build", "--root", str(toy_root), "--split", "val", "--out", str(out), "--no-progress",
-                 "--modalities", "aerial", "dem", "s2", "s1_asc", "lc"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--root",
+                str(toy_root),
+                "--split",
+                "val",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--modalities",
+                "aerial",
+                "dem",
+                "s2",
+                "s1_asc",
+                "lc",
+            ]
+        )
+        == 0
+    )
     return out
 
 
-@pytest.mark.parametrize(("arguments", "absent"), [
-    (["--task", "lpis", "--level", "2"], "['s1_des', 'lpis']"),
-    (["--task", "lc"], "['s1_des']"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "absent"),
+    [
+        (["--task", "lpis", "--level", "2"], "['s1_des', 'lpis']"),
+        (["--task", "lc"], "['s1_des']"),
+    ],
+)
 def test_shards_without_the_task_label_or_an_input_stop_before_training(
-        config_file, shards_without_lpis_and_s1_des, tmp_path, caplog, arguments, absent):
+    config_file, shards_without_lpis_and_s1_des, tmp_path, caplog, arguments, absent
+):
     path = config_file(shards=shards_without_lpis_and_s1_des, split="val")
     assert cli.main(["--config", str(path), *arguments]) == 2
     errors = _errors(caplog)
@@ -182,7 +236,8 @@ class _Reached(Exception):
 
 
 def test_the_same_shards_pass_the_checks_for_the_inputs_and_label_they_hold(
-        config_file, shards_without_lpis_and_s1_des, monkeypatch):
+    config_file, shards_without_lpis_and_s1_des, monkeypatch
+):
     def reached(*args, **kwargs):
         raise _Reached
 
@@ -206,8 +261,13 @@ def _train_losses(out: Path) -> dict[int, float]:
     losses = {}
     for path in sorted((out / "csv").glob("version_*/metrics.csv")):
         with path.open() as handle:
-            losses.update({int(row["step"]): float(row["train/loss"])
-                           for row in csv.DictReader(handle) if row.get("train/loss")})
+            losses.update(
+                {
+                    int(row["step"]): float(row["train/loss"])
+                    for row in csv.DictReader(handle)
+                    if row.get("train/loss")
+                }
+            )
     return losses
 
 
@@ -215,7 +275,9 @@ def test_an_interrupted_finetuning_resumes_with_the_same_losses_and_scores(finet
     expected = _train_losses(finetuned_run.out)
     assert sorted(expected) == list(range(8))
     config = finetuned_run.config
-    crashed = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, output_dir=tmp_path / "run"))
+    crashed = dataclasses.replace(
+        config, trainer=dataclasses.replace(config.trainer, output_dir=tmp_path / "run")
+    )
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(crashed, callbacks=[_Interrupt(at_step=3)])  # mid-epoch 0, after the step-2 checkpoint
     scores = run(crashed, resume="last")
@@ -236,7 +298,9 @@ def test_the_default_command_names_the_missing_example_run(tmp_path, monkeypatch
     assert not (tmp_path / "runs").exists()
 
 
-def test_the_default_command_names_the_missing_example_shards(tiny_pretrain_run, tmp_path, monkeypatch, caplog):
+def test_the_default_command_names_the_missing_example_shards(
+    tiny_pretrain_run, tmp_path, monkeypatch, caplog
+):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["--task", "lpis", "--level", "2", "--init", str(tiny_pretrain_run)]) == 2
     errors = _errors(caplog)

@@ -50,14 +50,26 @@ def _errors(caplog) -> list[str]:
         (["--task", "lpis", "--level", "0"], "not 0"),
         (["model.init=random", "model.encoder=null"], "init: random needs an encoder section"),
         (["--head", "segformer"], "unknown head 'segformer'"),
-        (["eval.missing_modalities=[s1_asc, spot]"], "eval.missing_modalities ['spot'] are not inputs of the model"),
+        (
+            ["eval.missing_modalities=[s1_asc, spot]"],
+            "eval.missing_modalities ['spot'] are not inputs of the model",
+        ),
         (["model.modalities=[]"], "at least one input modality"),
     ],
-    ids=["unknown-task", "lpis-level-4", "lc-level-2", "level-0", "random-without-encoder", "unknown-head",
-         "missing-not-an-input", "no-inputs"],
+    ids=[
+        "unknown-task",
+        "lpis-level-4",
+        "lc-level-2",
+        "level-0",
+        "random-without-encoder",
+        "unknown-head",
+        "missing-not-an-input",
+        "no-inputs",
+    ],
 )
-def test_bad_configs_exit_2_with_one_clear_line_before_anything_runs(config_file, no_run, caplog, tmp_path,
-                                                                     arguments, message):
+def test_bad_configs_exit_2_with_one_clear_line_before_anything_runs(
+    config_file, no_run, caplog, tmp_path, arguments, message
+):
     caplog.set_level(logging.INFO)
     assert cli.main(["--config", str(config_file), *arguments]) == 2
     errors = _errors(caplog)
@@ -100,8 +112,9 @@ def test_missing_modalities_are_checked_against_the_inputs_actually_used(config_
     assert len(errors) == 1 and "['s1_asc'] are not inputs of the model ['aerial', 's2']" in errors[0], errors
 
 
-def test_missing_modalities_are_checked_against_an_encoder_taken_from_init(finetune_raw, tiny_pretrain_run, tmp_path,
-                                                                           monkeypatch, caplog):
+def test_missing_modalities_are_checked_against_an_encoder_taken_from_init(
+    finetune_raw, tiny_pretrain_run, tmp_path, monkeypatch, caplog
+):
     """With the encoder from ``--init`` the check can only run once the init is read; it still
     comes before any shard is read or any run directory is made."""
     import finetune.cli as stage
@@ -131,8 +144,26 @@ def test_the_cli_flags_become_the_documented_overrides(config_file, monkeypatch)
         seen.update(config=config, resume=resume, eval_only=eval_only)
 
     monkeypatch.setattr(cli, "run", fake_run)
-    assert cli.main(["--config", str(config_file), "--task", "lpis", "--level", "3", "--head", "maestro",
-                     "--modalities", "aerial,s2", "--probe", "--save-predictions", "--eval-only"]) == 0
+    assert (
+        cli.main(
+            [
+                "--config",
+                str(config_file),
+                "--task",
+                "lpis",
+                "--level",
+                "3",
+                "--head",
+                "maestro",
+                "--modalities",
+                "aerial,s2",
+                "--probe",
+                "--save-predictions",
+                "--eval-only",
+            ]
+        )
+        == 0
+    )
     config = seen["config"]
     assert (config.task.name, config.task.level, config.model.head) == ("lpis", 3, "maestro")
     assert config.model.modalities == ("aerial", "s2")

@@ -47,7 +47,8 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pref
 
 # ---------------------------------------------------------------------------------- aux loss
 def test_the_aux_loss_is_main_plus_beta_times_the_mean_aux_loss_and_reaches_the_gradients(
-        finetune_config, tmp_path, batch):
+    finetune_config, tmp_path, batch
+):
     task = _task(finetune_config, tmp_path, "model.aux_heads=true", "model.aux_weight=0.5")
     task.train()
     targets = task.target.targets(batch["labels"]["lc"])
@@ -62,7 +63,9 @@ def test_the_aux_loss_is_main_plus_beta_times_the_mean_aux_loss_and_reaches_the_
 
     with_aux = _gradients(task, loss)
     output = task(batch)
-    without_aux = _gradients(task, segmentation_loss({"logits": output["logits"]}, targets, aux_weight=0.5)[0])
+    without_aux = _gradients(
+        task, segmentation_loss({"logits": output["logits"]}, targets, aux_weight=0.5)[0]
+    )
     # The aux heads learn only from their own loss, and they change what the encoder learns.
     assert any(name.startswith("model.aux_heads.") for name in with_aux)
     assert not any(name.startswith("model.aux_heads.") for name in without_aux)
@@ -82,7 +85,9 @@ def _step_gradients(task: FinetuneTask, batch: dict, seed: int) -> dict[str, tor
     return _gradients(task, task.training_step(batch, 0))
 
 
-def test_modality_dropout_changes_the_training_gradients_and_only_in_training(finetune_config, tmp_path, batch):
+def test_modality_dropout_changes_the_training_gradients_and_only_in_training(
+    finetune_config, tmp_path, batch
+):
     plain = _task(finetune_config, tmp_path, "model.modality_dropout=0.0")
     dropped = _task(finetune_config, tmp_path, "model.modality_dropout=0.9")
     dropped.model.load_state_dict(plain.model.state_dict())  # same weights; only the dropout differs
@@ -104,7 +109,9 @@ def test_modality_dropout_changes_the_training_gradients_and_only_in_training(fi
 
 
 # ------------------------------------------------------------------------ missing modalities
-def test_a_missing_input_is_an_error_naming_it_unless_missing_inputs_are_allowed(finetune_config, tmp_path, batch):
+def test_a_missing_input_is_an_error_naming_it_unless_missing_inputs_are_allowed(
+    finetune_config, tmp_path, batch
+):
     task = _task(finetune_config, tmp_path).eval()
     model = task.model
     inputs = {k: v for k, v in batch["inputs"].items() if k != "s1_asc"}
@@ -123,9 +130,12 @@ def test_a_missing_input_is_an_error_naming_it_unless_missing_inputs_are_allowed
 
 
 def test_the_task_allows_missing_inputs_only_when_evaluating_without_them(finetune_config, tmp_path, batch):
-    partial = {**batch, "inputs": {k: v for k, v in batch["inputs"].items() if not k.startswith("s1")},
-               "times": {k: v for k, v in batch["times"].items() if not k.startswith("s1")},
-               "valid": {k: v for k, v in batch["valid"].items() if not k.startswith("s1")}}
+    partial = {
+        **batch,
+        "inputs": {k: v for k, v in batch["inputs"].items() if not k.startswith("s1")},
+        "times": {k: v for k, v in batch["times"].items() if not k.startswith("s1")},
+        "valid": {k: v for k, v in batch["valid"].items() if not k.startswith("s1")},
+    }
     strict = _task(finetune_config, tmp_path).eval()
     with pytest.raises(ValueError, match="s1_asc"):
         strict(partial)
@@ -150,8 +160,11 @@ def test_a_label_value_outside_the_nomenclature_is_a_data_error_naming_the_patch
     labels[level - 1, 2, 3] = target.nomenclature.num_values - 1  # the largest valid value
     assert checked(_sample(labels)) is not None
     labels[level - 1, 4, 4] = target.nomenclature.num_values  # one past it
-    with pytest.raises(DataError, match=rf"patch D005-2021_AB-S1-01_0-0: lpis band {level}: values "
-                                        rf"\[{target.nomenclature.num_values}\] are outside"):
+    with pytest.raises(
+        DataError,
+        match=rf"patch D005-2021_AB-S1-01_0-0: lpis band {level}: values "
+        rf"\[{target.nomenclature.num_values}\] are outside",
+    ):
         checked(_sample(labels))
     other = np.zeros((3, 8, 8), dtype=np.uint8)
     other[[b for b in range(3) if b != level - 1][0]] = 250  # other levels' bands are not this target's
@@ -193,4 +206,3 @@ def test_the_frozen_probe_encoder_gets_no_gradients_and_stays_in_eval_mode(finet
     assert grads and not any(name.startswith("model.encoder.") for name in grads)
     trainable = {name for name, p in task.named_parameters() if p.requires_grad}
     assert trainable and not any(name.startswith("model.encoder.") for name in trainable)
-

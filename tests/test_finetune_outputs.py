@@ -32,8 +32,13 @@ def _val_mious(out: Path) -> dict[int, float]:
     values = {}
     for path in sorted((out / "csv").glob("version_*/metrics.csv")):
         with path.open() as handle:
-            values.update({int(row["step"]): float(row["val/miou"]) for row in csv.DictReader(handle)
-                           if row.get("val/miou")})
+            values.update(
+                {
+                    int(row["step"]): float(row["val/miou"])
+                    for row in csv.DictReader(handle)
+                    if row.get("val/miou")
+                }
+            )
     return values
 
 
@@ -42,7 +47,9 @@ def test_the_test_writes_the_report_and_figures_of_the_best_checkpoint(finetuned
     metrics = json.loads((test_dir / "metrics.json").read_text())
     assert {"miou", "oa", "mean_f1", "per_class", "confusion", "classes_used", "num_pixels"} <= set(metrics)
     scores = finetuned_run.scores
-    assert metrics["miou"] == pytest.approx(scores.miou) and metrics["oa"] == pytest.approx(scores.overall_accuracy)
+    assert metrics["miou"] == pytest.approx(scores.miou) and metrics["oa"] == pytest.approx(
+        scores.overall_accuracy
+    )
     target = finetuned_run.config.task.target
     assert [row["name"] for row in metrics["per_class"]] == list(target.names[: target.num_classes])
     assert {"iou", "f1", "precision", "recall", "support"} <= set(metrics["per_class"][0])
@@ -67,7 +74,8 @@ def test_the_test_writes_the_report_and_figures_of_the_best_checkpoint(finetuned
 
 
 def test_prediction_geotiffs_sit_on_the_label_grid_with_a_colour_table_and_match_the_scores(
-        finetuned_run, toy_root):
+    finetuned_run, toy_root
+):
     target = finetuned_run.config.task.target
     folder = finetuned_run.out / "test" / "predictions"
     files = sorted(folder.glob("*.tif"))
@@ -101,8 +109,22 @@ def test_eval_only_on_the_finished_run_reproduces_its_metrics(finetuned_run, tmp
     shutil.rmtree(copy / "test")
     checkpoints = sorted(p.name for p in (copy / "checkpoints").iterdir())
     config = copy / "config.yaml"
-    assert cli.main(["--config", str(config), "--eval-only", "--output-dir", str(copy),
-                     "--accelerator", "cpu", "--devices", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "--config",
+                str(config),
+                "--eval-only",
+                "--output-dir",
+                str(copy),
+                "--accelerator",
+                "cpu",
+                "--devices",
+                "1",
+            ]
+        )
+        == 0
+    )
     reproduced = json.loads((copy / "test" / "metrics.json").read_text())
     assert reproduced["confusion"] == expected["confusion"]
     for key in ("miou", "oa", "mean_f1"):

@@ -122,7 +122,10 @@ def test_folder_suffix_column_aliases(tree: FlairHubTree, tmp_path: Path) -> Non
 def test_read_raster_returns_array_and_georef(tree: FlairHubTree) -> None:
     array, georef = read_raster(tree.path(TRAIN[0], "spot"), "spot", TRAIN[0])
     np.testing.assert_array_equal(array, tree.arrays[TRAIN[0]]["spot"])
-    assert georef == {"crs": "EPSG:2154", "transform": tuple(patch_transform(TRAIN[0], get_modality("spot")))[:6]}
+    assert georef == {
+        "crs": "EPSG:2154",
+        "transform": tuple(patch_transform(TRAIN[0], get_modality("spot")))[:6],
+    }
 
 
 # ------------------------------------------------------------------------------------- folder scan
@@ -163,6 +166,7 @@ def _rewrite(key: str, make: Callable[[np.ndarray], np.ndarray]) -> Breaker:
     def breaker(tree: FlairHubTree) -> str:
         tree.write_raster(PATCH, key, make(tree.arrays[PATCH][key]))
         return tree.path(PATCH, key).name
+
     return breaker
 
 
@@ -187,6 +191,7 @@ def _with_value(key: str, band: int, value: float) -> Breaker:
         array = array.copy()
         array[band, 3, 4] = value
         return array
+
     return _rewrite(key, make)
 
 
@@ -242,7 +247,10 @@ BAD_RASTERS: dict[str, tuple[Breaker, str]] = {
     "series not multiple": (_rewrite("s2", lambda a: a[:-1]), "not a multiple of 10"),
     "s2 and mask dates differ": (_mask_dates_differ, "s2_mask has 2 dates but s2"),
     "lc out of range": (_with_value("lc", 0, 19), "band LC holds value 19"),
-    "lpis level 2 out of range": (_with_value("lpis", 1, 31), r"band L2 holds value 31, valid values are 0\.\.30"),
+    "lpis level 2 out of range": (
+        _with_value("lpis", 1, 31),
+        r"band L2 holds value 31, valid values are 0\.\.30",
+    ),
     "mask above max": (_with_value("s2_mask", 1, 101), "above the maximum 100"),
     "nan dem": (_with_value("dem", 1, np.nan), "1 NaN"),
     "nan s1": (_with_value("s1_asc", 0, np.nan), "1 NaN"),
@@ -281,6 +289,7 @@ def _edit_csv(tree: FlairHubTree, edit: Callable[[list[list[str]]], None]) -> No
 def _set_cell(column: str, value: str) -> Callable[[list[list[str]]], None]:
     def edit(rows: list[list[str]]) -> None:
         rows[1][rows[0].index(column)] = value
+
     return edit
 
 
@@ -289,6 +298,7 @@ def _drop_column(column: str) -> Callable[[list[list[str]]], None]:
         index = rows[0].index(column)
         for row in rows:
             del row[index]
+
     return edit
 
 
@@ -304,8 +314,9 @@ def _drop_column(column: str) -> Callable[[list[list[str]]], None]:
         (lambda rows: rows.append(list(rows[1])), "patch listed twice", True),
     ],
 )
-def test_bad_split_csv(small: FlairHubTree, edit: Callable[[list[list[str]]], None], problem: str,
-                       names_patch: bool) -> None:
+def test_bad_split_csv(
+    small: FlairHubTree, edit: Callable[[list[list[str]]], None], problem: str, names_patch: bool
+) -> None:
     _edit_csv(small, edit)
     with pytest.raises(DataError, match=problem) as raised:
         _reader(small)
@@ -366,8 +377,11 @@ def test_non_utf8_split_csv_says_to_resave(small: FlairHubTree) -> None:
     lines = text.splitlines(keepends=True)
     lines.append(lines[1].replace(PATCH, "D006-2020_Ré-S1-14_3-8"))
     small.csv("train").write_bytes("".join(lines).encode("cp1252"))
-    with pytest.raises(DataError, match=r"train\.csv: split CSV is not UTF-8 text \(byte 0xe9 on line 3\); "
-                                        r"re-save it as UTF-8"):
+    with pytest.raises(
+        DataError,
+        match=r"train\.csv: split CSV is not UTF-8 text \(byte 0xe9 on line 3\); "
+        r"re-save it as UTF-8",
+    ):
         _reader(small)
 
 
@@ -378,12 +392,16 @@ def test_malformed_dates_row_fails_only_its_patch(tmp_path: Path) -> None:
     tree = write_flairhub_tree(tmp_path, ("s2", "s2_mask"), {"train": ids})
     connection = sqlite3.connect(tree.table("s2"))
     with connection:
-        connection.execute(f'UPDATE "{tree.table("s2").stem}" SET acquisition_dates = ? WHERE patch_id = ?',
-                           ('{"0": "20211340"}', ids[0]))
+        connection.execute(
+            f'UPDATE "{tree.table("s2").stem}" SET acquisition_dates = ? WHERE patch_id = ?',
+            ('{"0": "20211340"}', ids[0]),
+        )
     connection.close()
     reader = _reader(tree, on_error="skip")  # constructing the reader no longer fails
     assert [s["meta"]["patch_id"] for s in reader] == [ids[1]]
-    assert reader.skipped_errors[0].patch_id == ids[0] and tree.table("s2").name in str(reader.skipped_errors[0])
+    assert reader.skipped_errors[0].patch_id == ids[0] and tree.table("s2").name in str(
+        reader.skipped_errors[0]
+    )
 
 
 def test_allow_nan_keeps_non_finite_pixels(small: FlairHubTree) -> None:
@@ -402,7 +420,11 @@ def test_source_state_names_each_file(small: FlairHubTree) -> None:
     reader = _reader(small)
     state = reader.source_state(PATCH)
     path = small.path(PATCH, "aerial")
-    assert state["aerial"] == [str(path.relative_to(small.root)), path.stat().st_size, path.stat().st_mtime_ns]
+    assert state["aerial"] == [
+        str(path.relative_to(small.root)),
+        path.stat().st_size,
+        path.stat().st_mtime_ns,
+    ]
     before = state["dates:SENTINEL2"]
     small.dates["SENTINEL2"][PATCH] = [20200101 + i for i in range(len(small.dates["SENTINEL2"][PATCH]))]
     small.write_dates()

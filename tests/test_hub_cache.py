@@ -121,7 +121,9 @@ def test_a_pickle_only_snapshot_is_refused_without_unpickling(hub_cache, tmp_pat
     (snapshot / "config.json").write_text('{"model_type": "maestro-encoder", "config": {}}')
     (snapshot / "pytorch_model.bin").write_bytes(armed_pickle(marker))
     (snapshot / "modeling_maestro.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-    with pytest.raises(ConfigError, match=r"has no model.safetensors \(it holds pickled weights \['pytorch_model.bin'\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"has no model.safetensors \(it holds pickled weights \['pytorch_model.bin'\]\)"
+    ):
         from_pretrained("org/pickled")
     assert not marker.exists()
 
@@ -154,7 +156,10 @@ def test_download_cli_finds_the_cache_through_hf_home(hub_cache, tmp_path):
     env.update(HF_HOME=str(hub_cache.parent), HF_HUB_OFFLINE="1")
     done = subprocess.run(
         [sys.executable, "-m", "maestro.cli", "download", "org/name@v1.0"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == hub_cache / "models--org--name" / "snapshots" / TAGGED

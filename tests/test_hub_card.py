@@ -30,11 +30,18 @@ METRICS = {
 
 
 def _segmenter_facts(**changes) -> CardFacts:
-    config = SegmenterConfig(encoder=tiny_config().encoder, num_classes=15, label_size=32, decoder_channels=16)
+    config = SegmenterConfig(
+        encoder=tiny_config().encoder, num_classes=15, label_size=32, decoder_channels=16
+    )
     fields = {
-        "model_type": "maestro-segmenter", "config": config.to_dict(), "repo_id": "ign/maestro-lc",
-        "task": segmentation_task("lc", 1), "metrics": METRICS, "base_model": "ign/maestro-medium",
-        "weights": "EMA weights of run/best.ckpt (step 10)", "num_parameters": 1_500_000,
+        "model_type": "maestro-segmenter",
+        "config": config.to_dict(),
+        "repo_id": "ign/maestro-lc",
+        "task": segmentation_task("lc", 1),
+        "metrics": METRICS,
+        "base_model": "ign/maestro-medium",
+        "weights": "EMA weights of run/best.ckpt (step 10)",
+        "num_parameters": 1_500_000,
     }
     fields.update(changes)
     return CardFacts(**fields)
@@ -48,7 +55,13 @@ def test_encoder_card_metadata(tmp_path):
     data = card.data.to_dict()
     assert data["license"] == "apache-2.0" and data["library_name"] == "maestro-eo"
     assert data["datasets"] == ["IGNF/FLAIR-HUB"] and data["pipeline_tag"] == "feature-extraction"
-    assert data["tags"] == ["earth-observation", "remote-sensing", "multimodal", "masked-autoencoder", "flair-hub"]
+    assert data["tags"] == [
+        "earth-observation",
+        "remote-sensing",
+        "multimodal",
+        "masked-autoencoder",
+        "flair-hub",
+    ]
     assert "base_model" not in data and "model-index" not in data
     assert "finetune --task lc --init hf:ign/enc" in card.text and "org/name" not in card.text
     assert "| `s2` | B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12 | 4 | 2 | 3 | ÷ 5000 |" in card.text
@@ -65,7 +78,11 @@ def test_segmenter_card_carries_base_model_and_model_index():
     assert result["task"]["type"] == "image-segmentation"
     assert result["dataset"] == {"name": "FLAIR-HUB lc level 1", "type": "IGNF/FLAIR-HUB", "split": "test"}
     metrics = {m["name"]: (m["type"], m["value"]) for m in result["metrics"]}
-    assert metrics == {"mIoU (%)": ("mean_iou", 65.43), "OA (%)": ("accuracy", 80.0), "IoU building (%)": ("iou", 90.0)}
+    assert metrics == {
+        "mIoU (%)": ("mean_iou", 65.43),
+        "OA (%)": ("accuracy", 80.0),
+        "IoU building (%)": ("iou", 90.0),
+    }
     assert "| building | 90.00 |" in card.text and "mIoU **65.43** %" in card.text
     assert "- `0` building" in card.text and "- `14` brushwood" in card.text
     assert "EMA weights of run/best.ckpt (step 10)" in card.text and "1.50 M" in card.text
@@ -78,7 +95,12 @@ def test_a_card_without_metrics_has_no_results():
 
 def test_the_template_sections_follow_the_generated_ones(tmp_path, caplog):
     card = str(build_card(_segmenter_facts()))
-    assert card.index("## This model") < card.index("## Usage") < card.index("## Intended use") < card.index("## Citation")
+    assert (
+        card.index("## This model")
+        < card.index("## Usage")
+        < card.index("## Intended use")
+        < card.index("## Citation")
+    )
     assert "hf:ign/maestro-lc@v1.0" in card  # the template's org/name became the repo id
     fallback = str(build_card(_segmenter_facts(), template=tmp_path / "missing.md"))
     assert "## Intended use" not in fallback and "MODEL_CARD.md" in fallback and "not found" in caplog.text
@@ -96,7 +118,9 @@ def test_model_card_md_shows_the_registry_scalings():
 
 def _commands(text: str, program: str) -> list[list[str]]:
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    lines = [line.split("#")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    lines = [
+        line.split("#")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()
+    ]
     return [shlex.split(line)[1:] for line in lines if line.startswith(program + " ")]
 
 

@@ -63,7 +63,9 @@ class MockHub:
         path = sent.path
         if path == "/api/repos/create":
             name = sent.json()
-            return httpx2.Response(200, json={"url": f"https://huggingface.co/{name['organization']}/{name['name']}"})
+            return httpx2.Response(
+                200, json={"url": f"https://huggingface.co/{name['organization']}/{name['name']}"}
+            )
         if path == "/api/validate-yaml":
             return httpx2.Response(200, json={})
         if "/branch/" in path:
@@ -74,8 +76,9 @@ class MockHub:
             return httpx2.Response(200, json={"files": modes})
         if "/commit/" in path:
             repo = path.split("/api/models/")[1].split("/commit/")[0]
-            return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/{COMMIT}",
-                                              "commitOid": COMMIT})
+            return httpx2.Response(
+                200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/{COMMIT}", "commitOid": COMMIT}
+            )
         return httpx2.Response(404, json={"error": "not mocked"})
 
     def to(self, kind: str) -> list[Sent]:
@@ -120,8 +123,22 @@ def test_publish_creates_the_repo_branch_and_one_commit_with_the_three_files(hub
 
     pretrain_checkpoint(tmp_path / "run")
     out = tmp_path / "out"
-    assert main(["publish", str(tmp_path / "run"), "--repo", "org/name", "--private", "--revision", "v1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "publish",
+                str(tmp_path / "run"),
+                "--repo",
+                "org/name",
+                "--private",
+                "--revision",
+                "v1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
     create = _only(hub.to("/api/repos/create")).json()
     assert create["organization"] == "org" and create["name"] == "name"
@@ -181,12 +198,21 @@ def test_no_upload_while_offline(hub, monkeypatch):
 @pytest.mark.parametrize(
     ("spec", "fail", "expected"),
     [
-        ("org/missing", ("/api/models/org/missing/revision/main", (404, "RepoNotFound")),
-         "Hub repo org/missing does not exist or is private"),
-        ("org/name@nope", ("/api/models/org/name/revision/nope", (404, "RevisionNotFound")),
-         "Hub repo org/name has no revision 'nope': give an existing branch, tag or commit"),
-        ("org/gated", ("/api/models/org/gated/revision/main", (403, "GatedRepo")),
-         "is gated: accept its terms"),
+        (
+            "org/missing",
+            ("/api/models/org/missing/revision/main", (404, "RepoNotFound")),
+            "Hub repo org/missing does not exist or is private",
+        ),
+        (
+            "org/name@nope",
+            ("/api/models/org/name/revision/nope", (404, "RevisionNotFound")),
+            "Hub repo org/name has no revision 'nope': give an existing branch, tag or commit",
+        ),
+        (
+            "org/gated",
+            ("/api/models/org/gated/revision/main", (403, "GatedRepo")),
+            "is gated: accept its terms",
+        ),
     ],
 )
 def test_hub_errors_say_what_to_do(hub, spec: str, fail: tuple, expected: str):
@@ -200,4 +226,3 @@ def test_a_private_repo_hint_names_the_login(hub):
     hub.fail["/api/models/org/private/revision/main"] = (401, "RepoNotFound")
     with pytest.raises(ConfigError, match="log in"):
         from_pretrained("org/private")
-

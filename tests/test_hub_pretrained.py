@@ -19,7 +19,9 @@ from maestro.models.synthetic import synthetic_batch, tiny_config
 
 def _segmenter(seed: int = 0) -> MaestroSegmenter:
     torch.manual_seed(seed)
-    config = SegmenterConfig(encoder=tiny_config().encoder, num_classes=15, label_size=32, decoder_channels=16)
+    config = SegmenterConfig(
+        encoder=tiny_config().encoder, num_classes=15, label_size=32, decoder_channels=16
+    )
     return MaestroSegmenter(config).eval()
 
 
@@ -34,7 +36,9 @@ def test_encoder_round_trip_is_bit_identical(tmp_path, batch, single_thread):
     folder = encoder.save_pretrained(tmp_path / "encoder")
     assert sorted(p.name for p in folder.iterdir()) == [CARD_NAME, CONFIG_NAME, WEIGHTS_NAME]
     document = json.loads((folder / CONFIG_NAME).read_text())
-    assert document["model_type"] == "maestro-encoder" and "suite_version" in document and "task" not in document
+    assert (
+        document["model_type"] == "maestro-encoder" and "suite_version" in document and "task" not in document
+    )
 
     loaded = MaestroEncoder.from_pretrained(folder)
     assert not loaded.training
@@ -52,8 +56,12 @@ def test_mae_round_trip_is_bit_identical(tmp_path, batch, single_thread):
     loaded = from_pretrained(tmp_path / "mae")
     assert isinstance(loaded, MaestroMAE)
     with torch.no_grad():
-        expected = mae(batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(1))
-        got = loaded(batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(1))
+        expected = mae(
+            batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(1)
+        )
+        got = loaded(
+            batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(1)
+        )
     assert torch.equal(expected["loss"], got["loss"])
 
 
@@ -76,7 +84,9 @@ def test_the_encoder_class_takes_the_encoder_out_of_a_segmenter_or_mae(tmp_path)
     segmenter = _segmenter()
     segmenter.save_pretrained(tmp_path / "seg", task=segmentation_task("lc", 1))
     encoder = MaestroEncoder.from_pretrained(tmp_path / "seg")
-    assert all(torch.equal(value, segmenter.encoder.state_dict()[key]) for key, value in encoder.state_dict().items())
+    assert all(
+        torch.equal(value, segmenter.encoder.state_dict()[key]) for key, value in encoder.state_dict().items()
+    )
     with pytest.raises(ConfigError, match="holds a maestro-segmenter, not a maestro-mae"):
         MaestroMAE.from_pretrained(tmp_path / "seg")
 
@@ -120,7 +130,9 @@ def test_a_segmenter_task_must_name_its_classes(tmp_path):
     with pytest.raises(ConfigError, match="names 23 classes but the segmenter predicts 15"):
         _segmenter().save_pretrained(tmp_path / "seg", task=segmentation_task("lpis", 1))
     with pytest.raises(ConfigError, match="task= is for segmenters"):
-        MaestroEncoder(tiny_config().encoder).save_pretrained(tmp_path / "enc", task=segmentation_task("lc", 1))
+        MaestroEncoder(tiny_config().encoder).save_pretrained(
+            tmp_path / "enc", task=segmentation_task("lc", 1)
+        )
 
 
 def test_sources_that_are_neither_folders_nor_hub_ids(tmp_path):

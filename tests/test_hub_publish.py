@@ -68,10 +68,14 @@ def finetune_run(run: Path, init: str = "hf:org/base@v1.0") -> tuple[Path, Maest
     (run / "config.yaml").write_text("task: {name: lc}\n")
     per_class = [
         {"index": i, "name": name, "evaluated": i < 15, "iou": (0.5 + i / 100 if i < 15 else None)}
-        for i, name in enumerate(["building", "greenhouse", "swimming pool"] + [f"class {i}" for i in range(3, 19)])
+        for i, name in enumerate(
+            ["building", "greenhouse", "swimming pool"] + [f"class {i}" for i in range(3, 19)]
+        )
     ]
     (run / "test").mkdir()
-    (run / "test" / "metrics.json").write_text(json.dumps({"miou": 0.6123, "oa": 0.781, "per_class": per_class}))
+    (run / "test" / "metrics.json").write_text(
+        json.dumps({"miou": 0.6123, "oa": 0.781, "per_class": per_class})
+    )
     return run / "best.ckpt", averaged
 
 
@@ -92,15 +96,34 @@ def test_dry_run_publishes_the_ema_encoder_of_a_pretrain_run(tmp_path, capsys):
     card = ModelCard(printed)
     assert card.data.pipeline_tag == "feature-extraction" and card.data.library_name == "maestro-eo"
     assert f"EMA weights of run/checkpoints/step{STEP:07d}.ckpt (step {STEP})" in printed
-    assert "MaestroEncoder.from_pretrained(\"org/name\")" in printed and "finetune --task lc --init hf:org/name" in printed
+    assert (
+        'MaestroEncoder.from_pretrained("org/name")' in printed
+        and "finetune --task lc --init hf:org/name" in printed
+    )
     assert (out / CARD_NAME).read_text() == printed
 
 
 def test_the_full_mae_and_the_trained_weights_on_request(tmp_path):
     ckpt, live, _ = pretrain_checkpoint(tmp_path / "run")
     out = tmp_path / "out"
-    assert main(["publish", str(ckpt), "--repo", "org/name", "--what", "mae", "--weights", "model",
-                 "--dry-run", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "publish",
+                str(ckpt),
+                "--repo",
+                "org/name",
+                "--what",
+                "mae",
+                "--weights",
+                "model",
+                "--dry-run",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     mae = from_pretrained(out)
     assert isinstance(mae, MaestroMAE) and _same(mae, live)
     assert "trained (non-EMA) weights" in (out / CARD_NAME).read_text()
@@ -108,18 +131,26 @@ def test_the_full_mae_and_the_trained_weights_on_request(tmp_path):
 
 def test_a_checkpoint_without_ema_publishes_the_trained_weights(tmp_path):
     ckpt, live, _ = pretrain_checkpoint(tmp_path / "run", ema=False)
-    assert main(["publish", str(ckpt), "--repo", "org/name", "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(["publish", str(ckpt), "--repo", "org/name", "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    )
     assert _same(MaestroEncoder.from_pretrained(tmp_path / "out"), live.encoder)
 
 
 def test_a_finetune_run_publishes_its_segmenter_with_task_scores_and_base_model(tmp_path, capsys):
     _, averaged = finetune_run(tmp_path / "lc-level1")
     out = tmp_path / "out"
-    assert main(["publish", str(tmp_path / "lc-level1"), "--repo", "org/seg", "--dry-run", "--out", str(out)]) == 0
+    assert (
+        main(["publish", str(tmp_path / "lc-level1"), "--repo", "org/seg", "--dry-run", "--out", str(out)])
+        == 0
+    )
     segmenter = MaestroSegmenter.from_pretrained(out)
     assert _same(segmenter, averaged)
     document = json.loads((out / CONFIG_NAME).read_text())
-    assert document["task"]["name"] == "lc" and document["task"]["class_names"][:2] == ["building", "greenhouse"]
+    assert document["task"]["name"] == "lc" and document["task"]["class_names"][:2] == [
+        "building",
+        "greenhouse",
+    ]
 
     card = ModelCard(capsys.readouterr().out)
     assert card.data.base_model == "org/base"
@@ -131,7 +162,9 @@ def test_a_finetune_run_publishes_its_segmenter_with_task_scores_and_base_model(
 
 def test_a_finetune_init_that_is_not_on_the_hub_has_no_base_model(tmp_path, capsys):
     finetune_run(tmp_path / "run", init="runs/pretrain")
-    assert main(["publish", str(tmp_path / "run"), "--repo", "org/seg", "--dry-run", "--what", "encoder"]) == 0
+    assert (
+        main(["publish", str(tmp_path / "run"), "--repo", "org/seg", "--dry-run", "--what", "encoder"]) == 0
+    )
     card = ModelCard(capsys.readouterr().out)
     assert card.data.base_model is None and card.data.pipeline_tag == "feature-extraction"
 
@@ -154,9 +187,13 @@ def test_user_errors_exit_2_with_what_to_do(tmp_path, caplog):
 def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path, caplog):
     ckpt, _, _ = pretrain_checkpoint(tmp_path / "run")
     checkpoint = torch.load(ckpt, weights_only=True)
-    checkpoint["ema_state_dict"] = {k: v for k, v in checkpoint["ema_state_dict"].items() if "patch_embed" not in k}
+    checkpoint["ema_state_dict"] = {
+        k: v for k, v in checkpoint["ema_state_dict"].items() if "patch_embed" not in k
+    }
     torch.save(checkpoint, ckpt)
-    assert main(["publish", str(ckpt), "--repo", "org/name", "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(["publish", str(ckpt), "--repo", "org/name", "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    )
     assert "missing" in caplog.text and "patch_embed" in caplog.text
     assert not (tmp_path / "out").exists()
 

@@ -58,7 +58,9 @@ def batch():
 
 
 def encoder_of(checkpoint, weights: str, **config_changes) -> MaestroEncoder:
-    conversion = convert_checkpoint(checkpoint, ConversionOptions(weights=weights, model_type="maestro-encoder", overrides=OVERRIDES))
+    conversion = convert_checkpoint(
+        checkpoint, ConversionOptions(weights=weights, model_type="maestro-encoder", overrides=OVERRIDES)
+    )
     config = conversion.config.replace(**config_changes) if config_changes else conversion.config
     encoder = MaestroEncoder(config, initialise=False).eval()
     encoder.load_state_dict(conversion.state, strict=True)
@@ -72,7 +74,9 @@ def intermediates(encoder: MaestroEncoder, batch) -> dict[str, torch.Tensor]:
     out = {}
     with torch.no_grad():
         patches = {key: encoder.patch_embed[key](inputs[key]) for key in MODALITIES}
-        tokens = {key: encoder.encoding(patches[key], times[key], encoder.specs[key].grid) for key in MODALITIES}
+        tokens = {
+            key: encoder.encoding(patches[key], times[key], encoder.specs[key].grid) for key in MODALITIES
+        }
         encoded = encoder.encode_sequences(inputs, times, None, None, {encoder.own_depth - 1})
         public = encoder(*batch).tokens  # the public API gives the same final tokens, per modality
     for key in MODALITIES:
@@ -91,15 +95,18 @@ def intermediates(encoder: MaestroEncoder, batch) -> dict[str, torch.Tensor]:
 
 def test_converted_encoder_reproduces_every_stored_output(checkpoint, outputs, batch):
     ours = intermediates(encoder_of(checkpoint, "model"), batch)
-    for name in [f"patch.{k}" for k in MODALITIES] + [f"{kind}.{s}" for kind in ("tokens", "pre_inter", "enc")
-                                                      for s in STREAMS]:
+    for name in [f"patch.{k}" for k in MODALITIES] + [
+        f"{kind}.{s}" for kind in ("tokens", "pre_inter", "enc") for s in STREAMS
+    ]:
         torch.testing.assert_close(ours[name], outputs[name], atol=ATOL, rtol=RTOL, msg=name)
     torch.testing.assert_close(ours["public.s1"], ours["enc.s1"], atol=0, rtol=0)
     torch.testing.assert_close(ours["public.aerial"], ours["enc.aerial"], atol=0, rtol=0)
 
 
 def test_ema_weights_are_the_default_and_reproduce_the_ema_outputs(checkpoint, outputs, batch, tmp_path):
-    folder = import_reference(CHECKPOINT, tmp_path / "mae", ConversionOptions(overrides=OVERRIDES, decoder_heads=DECODER_HEADS))
+    folder = import_reference(
+        CHECKPOINT, tmp_path / "mae", ConversionOptions(overrides=OVERRIDES, decoder_heads=DECODER_HEADS)
+    )
     loaded = load_encoder_weights(folder)  # what `finetune --init FOLDER` reads
     encoder = MaestroEncoder(loaded.config, initialise=False).eval()
     encoder.load_state_dict(loaded.state, strict=True)
@@ -136,7 +143,9 @@ def test_reconstruction_targets_match_the_loss_normalisation(checkpoint, outputs
 
 def test_maestro_head_reproduces_the_reference_head(checkpoint, outputs, batch, tmp_path):
     folder = import_reference(
-        CHECKPOINT, tmp_path / "seg", ConversionOptions(weights="model", model_type="maestro-segmenter", overrides=OVERRIDES)
+        CHECKPOINT,
+        tmp_path / "seg",
+        ConversionOptions(weights="model", model_type="maestro-segmenter", overrides=OVERRIDES),
     )
     stored = read_model_folder(folder)
     assert stored.model_type == "maestro-segmenter"
@@ -163,14 +172,18 @@ def test_maestro_head_reproduces_the_reference_head(checkpoint, outputs, batch, 
 def test_every_source_tensor_is_used_or_reported(checkpoint, model_type, weights):
     conversion = convert_checkpoint(
         checkpoint,
-        ConversionOptions(weights=weights, model_type=model_type, overrides=OVERRIDES, decoder_heads=DECODER_HEADS),
+        ConversionOptions(
+            weights=weights, model_type=model_type, overrides=OVERRIDES, decoder_heads=DECODER_HEADS
+        ),
     )
     report = conversion.report
     assert set(report.used) | set(report.skipped) == set(checkpoint.state)
     assert not set(report.used) & set(report.skipped)
     prefix = "ema_model." if weights == "ema" else "model."
     assert all(key.startswith(prefix) for key in report.used)
-    assert len(report.used) == {"maestro-encoder": 129, "maestro-mae": 204, "maestro-segmenter": 137}[model_type]
+    assert (
+        len(report.used) == {"maestro-encoder": 129, "maestro-mae": 204, "maestro-segmenter": 137}[model_type]
+    )
 
 
 def test_a_shape_mismatch_names_the_source_key(checkpoint):
@@ -178,7 +191,11 @@ def test_a_shape_mismatch_names_the_source_key(checkpoint):
     key = "ema_model.encoder.s2.layers.1.1.net.1.weight"
     state[key] = state[key][:40]
     with pytest.raises(ConfigError, match=r"ema_model\.encoder\.s2\.layers\.1\.1\.net\.1\.weight"):
-        plan_conversion(state, checkpoint.hyper_parameters, ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES))
+        plan_conversion(
+            state,
+            checkpoint.hyper_parameters,
+            ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES),
+        )
 
 
 def test_modalities_outside_the_registry_are_named_and_the_rest_converted(checkpoint, caplog):
@@ -193,7 +210,9 @@ def test_modalities_outside_the_registry_are_named_and_the_rest_converted(checkp
     state[weight.replace("aerial", "spot")] = state[weight][:, :3]
     with caplog.at_level("WARNING"):
         conversion = plan_conversion(
-            state, checkpoint.hyper_parameters, ConversionOptions(overrides=OVERRIDES, decoder_heads=DECODER_HEADS)
+            state,
+            checkpoint.hyper_parameters,
+            ConversionOptions(overrides=OVERRIDES, decoder_heads=DECODER_HEADS),
         )
     report = conversion.report
     assert set(report.unsupported_modalities) == {"landsat", "spot"}
@@ -223,7 +242,9 @@ BASE_HYPER = {"model_size": "medium", "inter_depth": 3, "fusion_mode": "group", 
 def test_the_published_base_layout_builds_the_medium_model(model_type):
     state = _base_layout()
     assert len(state) == 1260
-    conversion = plan_conversion(state, BASE_HYPER, ConversionOptions(model_type=model_type))  # checks every shape
+    conversion = plan_conversion(
+        state, BASE_HYPER, ConversionOptions(model_type=model_type)
+    )  # checks every shape
     report = conversion.report
     assert set(report.used) | set(report.skipped) == set(state)
     left_over = {reason for key, reason in report.skipped.items() if key.startswith("ema_model.")}
@@ -241,7 +262,10 @@ def test_the_published_base_layout_builds_the_medium_model(model_type):
     if model_type == "maestro-mae":
         decoder = conversion.config.decoder
         assert (decoder.width, decoder.depth, decoder.num_heads, decoder.mlp_hidden) == (512, 3, 16, 3072)
-        assert sum(v.numel() for v in conversion.state.values()) == 336_486_712 - 3840 * 769 - 5 * 768 - 1536 * 768
+        assert (
+            sum(v.numel() for v in conversion.state.values())
+            == 336_486_712 - 3840 * 769 - 5 * 768 - 1536 * 768
+        )
     if model_type == "maestro-segmenter":
         assert (conversion.config.num_classes, conversion.config.label_size) == (15, 512)
 

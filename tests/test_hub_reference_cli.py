@@ -42,8 +42,18 @@ def run(*argv: str) -> int:
 def test_cli_writes_a_model_folder_with_a_card(tmp_path, capsys):
     require_fixture()
     out = tmp_path / "converted"
-    code = run("import-reference", str(CHECKPOINT), "--out", str(out), "--image-size", "aerial=128",
-               "--image-size", "dem=128", "--decoder-heads", str(DECODER_HEADS))
+    code = run(
+        "import-reference",
+        str(CHECKPOINT),
+        "--out",
+        str(out),
+        "--image-size",
+        "aerial=128",
+        "--image-size",
+        "dem=128",
+        "--decoder-heads",
+        str(DECODER_HEADS),
+    )
     assert code == 0 and f"wrote {out}" in capsys.readouterr().out
     folder = read_model_folder(out)
     assert folder.model_type == "maestro-mae"
@@ -62,15 +72,29 @@ def test_cli_writes_a_model_folder_with_a_card(tmp_path, capsys):
     assert torch.isfinite(result["loss"])
 
     assert run("import-reference", str(CHECKPOINT), "--out", str(out)) == 2  # exists: needs --force
-    assert run("import-reference", str(CHECKPOINT), "--out", str(out), "--force", "--image-size", "aerial") == 2
+    assert (
+        run("import-reference", str(CHECKPOINT), "--out", str(out), "--force", "--image-size", "aerial") == 2
+    )
     assert run("import-reference", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")) == 2
 
 
 def test_cli_converts_the_head_into_a_segmenter(tmp_path):
     require_fixture()
     out = tmp_path / "segmenter"
-    code = run("import-reference", str(CHECKPOINT), "--out", str(out), "--model-type", "maestro-segmenter",
-               "--weights", "model", "--image-size", "aerial=128", "--image-size", "dem=128")
+    code = run(
+        "import-reference",
+        str(CHECKPOINT),
+        "--out",
+        str(out),
+        "--model-type",
+        "maestro-segmenter",
+        "--weights",
+        "model",
+        "--image-size",
+        "aerial=128",
+        "--image-size",
+        "dem=128",
+    )
     assert code == 0
     document = json.loads((out / "config.json").read_text())
     assert document["model_type"] == "maestro-segmenter" and document["task"]["name"] == "lc"
@@ -80,7 +104,9 @@ def test_cli_converts_the_head_into_a_segmenter(tmp_path):
 def fake_hub(monkeypatch, calls: list[str]) -> None:
     def resolve(repo_id, revision):
         calls.append(f"{repo_id}@{revision}")
-        return SourceInfo(path=CHECKPOINT, repo_id=repo_id, revision=COMMIT, filename="maestro_base.ckpt", card=CARD)
+        return SourceInfo(
+            path=CHECKPOINT, repo_id=repo_id, revision=COMMIT, filename="maestro_base.ckpt", card=CARD
+        )
 
     monkeypatch.setattr(reference, "resolve_hub_checkpoint", resolve)
 
@@ -89,7 +115,11 @@ def test_a_hub_source_names_repo_revision_and_licence(tmp_path, monkeypatch):
     require_fixture()
     calls: list[str] = []
     fake_hub(monkeypatch, calls)
-    folder = import_reference(f"hf:{REPO}@v1", tmp_path / "out", ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES))
+    folder = import_reference(
+        f"hf:{REPO}@v1",
+        tmp_path / "out",
+        ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES),
+    )
     assert calls == [f"{REPO}@v1"]
     card = (folder / "README.md").read_text()
     assert REPO in card and COMMIT in card and "maestro_base.ckpt" in card
@@ -121,7 +151,9 @@ def test_finetune_init_converts_a_reference_hub_repo_once(tmp_path, monkeypatch)
     second = load_encoder_weights(f"hf:{REPO}")
     assert second.state.keys() == first.state.keys()
     assert all(torch.equal(second.state[k], first.state[k]) for k in first.state)
-    direct = reference.convert_checkpoint(read_checkpoint(CHECKPOINT), ConversionOptions(model_type="maestro-encoder"))
+    direct = reference.convert_checkpoint(
+        read_checkpoint(CHECKPOINT), ConversionOptions(model_type="maestro-encoder")
+    )
     assert all(torch.equal(direct.state[k], first.state[k]) for k in direct.state)
 
 
@@ -153,8 +185,11 @@ def test_pixel_head_rows_follow_the_reference_channel_order():
     reference_pixels = rearrange(reference_out, "n (p1 p2 c) h w -> n c (h p1) (w p2)", p1=patch, p2=patch)
 
     spec = EncoderConfig(
-        modalities=("spot",), overrides={"spot": {"bands": ("R", "G", "B"), "image_size": grid * patch}},
-        size="tiny", depth=2, inter_depth=0,
+        modalities=("spot",),
+        overrides={"spot": {"bands": ("R", "G", "B"), "image_size": grid * patch}},
+        size="tiny",
+        depth=2,
+        inter_depth=0,
     ).specs["spot"]
     head = PixelHead(spec, width)
     head.groups[0].weight.data = _pixel_rows(weight, bands, patch, "w")

@@ -47,9 +47,7 @@ class CallsOsSystem:
 
 def lightning_like(payload: object) -> dict:
     """A small Lightning-like checkpoint dict with ``payload`` in its hyper-parameters."""
-    state = OrderedDict(
-        {"model.patch_embed.aerial.patchify_bands.0.conv.weight": torch.zeros(8, 4, 16, 16)}
-    )
+    state = OrderedDict({"model.patch_embed.aerial.patchify_bands.0.conv.weight": torch.zeros(8, 4, 16, 16)})
     return {
         "epoch": 0,
         "global_step": 0,
@@ -105,6 +103,7 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
 
 def test_the_fixture_loads_without_the_reference_package():
     require_fixture()
+
     def reference_modules() -> set[str]:
         return {name for name in sys.modules if name == "maestro.conf" or name.startswith("maestro.conf.")}
 

@@ -26,7 +26,7 @@ def _checkpoints(run: Path) -> dict[int, Path]:
 
 
 def _sub(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def _assert_same(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
@@ -49,13 +49,19 @@ def test_a_run_directory_gives_the_ema_weights_of_its_newest_checkpoint(tiny_pre
     assert len(steps) >= 2, steps
     newest, oldest = steps[max(steps)], steps[min(steps)]
     weights = load_encoder_weights(tiny_pretrain_run)
-    expected = _sub(torch.load(newest, map_location="cpu", weights_only=True)["ema_state_dict"], "module.encoder.")
+    expected = _sub(
+        torch.load(newest, map_location="cpu", weights_only=True)["ema_state_dict"], "module.encoder."
+    )
     _assert_same(weights.state, expected)
     assert f"step {max(steps)}" in weights.note and "EMA" in weights.note
     older = from_checkpoint(oldest)
     assert _differs(weights.state, older.state), "the run's checkpoints should differ (training moved)"
-    assert weights.config == MAEConfig.from_dict(
-        torch.load(newest, map_location="cpu", weights_only=True)["hyper_parameters"]["config"]["model"]).encoder
+    assert (
+        weights.config
+        == MAEConfig.from_dict(
+            torch.load(newest, map_location="cpu", weights_only=True)["hyper_parameters"]["config"]["model"]
+        ).encoder
+    )
     assert set(weights.state) == _encoder_keys(weights.config)
 
 
@@ -87,7 +93,9 @@ def test_a_finetune_run_gives_the_encoder_of_its_segmenter(finetuned_run):
     checkpoints = _checkpoints(finetuned_run.out)
     newest = checkpoints[max(checkpoints)]
     weights = load_encoder_weights(finetuned_run.out)
-    expected = _sub(torch.load(newest, map_location="cpu", weights_only=True)["ema_state_dict"], "module.encoder.")
+    expected = _sub(
+        torch.load(newest, map_location="cpu", weights_only=True)["ema_state_dict"], "module.encoder."
+    )
     _assert_same(weights.state, expected)
     assert set(weights.state) == _encoder_keys(weights.config)
     assert weights.config.modalities == ("aerial", "dem", "s2", "s1_asc", "s1_des")
@@ -95,13 +103,18 @@ def test_a_finetune_run_gives_the_encoder_of_its_segmenter(finetuned_run):
 
 def test_model_folders_of_every_model_type_give_the_encoder(tiny_pretrain_run, tmp_path):
     source = load_encoder_weights(tiny_pretrain_run)
-    encoder_folder = write_model_folder(tmp_path / "encoder", "maestro-encoder", source.config.to_dict(), source.state)
+    encoder_folder = write_model_folder(
+        tmp_path / "encoder", "maestro-encoder", source.config.to_dict(), source.state
+    )
     weights = load_encoder_weights(encoder_folder)
     _assert_same(weights.state, source.state)
     assert weights.config == source.config and "maestro-encoder" in weights.note
 
-    checkpoint = torch.load(_checkpoints(tiny_pretrain_run)[max(_checkpoints(tiny_pretrain_run))],
-                            map_location="cpu", weights_only=True)
+    checkpoint = torch.load(
+        _checkpoints(tiny_pretrain_run)[max(_checkpoints(tiny_pretrain_run))],
+        map_location="cpu",
+        weights_only=True,
+    )
     mae_config = checkpoint["hyper_parameters"]["config"]["model"]
     mae_state = _sub(checkpoint["ema_state_dict"], "module.")
     assert any(not key.startswith("encoder.") for key in mae_state)  # decoder weights are dropped
@@ -182,4 +195,3 @@ def test_a_missing_source_names_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither a run directory"):
         load_encoder_weights(tmp_path / "empty")
-

@@ -76,4 +76,6 @@ def test_sentinel_only_logits_average_the_present_modalities() -> None:
     assert both.shape == alone.shape == (2, 15, 32, 32) and not torch.allclose(both, alone)
     single = SwinUTAE(tiny_config(("s2",)))
     single.utaes.load_state_dict({f"s2.{k}": v for k, v in model.utaes["s2"].state_dict().items()})
-    torch.testing.assert_close(alone, single.eval()({"s2": batch["inputs"]["s2"]}, batch["times"], batch["valid"])["logits"])
+    torch.testing.assert_close(
+        alone, single.eval()({"s2": batch["inputs"]["s2"]}, batch["times"], batch["valid"])["logits"]
+    )

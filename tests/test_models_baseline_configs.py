@@ -41,7 +41,9 @@ def test_every_configuration_builds_and_trains_one_step(key: str) -> None:
     loss, _ = segmentation_loss(output, targets, aux_weight=0.5)
     loss.backward()
     assert torch.isfinite(loss)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad
+    )
 
 
 @pytest.mark.parametrize("key", list(PAPER_CONFIGURATIONS))

@@ -36,18 +36,29 @@ def miou(predictions: torch.Tensor, targets: torch.Tensor, nomenclature) -> floa
     return metrics.compute().miou
 
 
-@pytest.mark.parametrize(("task", "modalities"), [("lc", ("spot", "s2")), ("lpis", ("s2", "s1_asc", "s1_des"))])
+@pytest.mark.parametrize(
+    ("task", "modalities"), [("lc", ("spot", "s2")), ("lpis", ("s2", "s1_asc", "s1_des"))]
+)
 def test_toy_miou_is_far_above_chance(shards: Path, task: str, modalities: tuple[str, ...]) -> None:
     encoder = EncoderConfig(modalities=modalities)  # registry sizes: SPOT 64 px, Sentinel 10 px, 16 / 4 dates
     data = DataConfig(train=str(shards), val=str(shards), batch_size=4, num_workers=0)
     members = [*with_companions(list(modalities)), task]
-    loader = ShardDataModule(data, preprocess_for(encoder.specs, cloudy_date_fraction=0.05), members).val_dataloader()
+    loader = ShardDataModule(
+        data, preprocess_for(encoder.specs, cloudy_date_fraction=0.05), members
+    ).val_dataloader()
     batch = next(iter(loader))
     target = get_task(task).target(1)
     labels = target.targets(batch["labels"][task])[:, ::8, ::8]
     torch.manual_seed(0)
-    config = SwinUTAEConfig(encoder=encoder, tasks={task: target.num_classes}, label_size=64, swin=TINY_SWIN,
-                            utae=TINY_UTAE, decoder_channels=16, pretrained=False)
+    config = SwinUTAEConfig(
+        encoder=encoder,
+        tasks={task: target.num_classes},
+        label_size=64,
+        swin=TINY_SWIN,
+        utae=TINY_UTAE,
+        decoder_channels=16,
+        pretrained=False,
+    )
     model = SwinUTAE(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(100):

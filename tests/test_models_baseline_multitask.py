@@ -21,7 +21,9 @@ def run(modalities: tuple[str, ...], weights: dict[str, float]) -> tuple[SwinUTA
     batch = synthetic_batch(model.config.encoder, batch_size=2)
     outputs = model.forward_tasks(batch["inputs"], batch["times"], batch["valid"])
     generator = torch.Generator().manual_seed(0)
-    targets = {task: torch.randint(0, classes, (2, 32, 32), generator=generator) for task, classes in TASKS.items()}
+    targets = {
+        task: torch.randint(0, classes, (2, 32, 32), generator=generator) for task, classes in TASKS.items()
+    }
     loss, _ = multitask_loss(outputs, targets, weights, aux_weight=0.3)
     expected = sum(weights[t] * segmentation_loss(outputs[t], targets[t], 0.3)[0] for t in TASKS)
     torch.testing.assert_close(loss, expected)
@@ -38,8 +40,10 @@ def test_every_task_gets_its_head_and_its_weighted_loss(modalities: tuple[str, .
         assert set(outputs[task]["aux"]) == set(modalities)
         assert all(p.grad.abs().sum() > 0 for p in model.decoders[task].parameters() if p.ndim > 1)
     batch = synthetic_batch(model.config.encoder, batch_size=2)
-    torch.testing.assert_close(model(batch["inputs"], batch["times"], batch["valid"])["logits"],
-                               model.forward_tasks(batch["inputs"], batch["times"], batch["valid"])["lc"]["logits"])
+    torch.testing.assert_close(
+        model(batch["inputs"], batch["times"], batch["valid"])["logits"],
+        model.forward_tasks(batch["inputs"], batch["times"], batch["valid"])["lc"]["logits"],
+    )
 
 
 def test_a_task_weighted_zero_trains_nothing_of_its_own() -> None:
@@ -51,4 +55,6 @@ def test_a_task_weighted_zero_trains_nothing_of_its_own() -> None:
 
 def test_a_task_without_output_is_an_error() -> None:
     with pytest.raises(KeyError, match="lpis"):
-        multitask_loss({"lc": {"logits": torch.zeros(1, 15, 2, 2)}}, {"lpis": torch.zeros(1, 2, 2, dtype=torch.long)})
+        multitask_loss(
+            {"lc": {"logits": torch.zeros(1, 15, 2, 2)}}, {"lpis": torch.zeros(1, 2, 2, dtype=torch.long)}
+        )

@@ -28,7 +28,9 @@ def test_stages_are_channels_first_at_strides_4_to_32() -> None:
     stages = swin(torch.randn(2, 2, 64, 64))
     assert [tuple(s.shape) for s in stages] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4), (2, 64, 2, 2)]
     assert swin.out_channels == (8, 16, 32, 64)
-    assert swin.no_weight_decay() and all(name.endswith("relative_position_bias_table") for name in swin.no_weight_decay())
+    assert swin.no_weight_decay() and all(
+        name.endswith("relative_position_bias_table") for name in swin.no_weight_decay()
+    )
 
 
 def test_missing_weights_without_network_are_an_error_that_says_what_to_do(offline) -> None:
@@ -43,11 +45,20 @@ def test_missing_weights_without_network_are_an_error_that_says_what_to_do(offli
 def test_weights_load_through_timms_own_path_adapted_to_bands_and_size(tmp_path, offline) -> None:
     source = timm.create_model(TINY_SWIN.name, pretrained=False, img_size=64, **SIZES)  # RGB, 64 px
     torch.save(source.state_dict(), tmp_path / "weights.pth")
-    swin = SwinBackbone(TINY_SWIN, in_chans=4, img_size=32, pretrained=True,
-                        pretrained_cfg_overlay={"file": str(tmp_path / "weights.pth")})
+    swin = SwinBackbone(
+        TINY_SWIN,
+        in_chans=4,
+        img_size=32,
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(tmp_path / "weights.pth")},
+    )
     loaded, original = swin.state_dict(), source.state_dict()
     assert loaded["body.patch_embed.proj.weight"].shape[1] == 4  # timm adapts the first convolution
-    torch.testing.assert_close(loaded["body.layers_0.blocks.0.mlp.fc1.weight"], original["layers.0.blocks.0.mlp.fc1.weight"])
+    torch.testing.assert_close(
+        loaded["body.layers_0.blocks.0.mlp.fc1.weight"], original["layers.0.blocks.0.mlp.fc1.weight"]
+    )
     table = "layers_{}.blocks.0.attn.relative_position_bias_table"
-    torch.testing.assert_close(loaded[f"body.{table.format(0)}"], original[table.format(0).replace("_", ".", 1)])
+    torch.testing.assert_close(
+        loaded[f"body.{table.format(0)}"], original[table.format(0).replace("_", ".", 1)]
+    )
     assert loaded[f"body.{table.format(3)}"].shape == (1, 1)  # a 1x1 window at 32 px: resized by timm

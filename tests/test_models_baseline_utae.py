@@ -59,7 +59,9 @@ def test_positions_are_the_dates_not_the_ranks() -> None:
     valid[:] = True
     reference = model(x, days, valid).logits
     order = torch.tensor([4, 2, 0, 1, 3])  # same (frame, date) pairs, another order in the tensor
-    torch.testing.assert_close(model(x[:, order], days[:, order], valid).logits, reference, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        model(x[:, order], days[:, order], valid).logits, reference, rtol=1e-4, atol=1e-5
+    )
     assert not torch.allclose(model(x, days + 40.0, valid).logits, reference, atol=1e-4)
 
 

@@ -19,20 +19,36 @@ def _encoder(mode: str = "group") -> MaestroEncoder:
 def test_state_dict_keys_of_a_tiny_encoder_are_pinned():
     """The published layout: changing any of these names breaks every released checkpoint."""
     encoder = MaestroEncoder(
-        tiny_config(modalities=("aerial", "s1_asc", "s1_des"), overrides={
-            "aerial": ModalityOverride(image_size=32, patch_size=8),
-            "s1_asc": ModalityOverride(image_size=4, num_dates=2),
-            "s1_des": ModalityOverride(image_size=4, num_dates=2),
-        }, depth=2, inter_depth=1).encoder
+        tiny_config(
+            modalities=("aerial", "s1_asc", "s1_des"),
+            overrides={
+                "aerial": ModalityOverride(image_size=32, patch_size=8),
+                "s1_asc": ModalityOverride(image_size=4, num_dates=2),
+                "s1_des": ModalityOverride(image_size=4, num_dates=2),
+            },
+            depth=2,
+            inter_depth=1,
+        ).encoder
     )
     block = [
-        "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
-        "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+        "norm1.weight",
+        "norm1.bias",
+        "attn.qkv.weight",
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "norm2.weight",
+        "norm2.bias",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
     ]
     expected = []
     for key in ("aerial", "s1_asc", "s1_des"):
-        expected += [f"patch_embed.{key}.groups.0.{name}" for name in
-                     ("proj.weight", "proj.bias", "norm.weight", "norm.bias")]
+        expected += [
+            f"patch_embed.{key}.groups.0.{name}"
+            for name in ("proj.weight", "proj.bias", "norm.weight", "norm.bias")
+        ]
     for stream in ("aerial", "s1"):
         expected += [f"streams.{stream}.blocks.0.{name}" for name in block]
         expected += [f"streams.{stream}.norm.weight", f"streams.{stream}.norm.bias"]
@@ -49,7 +65,9 @@ def test_mae_holds_the_encoder_under_one_prefix():
     encoder.load_state_dict(mae.encoder.state_dict())
     batch = synthetic_batch(tiny_config())
     with torch.no_grad():
-        torch.testing.assert_close(encoder.eval()(**batch).tokens["s2"], mae.eval().encoder(**batch).tokens["s2"])
+        torch.testing.assert_close(
+            encoder.eval()(**batch).tokens["s2"], mae.eval().encoder(**batch).tokens["s2"]
+        )
     assert mae.no_weight_decay() == {f"mask_tokens.{k}.token" for k in tiny_config().encoder.modalities}
 
 

@@ -17,7 +17,10 @@ def _pre_split(key: str, prefix: str) -> str:
 def test_a_pre_split_pretrain_checkpoint_is_mapped_and_loads_strictly():
     config = tiny_config()
     model = MaestroMAE(config)
-    flat_model_config = {**config.encoder.to_dict(), **{k: v for k, v in config.to_dict().items() if k != "encoder"}}
+    flat_model_config = {
+        **config.encoder.to_dict(),
+        **{k: v for k, v in config.to_dict().items() if k != "encoder"},
+    }
     checkpoint = {
         "hyper_parameters": {"config": {"model": flat_model_config}},
         "state_dict": {_pre_split(f"model.{k}", "model."): v for k, v in model.state_dict().items()},

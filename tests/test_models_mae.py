@@ -15,7 +15,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_flairhub_default_token_counts_with_real_sizes():
     config = MAEConfig(
-        encoder=EncoderConfig(width=64, depth=2, inter_depth=1), decoder_width=32, decoder_heads=1, decoder_depth=1
+        encoder=EncoderConfig(width=64, depth=2, inter_depth=1),
+        decoder_width=32,
+        decoder_heads=1,
+        decoder_depth=1,
     )
     torch.manual_seed(0)
     model = MaestroMAE(config)

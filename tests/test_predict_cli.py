@@ -28,8 +28,20 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(folder: Path, zone: Path, out: Path, *extra: str) -> list[str]:
-    return ["--model", str(folder), "--zone", str(zone), "--out", str(out), "--device", "cpu", "--no-progress",
-            "--batch-size", "4", *extra]
+    return [
+        "--model",
+        str(folder),
+        "--zone",
+        str(zone),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--batch-size",
+        "4",
+        *extra,
+    ]
 
 
 def test_cli_writes_the_map_and_refuses_to_overwrite_it(folder, tmp_path, caplog) -> None:
@@ -81,8 +93,9 @@ def test_a_failing_tile_exits_non_zero_and_leaves_no_file(folder, tmp_path, capl
 
 def test_a_finetuning_run_loads_its_ema_or_trained_weights(tmp_path) -> None:
     encoder = tiny_config().encoder
-    config = FinetuneConfig(task=TaskConfig("lpis", 1),
-                            model=ModelConfig(init="random", encoder=encoder, decoder_channels=32))
+    config = FinetuneConfig(
+        task=TaskConfig("lpis", 1), model=ModelConfig(init="random", encoder=encoder, decoder_channels=32)
+    )
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -92,8 +105,14 @@ def test_a_finetuning_run_loads_its_ema_or_trained_weights(tmp_path) -> None:
     torch.manual_seed(0)
     state = MaestroSegmenter(segmenter_config(config)).state_dict()
     ema = {key: value + 1.0 if value.is_floating_point() else value for key, value in state.items()}
-    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()},
-                "ema_state_dict": {f"module.{k}": v for k, v in ema.items()}, "global_step": 7}, run / "best.ckpt")
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in state.items()},
+            "ema_state_dict": {f"module.{k}": v for k, v in ema.items()},
+            "global_step": 7,
+        },
+        run / "best.ckpt",
+    )
     key = "head.0.weight" if "head.0.weight" in state else next(k for k in state if k.startswith("head"))
     model = load_model(str(run))
     assert torch.equal(model.network.state_dict()[key], ema[key]) and "EMA" in model.source

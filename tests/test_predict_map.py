@@ -126,7 +126,9 @@ class _FromElevation(nn.Module):
     def forward(self, inputs, times, valid=None, allow_missing=False):
         dsm = inputs["dem"][:, 0, :1].float()
         first = (dsm - 0.2) * 400.0
-        return {"logits": torch.cat([first, torch.zeros_like(first).expand(-1, self.num_classes - 1, -1, -1)], 1)}
+        return {
+            "logits": torch.cat([first, torch.zeros_like(first).expand(-1, self.num_classes - 1, -1, -1)], 1)
+        }
 
 
 class _TileConstant(nn.Module):
@@ -139,7 +141,9 @@ class _TileConstant(nn.Module):
     def forward(self, inputs, times, valid=None, allow_missing=False):
         mean = (inputs["aerial"].float().mean(dim=(1, 2, 3, 4))[:, None, None, None] - 0.5) * 40.0
         first = mean.expand(-1, 1, TILE, TILE)
-        return {"logits": torch.cat([first, torch.zeros(first.shape[0], self.num_classes - 1, TILE, TILE)], 1)}
+        return {
+            "logits": torch.cat([first, torch.zeros(first.shape[0], self.num_classes - 1, TILE, TILE)], 1)
+        }
 
 
 def test_blending_leaves_no_seams(model, zone, tmp_path) -> None:
@@ -166,8 +170,9 @@ def test_column_chunks_give_the_same_map(model, tmp_path) -> None:
     whole = _read(_run(model, zone, tmp_path / "whole.tif", probabilities="uint8"))
     chunked = _read(_run(model, zone, tmp_path / "chunked.tif", probabilities="uint8", buffer_mib=1))
     np.testing.assert_array_equal(whole, chunked)
-    np.testing.assert_array_equal(_read(tmp_path / "whole_probabilities.tif"),
-                                  _read(tmp_path / "chunked_probabilities.tif"))
+    np.testing.assert_array_equal(
+        _read(tmp_path / "whole_probabilities.tif"), _read(tmp_path / "chunked_probabilities.tif")
+    )
 
 
 def test_rasters_not_covering_the_same_area_are_refused(model, tmp_path) -> None:

@@ -52,14 +52,19 @@ def _stream(tiles: list, grid: Grid, size: int, chunks: list, quantum: int, logi
 
     def paste(strip) -> None:
         if strip is not None:
-            out[:, strip.row : strip.row + strip.height, strip.col : strip.col + strip.logits.shape[2]] = strip.logits
+            out[:, strip.row : strip.row + strip.height, strip.col : strip.col + strip.logits.shape[2]] = (
+                strip.logits
+            )
 
     for tile in tiles:
         if tile.chunk != current:
             if accumulator is not None:
                 paste(accumulator.flush(grid.height, final=True))
             chunk = chunks[tile.chunk]
-            accumulator, current = StripAccumulator(2, chunk.start, chunk.stop, grid.height, size, quantum), tile.chunk
+            accumulator, current = (
+                StripAccumulator(2, chunk.start, chunk.stop, grid.height, size, quantum),
+                tile.chunk,
+            )
         paste(accumulator.flush(tile.row))
         accumulator.add(tile.row, tile.col, logits[tile.index] * window, window, np.zeros((size, size), bool))
     paste(accumulator.flush(grid.height, final=True))

@@ -49,8 +49,13 @@ def test_toy_zone_opens_for_a_full_size_model_without_resampling(toy_zone: Path,
 
 def test_tiny_model_maps_the_toy_zone(toy_zone: Path, tmp_path: Path) -> None:
     model = load_model(str(write_tiny_model(tmp_path / "model")[0]))
-    summary = predict_zone(model, toy_zone, tmp_path / "map.tif",
-                           PredictOptions(overlap=0.0, batch_size=25, progress=False), "cpu")
+    summary = predict_zone(
+        model,
+        toy_zone,
+        tmp_path / "map.tif",
+        PredictOptions(overlap=0.0, batch_size=25, progress=False),
+        "cpu",
+    )
     assert summary.tiles == 100 and summary.nodata_fraction == 0.0
     with rasterio.open(tmp_path / "map.tif") as src:
         assert (src.width, src.height) == (300, 300) and (src.read(1) < model.num_classes).all()

@@ -76,10 +76,18 @@ def test_no_crs_and_geographic_crs_are_refused(zone: Path) -> None:
 def test_a_raster_in_another_crs_is_warped_to_the_zone(zone: Path, tmp_path: Path) -> None:
     with rasterio.open(zone / "dem.tif") as src:
         transform, width, height = calculate_default_transform(
-            src.crs, "EPSG:32631", src.width, src.height, *src.bounds, resolution=LABEL_PIXEL)
+            src.crs, "EPSG:32631", src.width, src.height, *src.bounds, resolution=LABEL_PIXEL
+        )
         warped = np.zeros((src.count, height, width), np.float32)
-        reproject(src.read(), warped, src_transform=src.transform, src_crs=src.crs, dst_transform=transform,
-                  dst_crs="EPSG:32631", resampling=Resampling.nearest)
+        reproject(
+            src.read(),
+            warped,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=transform,
+            dst_crs="EPSG:32631",
+            resampling=Resampling.nearest,
+        )
     write_raster(zone / "dem.tif", warped, transform, crs="EPSG:32631")
     opened = _open(zone)
     assert opened.rasters["dem"].warped and not opened.rasters["aerial"].warped

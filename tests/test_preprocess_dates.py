@@ -65,4 +65,3 @@ def test_cloudy_dates_avoided_unless_whole_bin_cloudy() -> None:
         keep = select_dates(values, 4, rng=rng, flagged=flagged)
         assert keep[0] == 2 and keep[1] == 4
         assert not flagged[keep[2:]].any()
-

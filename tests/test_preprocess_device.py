@@ -34,11 +34,17 @@ def test_unscaled_integers_scaled_after_collation_equal_the_worker_path(train):
     config = build_preprocess_config(["aerial", "dem", "s2", "s1_asc"])
     deferred = dataclasses.replace(config, scale_on_device=True)
     samples = [raw_sample(seed, clouds=True) for seed in range(3)]
-    plain = collate_model_samples([preprocess_sample(s, config, train=train, rng=i) for i, s in enumerate(samples)])
-    raw = collate_model_samples([preprocess_sample(s, deferred, train=train, rng=i) for i, s in enumerate(samples)])
+    plain = collate_model_samples(
+        [preprocess_sample(s, config, train=train, rng=i) for i, s in enumerate(samples)]
+    )
+    raw = collate_model_samples(
+        [preprocess_sample(s, deferred, train=train, rng=i) for i, s in enumerate(samples)]
+    )
     assert raw["inputs"]["aerial"].dtype == torch.uint8 and raw["inputs"]["s2"].dtype == torch.uint16
     assert raw["inputs"]["dem"].dtype == torch.float32  # float on disk: scaled in the workers as before
     scale_batch(raw, deferred)
     for key in plain["inputs"]:
         assert torch.equal(raw["inputs"][key], plain["inputs"][key]), key
-        assert torch.equal(raw["valid"][key], plain["valid"][key]) and torch.equal(raw["times"][key], plain["times"][key])
+        assert torch.equal(raw["valid"][key], plain["valid"][key]) and torch.equal(
+            raw["times"][key], plain["times"][key]
+        )

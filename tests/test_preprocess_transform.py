@@ -76,7 +76,9 @@ def test_scaling_equals_design_formulas() -> None:
     np.testing.assert_allclose(out["dem"][0, 1], 30.0 * (dsm / 1000.0 - dtm / 1000.0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["s2"], sample["s2"] / 5000.0, rtol=1e-6)
     for key in ("s1_asc", "s1_des"):
-        np.testing.assert_allclose(out[key], np.log(np.maximum(sample[key], 1e-10)) / 5.0, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            out[key], np.log(np.maximum(sample[key], 1e-10)) / 5.0, rtol=1e-5, atol=1e-6
+        )
     assert all(v.dtype == np.float32 for v in out.values())
 
 
@@ -97,12 +99,16 @@ def test_aerial_band_order_is_nir_r_g_b() -> None:
     sample["aerial"] = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in (10, 20, 30, 40)])  # R,G,B,NIR
     out = preprocess_sample(sample, PreprocessConfig(modalities=("aerial",)), train=False)
     assert out["inputs"]["aerial"].shape == (1, 4, 4, 4)
-    np.testing.assert_allclose(out["inputs"]["aerial"][0, :, 0, 0], np.array([40, 10, 20, 30]) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        out["inputs"]["aerial"][0, :, 0, 0], np.array([40, 10, 20, 30]) / 255.0, rtol=1e-6
+    )
 
 
 def test_band_override_selects_and_reorders() -> None:
     sample = _sample()
-    config = build_preprocess_config(["aerial", "s2"], {"aerial": {"bands": ["G", "R"]}, "s2": {"bands": ["B8", "B4"]}})
+    config = build_preprocess_config(
+        ["aerial", "s2"], {"aerial": {"bands": ["G", "R"]}, "s2": {"bands": ["B8", "B4"]}}
+    )
     out = preprocess_sample(sample, config, train=False)["inputs"]
     np.testing.assert_allclose(out["aerial"][0], sample["aerial"][[1, 0]] / 255.0, rtol=1e-6)
     assert out["s2"].shape == (16, 2, 10, 10)
@@ -178,7 +184,9 @@ def test_short_series_padded_with_valid_mask() -> None:
 
 def test_num_dates_none_keeps_every_date() -> None:
     sample = _sample(t_s2=23)
-    out = preprocess_sample(sample, build_preprocess_config(["s2"], keep_all_dates=("s2",)), train=True, rng=0)
+    out = preprocess_sample(
+        sample, build_preprocess_config(["s2"], keep_all_dates=("s2",)), train=True, rng=0
+    )
     assert out["inputs"]["s2"].shape[0] == 23 and out["valid"]["s2"].all()
 
 
@@ -261,8 +269,6 @@ def test_labels_keep_disk_dtype_and_meta_passthrough() -> None:
     assert set(out["inputs"]) == {"aerial"}
 
 
-
-
 # ---------------------------------------------------------------------------- nan_policy: fill
 
 
@@ -270,15 +276,20 @@ def test_fill_zeroes_nan_borders_and_invalidates_mostly_nan_dates() -> None:
     sample = _sample(t_s1=4)
     sample["s1_asc"][:, :, 0, :] = np.nan  # a NaN border row on every date (10 % of each date)
     sample["s1_asc"][2] = np.nan  # one date entirely NaN
-    config = PreprocessConfig(modalities=("s1_asc",), overrides={"s1_asc": {"num_dates": 4}}, nan_policy="fill")
+    config = PreprocessConfig(
+        modalities=("s1_asc",), overrides={"s1_asc": {"num_dates": 4}}, nan_policy="fill"
+    )
     out = preprocess_sample(sample, config, train=False)
     values, valid = out["inputs"]["s1_asc"], out["valid"]["s1_asc"]
     assert np.isfinite(values).all()
     assert valid.tolist() == [True, True, False, True]
     np.testing.assert_array_equal(values[:, :, 0, :], 0.0)
     np.testing.assert_array_equal(values[2], 0.0)
-    reference = preprocess_sample(_sample(t_s1=4), PreprocessConfig(modalities=("s1_asc",),
-                                  overrides={"s1_asc": {"num_dates": 4}}), train=False)
+    reference = preprocess_sample(
+        _sample(t_s1=4),
+        PreprocessConfig(modalities=("s1_asc",), overrides={"s1_asc": {"num_dates": 4}}),
+        train=False,
+    )
     np.testing.assert_array_equal(values[[0, 1, 3], :, 1:], reference["inputs"]["s1_asc"][[0, 1, 3], :, 1:])
     with pytest.raises(DataError, match="non-finite"):  # reject stays the default
         preprocess_sample(sample, PreprocessConfig(modalities=("s1_asc",)), train=False)

@@ -31,23 +31,44 @@ TINY_ENCODER = {
         "s1_asc": {"num_dates": 2, "patch_size": 5},
         "s1_des": {"num_dates": 2, "patch_size": 5},
     },
-    "size": "tiny", "width": 64, "depth": 2, "inter_depth": 1, "grid_size": 20,
+    "size": "tiny",
+    "width": 64,
+    "depth": 2,
+    "inter_depth": 1,
+    "grid_size": 20,
 }
 TINY_MODEL = {"encoder": TINY_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1}
 
 
 def _config(shards: Path, out: Path, **trainer) -> PretrainConfig:
     raw = {
-        "data": {"train": str(shards), "val": str(shards), "batch_size": 4, "num_workers": 0,
-                 "batches_per_epoch": 4, "shuffle_buffer": 8},
+        "data": {
+            "train": str(shards),
+            "val": str(shards),
+            "batch_size": 4,
+            "num_workers": 0,
+            "batches_per_epoch": 4,
+            "shuffle_buffer": 8,
+        },
         "model": TINY_MODEL,
         "optim": {"base_lr": 1e-3},
-        "trainer": {"output_dir": str(out), "max_epochs": 2, "checkpoint_every_n_steps": 3,
-                    "log_every_n_steps": 1, "reconstruction_every_n_steps": 2, "ema_decay": 0.9,
-                    "accelerator": "cpu", "devices": 1, **trainer},
+        "trainer": {
+            "output_dir": str(out),
+            "max_epochs": 2,
+            "checkpoint_every_n_steps": 3,
+            "log_every_n_steps": 1,
+            "reconstruction_every_n_steps": 2,
+            "ema_decay": 0.9,
+            "accelerator": "cpu",
+            "devices": 1,
+            **trainer,
+        },
     }
-    return load_config(PretrainConfig, None, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
-                                              for k, v in raw.items()])
+    return load_config(
+        PretrainConfig,
+        None,
+        [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in raw.items()],
+    )
 
 
 def _logged(out: Path, name: str = "train/loss") -> dict[int, float]:
@@ -55,7 +76,9 @@ def _logged(out: Path, name: str = "train/loss") -> dict[int, float]:
     values = {}
     for path in sorted((out / "csv").glob("version_*/metrics.csv")):
         with path.open() as handle:
-            values.update({int(row["step"]): float(row[name]) for row in csv.DictReader(handle) if row.get(name)})
+            values.update(
+                {int(row["step"]): float(row[name]) for row in csv.DictReader(handle) if row.get(name)}
+            )
     return values
 
 
@@ -85,7 +108,11 @@ def test_fit_writes_checkpoints_logs_and_images(toy_shards, tmp_path):
     out = tmp_path / "run"
     # Saved at steps 3, 4 (epoch end), 6 and 8 (epoch end); the newest 3 are kept.
     assert sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) == [
-        "last.ckpt", "step0000004.ckpt", "step0000006.ckpt", "step0000008.ckpt"]
+        "last.ckpt",
+        "step0000004.ckpt",
+        "step0000006.ckpt",
+        "step0000008.ckpt",
+    ]
     assert list((out / "tensorboard").glob("version_0/events.out.tfevents.*"))
     images = sorted(p.name for p in (out / "reconstructions").glob("*.png"))
     assert "step0000000_aerial.png" in images and "step0000002_s1_des.png" in images
@@ -95,7 +122,9 @@ def test_fit_writes_checkpoints_logs_and_images(toy_shards, tmp_path):
     assert "ema_state_dict" in checkpoint and checkpoint["global_step"] == 8
     with pytest.raises(FileExistsError, match="--resume"):
         run(config)
-    with pytest.raises(ConfigError, match="nothing to resume: .*step0000008.ckpt is the end of a finished run"):
+    with pytest.raises(
+        ConfigError, match="nothing to resume: .*step0000008.ckpt is the end of a finished run"
+    ):
         run(config, resume="last")
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config)))
@@ -104,9 +133,15 @@ def test_fit_writes_checkpoints_logs_and_images(toy_shards, tmp_path):
     mid_run = str(out / "checkpoints" / "step0000006.ckpt")
     with pytest.raises(ConfigError, match="schedule spans 8 optimizer steps but this run would span 12"):
         run(_config(toy_shards, out, max_epochs=3), resume=mid_run)
-    wider = load_config(PretrainConfig, None, [f"data={yaml.safe_dump(to_dict(config.data), default_flow_style=True)}",
-                                               f"trainer={yaml.safe_dump(to_dict(config.trainer), default_flow_style=True)}",
-                                               f"model={yaml.safe_dump({**TINY_MODEL, 'encoder': {**TINY_ENCODER, 'width': 128}}, default_flow_style=True)}"])
+    wider = load_config(
+        PretrainConfig,
+        None,
+        [
+            f"data={yaml.safe_dump(to_dict(config.data), default_flow_style=True)}",
+            f"trainer={yaml.safe_dump(to_dict(config.trainer), default_flow_style=True)}",
+            f"model={yaml.safe_dump({**TINY_MODEL, 'encoder': {**TINY_ENCODER, 'width': 128}}, default_flow_style=True)}",
+        ],
+    )
     with pytest.raises(ConfigError, match="another model config"):
         run(wider, resume=mid_run)
     assert (out / "config.yaml").read_text() == written  # refused resumes leave the run's config alone
@@ -149,7 +184,10 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(toy_shards, tmp_pat
     for step in range(3, 8):
         assert resumed[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
     # Validation runs on the EMA weights: the checkpoint's EMA must be that of its step.
-    expected_val, resumed_val = _logged(tmp_path / "reference", "val/loss"), _logged(tmp_path / "crashed", "val/loss")
+    expected_val, resumed_val = (
+        _logged(tmp_path / "reference", "val/loss"),
+        _logged(tmp_path / "crashed", "val/loss"),
+    )
     assert sorted(resumed_val) == sorted(expected_val) == [3, 7]
     for step, value in expected_val.items():
         assert resumed_val[step] == pytest.approx(value, rel=1e-6, abs=1e-7), step
@@ -162,14 +200,16 @@ def _to_pre_split_layout(path: Path) -> None:
     def old_name(key: str, prefix: str) -> str:
         for old, current in RENAMED_PREFIXES:
             if key.startswith(prefix + current):
-                return prefix + old + key[len(prefix + current):]
+                return prefix + old + key[len(prefix + current) :]
         return key
 
     checkpoint = torch.load(path, weights_only=True)
     model = checkpoint["hyper_parameters"]["config"]["model"]
     checkpoint["hyper_parameters"]["config"]["model"] = {**model.pop("encoder"), **model}
     checkpoint["state_dict"] = {old_name(k, "model."): v for k, v in checkpoint["state_dict"].items()}
-    checkpoint["ema_state_dict"] = {old_name(k, "module."): v for k, v in checkpoint["ema_state_dict"].items()}
+    checkpoint["ema_state_dict"] = {
+        old_name(k, "module."): v for k, v in checkpoint["ema_state_dict"].items()
+    }
     torch.save(checkpoint, path)
 
 
@@ -182,7 +222,9 @@ def test_a_checkpoint_from_before_the_encoder_split_resumes_exactly(toy_shards, 
         run(crashed, callbacks=[_Interrupt(at_step=3)])
     checkpoint = tmp_path / "crashed" / "checkpoints" / "step0000003.ckpt"
     _to_pre_split_layout(checkpoint)
-    assert "model.embed.aerial.groups.0.proj.weight" in torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert (
+        "model.embed.aerial.groups.0.proj.weight" in torch.load(checkpoint, weights_only=True)["state_dict"]
+    )
     run(crashed, resume=str(checkpoint))
     resumed = _logged(tmp_path / "crashed")
     assert resumed[3] == pytest.approx(expected[3], rel=1e-5, abs=1e-6)
@@ -190,17 +232,29 @@ def test_a_checkpoint_from_before_the_encoder_split_resumes_exactly(toy_shards, 
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_ends_with_identical_weights(toy_shards, tmp_path):
-    config = _config(toy_shards, tmp_path / "ddp", strategy="ddp", devices=2, max_epochs=1,
-                     reconstruction_every_n_steps=0)
+    config = _config(
+        toy_shards, tmp_path / "ddp", strategy="ddp", devices=2, max_epochs=1, reconstruction_every_n_steps=0
+    )
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     worker = Path(__file__).parent / "pretrain_ddp_worker.py"
     # Own process group: on a timeout the ranks die with torchrun instead of lingering.
     process = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-         str(worker), str(config_file)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            str(worker),
+            str(config_file),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=300)
@@ -240,8 +294,11 @@ def test_bad_configs_fail_at_start(toy_shards, tmp_path, override, message):
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs" / "pretrain").glob("*.yaml")),
-                         ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parent.parent / "configs" / "pretrain").glob("*.yaml")),
+    ids=lambda path: path.name,
+)
 def test_shipped_configs_load(path):
     config = load_config(PretrainConfig, path)
     assert config.trainer.reconstruction_every_n_steps > 0 and config.data.train

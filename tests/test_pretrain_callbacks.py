@@ -23,12 +23,19 @@ def test_panels_share_the_target_stretch_and_grey_out_what_is_not_predicted(tmp_
     images = torch.rand(2, 1, 4, 32, 32)
     hidden = torch.zeros_like(images, dtype=torch.bool)
     hidden[..., :16, :] = True  # the top half is masked
-    panels, dates = reconstruction_panels(spec, images, images, images, hidden, torch.ones(2, 1, dtype=torch.bool),
-                                          size=32)
+    panels, dates = reconstruction_panels(
+        spec, images, images, images, hidden, torch.ones(2, 1, dtype=torch.bool), size=32
+    )
     assert list(panels) == list(COLUMNS) and dates == [0, 0]
-    assert all(p.shape == (2, 3, 32, 32) and float(p.min()) >= 0 and float(p.max()) <= 1 for p in panels.values())
-    torch.testing.assert_close(panels["prediction"], panels["target"])  # a perfect prediction looks like the target
-    assert bool((panels["target"][..., 16:, :] == GREY).all()) and bool((panels["masked input"][..., :16, :] == GREY).all())
+    assert all(
+        p.shape == (2, 3, 32, 32) and float(p.min()) >= 0 and float(p.max()) <= 1 for p in panels.values()
+    )
+    torch.testing.assert_close(
+        panels["prediction"], panels["target"]
+    )  # a perfect prediction looks like the target
+    assert bool((panels["target"][..., 16:, :] == GREY).all()) and bool(
+        (panels["masked input"][..., :16, :] == GREY).all()
+    )
     path = reconstruction_figure(panels, dates, "aerial", tmp_path / "aerial.png")
     assert Image.open(path).size[0] > Image.open(path).size[1]  # four columns, two rows
 
@@ -36,11 +43,19 @@ def test_panels_share_the_target_stretch_and_grey_out_what_is_not_predicted(tmp_
 def _prediction_correlations(model: MaestroMAE, batch: dict) -> dict[str, float]:
     """Correlation of the prediction and target panels over the drawn (hidden) pixels, per modality."""
     with torch.no_grad():
-        out = model(batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(0))
+        out = model(
+            batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(0)
+        )
     correlations = {}
     for key, spec in model.specs.items():
-        panels, _ = reconstruction_panels(spec, batch["inputs"][key], out["targets"][key], out["predictions"][key],
-                                          out["pixel_masks"][key], batch["valid"][key])
+        panels, _ = reconstruction_panels(
+            spec,
+            batch["inputs"][key],
+            out["targets"][key],
+            out["predictions"][key],
+            out["pixel_masks"][key],
+            batch["valid"][key],
+        )
         drawn = (panels["target"] != GREY).any(1, keepdim=True).expand_as(panels["target"])
         pair = torch.stack([panels["target"][drawn], panels["prediction"][drawn]])
         correlations[key] = float(torch.corrcoef(pair)[0, 1])
@@ -54,7 +69,9 @@ def test_an_untrained_model_does_not_look_trained(single_thread):
     untrained = _prediction_correlations(model, batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(80):  # memorise one batch under one mask
-        loss = model(batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(0))["loss"]
+        loss = model(
+            batch["inputs"], batch["times"], batch["valid"], generator=torch.Generator().manual_seed(0)
+        )["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

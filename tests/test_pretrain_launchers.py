@@ -23,22 +23,40 @@ pytestmark = pytest.mark.slow
 ENCODER = {
     "modalities": ["aerial", "dem", "s2", "s1_asc", "s1_des"],
     "overrides": {
-        "aerial": {"patch_size": 128}, "dem": {"patch_size": 128},
-        "s2": {"num_dates": 3, "patch_size": 5}, "s1_asc": {"num_dates": 2, "patch_size": 5},
+        "aerial": {"patch_size": 128},
+        "dem": {"patch_size": 128},
+        "s2": {"num_dates": 3, "patch_size": 5},
+        "s1_asc": {"num_dates": 2, "patch_size": 5},
         "s1_des": {"num_dates": 2, "patch_size": 5},
     },
-    "size": "tiny", "width": 64, "depth": 2, "inter_depth": 1, "grid_size": 20,
+    "size": "tiny",
+    "width": 64,
+    "depth": 2,
+    "inter_depth": 1,
+    "grid_size": 20,
 }
 
 
 def _config(shards: Path, out: Path, path: Path) -> Path:
     config = {
-        "data": {"train": str(shards), "val": str(shards), "batch_size": 2, "num_workers": 0,
-                 "batches_per_epoch": 2, "shuffle_buffer": 4},
+        "data": {
+            "train": str(shards),
+            "val": str(shards),
+            "batch_size": 2,
+            "num_workers": 0,
+            "batches_per_epoch": 2,
+            "shuffle_buffer": 4,
+        },
         "model": {"encoder": ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
         "optim": {"base_lr": 1e-3},
-        "trainer": {"output_dir": str(out), "max_epochs": 1, "checkpoint_every_n_steps": 100,
-                    "reconstruction_every_n_steps": 0, "ema_decay": 0.9, "accelerator": "cpu"},
+        "trainer": {
+            "output_dir": str(out),
+            "max_epochs": 1,
+            "checkpoint_every_n_steps": 100,
+            "reconstruction_every_n_steps": 0,
+            "ema_decay": 0.9,
+            "accelerator": "cpu",
+        },
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -62,7 +80,11 @@ def _free_port_between(low: int, high: int) -> int:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))
+    }
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
     return env
 
@@ -84,8 +106,9 @@ def _wait(processes: list[subprocess.Popen], timeout: float = 240) -> list[str]:
 
 
 def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _pretrain(config: Path, *flags: str) -> list[str]:
@@ -101,8 +124,19 @@ def _one_run(out: Path) -> None:
 
 def test_torchrun_two_processes_on_one_node(toy_shards, tmp_path):
     config = _config(toy_shards, tmp_path / "run", tmp_path / "config.yaml")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+    ]
     command = torchrun + _pretrain(config, "--devices", "2", "--strategy", "ddp")
     outputs = _wait([_spawn(command, _env())])
     _one_run(tmp_path / "run")
@@ -113,9 +147,25 @@ def test_torchrun_as_two_nodes_with_a_localhost_rendezvous(toy_shards, tmp_path)
     config = _config(toy_shards, tmp_path / "run", tmp_path / "config.yaml")
     port = str(_free_port())
     launchers = [
-        _spawn([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", port,
-                *_pretrain(config, "--devices", "1", "--num-nodes", "2", "--strategy", "ddp")], _env())
+        _spawn(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                *_pretrain(config, "--devices", "1", "--num-nodes", "2", "--strategy", "ddp"),
+            ],
+            _env(),
+        )
         for rank in (0, 1)
     ]
     outputs = _wait(launchers)
@@ -130,9 +180,18 @@ def test_srun_environment_is_what_lightning_reads(toy_shards, tmp_path):
     job = str(_free_port_between(15000, 25000) - 15000)  # Lightning's port: 15000 + job id's last 4 digits
     tasks = []
     for rank in (0, 1):
-        env = _env(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
-                   SLURM_NODEID="0", SLURM_NNODES="1", SLURM_NODELIST="127.0.0.1", SLURM_JOB_ID=job,
-                   SLURM_JOB_NAME="pretrain", SLURM_CPUS_PER_TASK="1")
+        env = _env(
+            SLURM_NTASKS="2",
+            SLURM_NTASKS_PER_NODE="2",
+            SLURM_PROCID=str(rank),
+            SLURM_LOCALID=str(rank),
+            SLURM_NODEID="0",
+            SLURM_NNODES="1",
+            SLURM_NODELIST="127.0.0.1",
+            SLURM_JOB_ID=job,
+            SLURM_JOB_NAME="pretrain",
+            SLURM_CPUS_PER_TASK="1",
+        )
         tasks.append(_spawn([sys.executable, *_pretrain(config, "--devices", "2", "--strategy", "ddp")], env))
     outputs = _wait(tasks)
     _one_run(tmp_path / "run")

@@ -52,13 +52,15 @@ def ids_of(loader: object) -> list[str]:
 
 @pytest.mark.parametrize("shards", ["five_shards", "three_shards"])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_eval_ranks_times_workers_see_each_sample_once(shards: str, workers: int,
-                                                       request: pytest.FixtureRequest) -> None:
+def test_eval_ranks_times_workers_see_each_sample_once(
+    shards: str, workers: int, request: pytest.FixtureRequest
+) -> None:
     out = request.getfixturevalue(shards)
     seen: list[str] = []
     for rank in range(2):
-        loader = make_loader(out, preprocess=None, mode="eval", batch_size=2, num_workers=workers,
-                             rank=rank, world_size=2)
+        loader = make_loader(
+            out, preprocess=None, mode="eval", batch_size=2, num_workers=workers, rank=rank, world_size=2
+        )
         seen += ids_of(loader)
     assert Counter(seen) == Counter(IDS)  # every sample, none twice
 
@@ -73,8 +75,18 @@ def test_eval_single_process_is_shard_order(five_shards: Path) -> None:
 def test_train_gives_equal_batch_counts_per_rank(five_shards: Path) -> None:
     per_rank = []
     for rank in range(2):
-        loader = make_loader(five_shards, preprocess=None, mode="train", batch_size=3, num_workers=2,
-                             rank=rank, world_size=2, batches_per_epoch=4, shuffle_buffer=4, shuffle_initial=2)
+        loader = make_loader(
+            five_shards,
+            preprocess=None,
+            mode="train",
+            batch_size=3,
+            num_workers=2,
+            rank=rank,
+            world_size=2,
+            batches_per_epoch=4,
+            shuffle_buffer=4,
+            shuffle_initial=2,
+        )
         assert len(loader) == 4
         epochs = [[len(batch) for batch in loader] for _ in range(2)]
         assert epochs == [[3, 3, 3, 3]] * 2
@@ -84,8 +96,18 @@ def test_train_gives_equal_batch_counts_per_rank(five_shards: Path) -> None:
 
 def test_train_without_resampling_and_default_epoch_length(three_shards: Path) -> None:
     for rank in range(2):
-        loader = make_loader(three_shards, preprocess=None, mode="train", batch_size=2, num_workers=2,
-                             rank=rank, world_size=2, resample=False, shuffle_buffer=2, shuffle_initial=1)
+        loader = make_loader(
+            three_shards,
+            preprocess=None,
+            mode="train",
+            batch_size=2,
+            num_workers=2,
+            rank=rank,
+            world_size=2,
+            resample=False,
+            shuffle_buffer=2,
+            shuffle_initial=1,
+        )
         assert len(loader) == NUM_PATCHES // (2 * 2)
         assert [len(b) for b in loader] == [2] * (NUM_PATCHES // 4)
     with pytest.raises(ConfigError, match="cannot feed 4 ranks"):
@@ -94,8 +116,19 @@ def test_train_without_resampling_and_default_epoch_length(three_shards: Path) -
 
 def test_train_is_seeded_per_rank_and_epoch(five_shards: Path) -> None:
     def epoch_ids(rank: int, seed: int, epoch: int) -> list[str]:
-        loader = make_loader(five_shards, preprocess=None, mode="train", batch_size=3, num_workers=0, rank=rank,
-                             world_size=2, batches_per_epoch=3, seed=seed, shuffle_buffer=4, shuffle_initial=2)
+        loader = make_loader(
+            five_shards,
+            preprocess=None,
+            mode="train",
+            batch_size=3,
+            num_workers=0,
+            rank=rank,
+            world_size=2,
+            batches_per_epoch=3,
+            seed=seed,
+            shuffle_buffer=4,
+            shuffle_initial=2,
+        )
         loader.set_epoch(epoch)
         return ids_of(loader)
 
@@ -103,8 +136,19 @@ def test_train_is_seeded_per_rank_and_epoch(five_shards: Path) -> None:
     assert epoch_ids(0, 1, 0) != epoch_ids(1, 1, 0)
     assert epoch_ids(0, 1, 0) != epoch_ids(0, 1, 1)
     assert epoch_ids(0, 1, 0) != epoch_ids(0, 2, 0)
-    loader = make_loader(five_shards, preprocess=None, mode="train", batch_size=3, num_workers=0, rank=0,
-                         world_size=2, batches_per_epoch=3, seed=1, shuffle_buffer=4, shuffle_initial=2)
+    loader = make_loader(
+        five_shards,
+        preprocess=None,
+        mode="train",
+        batch_size=3,
+        num_workers=0,
+        rank=0,
+        world_size=2,
+        batches_per_epoch=3,
+        seed=1,
+        shuffle_buffer=4,
+        shuffle_initial=2,
+    )
     first, second = ids_of(loader), ids_of(loader)  # each iteration is a new epoch
     assert first == epoch_ids(0, 1, 0) and second == epoch_ids(0, 1, 1)
 
@@ -143,17 +187,29 @@ def test_preprocessing_and_collation(tree_root: Path, tmp_path: Path) -> None:
     batches = list(loader)
     assert [len(b["meta"]) for b in batches] == [3, 3, 3]  # batches span shards
     batch = batches[0]
-    assert batch["inputs"]["aerial"].shape == (3, 1, 4, 512, 512) and batch["inputs"]["aerial"].dtype == torch.float32
+    assert (
+        batch["inputs"]["aerial"].shape == (3, 1, 4, 512, 512)
+        and batch["inputs"]["aerial"].dtype == torch.float32
+    )
     assert batch["inputs"]["s2"].shape[:3] == (3, 16, 10) and batch["valid"]["s2"].dtype == torch.bool
     assert batch["labels"]["lc"].shape == (3, 1, 512, 512)
-    train = make_loader(out, preprocess=default_preprocess("train"), mode="train", batch_size=2, num_workers=2,
-                        batches_per_epoch=2, shuffle_buffer=2, shuffle_initial=1)
+    train = make_loader(
+        out,
+        preprocess=default_preprocess("train"),
+        mode="train",
+        batch_size=2,
+        num_workers=2,
+        batches_per_epoch=2,
+        shuffle_buffer=2,
+        shuffle_initial=1,
+    )
     assert [b["inputs"]["s1_asc"].shape[:2] for b in train] == [(2, 4)] * 2
 
 
 def test_decoding_a_subset_skips_other_members(five_shards: Path) -> None:
-    loader = make_loader(five_shards, preprocess=None, mode="eval", batch_size=None, num_workers=0,
-                         modalities=("s2",))
+    loader = make_loader(
+        five_shards, preprocess=None, mode="eval", batch_size=None, num_workers=0, modalities=("s2",)
+    )
     sample = next(iter(loader))
     assert set(sample) == {"s2", "dates", "meta"}
     with pytest.raises(DataError, match="missing members \\['dem.npy'\\]"):
@@ -209,7 +265,9 @@ def test_shard_shorter_than_its_manifest_entry(five_shards: Path, tmp_path: Path
         list(make_loader(out, preprocess=None, mode="eval", num_workers=0))
 
 
-def test_skip_mode_logs_and_counts(five_shards: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_skip_mode_logs_and_counts(
+    five_shards: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = _copy(five_shards, tmp_path / "copy")
     _truncate(out / "train-000002.tar", keep=0.05)
     loader = make_loader(out, preprocess=None, mode="eval", batch_size=1, num_workers=0, on_error="skip")
@@ -233,7 +291,9 @@ def test_missing_member_names_shard_and_sample(five_shards: Path, tmp_path: Path
                 tar.addfile(info, io.BytesIO(payload))
     shard.write_bytes(buffer.getvalue())
     key = dropped.split(".", 1)[0]
-    with pytest.raises(DataError, match=rf"train-000003\.tar, sample {key}: missing members \['s1_asc.npy'\]"):
+    with pytest.raises(
+        DataError, match=rf"train-000003\.tar, sample {key}: missing members \['s1_asc.npy'\]"
+    ):
         list(make_loader(out, preprocess=None, mode="eval", num_workers=0))
     skipped = make_loader(out, preprocess=None, mode="eval", batch_size=1, num_workers=0, on_error="skip")
     assert Counter(ids_of(skipped)) == Counter(i for i in IDS if i != key)

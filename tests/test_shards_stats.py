@@ -26,7 +26,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_flairhub_tree(root, with_companions(MODALITIES), {"train": ids[:3], "val": ids[3:]})
     out = root.parent / f"{root.name}-shards"
     for split in ("train", "val"):
-        build(BuildConfig(root=root, out=out, split=split, modalities=MODALITIES, max_count=2, progress=False))
+        build(
+            BuildConfig(root=root, out=out, split=split, modalities=MODALITIES, max_count=2, progress=False)
+        )
     return root, out
 
 

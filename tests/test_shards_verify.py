@@ -35,7 +35,11 @@ def tree_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def out(tree_root: Path, tmp_path: Path) -> Path:
     out = tmp_path / "shards"
     for split in ("train", "val"):
-        build(BuildConfig(root=tree_root, out=out, split=split, modalities=MODALITIES, max_count=2, progress=False))
+        build(
+            BuildConfig(
+                root=tree_root, out=out, split=split, modalities=MODALITIES, max_count=2, progress=False
+            )
+        )
     return out
 
 
@@ -112,7 +116,9 @@ def test_undecodable_member(out: Path) -> None:
     with wds.TarWriter(buffer, encoder=False) as writer:
         keys = dict.fromkeys(n.split(".", 1)[0] for n in members)
         for key in keys:
-            writer.write({"__key__": key, **{n.split(".", 1)[1]: v for n, v in members.items() if n.startswith(key)}})
+            writer.write(
+                {"__key__": key, **{n.split(".", 1)[1]: v for n, v in members.items() if n.startswith(key)}}
+            )
     shard.write_bytes(buffer.getvalue())
     report = verify(out)
     [bad] = [s for s in report.shards if not s.ok]
@@ -147,8 +153,9 @@ def test_parallel_verify_matches(out: Path) -> None:
     assert [(s.name, s.problems) for s in serial.shards] == [(s.name, s.problems) for s in parallel.shards]
 
 
-def test_non_finite_values_are_counted_per_modality(tmp_path: Path, out: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_non_finite_values_are_counted_per_modality(
+    tmp_path: Path, out: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     assert "non-finite values (NaN/inf): none" in problems(verify(out))
     ids = [f"D001-2021_RA-S1-01_{i}-0" for i in range(3)]
     tree = write_flairhub_tree(tmp_path / "tree", with_companions(MODALITIES), {"train": ids})
@@ -167,5 +174,7 @@ def test_non_finite_values_are_counted_per_modality(tmp_path: Path, out: Path,
     with caplog.at_level(logging.INFO):
         assert main(["verify", str(nan_out)]) == 0
         assert main(["stats", str(nan_out)]) == 0
-    assert f"non-finite values (NaN/inf, need nan_policy: fill to train): s1_asc {count} values" in caplog.text
+    assert (
+        f"non-finite values (NaN/inf, need nan_policy: fill to train): s1_asc {count} values" in caplog.text
+    )
     assert f"non-finite values (NaN/inf, left out) {count} per band" in caplog.text

@@ -38,7 +38,8 @@ def full_tree(tmp_path_factory: pytest.TempPathFactory) -> FlairHubTree:
 @pytest.fixture
 def light_tree(tmp_path: Path) -> FlairHubTree:
     return write_flairhub_tree(
-        tmp_path / "tree", with_companions(LIGHT),
+        tmp_path / "tree",
+        with_companions(LIGHT),
         {"train": patch_ids(7), "val": patch_ids(3, "D009-2022")},
     )
 
@@ -93,14 +94,21 @@ def test_members_and_manifest(full_tree: FlairHubTree, tmp_path: Path) -> None:
     assert "lc.npy.gz" in suffixes and "aerial.npy" in suffixes
     data = json.loads((out / "manifest.json").read_text())
     assert data["format_version"] == 1
-    assert data["splits"]["train"]["totals"] == {"shards": 1, "samples": 5, "bytes": entry.num_bytes, "skipped": 0}
+    assert data["splits"]["train"]["totals"] == {
+        "shards": 1,
+        "samples": 5,
+        "bytes": entry.num_bytes,
+        "skipped": 0,
+    }
 
 
 def test_parallel_build_is_byte_identical_to_serial(light_tree: FlairHubTree, tmp_path: Path) -> None:
     serial = build(light_config(light_tree, tmp_path / "a", workers=1)).entry
     parallel = build(light_config(light_tree, tmp_path / "b", workers=2)).entry
     assert len(serial.shards) == 4
-    assert [(s.name, s.count, s.sha256) for s in serial.shards] == [(s.name, s.count, s.sha256) for s in parallel.shards]
+    assert [(s.name, s.count, s.sha256) for s in serial.shards] == [
+        (s.name, s.count, s.sha256) for s in parallel.shards
+    ]
 
 
 def test_splits_share_one_directory_and_manifest(light_tree: FlairHubTree, tmp_path: Path) -> None:
@@ -113,8 +121,9 @@ def test_splits_share_one_directory_and_manifest(light_tree: FlairHubTree, tmp_p
     assert verify(out).ok
 
 
-def test_resume_after_interrupted_build(light_tree: FlairHubTree, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_interrupted_build(
+    light_tree: FlairHubTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "shards"
     real = writer._encoded
     calls = {"n": 0}
@@ -139,7 +148,11 @@ def test_resume_after_interrupted_build(light_tree: FlairHubTree, tmp_path: Path
     assert (result.reused, result.written) == (2, 2)
     for name, before in finished.items():
         after = (out / name).stat()
-        assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+        assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+            before.st_ino,
+            before.st_mtime_ns,
+            before.st_size,
+        )
     assert not list(out.glob("*.partial"))
     assert result.entry.num_samples == 7
     assert verify(out).ok
@@ -187,7 +200,9 @@ def test_skip_bad_counts_and_lists_skipped_patches(light_tree: FlairHubTree, tmp
 
 def test_patch_missing_a_requested_modality_is_an_error(tmp_path: Path) -> None:
     ids = patch_ids(3)
-    tree = write_flairhub_tree(tmp_path / "tree", with_companions(LIGHT), {"train": ids}, missing={ids[1]: {"spot"}})
+    tree = write_flairhub_tree(
+        tmp_path / "tree", with_companions(LIGHT), {"train": ids}, missing={ids[1]: {"spot"}}
+    )
     with pytest.raises(DataError, match=f"patch {ids[1]}.*spot"):
         build(light_config(tree, tmp_path / "shards"))
 
@@ -246,7 +261,9 @@ def test_fixed_source_tile_is_rebuilt_and_no_longer_skipped(light_tree: FlairHub
     out = tmp_path / "shards"
     first = build(light_config(light_tree, out, skip_bad=True))
     assert [s.patch_id for s in first.entry.skipped] == [bad]
-    light_tree.write_raster(bad, "spot", good)  # the user fixes the corrupt tile and reruns, without --skip-bad
+    light_tree.write_raster(
+        bad, "spot", good
+    )  # the user fixes the corrupt tile and reruns, without --skip-bad
     second = build(light_config(light_tree, out))
     assert second.entry.skipped == [] and second.entry.num_samples == 7
     assert (second.reused, second.written, second.replaced) == (3, 1, 1)
@@ -263,8 +280,10 @@ def test_edited_source_tile_rebuilds_only_its_shard(light_tree: FlairHubTree, tm
     new = light_tree.arrays[edited]["spot"] // 2 + 1  # same size on disk, other values
     light_tree.write_raster(edited, "spot", new)
     second = build(light_config(light_tree, out))
-    streamed = {s["meta"]["patch_id"]: s for s in make_loader(out, preprocess=None, mode="eval", batch_size=None,
-                                                              num_workers=0)}
+    streamed = {
+        s["meta"]["patch_id"]: s
+        for s in make_loader(out, preprocess=None, mode="eval", batch_size=None, num_workers=0)
+    }
     np.testing.assert_array_equal(streamed[edited]["spot"], new)
     changed = [a.name for a, b in zip(first.shards, second.entry.shards, strict=True) if a.sha256 != b.sha256]
     assert len(changed) == 1
@@ -282,18 +301,24 @@ def test_fixed_dates_row_rebuilds_its_shard(light_tree: FlairHubTree, tmp_path: 
     light_tree.dates["SENTINEL2"][patch] = fixed
     light_tree.write_dates()
     result = build(light_config(light_tree, out))
-    streamed = {s["meta"]["patch_id"]: s for s in make_loader(out, preprocess=None, mode="eval", batch_size=None,
-                                                              num_workers=0)}
+    streamed = {
+        s["meta"]["patch_id"]: s
+        for s in make_loader(out, preprocess=None, mode="eval", batch_size=None, num_workers=0)
+    }
     assert streamed[patch]["dates"]["s2"].tolist() == fixed
     assert (result.reused, result.replaced) == (3, 1)
 
 
-def test_still_bad_skipped_patch_stops_a_resume_without_skip_bad(light_tree: FlairHubTree, tmp_path: Path) -> None:
+def test_still_bad_skipped_patch_stops_a_resume_without_skip_bad(
+    light_tree: FlairHubTree, tmp_path: Path
+) -> None:
     bad = light_tree.splits["train"][3].patch_id
     _break_spot(light_tree, bad)
     out = tmp_path / "shards"
     build(light_config(light_tree, out, skip_bad=True))
-    kept = build(light_config(light_tree, out, skip_bad=True))  # retried, still bad: shard kept, still skipped
+    kept = build(
+        light_config(light_tree, out, skip_bad=True)
+    )  # retried, still bad: shard kept, still skipped
     assert (kept.reused, kept.written) == (4, 0) and [s.patch_id for s in kept.entry.skipped] == [bad]
     with pytest.raises(DataError, match=f"{bad}.*spot"):
         build(light_config(light_tree, out))
@@ -329,7 +354,9 @@ def test_malformed_dates_row_is_skipped_not_fatal(light_tree: FlairHubTree, tmp_
     table = light_tree.table("s2")
     connection = sqlite3.connect(table)
     with connection:
-        connection.execute(f'UPDATE "{table.stem}" SET acquisition_dates = ? WHERE patch_id = ?', ("{oops", patch))
+        connection.execute(
+            f'UPDATE "{table.stem}" SET acquisition_dates = ? WHERE patch_id = ?', ("{oops", patch)
+        )
     connection.close()
     with pytest.raises(DataError, match=f"{patch}.*not valid JSON"):
         build(light_config(light_tree, tmp_path / "strict"))
@@ -338,7 +365,9 @@ def test_malformed_dates_row_is_skipped_not_fatal(light_tree: FlairHubTree, tmp_
     assert "not valid JSON" in entry.skipped[0].error
 
 
-def test_build_failing_on_its_first_patch_leaves_no_directory(light_tree: FlairHubTree, tmp_path: Path) -> None:
+def test_build_failing_on_its_first_patch_leaves_no_directory(
+    light_tree: FlairHubTree, tmp_path: Path
+) -> None:
     ids = light_tree.splits["train"]
     for patch in ids:
         _break_spot(light_tree, patch.patch_id)

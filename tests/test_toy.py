@@ -74,7 +74,9 @@ def test_layout_follows_flairhub(toy: ToySummary) -> None:
 
 
 def test_splits_use_disjoint_domains(toy: ToySummary) -> None:
-    domains = {split: {PatchId.parse(r["patch_id"]).domain for r in _csv_rows(toy.root, split)} for split in SPLITS}
+    domains = {
+        split: {PatchId.parse(r["patch_id"]).domain for r in _csv_rows(toy.root, split)} for split in SPLITS
+    }
     assert domains["train"] == set(SPLIT_DOMAINS["train"])
     assert not domains["train"] & domains["val"] and not domains["train"] & domains["test"]
     assert not domains["val"] & domains["test"]
@@ -89,7 +91,9 @@ def test_rasters_match_registry_and_share_footprint(toy: ToySummary) -> None:
             with rasterio.open(toy.root / row[key]) as src:
                 assert src.dtypes == (modality.dtype,) * src.count, key
                 assert (src.height, src.width) == (modality.size_px, modality.size_px), key
-                assert src.count % modality.num_bands == 0 and (modality.temporal or src.count == modality.num_bands)
+                assert src.count % modality.num_bands == 0 and (
+                    modality.temporal or src.count == modality.num_bands
+                )
                 assert src.crs.to_epsg() == int(CRS.split(":")[1])
                 assert src.res == pytest.approx((modality.pixel_size_m,) * 2, rel=1e-6), key
                 assert src.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
@@ -212,7 +216,9 @@ def _fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -
     classes = np.unique(train_y)
     centroids = np.stack([x[train_y == c].mean(0) for c in classes])
     residual = x - centroids[np.searchsorted(classes, train_y)]
-    covariance = 0.8 * np.cov(residual, rowvar=False).reshape(x.shape[1], x.shape[1]) + 0.2 * np.eye(x.shape[1])
+    covariance = 0.8 * np.cov(residual, rowvar=False).reshape(x.shape[1], x.shape[1]) + 0.2 * np.eye(
+        x.shape[1]
+    )
     coef = np.linalg.solve(covariance, centroids.T)  # (features, classes)
     prior = np.log(np.bincount(np.searchsorted(classes, train_y)) / len(train_y))
     scores = test @ coef - 0.5 * (centroids * coef.T).sum(1) + prior
@@ -237,13 +243,17 @@ def _parcel_pixels(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     aerial_x = np.concatenate([mean, np.sqrt(np.maximum(square - mean**2, 0))], axis=1)
     keep = np.flatnonzero((purity >= 0.7) & (label < MIXED_L1) & (clean.sum(0) >= 2))
     s2_x = [
-        np.concatenate([np.interp(MONTHS, doy[clean[:, p]], s2[clean[:, p], b, p], period=365) for b in range(10)])
+        np.concatenate(
+            [np.interp(MONTHS, doy[clean[:, p]], s2[clean[:, p], b, p], period=365) for b in range(10)]
+        )
         for p in keep
     ]
     return np.array(s2_x).reshape(-1, 10 * len(MONTHS)), aerial_x[keep], label[keep]
 
 
-def _dataset(samples: list[Sample], features: Callable[[Sample], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+def _dataset(
+    samples: list[Sample], features: Callable[[Sample], tuple[np.ndarray, ...]]
+) -> tuple[np.ndarray, ...]:
     parts = [features(s) for s in samples]
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
 
@@ -261,7 +271,9 @@ def test_crops_need_the_time_series(samples: dict[str, list[Sample]]) -> None:
     """
     everything = [s for split in SPLITS for s in samples[split]]
     domains = sorted({s["meta"]["domain"] for s in everything})
-    features = {d: _dataset([s for s in everything if s["meta"]["domain"] == d], _parcel_pixels) for d in domains}
+    features = {
+        d: _dataset([s for s in everything if s["meta"]["domain"] == d], _parcel_pixels) for d in domains
+    }
     truth, from_s2, from_aerial = [], [], []
     for held_out in domains:
         train = [np.concatenate([features[d][i] for d in domains if d != held_out]) for i in range(3)]

@@ -16,10 +16,28 @@ class _Config:
 
 def test_shortcut_flags_become_trainer_overrides_after_the_positional_ones():
     args = stage_parser("stage", None).parse_args(
-        ["--config", "c.yaml", "name=x", "--devices", "0,1", "--num-nodes", "2", "--strategy", "ddp",
-         "--output-dir", "out", "--resume"])
-    assert overrides_from(args) == ["name=x", "trainer.devices=0,1", "trainer.num_nodes=2",
-                                    "trainer.strategy=ddp", "trainer.output_dir=out"]
+        [
+            "--config",
+            "c.yaml",
+            "name=x",
+            "--devices",
+            "0,1",
+            "--num-nodes",
+            "2",
+            "--strategy",
+            "ddp",
+            "--output-dir",
+            "out",
+            "--resume",
+        ]
+    )
+    assert overrides_from(args) == [
+        "name=x",
+        "trainer.devices=0,1",
+        "trainer.num_nodes=2",
+        "trainer.strategy=ddp",
+        "trainer.output_dir=out",
+    ]
     assert resume_from(args) == "last"
 
 
@@ -47,13 +65,21 @@ def test_run_cli_loads_the_config_and_maps_user_errors_to_exit_2(tmp_path):
     def run(config, resume):
         seen.append((config, resume))
 
-    assert run_cli(parser, _Config, run, ["--config", str(config_file), "--devices", "2", "--resume-from", "x.ckpt",
-                                          "--name", "flag"],
-                   extra_overrides=lambda args: [f"name={args.name}"]) == 0
+    assert (
+        run_cli(
+            parser,
+            _Config,
+            run,
+            ["--config", str(config_file), "--devices", "2", "--resume-from", "x.ckpt", "--name", "flag"],
+            extra_overrides=lambda args: [f"name={args.name}"],
+        )
+        == 0
+    )
     assert seen == [(_Config(name="flag", trainer=TrainerConfig(devices=2)), "x.ckpt")]
     assert run_cli(parser, _Config, run, ["--config", str(config_file), "trainer.max_stesp=3"]) == 2
     assert run_cli(parser, _Config, run, ["--config", str(tmp_path / "missing.yaml")]) == 2
     for error in (ConfigError("bad"), DataError("bad"), FileExistsError("bad"), FileNotFoundError("bad")):
+
         def failing(config, resume, error=error):
             raise error
 

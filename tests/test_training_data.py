@@ -11,8 +11,15 @@ from maestro.training.data import ShardDataModule, check_shards, preprocess_for
 
 ENCODER = EncoderConfig(
     modalities=("aerial", "s2"),
-    overrides={"aerial": {"bands": ["R", "G", "B"], "patch_size": 128}, "s2": {"num_dates": 3, "patch_size": 5}},
-    size="tiny", width=64, depth=2, inter_depth=1, grid_size=20,
+    overrides={
+        "aerial": {"bands": ["R", "G", "B"], "patch_size": 128},
+        "s2": {"num_dates": 3, "patch_size": 5},
+    },
+    size="tiny",
+    width=64,
+    depth=2,
+    inter_depth=1,
+    grid_size=20,
 )
 
 
@@ -33,8 +40,14 @@ def test_members_default_to_inputs_and_their_companions_and_can_add_labels():
 
 
 def test_batches_have_the_shapes_the_model_expects(toy_shards):
-    data = DataConfig(train=str(toy_shards), val=str(toy_shards), batch_size=2, num_workers=0,
-                      batches_per_epoch=1, shuffle_buffer=4)
+    data = DataConfig(
+        train=str(toy_shards),
+        val=str(toy_shards),
+        batch_size=2,
+        num_workers=0,
+        batches_per_epoch=1,
+        shuffle_buffer=4,
+    )
     module = ShardDataModule(data, preprocess_for(ENCODER.specs))
     batch = next(iter(module.train_dataloader()))
     assert tuple(batch["inputs"]["aerial"].shape) == (2, 1, 3, 512, 512)
@@ -99,8 +112,12 @@ def test_integer_inputs_are_scaled_after_the_transfer(toy_shards):
 
     module = ShardDataModule(DataConfig(train=str(toy_shards)), build_preprocess_config(["aerial", "s2"]))
     assert not module.on_gpu  # on CPU the workers scale (in parallel); only GPU runs ship integers
-    raw = {"inputs": {"aerial": torch.full((1, 1, 4, 2, 2), 255, dtype=torch.uint8),
-                      "s2": torch.full((1, 2, 10, 2, 2), 5000, dtype=torch.int32)}}
+    raw = {
+        "inputs": {
+            "aerial": torch.full((1, 1, 4, 2, 2), 255, dtype=torch.uint8),
+            "s2": torch.full((1, 2, 10, 2, 2), 5000, dtype=torch.int32),
+        }
+    }
     out = module.on_after_batch_transfer(raw, 0)
     assert out["inputs"]["aerial"].dtype == torch.float32 and bool((out["inputs"]["aerial"] == 1).all())
     assert bool((out["inputs"]["s2"] == 1).all())

@@ -67,9 +67,18 @@ def _config(out: Path, width: int = 4, **trainer: Any) -> ToyConfig:
     return ToyConfig(
         data=DataConfig(train="in-memory", val="in-memory", batch_size=4),
         model=ToyModelConfig(width=width),
-        trainer=TrainerConfig(**{"output_dir": out, "max_epochs": 2, "accelerator": "cpu", "devices": 1,
-                                 "ema_decay": 0.5, "checkpoint_every_n_steps": 3, "log_every_n_steps": 1,
-                                 **trainer}),
+        trainer=TrainerConfig(
+            **{
+                "output_dir": out,
+                "max_epochs": 2,
+                "accelerator": "cpu",
+                "devices": 1,
+                "ema_decay": 0.5,
+                "checkpoint_every_n_steps": 3,
+                "log_every_n_steps": 1,
+                **trainer,
+            }
+        ),
     )
 
 
@@ -99,8 +108,12 @@ def test_a_stage_trains_with_ema_checkpoints_and_refuses_incompatible_resumes(tm
     assert from_dict(ToyConfig, yaml.safe_load(written)) == config
     # Saved at steps 3, 4 (epoch end), 6 and 8 (epoch end): the newest 3 are kept, last.ckpt links to step 8.
     folder = out / "checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000004.ckpt", "step0000006.ckpt",
-                                                        "step0000008.ckpt"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "last.ckpt",
+        "step0000004.ckpt",
+        "step0000006.ckpt",
+        "step0000008.ckpt",
+    ]
     assert (folder / "last.ckpt").resolve() == (folder / "step0000008.ckpt").resolve()
     checkpoint = torch.load(folder / "step0000008.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 8 and "ema_state_dict" in checkpoint

@@ -44,7 +44,9 @@ def test_latest_checkpoint_is_the_highest_step_whatever_the_file_times(tmp_path)
     _checkpoint(folder / "best.ckpt", 3, mtime_ns=4_000)
     (folder / "last.ckpt").symlink_to("step0000009.ckpt")
     assert latest_checkpoint(tmp_path) == newest
-    _checkpoint(folder / "epoch002.ckpt", 12)  # older runs named epoch-end checkpoints by epoch: read from the file
+    _checkpoint(
+        folder / "epoch002.ckpt", 12
+    )  # older runs named epoch-end checkpoints by epoch: read from the file
     assert latest_checkpoint(tmp_path) == folder / "epoch002.ckpt"
     assert checkpoint_step(folder / "epoch002.ckpt") == 12 and checkpoint_step(newest) == 9
 
@@ -61,9 +63,13 @@ def test_resume_rules(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         resolve_resume(tmp_path, str(tmp_path / "missing.ckpt"))
     finished = _checkpoint(tmp_path / "checkpoints" / "step0000008.ckpt", 8, total_steps=8)
-    with pytest.raises(ConfigError, match="nothing to resume: .* finished run .step 8 of its 8-step schedule"):
+    with pytest.raises(
+        ConfigError, match="nothing to resume: .* finished run .step 8 of its 8-step schedule"
+    ):
         resolve_resume(tmp_path, "last")
-    assert resolve_resume(tmp_path, str(checkpoint)) == checkpoint  # an earlier checkpoint of it still resumes
+    assert (
+        resolve_resume(tmp_path, str(checkpoint)) == checkpoint
+    )  # an earlier checkpoint of it still resumes
     finished.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="not a readable checkpoint"):
         resolve_resume(tmp_path, str(finished))
@@ -92,16 +98,25 @@ def test_trainer_has_checkpoints_lr_monitor_loggers_and_the_stage_callbacks(tmp_
     # The newest 3 by step, last.ckpt linking to the newest; no best.ckpt unless a metric is monitored.
     [rolling] = checkpoints
     assert isinstance(rolling, RunCheckpoints) and rolling.filename == "step{step:07d}"
-    assert (rolling.save_top_k, rolling.monitor, rolling.mode, rolling.save_last) == (3, "step", "max", "link")
-    best = _Stage(data=config.data, trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", keep_checkpoints=1,
-                                                          monitor="val/loss"))
+    assert (rolling.save_top_k, rolling.monitor, rolling.mode, rolling.save_last) == (
+        3,
+        "step",
+        "max",
+        "link",
+    )
+    best = _Stage(
+        data=config.data,
+        trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", keep_checkpoints=1, monitor="val/loss"),
+    )
     names = sorted((c.filename, c.save_top_k, c.monitor) for c in build_trainer(best).checkpoint_callbacks)
     assert names == [("best", 1, "val/loss"), ("step{step:07d}", 1, "step")]
     assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
     assert any(isinstance(c, StageCallback) for c in trainer.callbacks)
     assert sorted(type(lg).__name__ for lg in trainer.loggers) == ["CSVLogger", "TensorBoardLogger"]
     assert trainer.limit_val_batches == 3 and trainer.num_sanity_val_steps == 0
-    assert build_trainer(_Stage(data=DataConfig(train="unused"), trainer=config.trainer)).limit_val_batches == 0
+    assert (
+        build_trainer(_Stage(data=DataConfig(train="unused"), trainer=config.trainer)).limit_val_batches == 0
+    )
 
 
 def test_lightning_tips_and_the_limit_val_batches_note_are_not_shown(tmp_path):
@@ -112,8 +127,12 @@ def test_lightning_tips_and_the_limit_val_batches_note_are_not_shown(tmp_path):
     logger.addHandler(handler)
     try:
         for val_batches in (None, 1):
-            build_trainer(_Stage(data=DataConfig(train="unused", val="unused", val_batches=val_batches),
-                                 trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", devices=1)))
+            build_trainer(
+                _Stage(
+                    data=DataConfig(train="unused", val="unused", val_batches=val_batches),
+                    trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", devices=1),
+                )
+            )
     finally:
         logger.removeHandler(handler)
     messages = [record.getMessage() for record in records]

@@ -46,7 +46,9 @@ def _check_same_keys(samples: Sequence[Sample], field: str) -> list[str]:
     return first
 
 
-def _pad_stack(arrays: Sequence[Any], name: str, samples: Sequence[Sample], fill: float | bool = 0) -> torch.Tensor:
+def _pad_stack(
+    arrays: Sequence[Any], name: str, samples: Sequence[Sample], fill: float | bool = 0
+) -> torch.Tensor:
     """Stack (T_i, ...) arrays into (B, max T_i, ...), padding the date axis with ``fill``."""
     tensors = [_to_tensor(a) for a in arrays]
     tail = tensors[0].shape[1:]
@@ -95,7 +97,9 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     for field in (TIMES, VALID):
         keys = _check_same_keys(samples, field)
         if set(keys) != set(modalities):
-            raise ValueError(f"cannot collate: {field} keys {sorted(keys)} differ from inputs {sorted(modalities)}")
+            raise ValueError(
+                f"cannot collate: {field} keys {sorted(keys)} differ from inputs {sorted(modalities)}"
+            )
     inputs, times, valid = {}, {}, {}
     for key in modalities:
         inputs[key] = _pad_stack([s[INPUTS][key] for s in samples], f"inputs[{key!r}]", samples)
@@ -103,7 +107,9 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
         valid[key] = _pad_stack([s[VALID][key] for s in samples], f"valid[{key!r}]", samples, fill=False)
         lengths = {inputs[key].shape[1], times[key].shape[1], valid[key].shape[1]}
         if len(lengths) != 1:
-            raise ValueError(f"cannot collate {key!r}: inputs, times and valid disagree on the number of dates")
+            raise ValueError(
+                f"cannot collate {key!r}: inputs, times and valid disagree on the number of dates"
+            )
     labels = {}
     for key in _check_same_keys(samples, LABELS):
         arrays = [_to_tensor(s[LABELS][key]) for s in samples]
@@ -121,4 +127,3 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
         LABELS: labels,
         META: [s.get(META, {}) for s in samples],
     }
-

@@ -44,8 +44,14 @@ except ImportError:  # pragma: no cover - private module moved
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FlairHubReader", "PatchEntry", "read_raster", "read_split_csv", "scan_patches", "split_by_domain",
-    "to_sample_layout", "write_split_csv",
+    "FlairHubReader",
+    "PatchEntry",
+    "read_raster",
+    "read_split_csv",
+    "scan_patches",
+    "split_by_domain",
+    "to_sample_layout",
+    "write_split_csv",
 ]
 
 OnError = Literal["raise", "skip"]
@@ -74,23 +80,27 @@ def _check_structure(src: Any, modality: Modality, patch_id: str, path: Path) ->
             raise DataError(
                 f"{modality.key}: {count} bands is not a multiple of {modality.num_bands} bands per date "
                 f"({', '.join(modality.bands)})",
-                patch_id=patch_id, path=path,
+                patch_id=patch_id,
+                path=path,
             )
     elif count != modality.num_bands:
         raise DataError(
             f"{modality.key}: expected {modality.num_bands} bands ({', '.join(modality.bands)}), got {count}",
-            patch_id=patch_id, path=path,
+            patch_id=patch_id,
+            path=path,
         )
     if (src.height, src.width) != (modality.size_px, modality.size_px):
         raise DataError(
             f"{modality.key}: expected {modality.size_px}x{modality.size_px} pixels, got {src.height}x{src.width}",
-            patch_id=patch_id, path=path,
+            patch_id=patch_id,
+            path=path,
         )
     dtypes = set(src.dtypes)
     if dtypes != {modality.dtype}:
         raise DataError(
             f"{modality.key}: expected dtype {modality.dtype}, got {', '.join(sorted(dtypes))}",
-            patch_id=patch_id, path=path,
+            patch_id=patch_id,
+            path=path,
         )
 
 
@@ -107,16 +117,22 @@ def _georef(src: Any, modality: Modality, patch_id: str, path: Path) -> dict[str
     a, b, _, d, e, _ = transform
     size = modality.pixel_size_m
     square = b == 0.0 and d == 0.0 and e < 0.0
-    if not (square and math.isclose(a, size, rel_tol=_PIXEL_SIZE_REL_TOL)
-            and math.isclose(-e, size, rel_tol=_PIXEL_SIZE_REL_TOL)):
+    if not (
+        square
+        and math.isclose(a, size, rel_tol=_PIXEL_SIZE_REL_TOL)
+        and math.isclose(-e, size, rel_tol=_PIXEL_SIZE_REL_TOL)
+    ):
         raise DataError(
             f"{modality.key}: transform {transform} is not a north-up grid of {size} m pixels",
-            patch_id=patch_id, path=path,
+            patch_id=patch_id,
+            path=path,
         )
     return {"crs": crs, "transform": transform}
 
 
-def _check_values(array: np.ndarray, modality: Modality, patch_id: str, path: Path, allow_nan: bool = False) -> None:
+def _check_values(
+    array: np.ndarray, modality: Modality, patch_id: str, path: Path, allow_nan: bool = False
+) -> None:
     """Value checks the registry makes possible: finite floats (unless ``allow_nan``), label and
     mask ranges."""
     if not allow_nan and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
@@ -124,7 +140,8 @@ def _check_values(array: np.ndarray, modality: Modality, patch_id: str, path: Pa
         raise DataError(
             f"{modality.key}: {array.size - int(np.count_nonzero(np.isfinite(array)))} non-finite values "
             f"({bad} NaN)",
-            patch_id=patch_id, path=path,
+            patch_id=patch_id,
+            path=path,
         )
     if modality.label_set is not None:
         levels = LABEL_SETS[modality.label_set].levels
@@ -133,12 +150,15 @@ def _check_values(array: np.ndarray, modality: Modality, patch_id: str, path: Pa
             if top >= level.num_values:
                 raise DataError(
                     f"{modality.key}: band {name} holds value {top}, valid values are 0..{level.num_values - 1}",
-                    patch_id=patch_id, path=path,
+                    patch_id=patch_id,
+                    path=path,
                 )
     max_value = modality.extra.get("max_value")
     if max_value is not None and array.size and int(array.max()) > int(max_value):  # type: ignore[call-overload]
         raise DataError(
-            f"{modality.key}: value {int(array.max())} above the maximum {max_value}", patch_id=patch_id, path=path
+            f"{modality.key}: value {int(array.max())} above the maximum {max_value}",
+            patch_id=patch_id,
+            path=path,
         )
 
 
@@ -165,13 +185,17 @@ def read_raster(
     try:
         with rasterio.Env(**_GDAL_ENV), rasterio.open(path) as src:
             if src.driver != "GTiff":
-                raise DataError(f"{modality.key}: not a GeoTIFF (driver {src.driver})", patch_id=patch_id, path=path)
+                raise DataError(
+                    f"{modality.key}: not a GeoTIFF (driver {src.driver})", patch_id=patch_id, path=path
+                )
             _check_structure(src, modality, patch_id, path)
             georef = _georef(src, modality, patch_id, path)
             array = src.read()
     except _RASTER_ERRORS as error:
         raise DataError(
-            f"{modality.key}: unreadable or corrupt GeoTIFF ({_describe(error)})", patch_id=patch_id, path=path
+            f"{modality.key}: unreadable or corrupt GeoTIFF ({_describe(error)})",
+            patch_id=patch_id,
+            path=path,
         ) from error
     _check_values(array, modality, patch_id, path, allow_nan)
     return array, georef
@@ -223,10 +247,14 @@ class FlairHubReader:
             self.source = self.root
             domains = [d for d, s in domain_splits.items() if s == split]
             if not domains:
-                raise ValueError(f"no domain is assigned to split {split!r} in domain_splits {dict(domain_splits)}")
+                raise ValueError(
+                    f"no domain is assigned to split {split!r} in domain_splits {dict(domain_splits)}"
+                )
             patches = scan_patches(self.root, keys, domains)
         else:
-            self.source = Path(split_csv) if split_csv is not None else split_csv_path(self.root, split_name, split)
+            self.source = (
+                Path(split_csv) if split_csv is not None else split_csv_path(self.root, split_name, split)
+            )
             patches = read_split_csv(self.source, keys)
         self._patches = {p.patch_id: p for p in patches}
         self._ids = [p.patch_id for p in patches]
@@ -234,7 +262,9 @@ class FlairHubReader:
             table: load_dates_table(dates_table_path(self.root, table))
             for table in dict.fromkeys(m.dates_table for m in self.modalities if m.dates_table)
         }
-        log.info("FLAIR-HUB %s split from %s: %d patches, modalities %s", split, self.source, len(self._ids), keys)
+        log.info(
+            "FLAIR-HUB %s split from %s: %d patches, modalities %s", split, self.source, len(self._ids), keys
+        )
 
     @property
     def patch_ids(self) -> list[str]:
@@ -262,7 +292,9 @@ class FlairHubReader:
         for name, table in self._dates.items():
             try:
                 dates = table.dates_of(patch_id)
-                digest = None if dates is None else hashlib.sha256(dates.astype("<i4").tobytes()).hexdigest()[:16]
+                digest = (
+                    None if dates is None else hashlib.sha256(dates.astype("<i4").tobytes()).hexdigest()[:16]
+                )
                 state[f"dates:{name}"] = digest  # a digest: S2 rows hold ~100 dates, the record one per patch
             except DataError as error:
                 state[f"dates:{name}"] = f"error: {error.problem}"
@@ -309,7 +341,11 @@ class FlairHubReader:
         sample[DATES] = self._dates_for(sample, rasters, patch_id)
         patch = PatchId.parse(patch_id)
         sample[META] = {
-            "patch_id": patch_id, "domain": patch.domain, "roi": patch.roi, "split": self.split, "rasters": rasters,
+            "patch_id": patch_id,
+            "domain": patch.domain,
+            "roi": patch.roi,
+            "split": self.split,
+            "rasters": rasters,
         }
         return sample
 
@@ -323,7 +359,8 @@ class FlairHubReader:
                 raise DataError(
                     f"{modality.key} has {sample[modality.key].shape[0]} dates but {image} "
                     f"({rasters[image]['path']}) has {sample[image].shape[0]}",
-                    patch_id=patch_id, path=self.root / rasters[modality.key]["path"],
+                    patch_id=patch_id,
+                    path=self.root / rasters[modality.key]["path"],
                 )
 
     def _dates_for(self, sample: Sample, rasters: Mapping[str, Any], patch_id: str) -> dict[str, np.ndarray]:
@@ -335,14 +372,16 @@ class FlairHubReader:
             table_path = dates_table_path(self.root, modality.dates_table)
             found = self._dates[modality.dates_table].dates_of(patch_id)
             if found is None:
-                raise DataError(f"{modality.key}: patch has no row in the dates table", patch_id=patch_id,
-                                path=table_path)
+                raise DataError(
+                    f"{modality.key}: patch has no row in the dates table", patch_id=patch_id, path=table_path
+                )
             num_dates = sample[modality.key].shape[0] if modality.temporal else 1
             if len(found) != num_dates:
                 raise DataError(
                     f"{modality.key}: raster {rasters[modality.key]['path']} has {num_dates} dates but the dates "
                     f"table lists {len(found)}",
-                    patch_id=patch_id, path=table_path,
+                    patch_id=patch_id,
+                    path=table_path,
                 )
             dates[modality.key] = found.copy()
         return dates

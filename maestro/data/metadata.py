@@ -46,12 +46,31 @@ _LAMBERT93_WKT = (
 
 # Rows required by the GeoPackage spec (undefined cartesian / geographic) plus Lambert-93.
 _SPATIAL_REF_ROWS = (
-    ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
-    ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
-    ("WGS 84 geodetic", 4326, "EPSG", 4326,
-     'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
-     'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]',
-     "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid"),
+    (
+        "Undefined cartesian SRS",
+        -1,
+        "NONE",
+        -1,
+        "undefined",
+        "undefined cartesian coordinate reference system",
+    ),
+    (
+        "Undefined geographic SRS",
+        0,
+        "NONE",
+        0,
+        "undefined",
+        "undefined geographic coordinate reference system",
+    ),
+    (
+        "WGS 84 geodetic",
+        4326,
+        "EPSG",
+        4326,
+        'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
+        'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]',
+        "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid",
+    ),
     ("RGF93 v1 / Lambert-93", 2154, "EPSG", 2154, _LAMBERT93_WKT, "FLAIR-HUB projection"),
 )
 
@@ -85,7 +104,9 @@ def write_dates_table(path: Path, rows: Mapping[str, Sequence[int]]) -> None:
                 "organization TEXT NOT NULL, organization_coordsys_id INTEGER NOT NULL, "
                 "definition TEXT NOT NULL, description TEXT)"
             )
-            connection.executemany("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", _SPATIAL_REF_ROWS)
+            connection.executemany(
+                "INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", _SPATIAL_REF_ROWS
+            )
             connection.execute(
                 "CREATE TABLE gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY, data_type TEXT NOT NULL, "
                 "identifier TEXT UNIQUE, description TEXT DEFAULT '', "
@@ -118,11 +139,14 @@ def parse_dates_json(text: object, *, patch_id: str, path: Path) -> np.ndarray:
     try:
         mapping = json.loads(text) if isinstance(text, str | bytes) else None
     except json.JSONDecodeError as error:
-        raise DataError(f"acquisition_dates is not valid JSON ({error})", patch_id=patch_id, path=path) from None
+        raise DataError(
+            f"acquisition_dates is not valid JSON ({error})", patch_id=patch_id, path=path
+        ) from None
     if not isinstance(mapping, dict):
         raise DataError(
             f"acquisition_dates must be a JSON object of position -> YYYYMMDD, got {text!r:.80}",
-            patch_id=patch_id, path=path,
+            patch_id=patch_id,
+            path=path,
         )
     if not mapping:
         raise DataError("acquisition_dates holds zero dates", patch_id=patch_id, path=path)
@@ -130,12 +154,15 @@ def parse_dates_json(text: object, *, patch_id: str, path: Path) -> np.ndarray:
         positions = {int(str(key)): value for key, value in mapping.items()}
     except ValueError:
         raise DataError(
-            f"acquisition_dates positions must be integers, got {sorted(mapping)[:5]}", patch_id=patch_id, path=path
+            f"acquisition_dates positions must be integers, got {sorted(mapping)[:5]}",
+            patch_id=patch_id,
+            path=path,
         ) from None
     if len(positions) != len(mapping) or sorted(positions) != list(range(len(positions))):
         raise DataError(
             f"acquisition_dates positions must be 0..{len(mapping) - 1}, got {sorted(mapping, key=str)[:10]}",
-            patch_id=patch_id, path=path,
+            patch_id=patch_id,
+            path=path,
         )
     try:
         dates = [parse_yyyymmdd(positions[i]) for i in range(len(positions))]
@@ -170,7 +197,9 @@ def _find_dates_table(connection: sqlite3.Connection, path: Path) -> str:
     The table name differs between releases and the dates layer may be an ``attributes`` or a
     ``features`` table, so the columns, not the name, identify it.
     """
-    tables = [row[0] for row in connection.execute("SELECT table_name FROM gpkg_contents ORDER BY table_name")]
+    tables = [
+        row[0] for row in connection.execute("SELECT table_name FROM gpkg_contents ORDER BY table_name")
+    ]
     matches = []
     for table in tables:
         columns = {row[1] for row in connection.execute(f"PRAGMA table_info({_quote(table)})")}
@@ -221,7 +250,9 @@ def _load(path: Path) -> DatesTable:
             patch_id = str(patch_id)
             if patch_id in out or patch_id in bad:
                 out.pop(patch_id, None)
-                bad[patch_id] = DataError("patch_id appears twice in the dates table", patch_id=patch_id, path=path)
+                bad[patch_id] = DataError(
+                    "patch_id appears twice in the dates table", patch_id=patch_id, path=path
+                )
                 continue
             try:
                 dates = parse_dates_json(text, patch_id=patch_id, path=path)
@@ -235,8 +266,12 @@ def _load(path: Path) -> DatesTable:
     finally:
         connection.close()
     if bad:
-        log.warning("%s: %d malformed rows (those patches are bad, the others are read), e.g. %s",
-                    path, len(bad), next(iter(bad.values())))
+        log.warning(
+            "%s: %d malformed rows (those patches are bad, the others are read), e.g. %s",
+            path,
+            len(bad),
+            next(iter(bad.values())),
+        )
     log.debug("read %d date rows from %s", len(out), path)
     return DatesTable(path, out, bad)
 

@@ -36,8 +36,11 @@ def _safe_relpath(text: str, *, patch_id: str, source: Path) -> PurePosixPath:
     """A CSV path, relative to the root and unable to leave it (no absolute paths, no '..')."""
     relpath = PurePosixPath(text.replace("\\", "/"))
     if relpath.is_absolute() or re.match(r"^[A-Za-z]:", text) or ".." in relpath.parts:
-        raise DataError(f"raster path {text!r} must be relative to the dataset root, without '..'",
-                        patch_id=patch_id, path=source)
+        raise DataError(
+            f"raster path {text!r} must be relative to the dataset root, without '..'",
+            patch_id=patch_id,
+            path=source,
+        )
     return relpath
 
 
@@ -148,7 +151,7 @@ def _patch_id_from_relpath(relpath: PurePosixPath) -> str | None:
     prefix = f"{folder}_{roi}_"
     if not relpath.stem.startswith(prefix):
         return None
-    patch_id = f"{_FOLDER.match(folder)['domain']}_{roi}_{relpath.stem[len(prefix):]}"  # type: ignore[index]
+    patch_id = f"{_FOLDER.match(folder)['domain']}_{roi}_{relpath.stem[len(prefix) :]}"  # type: ignore[index]
     try:
         PatchId.parse(patch_id)
     except ValueError:
@@ -156,7 +159,9 @@ def _patch_id_from_relpath(relpath: PurePosixPath) -> str | None:
     return patch_id
 
 
-def scan_patches(root: Path, modalities: Iterable[str], domains: Iterable[str] | None = None) -> list[PatchEntry]:
+def scan_patches(
+    root: Path, modalities: Iterable[str], domains: Iterable[str] | None = None
+) -> list[PatchEntry]:
     """Patches found in the folder tree (sorted by id), for when no split CSV exists.
 
     Patch ids come from modalities named after the patch's own domain; modalities with a
@@ -169,7 +174,9 @@ def scan_patches(root: Path, modalities: Iterable[str], domains: Iterable[str] |
     entries = resolve(modalities)
     anchors = [m for m in entries if m.domain_year is None]
     if not anchors:
-        raise ValueError(f"scanning needs a modality named after the patch domain, got only {[m.key for m in entries]}")
+        raise ValueError(
+            f"scanning needs a modality named after the patch domain, got only {[m.key for m in entries]}"
+        )
     wanted = None if domains is None else set(domains)
     listed = {m.key: _existing_rasters(root, m) for m in entries}
     ids: set[str] = set()
@@ -183,13 +190,19 @@ def scan_patches(root: Path, modalities: Iterable[str], domains: Iterable[str] |
     patches = []
     for patch_id in sorted(ids):
         patch = PatchId.parse(patch_id)
-        paths = {m.key: rel for m in entries if (rel := PurePosixPath(raster_relpath(m, patch).as_posix())) in listed[m.key]}
+        paths = {
+            m.key: rel
+            for m in entries
+            if (rel := PurePosixPath(raster_relpath(m, patch).as_posix())) in listed[m.key]
+        }
         patches.append(PatchEntry(patch_id, paths))
     log.info("scanned %s: %d patches", root, len(patches))
     return patches
 
 
-def split_by_domain(patches: Iterable[PatchEntry], domain_splits: Mapping[str, str]) -> dict[str, list[PatchEntry]]:
+def split_by_domain(
+    patches: Iterable[PatchEntry], domain_splits: Mapping[str, str]
+) -> dict[str, list[PatchEntry]]:
     """Group patches by the split of their domain (domain-wise folds); unlisted domains are dropped."""
     out: dict[str, list[PatchEntry]] = {split: [] for split in dict.fromkeys(domain_splits.values())}
     for patch in patches:

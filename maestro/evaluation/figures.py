@@ -48,8 +48,10 @@ def colorize(classes: ArrayLike, palette: Sequence[RGB], ignore_index: int = IGN
     ignored = values == ignore_index
     scored = values[~ignored]
     if scored.size and (scored.min() < 0 or scored.max() >= len(palette)):
-        raise ValueError(f"class values {int(scored.min())}..{int(scored.max())} outside a palette of "
-                         f"{len(palette)} colours (ignore index {ignore_index})")
+        raise ValueError(
+            f"class values {int(scored.min())}..{int(scored.max())} outside a palette of "
+            f"{len(palette)} colours (ignore index {ignore_index})"
+        )
     colours = np.asarray(palette, dtype=np.uint8).reshape(len(palette), 3)
     image = colours[np.where(ignored, 0, values)]
     image[ignored] = 0
@@ -89,27 +91,39 @@ def confusion_figure(
     figure = Figure(figsize=(side, side), layout="constrained")
     ax = figure.add_subplot()
     cmap = colormaps["Blues"].with_extremes(bad="#eeeeee")
-    image = ax.imshow(np.ma.masked_invalid(normalised), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    image = ax.imshow(
+        np.ma.masked_invalid(normalised), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest"
+    )
     ticks = np.arange(k)
     ax.set_xticks(ticks, labels=scores.class_names, rotation=90, fontsize=font)
     ax.set_yticks(ticks, labels=scores.class_names, fontsize=font)
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")
     if title is None:
-        title = (f"mIoU {100 * scores.miou:.2f} · OA {100 * scores.overall_accuracy:.2f} "
-                 f"({len(scores.classes_used)} classes)")
+        title = (
+            f"mIoU {100 * scores.miou:.2f} · OA {100 * scores.overall_accuracy:.2f} "
+            f"({len(scores.classes_used)} classes)"
+        )
     ax.set_title(title)
     figure.colorbar(image, ax=ax, fraction=0.04, label="share of the ground-truth row")
     if k <= CELL_VALUES_MAX_CLASSES:
         for (row, col), value in np.ndenumerate(normalised):
             if not math.isnan(value):
-                ax.text(col, row, f"{100 * value:.0f}", ha="center", va="center", fontsize=font,
-                        color="white" if value > 0.5 else "black")
+                ax.text(
+                    col,
+                    row,
+                    f"{100 * value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if value > 0.5 else "black",
+                )
     return _save(figure, path, dpi)
 
 
-def prediction_panels_inches(num_samples: int, num_legend_entries: int,
-                             panel_inches: float = 3.0) -> tuple[float, float]:
+def prediction_panels_inches(
+    num_samples: int, num_legend_entries: int, panel_inches: float = 3.0
+) -> tuple[float, float]:
     """(width, height) of :func:`prediction_panels`: three panels a row, titles, then the legend."""
     legend_rows = math.ceil(num_legend_entries / _LEGEND_COLUMNS)
     height = num_samples * panel_inches + _TITLE_INCHES + legend_rows * _LEGEND_ROW_INCHES + 0.1
@@ -139,8 +153,10 @@ def prediction_panels(
     if predicted.ndim == truth.ndim + 1:
         predicted = predicted.argmax(axis=1)
     if rgb.shape[-1] != 3 or truth.ndim != 3 or predicted.shape != truth.shape or len(rgb) != len(truth):
-        raise ValueError(f"expected images (N, 3, H, W) and labels/predictions (N, H, W), got "
-                         f"{tuple(_numpy(images).shape)}, {truth.shape}, {predicted.shape}")
+        raise ValueError(
+            f"expected images (N, 3, H, W) and labels/predictions (N, H, W), got "
+            f"{tuple(_numpy(images).shape)}, {truth.shape}, {predicted.shape}"
+        )
     count = min(len(truth), max_samples)
     if count == 0:
         raise ValueError("no sample to draw")
@@ -148,8 +164,11 @@ def prediction_panels(
     names = list(class_names) if class_names is not None else [f"class {c}" for c in range(len(palette))]
 
     shown = np.union1d(np.unique(truth), np.unique(predicted)).astype(np.int64)
-    handles = [Patch(facecolor=np.asarray(palette[c]) / 255, edgecolor="black", label=names[c])
-               for c in shown if c != ignore_index and 0 <= c < len(palette)]
+    handles = [
+        Patch(facecolor=np.asarray(palette[c]) / 255, edgecolor="black", label=names[c])
+        for c in shown
+        if c != ignore_index and 0 <= c < len(palette)
+    ]
     if (truth == ignore_index).any():
         handles.append(Patch(facecolor="black", edgecolor="black", label="ignored"))
 
@@ -157,11 +176,15 @@ def prediction_panels(
     figure = Figure(figsize=(width, height))
     top = 1 - _TITLE_INCHES / height
     bottom = (height - _TITLE_INCHES - count * panel_inches) / height
-    grid = figure.add_gridspec(count, 3, left=0.01, right=0.99, top=top, bottom=bottom,
-                               wspace=0.03, hspace=0.03)
+    grid = figure.add_gridspec(
+        count, 3, left=0.01, right=0.99, top=top, bottom=bottom, wspace=0.03, hspace=0.03
+    )
     for row in range(count):
-        panels = (rgb[row], colorize(truth[row], palette, ignore_index),
-                  colorize(predicted[row], palette, ignore_index))
+        panels = (
+            rgb[row],
+            colorize(truth[row], palette, ignore_index),
+            colorize(predicted[row], palette, ignore_index),
+        )
         for col, (panel, title) in enumerate(zip(panels, ("input", "label", "prediction"), strict=True)):
             ax = figure.add_subplot(grid[row, col])
             ax.imshow(panel, interpolation="nearest")
@@ -169,6 +192,12 @@ def prediction_panels(
             if row == 0:
                 ax.set_title(title, fontsize=10)
     if handles:
-        figure.legend(handles=handles, loc="lower center", ncol=_LEGEND_COLUMNS, fontsize=7,
-                      frameon=False, bbox_to_anchor=(0.5, 0.0))
+        figure.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=_LEGEND_COLUMNS,
+            fontsize=7,
+            frameon=False,
+            bbox_to_anchor=(0.5, 0.0),
+        )
     return _save(figure, path, dpi)

@@ -59,8 +59,9 @@ def scores_to_dict(scores: SegmentationScores) -> dict[str, Any]:
 def scores_from_dict(data: dict[str, Any]) -> SegmentationScores:
     """Rebuild the scores from :func:`scores_to_dict` output (they are recomputed from the confusion)."""
     names = [row["name"] for row in sorted(data["per_class"], key=lambda row: row["index"])]
-    return SegmentationScores.from_confusion(np.asarray(data["confusion"], dtype=np.int64), names,
-                                             data["evaluated"])
+    return SegmentationScores.from_confusion(
+        np.asarray(data["confusion"], dtype=np.int64), names, data["evaluated"]
+    )
 
 
 def _percent(value: float) -> str:
@@ -80,7 +81,9 @@ def per_class_table(scores: SegmentationScores) -> str:
     for c, name in enumerate(scores.class_names):
         label = _cell(name) if c in scores.evaluated else f"{_cell(name)} (not scored)"
         values = (scores.iou[c], scores.f1[c], scores.precision[c], scores.recall[c])
-        lines.append(f"| {label} | " + " | ".join(_percent(v) for v in values) + f" | {int(scores.support[c]):,} |")
+        lines.append(
+            f"| {label} | " + " | ".join(_percent(v) for v in values) + f" | {int(scores.support[c]):,} |"
+        )
     lines += [
         "",
         f"**mIoU {_percent(scores.miou)}** · OA {_percent(scores.overall_accuracy)} · "

@@ -134,11 +134,16 @@ def eval_results(metrics: Mapping[str, Any], task: Mapping[str, Any] | None) -> 
         "dataset_split": "test",
     }
     results = []
-    for metric, name, value in (("mean_iou", "mIoU (%)", metrics.get("miou")), ("accuracy", "OA (%)", metrics.get("oa"))):
+    for metric, name, value in (
+        ("mean_iou", "mIoU (%)", metrics.get("miou")),
+        ("accuracy", "OA (%)", metrics.get("oa")),
+    ):
         if (number := _percent(value)) is not None:
             results.append(EvalResult(metric_type=metric, metric_name=name, metric_value=number, **common))
     for class_name, iou in _scored_classes(metrics):
-        results.append(EvalResult(metric_type="iou", metric_name=f"IoU {class_name} (%)", metric_value=iou, **common))
+        results.append(
+            EvalResult(metric_type="iou", metric_name=f"IoU {class_name} (%)", metric_value=iou, **common)
+        )
     return results
 
 
@@ -168,17 +173,30 @@ def _architecture(row: ModelType, config: Any) -> list[tuple[str, str]]:
     encoder = row.encoder_config(config)
     size = encoder.transformer
     rows = [
-        ("encoder", f"preset `{encoder.size}`; width {size.width}; depth {size.depth}, of which late fusion "
-                    f"{encoder.effective_inter_depth}; attention heads {size.num_heads}; fusion `{encoder.fusion}`"),
+        (
+            "encoder",
+            f"preset `{encoder.size}`; width {size.width}; depth {size.depth}, of which late fusion "
+            f"{encoder.effective_inter_depth}; attention heads {size.num_heads}; fusion `{encoder.fusion}`",
+        ),
     ]
     if row.name == "maestro-mae":
         decoder = config.decoder
-        rows.append(("decoders", f"one per encoder stream; width {decoder.width}; depth {decoder.depth}; "
-                                 f"mask ratio {config.mask_ratio:g}"))
+        rows.append(
+            (
+                "decoders",
+                f"one per encoder stream; width {decoder.width}; depth {decoder.depth}; "
+                f"mask ratio {config.mask_ratio:g}",
+            )
+        )
     if row.name == "maestro-segmenter":
         blocks = ", ".join(str(b) for b in config.blocks) or "final tokens"
-        rows.append(("head", f"`{config.head}` on encoder blocks {blocks}; date pooling `{config.date_pooling}`; "
-                             f"{config.num_classes} classes at {config.label_size} px"))
+        rows.append(
+            (
+                "head",
+                f"`{config.head}` on encoder blocks {blocks}; date pooling `{config.date_pooling}`; "
+                f"{config.num_classes} classes at {config.label_size} px",
+            )
+        )
     return rows
 
 
@@ -199,8 +217,10 @@ def _this_model(facts: CardFacts, row: ModelType, config: Any) -> str:
         names: Sequence[str] = facts.task.get("class_names", ())
         ignored = set(facts.task.get("ignored", ()))
         lines += ["", f"### Classes: {facts.task.get('name')} level {facts.task.get('level')}", ""]
-        lines += [f"- `{i}` {name}" + (" (ignored value: not trained, not scored)" if i in ignored else "")
-                  for i, name in enumerate(names)]
+        lines += [
+            f"- `{i}` {name}" + (" (ignored value: not trained, not scored)" if i in ignored else "")
+            for i, name in enumerate(names)
+        ]
     return "\n".join(lines)
 
 
@@ -211,7 +231,9 @@ def _results(facts: CardFacts) -> str:
     lines += [f"mIoU **{miou}** %, overall accuracy **{oa}** % (one confusion matrix over the whole split)."]
     classes = _scored_classes(metrics)
     if classes:
-        lines += ["", "| class | IoU (%) |", "|---|---:|"] + [f"| {name} | {iou:.2f} |" for name, iou in classes]
+        lines += ["", "| class | IoU (%) |", "|---|---:|"] + [
+            f"| {name} | {iou:.2f} |" for name, iou in classes
+        ]
     return "\n".join(lines)
 
 
@@ -240,7 +262,9 @@ def template_body(path: Path | None = None) -> str:
     """The shared sections of ``MODEL_CARD.md`` (between the hub-card markers)."""
     path = path or TEMPLATE
     if not path.is_file():
-        log.warning("%s not found (installed without the source tree): the card has the generated sections only", path)
+        log.warning(
+            "%s not found (installed without the source tree): the card has the generated sections only", path
+        )
         return "See the MAESTRO suite's MODEL_CARD.md for intended use, limitations and citations."
     text = path.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:

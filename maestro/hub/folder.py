@@ -71,7 +71,11 @@ def write_model_folder(
         raise ValueError(f"model_type {model_type!r} is not one of {MODEL_TYPES}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    document: dict[str, Any] = {"model_type": model_type, "config": dict(config), "suite_version": suite_version()}
+    document: dict[str, Any] = {
+        "model_type": model_type,
+        "config": dict(config),
+        "suite_version": suite_version(),
+    }
     if task is not None:
         document["task"] = dict(task)
     if extra:
@@ -100,7 +104,9 @@ def read_model_folder(folder: str | Path) -> ModelFolder:
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}")
     config_file = folder / CONFIG_NAME
     if not config_file.is_file():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: the weights alone do not say which model they are")
+        raise FileNotFoundError(
+            f"{folder} has no {CONFIG_NAME}: the weights alone do not say which model they are"
+        )
     try:
         document = json.loads(config_file.read_text())
     except ValueError as error:

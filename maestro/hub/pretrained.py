@@ -88,7 +88,9 @@ def resolve_folder(
         raise FileNotFoundError(
             f"no model folder at {path}, and {text!r} is not a Hub id (org/name or org/name@revision)"
         ) from None
-    return download(text, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    return download(
+        text, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
+    )
 
 
 def _sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -128,7 +130,9 @@ def build_from_folder(folder: ModelFolder, expect: ModelType | None = None) -> n
         ) from None
     model = target.build(config)
     load_strict(
-        model, state, where,
+        model,
+        state,
+        where,
         hint=". config.json and model.safetensors must come from the same export: download the repo again, "
         "pick the revision the config belongs to, or export it again with save_pretrained / maestro publish",
     )
@@ -165,7 +169,8 @@ def _check_task(row: ModelType, config: Any, task: Mapping[str, Any] | None) -> 
         if row.needs_task:
             log.warning(
                 "saving a %s without its task: config.json will not name the classes (pass "
-                "task=segmentation_task('lc', 1) or the run's task)", row.name,
+                "task=segmentation_task('lc', 1) or the run's task)",
+                row.name,
             )
         return None
     if not row.needs_task:
@@ -204,7 +209,10 @@ def save_pretrained(
             from maestro.hub.card import CardFacts, build_card
 
             facts = CardFacts(
-                model_type=row.name, config=config.to_dict(), repo_id=repo_id, task=task,
+                model_type=row.name,
+                config=config.to_dict(),
+                repo_id=repo_id,
+                task=task,
                 num_parameters=sum(t.numel() for t in state.values()),
             )
             card = build_card(facts)
@@ -256,7 +264,11 @@ class HubModel:
         from maestro.hub.registry import model_type_of
 
         return from_pretrained(
-            source, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
+            source,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
             model_type=model_type_of(cls).name,
         )
 
@@ -284,6 +296,12 @@ class HubModel:
     ) -> str:
         """Upload this network to ``repo_id`` (:func:`push_to_hub`); returns the commit URL."""
         return push_to_hub(
-            self, repo_id, private=private, revision=revision, token=token, commit_message=commit_message,
-            task=task, card=card,
+            self,
+            repo_id,
+            private=private,
+            revision=revision,
+            token=token,
+            commit_message=commit_message,
+            task=task,
+            card=card,
         )

@@ -74,7 +74,9 @@ def find_checkpoint(source: str | Path) -> tuple[Path, Path | None]:
         newest = latest_checkpoint(path)
         if newest is not None:
             return newest, path
-        raise FileNotFoundError(f"{path} holds no {BEST} and no checkpoints/*.ckpt: is it a pretrain or finetune run?")
+        raise FileNotFoundError(
+            f"{path} holds no {BEST} and no checkpoints/*.ckpt: is it a pretrain or finetune run?"
+        )
     raise FileNotFoundError(f"no run directory or checkpoint at {path}")
 
 
@@ -84,7 +86,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
         raise ConfigError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters", {}).get("config"), dict):
+    if not isinstance(checkpoint, dict) or not isinstance(
+        checkpoint.get("hyper_parameters", {}).get("config"), dict
+    ):
         raise ConfigError(f"{path} is not a checkpoint of this suite (no hyper_parameters.config)")
     upgrade_pretrain_checkpoint(checkpoint)
     return checkpoint
@@ -94,7 +98,9 @@ def _sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torc
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
-def pick_weights(checkpoint: Mapping[str, Any], weights: Weights, name: str) -> tuple[dict[str, torch.Tensor], str]:
+def pick_weights(
+    checkpoint: Mapping[str, Any], weights: Weights, name: str
+) -> tuple[dict[str, torch.Tensor], str]:
     """The trained network's state (keys as in the network) and which weights they are, in words."""
     step = checkpoint.get("global_step")
     ema = checkpoint.get("ema_state_dict")
@@ -102,7 +108,9 @@ def pick_weights(checkpoint: Mapping[str, Any], weights: Weights, name: str) -> 
         return _sub_state(ema, "module."), f"EMA weights of {name} (step {step})"
     if weights == "ema":
         log.info("%s holds no EMA weights; publishing the trained weights", name)
-    return _sub_state(checkpoint.get("state_dict", {}), "model."), f"trained (non-EMA) weights of {name} (step {step})"
+    return _sub_state(
+        checkpoint.get("state_dict", {}), "model."
+    ), f"trained (non-EMA) weights of {name} (step {step})"
 
 
 def _base_model(init: Any) -> str | None:
@@ -156,7 +164,9 @@ def export_checkpoint(
     if "task" in stored:  # a finetune run
         what = what or "segmenter"
         if what not in ("segmenter", "encoder"):
-            raise ConfigError(f"{ckpt} is a fine-tuning checkpoint: publish the segmenter or its encoder, not {what!r}")
+            raise ConfigError(
+                f"{ckpt} is a fine-tuning checkpoint: publish the segmenter or its encoder, not {what!r}"
+            )
         segmenter, task_entry, base_model = _segmenter(stored, str(ckpt))
         if what == "segmenter":
             config, task, metrics = segmenter, task_entry, _read_metrics(run)
@@ -165,7 +175,9 @@ def export_checkpoint(
     else:  # a pretrain run
         what = what or "encoder"
         if what not in ("encoder", "mae"):
-            raise ConfigError(f"{ckpt} is a pretraining checkpoint: publish the encoder or the mae, not {what!r}")
+            raise ConfigError(
+                f"{ckpt} is a pretraining checkpoint: publish the encoder or the mae, not {what!r}"
+            )
         try:
             mae = MAEConfig.from_dict(stored.get("model"))
         except ConfigError as error:
@@ -176,8 +188,15 @@ def export_checkpoint(
     hint = ". The checkpoint does not match the config stored in it: was it written by another suite version?"
     load_strict(row.build(config), state, f"{ckpt} ({note})", hint=hint)
     facts = CardFacts(
-        model_type=model_type, config=config.to_dict(), repo_id=repo_id, task=task, weights=note, source=name,
-        metrics=metrics, revision=revision, base_model=base_model,
+        model_type=model_type,
+        config=config.to_dict(),
+        repo_id=repo_id,
+        task=task,
+        weights=note,
+        source=name,
+        metrics=metrics,
+        revision=revision,
+        base_model=base_model,
         num_parameters=sum(t.numel() for t in state.values()),
     )
     return Export(model_type, config.to_dict(), state, task, facts)
@@ -227,11 +246,18 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="maestro-publish-") as tmp:
         folder = out if out is not None else Path(tmp)
         card = write_export(export, folder)
-        log.info("%s: %s from %s", folder if out is not None else "model folder", export.model_type, export.facts.weights)
+        log.info(
+            "%s: %s from %s",
+            folder if out is not None else "model folder",
+            export.model_type,
+            export.facts.weights,
+        )
         url = None
         if not dry_run:
             from maestro.hub.upload import upload_folder
 
             message = commit_message or f"Publish {export.model_type}: {export.facts.weights}"
-            url = upload_folder(folder, repo, private=private, revision=revision, token=token, commit_message=message)
+            url = upload_folder(
+                folder, repo, private=private, revision=revision, token=token, commit_message=message
+            )
     return Published(out, card, url)

@@ -83,7 +83,9 @@ class SourceInfo:
 # --------------------------------------------------------------------------------------------
 
 
-def convert_checkpoint(checkpoint: ReferenceCheckpoint, options: ConversionOptions = DEFAULT_OPTIONS) -> Conversion:
+def convert_checkpoint(
+    checkpoint: ReferenceCheckpoint, options: ConversionOptions = DEFAULT_OPTIONS
+) -> Conversion:
     """Suite config and weights of a read reference checkpoint (see :func:`import_reference`)."""
     conversion = plan_conversion(checkpoint.state, checkpoint.hyper_parameters, options)
     if checkpoint.neutralised:
@@ -150,7 +152,9 @@ def write_conversion(
         task=conversion.task,
         extra={"converted_from": provenance},
     )
-    (folder / CARD_NAME).write_text(model_card(conversion, checkpoint, info, licence, digest, weights), encoding="utf-8")
+    (folder / CARD_NAME).write_text(
+        model_card(conversion, checkpoint, info, licence, digest, weights), encoding="utf-8"
+    )
     for line in summary(conversion):
         log.info("%s", line)
     return folder
@@ -159,7 +163,9 @@ def write_conversion(
 def summary(conversion: Conversion) -> list[str]:
     """What a conversion did, one line per fact (for logs and the CLI)."""
     report = conversion.report
-    lines = [f"{len(report.used)} tensors of {report.prefix or 'the state dict'}* converted into a {conversion.model_type}"]
+    lines = [
+        f"{len(report.used)} tensors of {report.prefix or 'the state dict'}* converted into a {conversion.model_type}"
+    ]
     lines += [f"left out {count} tensors: {reason}" for reason, count in report.skipped_summary().items()]
     lines += [f"modality {mod} not converted: {why}" for mod, why in report.unsupported_modalities.items()]
     lines += [f"note: {note}" for note in report.notes]
@@ -211,7 +217,11 @@ def model_card(
     config = conversion.config
     encoder = getattr(config, "encoder", config)
     size = encoder.transformer
-    which = "exponential moving average (`ema_model.*`)" if report.prefix == "ema_model." else "trained (`model.*`)"
+    which = (
+        "exponential moving average (`ema_model.*`)"
+        if report.prefix == "ema_model."
+        else "trained (`model.*`)"
+    )
     if weights == "ema" and report.prefix != "ema_model.":
         which += " (the checkpoint has no EMA copy)"
     repo_line = (
@@ -299,7 +309,9 @@ def resolve_source(source: str | Path) -> SourceInfo:
     if path.is_dir():
         found = sorted(path.glob(f"*{CHECKPOINT_SUFFIX}"))
         if len(found) != 1:
-            raise ConfigError(f"{path} holds {len(found)} {CHECKPOINT_SUFFIX} files; give the checkpoint file itself")
+            raise ConfigError(
+                f"{path} holds {len(found)} {CHECKPOINT_SUFFIX} files; give the checkpoint file itself"
+            )
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"no reference checkpoint at {path} (expected a .ckpt file or hf:org/name)")
@@ -309,9 +321,13 @@ def resolve_source(source: str | Path) -> SourceInfo:
 def _pick_checkpoint(repo_id: str, files: Sequence[str]) -> str:
     found = sorted(f for f in files if f.endswith(CHECKPOINT_SUFFIX))
     if not found:
-        raise ConfigError(f"Hub repo {repo_id} holds no {CHECKPOINT_SUFFIX} checkpoint (files: {sorted(files)[:20]})")
+        raise ConfigError(
+            f"Hub repo {repo_id} holds no {CHECKPOINT_SUFFIX} checkpoint (files: {sorted(files)[:20]})"
+        )
     if len(found) > 1:
-        raise ConfigError(f"Hub repo {repo_id} holds several checkpoints {found}; this converter takes one per repo")
+        raise ConfigError(
+            f"Hub repo {repo_id} holds several checkpoints {found}; this converter takes one per repo"
+        )
     return found[0]
 
 
@@ -333,14 +349,21 @@ def resolve_hub_checkpoint(repo_id: str, revision: str | None) -> SourceInfo:
         filename = _pick_checkpoint(repo_id, [s.rfilename for s in info.siblings or []])
         path = Path(hf_hub_download(repo_id, filename, revision=commit, **agent))
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as error:
-        raise ConfigError(f"Hub repo {shown} is not available ({type(error).__name__}): check the name, revision and login") from None
+        raise ConfigError(
+            f"Hub repo {shown} is not available ({type(error).__name__}): check the name, revision and login"
+        ) from None
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - offline mode, HTTP and transport errors: try the cache
         try:
             folder = Path(
-                snapshot_download(repo_id, revision=revision, allow_patterns=[f"*{CHECKPOINT_SUFFIX}", CARD_NAME],
-                                  local_files_only=True, **agent)
+                snapshot_download(
+                    repo_id,
+                    revision=revision,
+                    allow_patterns=[f"*{CHECKPOINT_SUFFIX}", CARD_NAME],
+                    local_files_only=True,
+                    **agent,
+                )
             )
         except Exception:  # noqa: BLE001 - not in the cache either
             raise ConfigError(
@@ -386,7 +409,9 @@ def converted_hub_checkpoint(spec: str, weights: Weights = "ema", reason: Except
         return folder
     log.info("converting the reference checkpoint %s (%s weights) into %s", info.shown, weights, folder)
     checkpoint = read_reference_checkpoint(info.path)
-    conversion = convert_checkpoint(checkpoint, ConversionOptions(weights=weights, model_type="maestro-encoder"))
+    conversion = convert_checkpoint(
+        checkpoint, ConversionOptions(weights=weights, model_type="maestro-encoder")
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
     try:
@@ -431,20 +456,41 @@ def add_import_reference_parser(subparsers: argparse._SubParsersAction) -> argpa
     )
     parser.add_argument("source", help="a .ckpt file or hf:org/name[@revision]")
     parser.add_argument("--out", required=True, help="model folder to write")
-    parser.add_argument("--weights", choices=["ema", "model"], default="ema",
-                        help="EMA weights (default) or the trained ones")
-    parser.add_argument("--model-type", choices=MODEL_TYPES, default="maestro-mae",
-                        help="what to write: encoder + pretraining decoder (default), encoder only, or encoder + "
-                        "the checkpoint's segmentation head")
+    parser.add_argument(
+        "--weights", choices=["ema", "model"], default="ema", help="EMA weights (default) or the trained ones"
+    )
+    parser.add_argument(
+        "--model-type",
+        choices=MODEL_TYPES,
+        default="maestro-mae",
+        help="what to write: encoder + pretraining decoder (default), encoder only, or encoder + "
+        "the checkpoint's segmentation head",
+    )
     parser.add_argument("--target", help="segmentation head of the checkpoint to convert (maestro-segmenter)")
-    parser.add_argument("--num-classes", type=int, help="classes of that head, when the converter does not know them")
-    parser.add_argument("--image-size", action="append", metavar="MOD=PX",
-                        help="image size of a modality, when it differs from the registry (repeatable)")
-    parser.add_argument("--num-dates", action="append", metavar="MOD=N",
-                        help="dates of a time series, when they differ from the registry (repeatable)")
-    parser.add_argument("--grid-size", type=int, help="position grid (default 160, the reference's FLAIR-HUB value)")
-    parser.add_argument("--num-heads", type=int, help="encoder attention heads (default: the reference size's)")
-    parser.add_argument("--decoder-heads", type=int, help="decoder attention heads (default: decoder width / 32)")
+    parser.add_argument(
+        "--num-classes", type=int, help="classes of that head, when the converter does not know them"
+    )
+    parser.add_argument(
+        "--image-size",
+        action="append",
+        metavar="MOD=PX",
+        help="image size of a modality, when it differs from the registry (repeatable)",
+    )
+    parser.add_argument(
+        "--num-dates",
+        action="append",
+        metavar="MOD=N",
+        help="dates of a time series, when they differ from the registry (repeatable)",
+    )
+    parser.add_argument(
+        "--grid-size", type=int, help="position grid (default 160, the reference's FLAIR-HUB value)"
+    )
+    parser.add_argument(
+        "--num-heads", type=int, help="encoder attention heads (default: the reference size's)"
+    )
+    parser.add_argument(
+        "--decoder-heads", type=int, help="decoder attention heads (default: decoder width / 32)"
+    )
     parser.add_argument("--licence", help="licence to state on the card (default: the source card's)")
     parser.add_argument("--force", action="store_true", help="replace an existing model folder")
     parser.set_defaults(func=run_import_reference, handler=run_import_reference)
@@ -458,13 +504,20 @@ def run_import_reference(args: argparse.Namespace) -> int:
         if (out / WEIGHTS_NAME).exists() and not args.force:
             raise FileExistsError(f"{out} already holds a {WEIGHTS_NAME}; pass --force to replace it")
         overrides: dict[str, dict[str, int]] = {}
-        for flag, name, values in (("--image-size", "image_size", args.image_size),
-                                   ("--num-dates", "num_dates", args.num_dates)):
+        for flag, name, values in (
+            ("--image-size", "image_size", args.image_size),
+            ("--num-dates", "num_dates", args.num_dates),
+        ):
             for mod, number in _assignments(values, flag).items():
                 overrides.setdefault(mod, {})[name] = number
         options = ConversionOptions(
-            weights=args.weights, model_type=args.model_type, overrides=overrides, grid_size=args.grid_size,
-            num_heads=args.num_heads, decoder_heads=args.decoder_heads, target=args.target,
+            weights=args.weights,
+            model_type=args.model_type,
+            overrides=overrides,
+            grid_size=args.grid_size,
+            num_heads=args.num_heads,
+            decoder_heads=args.decoder_heads,
+            target=args.target,
             num_classes=args.num_classes,
         )
         folder = import_reference(args.source, out, options, licence=args.licence)

@@ -142,7 +142,9 @@ class ReferenceLayout:
 
 
 def _stack(state: Mapping[str, Tensor], prefix: str) -> StackLayout | None:
-    layers = {int(m.group(1)) for k in state if k.startswith(prefix) and (m := _LAYER.match(k[len(prefix) :]))}
+    layers = {
+        int(m.group(1)) for k in state if k.startswith(prefix) and (m := _LAYER.match(k[len(prefix) :]))
+    }
     if not layers and f"{prefix}norm.weight" not in state:
         return None
     depth = max(layers) + 1 if layers else 0
@@ -175,7 +177,9 @@ def read_layout(state: Mapping[str, Tensor]) -> ReferenceLayout:
         match = _EMBED.match(parts[2])
         if match and match.group(2) in ("conv", "conv_skip") and match.group(3) == "weight":
             if value.ndim != 4 or value.shape[2] != value.shape[3]:
-                raise ConfigError(f"{key}: expected a square Conv2d weight (E, C, P, P), got {tuple(value.shape)}")
+                raise ConfigError(
+                    f"{key}: expected a square Conv2d weight (E, C, P, P), got {tuple(value.shape)}"
+                )
             band_groups[parts[1]][int(match.group(1))] = value.shape[1]
             patch_sizes.setdefault(parts[1], value.shape[2])
             if patch_sizes[parts[1]] != value.shape[2]:
@@ -195,7 +199,9 @@ def read_layout(state: Mapping[str, Tensor]) -> ReferenceLayout:
         groups[mod] = [sizes[g] for g in range(len(sizes))]
 
     def stacks(root: str) -> dict[str, StackLayout]:
-        names = list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith(f"{root}.") and k.count(".") >= 2))
+        names = list(
+            dict.fromkeys(k.split(".")[1] for k in state if k.startswith(f"{root}.") and k.count(".") >= 2)
+        )
         found = {}
         for name in names:
             layout = _stack(state, f"{root}.{name}.")
@@ -281,7 +287,9 @@ def _parse_overrides(overrides: Mapping[str, Any] | None) -> dict[str, ModalityO
         elif isinstance(value, Mapping):
             out[key] = ModalityOverride(**dict(value))
         else:
-            raise ConfigError(f"overrides.{key}: expected a mapping or ModalityOverride, got {type(value).__name__}")
+            raise ConfigError(
+                f"overrides.{key}: expected a mapping or ModalityOverride, got {type(value).__name__}"
+            )
     return out
 
 
@@ -315,7 +323,9 @@ def _modalities(
                 f"{sizes} bands"
             )
         if given.patch_size is not None and given.patch_size != patch:
-            raise ConfigError(f"overrides.{mod}.patch_size {given.patch_size}: the checkpoint's patch size is {patch}")
+            raise ConfigError(
+                f"overrides.{mod}.patch_size {given.patch_size}: the checkpoint's patch size is {patch}"
+            )
         covered[mod] = ModalityOverride(
             bands=given.bands,
             patch_size=patch if patch != entry.patch_size else None,
@@ -346,7 +356,9 @@ def _match_streams(
     return matched, left_reference
 
 
-def _encoder_heads(hyper: Mapping[str, Any], width: int, inner: int, given: int | None, report: ConversionReport) -> int:
+def _encoder_heads(
+    hyper: Mapping[str, Any], width: int, inner: int, given: int | None, report: ConversionReport
+) -> int:
     if inner != width:
         raise ConfigError(
             f"attention width {inner} (to_qkv rows / 3) differs from the embedding width {width}; the suite's "
@@ -411,7 +423,9 @@ def plan_conversion(
     target, num_classes = options.target, options.num_classes
     hyper = dict(hyper_parameters or {})
     if model_type not in ("maestro-encoder", "maestro-mae", "maestro-segmenter"):
-        raise ConfigError(f"model_type {model_type!r} is not maestro-encoder, maestro-mae or maestro-segmenter")
+        raise ConfigError(
+            f"model_type {model_type!r} is not maestro-encoder, maestro-mae or maestro-segmenter"
+        )
     prefix = _choose_prefix(state, weights)
     report = ConversionReport(prefix=prefix)
     own: dict[str, Tensor] = {}
@@ -426,15 +440,20 @@ def plan_conversion(
     given = _parse_overrides(overrides)
     stray = sorted(set(given) - set(layout.band_groups))
     if stray:
-        raise ConfigError(f"overrides for {stray}: the checkpoint has no such modality ({list(layout.band_groups)})")
+        raise ConfigError(
+            f"overrides for {stray}: the checkpoint has no such modality ({list(layout.band_groups)})"
+        )
     covered, uncovered = _modalities(layout, given)
     report.unsupported_modalities = uncovered
     if not covered:
-        raise ConfigError(f"none of the checkpoint's modalities is covered by the suite's registry: {uncovered}")
+        raise ConfigError(
+            f"none of the checkpoint's modalities is covered by the suite's registry: {uncovered}"
+        )
     if uncovered:
         log.warning(
             "the checkpoint's modalities %s are not covered by the suite's registry and are left out: %s",
-            sorted(uncovered), "; ".join(f"{k}: {v}" for k, v in uncovered.items()),
+            sorted(uncovered),
+            "; ".join(f"{k}: {v}" for k, v in uncovered.items()),
         )
 
     fusion = str(hyper.get("fusion_mode", hyper.get("multimodal", "")))
@@ -450,13 +469,17 @@ def plan_conversion(
         raise ConfigError(f"late-fusion blocks with the frame-wise fusion mode {fusion!r} are not supported")
     stored_inter = hyper.get("inter_depth")
     if stored_inter is not None and int(stored_inter) != inter_depth:
-        report.notes.append(f"hyper-parameter inter_depth {stored_inter} but {inter_depth} late-fusion blocks stored")
+        report.notes.append(
+            f"hyper-parameter inter_depth {stored_inter} but {inter_depth} late-fusion blocks stored"
+        )
 
     if not layout.encoders:
         raise ConfigError("no encoder.<group>.* tensors: the checkpoint holds no stream encoder")
     depths = {s.depth for s in layout.encoders.values()}
     if len(depths) != 1:
-        raise ConfigError(f"stream encoders of different depths: { {k: s.depth for k, s in layout.encoders.items()} }")
+        raise ConfigError(
+            f"stream encoders of different depths: { {k: s.depth for k, s in layout.encoders.items()} }"
+        )
     first = next(iter(layout.encoders.values()))
     width = layout.width
     heads = _encoder_heads(hyper, width, first.inner, num_heads, report)
@@ -513,7 +536,9 @@ def plan_conversion(
     task = None
     decoder_parts = ("enc_to_dec.", "decoder.", "mask_token.", "embed_to_rec.")
     if model_type == "maestro-mae":
-        config = _plan_mae(layout, hyper, encoder_config, converter, stream_of, orphan_streams, uncovered, decoder_heads)
+        config = _plan_mae(
+            layout, hyper, encoder_config, converter, stream_of, orphan_streams, uncovered, decoder_heads
+        )
     else:
         for part in decoder_parts:
             converter.skip_prefix(part, f"pretraining decoder ({part[:-1]}), not part of a {model_type}")
@@ -526,7 +551,9 @@ def plan_conversion(
     state_out = mapped
     if model_type == "maestro-encoder":  # the encoder's own layout, without the MAE's "encoder." prefix
         state_out = {key.removeprefix("encoder."): value for key, value in mapped.items()}
-        report.used = {key: [t.removeprefix("encoder.") for t in targets] for key, targets in report.used.items()}
+        report.used = {
+            key: [t.removeprefix("encoder.") for t in targets] for key, targets in report.used.items()
+        }
     _check_shapes(model_type, config, state_out, report)
     return Conversion(model_type, config, state_out, report, task)
 
@@ -548,7 +575,9 @@ def _choose_prefix(state: Mapping[str, Tensor], weights: Weights) -> str:
 class _Mapper:
     """Moves source tensors to suite keys, recording each move in the report."""
 
-    def __init__(self, state: Mapping[str, Tensor], prefix: str, report: ConversionReport, out: dict[str, Tensor]):
+    def __init__(
+        self, state: Mapping[str, Tensor], prefix: str, report: ConversionReport, out: dict[str, Tensor]
+    ):
         self.state, self.prefix, self.report, self.out = state, prefix, report, out
         self.done: set[str] = set()
 
@@ -590,12 +619,18 @@ class _Mapper:
             if match and match.group(2) in BLOCK_PARTS:
                 self.put(key, f"{target}blocks.{match.group(1)}.{BLOCK_PARTS[match.group(2)]}")
         # vit-pytorch drops the output projection when heads == 1 and dim_head == dim
-        blocks = {int(m.group(1)) for k in self.state if k.startswith(source) and (m := _LAYER.match(k[len(source) :]))}
+        blocks = {
+            int(m.group(1))
+            for k in self.state
+            if k.startswith(source) and (m := _LAYER.match(k[len(source) :]))
+        }
         for index in sorted(blocks):
             if f"{source}layers.{index}.0.to_out.0.weight" not in self.state:
                 width = self.state[f"{source}norm.weight"].shape[0]
                 like = self.state[f"{source}norm.weight"]
-                self.out[f"{target}blocks.{index}.attn.proj.weight"] = torch.eye(width, dtype=like.dtype, device=like.device)
+                self.out[f"{target}blocks.{index}.attn.proj.weight"] = torch.eye(
+                    width, dtype=like.dtype, device=like.device
+                )
                 self.out[f"{target}blocks.{index}.attn.proj.bias"] = torch.zeros_like(like)
                 self.report.notes.append(f"{source}layers.{index}: no output projection (identity written)")
 
@@ -620,7 +655,9 @@ def _plan_mae(
         raise ConfigError("stream decoders of different sizes are not supported")
     decoder = next(iter(layout.decoders.values()))
     if decoder.inner != decoder.width:
-        raise ConfigError(f"decoder attention width {decoder.inner} differs from the decoder width {decoder.width}")
+        raise ConfigError(
+            f"decoder attention width {decoder.inner} differs from the decoder width {decoder.width}"
+        )
     if decoder_heads is None:
         if decoder.width % REFERENCE_DECODER_HEAD_DIM:
             raise ConfigError(
@@ -628,10 +665,14 @@ def _plan_mae(
                 f"{REFERENCE_DECODER_HEAD_DIM}: shapes cannot tell the decoder's head count, pass decoder_heads"
             )
         decoder_heads = decoder.width // REFERENCE_DECODER_HEAD_DIM
-        report.notes.append(f"decoder heads: {decoder_heads} of width {REFERENCE_DECODER_HEAD_DIM} (the reference's)")
+        report.notes.append(
+            f"decoder heads: {decoder_heads} of width {REFERENCE_DECODER_HEAD_DIM} (the reference's)"
+        )
     mask = hyper.get("mask") if isinstance(hyper.get("mask"), Mapping) else {}
     if mask.get("mask_scale"):
-        report.notes.append(f"mask_scale {mask['mask_scale']} has no counterpart; the suite masks a fixed ratio")
+        report.notes.append(
+            f"mask_scale {mask['mask_scale']} has no counterpart; the suite masks a fixed ratio"
+        )
     config = MAEConfig(
         encoder=encoder_config,
         mask_ratio=float(mask.get("mask_ratio", 0.75)),
@@ -648,7 +689,9 @@ def _plan_mae(
     for name in layout.decoders:
         if name in orphans or name not in stream_of:
             mapper.skip_prefix(f"decoder.{name}.", f"stream decoder {name} of uncovered modalities")
-            mapper.skip_prefix(f"enc_to_dec.{name}.", f"projection of the stream {name} of uncovered modalities")
+            mapper.skip_prefix(
+                f"enc_to_dec.{name}.", f"projection of the stream {name} of uncovered modalities"
+            )
             continue
         ours = stream_of[name]
         mapper.stack(f"decoder.{name}.", f"decoders.{ours}.")
@@ -657,10 +700,14 @@ def _plan_mae(
             mapper.put(f"enc_to_dec.{name}.bias", f"to_decoder.{ours}.bias")
         else:
             like = state[f"decoder.{name}.norm.weight"]
-            mapper.out[f"to_decoder.{ours}.weight"] = torch.eye(decoder.width, dtype=like.dtype, device=like.device)
+            mapper.out[f"to_decoder.{ours}.weight"] = torch.eye(
+                decoder.width, dtype=like.dtype, device=like.device
+            )
             mapper.out[f"to_decoder.{ours}.bias"] = torch.zeros_like(like)
     if not layout.has_enc_to_dec:
-        report.notes.append("the reference has no encoder-to-decoder projection (same widths): identity written")
+        report.notes.append(
+            "the reference has no encoder-to-decoder projection (same widths): identity written"
+        )
     for mod, groups in layout.band_groups.items():
         if mod in uncovered:
             for start in (f"mask_token.{mod}", f"embed_to_rec.{mod}."):
@@ -682,7 +729,9 @@ def _plan_mae(
                 continue
             group, _, kind = match.groups()
             channels = groups[int(group)]
-            mapper.put(key, f"heads.{mod}.groups.{group}.{kind}", _pixel_rows(state[key], channels, patch, key))
+            mapper.put(
+                key, f"heads.{mod}.groups.{group}.{kind}", _pixel_rows(state[key], channels, patch, key)
+            )
     return config
 
 
@@ -690,9 +739,13 @@ def _pixel_rows(value: Tensor, channels: int, patch: int, key: str) -> Tensor:
     """Reference 1x1-conv rows ordered (p1, p2, c) -> the suite's pixel-head rows (c, p1, p2)."""
     rows = channels * patch * patch
     if value.shape[0] != rows:
-        raise ConfigError(f"{key}: {value.shape[0]} output channels, expected {channels} bands x {patch}^2 = {rows}")
+        raise ConfigError(
+            f"{key}: {value.shape[0]} output channels, expected {channels} bands x {patch}^2 = {rows}"
+        )
     trailing = value.shape[1:2]  # weight: (rows, Dd[, 1, 1]) -> (rows, Dd); bias: (rows,)
-    reordered = value.reshape(patch, patch, channels, *trailing).permute(2, 0, 1, *range(3, 3 + len(trailing)))
+    reordered = value.reshape(patch, patch, channels, *trailing).permute(
+        2, 0, 1, *range(3, 3 + len(trailing))
+    )
     return reordered.reshape(rows, *trailing).contiguous()
 
 
@@ -713,7 +766,9 @@ def _plan_segmenter(
         )
     if target is None:
         if len(layout.heads) > 1:
-            raise ConfigError(f"the checkpoint has several segmentation heads {sorted(layout.heads)}: pick one (target)")
+            raise ConfigError(
+                f"the checkpoint has several segmentation heads {sorted(layout.heads)}: pick one (target)"
+            )
         target = next(iter(layout.heads))
     if target not in layout.heads:
         raise ConfigError(f"no segmentation head {target!r} in the checkpoint; heads: {sorted(layout.heads)}")
@@ -754,7 +809,9 @@ def _plan_segmenter(
         if f"{source}reduce.{part}" in mapper.state:
             mapper.put(f"{source}reduce.{part}", f"decoder.pool.{ours}")
     for kind in ("weight", "bias"):
-        name = f"{source}conv.{kind}" if f"{source}conv.{kind}" in mapper.state else f"{source}conv_skip.{kind}"
+        name = (
+            f"{source}conv.{kind}" if f"{source}conv.{kind}" in mapper.state else f"{source}conv_skip.{kind}"
+        )
         mapper.put(name, f"head.conv.{kind}")
     mapper.report.notes.append(
         f"segmentation head {target!r}: {num_classes} classes, {factor}x{factor} label pixels per token of the "
@@ -779,7 +836,9 @@ def build_model(model_type: ModelType, config: Any) -> torch.nn.Module:
     return MaestroSegmenter(config)
 
 
-def _check_shapes(model_type: ModelType, config: Any, state: Mapping[str, Tensor], report: ConversionReport) -> None:
+def _check_shapes(
+    model_type: ModelType, config: Any, state: Mapping[str, Tensor], report: ConversionReport
+) -> None:
     """Every converted tensor fits the suite model, and the model gets every tensor it has."""
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in build_model(model_type, config).state_dict().items()}

@@ -116,7 +116,9 @@ def read_reference_checkpoint(path: str | Path) -> ReferenceCheckpoint:
     if neutralised:
         log.warning(
             "%s names globals outside the reference code, replaced by inert stand-ins (never imported or "
-            "called): %s", path, neutralised,
+            "called): %s",
+            path,
+            neutralised,
         )
     stand_ins = [(stand_in(name), name) for name in names]
     try:
@@ -128,7 +130,9 @@ def read_reference_checkpoint(path: str | Path) -> ReferenceCheckpoint:
             f"{path} was refused by the restricted unpickler and nothing in it was run: {first}"
         ) from None
     except (RuntimeError, EOFError, ValueError) as error:
-        raise ConfigError(f"{path} could not be read as a checkpoint ({type(error).__name__}: {error})") from None
+        raise ConfigError(
+            f"{path} could not be read as a checkpoint ({type(error).__name__}: {error})"
+        ) from None
     if not isinstance(loaded, Mapping):
         raise ConfigError(f"{path} holds a {type(loaded).__name__}, not a checkpoint dict")
 
@@ -146,7 +150,9 @@ def read_reference_checkpoint(path: str | Path) -> ReferenceCheckpoint:
     if not_tensors:
         raise ConfigError(f"{path}: state_dict entries that are not tensors: {not_tensors[:10]}")
     hyper = loaded.get("hyper_parameters") if top_level else None
-    metadata = {k: plain(loaded[k]) for k in ("epoch", "global_step", "pytorch-lightning_version") if k in loaded}
+    metadata = {
+        k: plain(loaded[k]) for k in ("epoch", "global_step", "pytorch-lightning_version") if k in loaded
+    }
     return ReferenceCheckpoint(
         path=path,
         state=state,

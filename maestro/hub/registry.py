@@ -54,16 +54,29 @@ MODEL_REGISTRY: dict[str, ModelType] = {
     row.name: row
     for row in (
         ModelType(
-            "maestro-encoder", MaestroEncoder, EncoderConfig, "", "feature-extraction",
+            "maestro-encoder",
+            MaestroEncoder,
+            EncoderConfig,
+            "",
+            "feature-extraction",
             "MAESTRO encoder: multimodal, multitemporal inputs to per-modality token maps",
         ),
         ModelType(
-            "maestro-mae", MaestroMAE, MAEConfig, "encoder.", "feature-extraction",
+            "maestro-mae",
+            MaestroMAE,
+            MAEConfig,
+            "encoder.",
+            "feature-extraction",
             "MAESTRO masked autoencoder: encoder, decoders and pixel heads (pretraining state)",
         ),
         ModelType(
-            "maestro-segmenter", MaestroSegmenter, SegmenterConfig, "encoder.", "image-segmentation",
-            "MAESTRO encoder fine-tuned with a segmentation head", needs_task=True,
+            "maestro-segmenter",
+            MaestroSegmenter,
+            SegmenterConfig,
+            "encoder.",
+            "image-segmentation",
+            "MAESTRO encoder fine-tuned with a segmentation head",
+            needs_task=True,
         ),
     )
 }
@@ -88,4 +101,3 @@ def model_type_of(model: nn.Module | type[nn.Module]) -> ModelType:
             return row
     known = [row.model_class.__name__ for row in MODEL_REGISTRY.values()]
     raise ConfigError(f"{cls.__name__} is not a publishable model; publishable classes: {known}")
-

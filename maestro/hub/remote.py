@@ -90,7 +90,9 @@ def download(
     """
     repo_id, at = parse_repo(spec)
     if at is not None and revision is not None and at != revision:
-        raise ConfigError(f"{spec!r} names revision {at!r} but revision={revision!r} was also given: keep one")
+        raise ConfigError(
+            f"{spec!r} names revision {at!r} but revision={revision!r} was also given: keep one"
+        )
     revision = revision or at
     shown = f"{repo_id}@{revision}" if revision else repo_id
     try:

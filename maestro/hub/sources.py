@@ -75,7 +75,10 @@ def from_checkpoint(path: Path, weights: Weights = "ema") -> EncoderWeights:
     config = _encoder_config(model, str(path))
     ema = checkpoint.get("ema_state_dict")
     if weights == "ema" and ema:
-        state, note = _sub_state(ema, "module.encoder."), f"EMA weights of {path.name} (step {checkpoint.get('global_step')})"
+        state, note = (
+            _sub_state(ema, "module.encoder."),
+            f"EMA weights of {path.name} (step {checkpoint.get('global_step')})",
+        )
     else:
         if weights == "ema":
             log.info("%s holds no EMA weights; using the trained weights", path)

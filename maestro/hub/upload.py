@@ -73,7 +73,9 @@ def upload_folder(
             allow_patterns=list(UPLOADED),
         )
     except OfflineModeIsEnabled:
-        raise ConfigError(f"cannot upload to {repo} while HF_HUB_OFFLINE is set: unset it and retry") from None
+        raise ConfigError(
+            f"cannot upload to {repo} while HF_HUB_OFFLINE is set: unset it and retry"
+        ) from None
     except HfHubHTTPError as error:
         raise _explain(error, repo) from None
     except NETWORK_ERRORS as error:

@@ -329,7 +329,9 @@ class MAEConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):
-            object.__setattr__(self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder"))
+            object.__setattr__(
+                self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder")
+            )
         elif not isinstance(self.encoder, EncoderConfig):
             raise ConfigError(f"encoder: expected a mapping, got {type(self.encoder).__name__}")
         if not 0.0 < self.mask_ratio < 1.0:

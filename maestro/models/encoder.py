@@ -130,7 +130,9 @@ class MaestroEncoder(nn.Module, HubModel):
         self.own_depth = size.depth - self.inter_depth
         rates = torch.linspace(0, config.drop_path, size.depth, device="cpu").tolist()
 
-        self.patch_embed = nn.ModuleDict({key: ModalityEmbed(spec, size.width) for key, spec in self.specs.items()})
+        self.patch_embed = nn.ModuleDict(
+            {key: ModalityEmbed(spec, size.width) for key, spec in self.specs.items()}
+        )
         self.encoding = TokenEncoding(
             size.width,
             config.grid_size,
@@ -140,7 +142,9 @@ class MaestroEncoder(nn.Module, HubModel):
         )
         self.streams = nn.ModuleDict(
             {
-                name: Stack(size.width, self.own_depth, size.num_heads, size.mlp_hidden, rates[: self.own_depth])
+                name: Stack(
+                    size.width, self.own_depth, size.num_heads, size.mlp_hidden, rates[: self.own_depth]
+                )
                 for name in self.stream_names
             }
         )
@@ -237,7 +241,9 @@ class MaestroEncoder(nn.Module, HubModel):
     def padding(self, valid: Tensors) -> dict[str, Tensor]:
         """``(B, T)`` valid dates -> ``(B, T, G, N)`` True on padded tokens."""
         return {
-            key: rearrange(~valid[key], "b t -> b t 1 1").expand(-1, -1, layout.num_groups, layout.num_patches)
+            key: rearrange(~valid[key], "b t -> b t 1 1").expand(
+                -1, -1, layout.num_groups, layout.num_patches
+            )
             for key, layout in self.layouts.items()
         }
 

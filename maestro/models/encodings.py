@@ -91,7 +91,9 @@ def date_code(times: Tensor, date_offset: DateOffset = "exact", day_of_year_orig
     if date_offset == "float32":
         years = float32_year_offset(years, doy, day_of_year_origin)
     elif date_offset != "exact":
-        raise ValueError(f"unknown date offset arithmetic {date_offset!r}; expected one of {list(DATE_OFFSETS)}")
+        raise ValueError(
+            f"unknown date offset arithmetic {date_offset!r}; expected one of {list(DATE_OFFSETS)}"
+        )
     if day_of_year_origin:
         doy = doy + day_of_year_origin
     day_angle = 2 * math.pi * doy / 365.25
@@ -137,6 +139,8 @@ class TokenEncoding(nn.Module):
     def forward(self, tokens: Tensor, times: Tensor, grid: int) -> Tensor:
         """``tokens (B, T, G, N, width)`` + codes; ``times (B, T, 3)``; ``N = grid * grid``."""
         position = self.position(grid).to(tokens.dtype)
-        dates = date_code(times, self.date_offset, self.day_of_year_origin).to(tokens.dtype)[:, :, None, None, :]
+        dates = date_code(times, self.date_offset, self.day_of_year_origin).to(tokens.dtype)[
+            :, :, None, None, :
+        ]
         split = self.position_channels
         return torch.cat([tokens[..., :split] + position, tokens[..., split:] + dates], dim=-1)

@@ -21,7 +21,9 @@ NORM_EPS = 1e-6
 def _band_range(group: tuple[int, ...]) -> slice | None:
     """The group as a slice when its bands are consecutive (no index tensor, no host copy)."""
     start = group[0]
-    return slice(start, start + len(group)) if tuple(group) == tuple(range(start, start + len(group))) else None
+    return (
+        slice(start, start + len(group)) if tuple(group) == tuple(range(start, start + len(group))) else None
+    )
 
 
 def normalise_patches(
@@ -62,9 +64,12 @@ def normalise_patches(
     )
 
 
-
 def denormalise(
-    normalised: Tensor, images: Tensor, patch_size: int, groups: tuple[tuple[int, ...], ...], eps: float = NORM_EPS
+    normalised: Tensor,
+    images: Tensor,
+    patch_size: int,
+    groups: tuple[tuple[int, ...], ...],
+    eps: float = NORM_EPS,
 ) -> Tensor:
     """Inverse of :func:`normalise_patches`, with the statistics of ``images``.
 
@@ -80,8 +85,13 @@ def denormalise(
         mean = values[..., index, :].mean(dim=(-2, -1), keepdim=True)
         std = torch.sqrt(values[..., index, :].var(dim=(-2, -1), keepdim=True, unbiased=True) + eps)
         out[..., index, :] = pred[..., index, :] * std + mean
-    return rearrange(out, "b t h w c (p1 p2) -> b t c (h p1) (w p2)", h=images.shape[-2] // patch_size,
-                     p1=patch_size, p2=patch_size)
+    return rearrange(
+        out,
+        "b t h w c (p1 p2) -> b t c (h p1) (w p2)",
+        h=images.shape[-2] // patch_size,
+        p1=patch_size,
+        p2=patch_size,
+    )
 
 
 def masked_l1(prediction: Tensor, target: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -166,7 +166,9 @@ class MaestroMAE(nn.Module, HubModel):
     def sample_mask(self, padding: Tensors, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{mod: (B, T, G, N)}`` True on tokens hidden from the encoder (exact count per sequence)."""
         encoder = self.encoder
-        return sample_mask(encoder.plan, encoder.layouts, padding, self.config.mask_ratio, self.priors, generator)
+        return sample_mask(
+            encoder.plan, encoder.layouts, padding, self.config.mask_ratio, self.priors, generator
+        )
 
     @property
     def num_tokens(self) -> dict[str, int]:
@@ -205,7 +207,9 @@ class MaestroMAE(nn.Module, HubModel):
             filled = self.mask_tokens[key].fill(tokens[key], mask[key])
             tokens[key] = self.decoder_encoding(filled, times[key], spec.grid)
         sequences = group_tokens(tokens, plan)
-        key_valid = [~p for p in group_tokens(padding, plan)] if padding is not None else [None] * len(sequences)
+        key_valid = (
+            [~p for p in group_tokens(padding, plan)] if padding is not None else [None] * len(sequences)
+        )
         decoded = [
             self.decoders[spec.stream](sequence, valid)[0]
             for spec, sequence, valid in zip(plan, sequences, key_valid, strict=True)

@@ -61,7 +61,9 @@ class RunCheckpoints(ModelCheckpoint):
 def checkpoint_callbacks(output_dir: Path, config: TrainerConfig) -> list[ModelCheckpoint]:
     """The run's rolling checkpoints, plus ``best.ckpt`` when ``config.monitor`` names a metric."""
     dirpath = Path(output_dir) / CHECKPOINT_DIR
-    callbacks: list[ModelCheckpoint] = [RunCheckpoints(dirpath, config.checkpoint_every_n_steps, config.keep_checkpoints)]
+    callbacks: list[ModelCheckpoint] = [
+        RunCheckpoints(dirpath, config.checkpoint_every_n_steps, config.keep_checkpoints)
+    ]
     if config.monitor is not None:
         callbacks.append(
             ModelCheckpoint(

@@ -37,8 +37,10 @@ def stage_parser(
     ``config_required`` the stage's config defaults apply when ``--config`` is not given."""
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     parser.add_argument(
-        "--config", required=config_required, help=f"YAML config (see configs/{prog}/)"
-        + ("" if config_required else "; default: the built-in defaults")
+        "--config",
+        required=config_required,
+        help=f"YAML config (see configs/{prog}/)"
+        + ("" if config_required else "; default: the built-in defaults"),
     )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config")
     parser.add_argument("--devices", help="devices per node (int, 'auto', or a list like 0,1)")
@@ -47,8 +49,11 @@ def stage_parser(
     parser.add_argument("--accelerator", help="cpu, gpu or auto")
     parser.add_argument("--output-dir", help="where checkpoints, logs and images go")
     # A flag, not an optional value: `--resume trainer.max_epochs=8` must not read the override as a path.
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in trainer.output_dir from its newest checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in trainer.output_dir from its newest checkpoint",
+    )
     parser.add_argument("--resume-from", metavar="CKPT", help="continue the run from this checkpoint")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -70,7 +75,9 @@ def resume_from(args: argparse.Namespace) -> str | None:
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def run_cli(

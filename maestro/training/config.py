@@ -91,8 +91,14 @@ class TrainerConfig:
             raise ConfigError("checkpoint_every_n_steps must be >= 1")
         if self.keep_checkpoints < 1:
             raise ConfigError("keep_checkpoints must be >= 1 (the newest is needed to resume)")
-        if isinstance(self.devices, str) and self.devices != "auto" and not self.devices.replace(",", "").isdigit():
-            raise ConfigError(f"devices must be 'auto', an integer or a list like '0,1'; got {self.devices!r}")
+        if (
+            isinstance(self.devices, str)
+            and self.devices != "auto"
+            and not self.devices.replace(",", "").isdigit()
+        ):
+            raise ConfigError(
+                f"devices must be 'auto', an integer or a list like '0,1'; got {self.devices!r}"
+            )
 
 
 class StageConfig(Protocol):

@@ -41,8 +41,9 @@ def preprocess_for(specs: Mapping[str, ModalitySpec], **options: Any) -> Preproc
     return build_preprocess_config(list(specs), overrides, **options)
 
 
-def check_shards(urls: str, split: str | None, verify: str, *, name: str = "data", rank: int = 0,
-                 world_size: int = 1) -> list[str]:
+def check_shards(
+    urls: str, split: str | None, verify: str, *, name: str = "data", rank: int = 0, world_size: int = 1
+) -> list[str]:
     """Problems of the local shards ``urls`` names, against its manifest: presence and size
     (``verify='size'``, every rank checks every shard) or also sha256 (``'full'``, each rank reads
     its share). Shards without a local manifest (brace patterns, URLs) have nothing to be compared
@@ -59,16 +60,29 @@ def check_shards(urls: str, split: str | None, verify: str, *, name: str = "data
     full = verify == "full"
     records = entry.shards[rank::world_size] if full else entry.shards
     if full and rank == 0:
-        log.info("%s: checksumming %d of %d shards (%.1f GB) on each of %d ranks", name, len(records),
-                 len(entry.shards), sum(r.bytes for r in records) / 1e9, world_size)
+        log.info(
+            "%s: checksumming %d of %d shards (%.1f GB) on each of %d ranks",
+            name,
+            len(records),
+            len(entry.shards),
+            sum(r.bytes for r in records) / 1e9,
+            world_size,
+        )
     problems = []
     for record in records:
-        report = verify_shard(file.parent / record.name, entry.split, record, entry.modalities, decode=False,
-                              checksum=full)
+        report = verify_shard(
+            file.parent / record.name, entry.split, record, entry.modalities, decode=False, checksum=full
+        )
         problems.extend(f"{file.parent / record.name}: {problem}" for problem in report.problems)
     if not problems and rank == 0:
-        log.info("%s: %d %s shards match %s (%s)", name, len(entry.shards), entry.split, file,
-                 "sha256" if full else "sizes; data.verify=full also compares checksums")
+        log.info(
+            "%s: %d %s shards match %s (%s)",
+            name,
+            len(entry.shards),
+            entry.split,
+            file,
+            "sha256" if full else "sizes; data.verify=full also compares checksums",
+        )
     return problems
 
 
@@ -91,7 +105,9 @@ class ShardDataModule(L.LightningDataModule):
         super().__init__()
         self.data = data
         self.preprocess_config = preprocess
-        self.members = tuple(members) if members is not None else tuple(with_companions(preprocess.modalities))
+        self.members = (
+            tuple(members) if members is not None else tuple(with_companions(preprocess.modalities))
+        )
         self.seed = seed
         self.wrap = wrap
         """Optional wrapper around each loader's transform (e.g. label checks in the workers)."""
@@ -105,17 +121,26 @@ class ShardDataModule(L.LightningDataModule):
         for split_name in sources:
             urls = getattr(self.data, split_name)
             if urls is not None:
-                problems += check_shards(urls, getattr(self.data, f"{split_name}_split"), self.data.verify,
-                                         name=f"data.{split_name}", rank=rank, world_size=world)
+                problems += check_shards(
+                    urls,
+                    getattr(self.data, f"{split_name}_split"),
+                    self.data.verify,
+                    name=f"data.{split_name}",
+                    rank=rank,
+                    world_size=world,
+                )
         # With verify=full each rank checked its own share: all ranks stop together.
         agreed = world == 1 or self.trainer.strategy.reduce_boolean_decision(not problems, all=True)
         if not agreed and not problems:
             problems = ["another rank found bad shards (see its log)"]
         if problems:
-            listed = "; ".join(problems[:MAX_LISTED]) + (f"; and {len(problems) - MAX_LISTED} more"
-                                                         if len(problems) > MAX_LISTED else "")
-            raise DataError(f"shards do not match their manifest: {listed}. Rebuild or copy them again; "
-                            "`shards verify DIR` lists every problem")
+            listed = "; ".join(problems[:MAX_LISTED]) + (
+                f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+            )
+            raise DataError(
+                f"shards do not match their manifest: {listed}. Rebuild or copy them again; "
+                "`shards verify DIR` lists every problem"
+            )
 
     @property
     def on_gpu(self) -> bool:

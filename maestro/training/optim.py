@@ -61,7 +61,11 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
         layer = model.layer_id(name) if layered else 0
         group = groups.setdefault(
             (decays, layer),
-            {"params": [], "weight_decay": weight_decay if decays else 0.0, "lr_scale": layer_decay ** (top - layer)},
+            {
+                "params": [],
+                "weight_decay": weight_decay if decays else 0.0,
+                "lr_scale": layer_decay ** (top - layer),
+            },
         )
         group["params"].append(param)
     ordered = sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))

@@ -143,8 +143,7 @@ class TrainingTask(L.LightningModule, ABC):
             saved_config = from_dict(type(current), saved, where=section)
         except ConfigError as error:
             raise ConfigError(
-                f"cannot resume: the checkpoint's {section} config no longer loads ({error}); "
-                "start a new run"
+                f"cannot resume: the checkpoint's {section} config no longer loads ({error}); start a new run"
             ) from None
         if saved_config != current:
             raise ConfigError(

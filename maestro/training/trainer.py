@@ -49,9 +49,15 @@ class ProgressBar(TQDMProgressBar):
     """Lightning's tqdm bars, also closed when training fails: an open bar redraws itself after the
     traceback, or at interpreter exit (after pytest's summary, in tests of crashes)."""
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar,
-                    self._predict_progress_bar):
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        for bar in (
+            self._train_progress_bar,
+            self._val_progress_bar,
+            self._test_progress_bar,
+            self._predict_progress_bar,
+        ):
             if bar is not None:
                 bar.close()
 

@@ -83,8 +83,12 @@ def _resolve_input(key: str, override: ModalityOverride, keep_all_dates: bool) -
         raise ConfigError(str(error)) from None
 
     if keep_all_dates and override.num_dates is not None:
-        raise ConfigError(f"{key}: num_dates {override.num_dates} contradicts keep_all_dates, which keeps every date")
-    num_dates = None if keep_all_dates else (entry.num_dates if override.num_dates is None else override.num_dates)
+        raise ConfigError(
+            f"{key}: num_dates {override.num_dates} contradicts keep_all_dates, which keeps every date"
+        )
+    num_dates = (
+        None if keep_all_dates else (entry.num_dates if override.num_dates is None else override.num_dates)
+    )
     if num_dates is not None:
         if isinstance(num_dates, bool) or not isinstance(num_dates, int | np.integer):
             raise ConfigError(f"{key}: num_dates must be a positive integer or null, got {num_dates!r}")
@@ -141,7 +145,9 @@ class PreprocessConfig:
         if duplicates:
             raise ConfigError(f"input modalities listed twice: {duplicates}")
         if not isinstance(self.overrides, Mapping):
-            raise ConfigError(f"overrides must map modality keys to overrides, got {type(self.overrides).__name__}")
+            raise ConfigError(
+                f"overrides must map modality keys to overrides, got {type(self.overrides).__name__}"
+            )
         overrides = {key: _as_override(key, value) for key, value in self.overrides.items()}
         stray = sorted(set(overrides) - set(modalities))
         if stray:
@@ -151,7 +157,9 @@ class PreprocessConfig:
         keep_all = _keys(self.keep_all_dates, "keep_all_dates")
         stray = sorted(set(keep_all) - set(modalities))
         if stray:
-            raise ConfigError(f"keep_all_dates names modalities that are not inputs: {stray}; inputs are {list(modalities)}")
+            raise ConfigError(
+                f"keep_all_dates names modalities that are not inputs: {stray}; inputs are {list(modalities)}"
+            )
         inputs = tuple(
             _resolve_input(key, overrides.get(key, ModalityOverride()), key in keep_all) for key in modalities
         )
@@ -210,4 +218,6 @@ def build_preprocess_config(
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"unknown preprocessing options {unknown}; allowed: {sorted(allowed)}")
-    return PreprocessConfig(modalities=_keys(modalities, "modalities"), overrides=dict(overrides or {}), **options)
+    return PreprocessConfig(
+        modalities=_keys(modalities, "modalities"), overrides=dict(overrides or {}), **options
+    )

@@ -54,7 +54,9 @@ def median_distance(series: np.ndarray, flagged: np.ndarray | None = None) -> np
     return np.where(count > 0, total / np.maximum(count, 1), np.inf)
 
 
-def bin_offset(num_available: int, num_dates: int, rng: np.random.Generator | None, eval_offset: EvalOffset) -> int:
+def bin_offset(
+    num_available: int, num_dates: int, rng: np.random.Generator | None, eval_offset: EvalOffset
+) -> int:
     """Start of the first bin: uniform in ``0..T % n`` in training, fixed at evaluation."""
     spare = num_available % num_dates
     if rng is not None:
@@ -97,7 +99,9 @@ def select_dates(
         series = rearrange(window, "(n s) c h w -> n s c h w", n=num_dates)
         window_flags = None
         if flagged is not None:
-            window_flags = rearrange(flagged[bins[0, 0] : bins[-1, -1] + 1], "(n s) h w -> n s h w", n=num_dates)
+            window_flags = rearrange(
+                flagged[bins[0, 0] : bins[-1, -1] + 1], "(n s) h w -> n s h w", n=num_dates
+            )
         distance = np.where(candidates, median_distance(series, window_flags), np.inf)
         choice = distance.argmin(axis=1)
     return bins[np.arange(num_dates), choice]

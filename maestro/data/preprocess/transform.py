@@ -46,7 +46,9 @@ RngLike = np.random.Generator | int | None
 # --------------------------------------------------------------------------------------------
 
 
-def select_bands(raw: np.ndarray, band_indices: Sequence[int], dtype: np.dtype | type = np.float32) -> np.ndarray:
+def select_bands(
+    raw: np.ndarray, band_indices: Sequence[int], dtype: np.dtype | type = np.float32
+) -> np.ndarray:
     """(T, C_disk, H, W) raster -> new (T, C, H, W) array of ``dtype`` in the given band order.
 
     One allocation and one casting pass per band: the 512 px rasters are never copied twice.
@@ -127,7 +129,11 @@ def _as_series(raw: Any, entry: Modality, patch_id: str | None, path: str | None
         array = rearrange(array, "c h w -> 1 c h w")
     if array.ndim != 4:
         expected = "(T, C, H, W)" if entry.temporal else "(C, H, W)"
-        raise DataError(f"{entry.key}: expected a {expected} raster, got shape {array.shape}", patch_id=patch_id, path=path)
+        raise DataError(
+            f"{entry.key}: expected a {expected} raster, got shape {array.shape}",
+            patch_id=patch_id,
+            path=path,
+        )
     if array.shape[1] != entry.num_bands:
         raise DataError(
             f"{entry.key}: expected {entry.num_bands} bands {entry.bands} per date, got shape {array.shape}",
@@ -135,11 +141,15 @@ def _as_series(raw: Any, entry: Modality, patch_id: str | None, path: str | None
             path=path,
         )
     if not entry.temporal and array.shape[0] != 1:
-        raise DataError(f"{entry.key} is mono-temporal but has {array.shape[0]} dates", patch_id=patch_id, path=path)
+        raise DataError(
+            f"{entry.key} is mono-temporal but has {array.shape[0]} dates", patch_id=patch_id, path=path
+        )
     return array
 
 
-def _series_dates(sample: Sample, entry: Modality, length: int, reference: int | None, patch_id: str | None) -> np.ndarray:
+def _series_dates(
+    sample: Sample, entry: Modality, length: int, reference: int | None, patch_id: str | None
+) -> np.ndarray:
     """The (T,) dates of a raster, validated against its length."""
     dates = (sample.get(DATES) or {}).get(entry.key)
     if dates is None:
@@ -149,9 +159,13 @@ def _series_dates(sample: Sample, entry: Modality, length: int, reference: int |
         return np.full(length, reference if reference is not None else PAD_DATE, dtype=np.int32)
     dates = np.asarray(dates).reshape(-1)
     if dates.shape[0] != length:
-        raise DataError(f"{entry.key}: {dates.shape[0]} dates for a raster of {length} dates", patch_id=patch_id)
+        raise DataError(
+            f"{entry.key}: {dates.shape[0]} dates for a raster of {length} dates", patch_id=patch_id
+        )
     if (dates == PAD_DATE).any():
-        raise DataError(f"{entry.key}: zero (missing) acquisition date in {dates.tolist()}", patch_id=patch_id)
+        raise DataError(
+            f"{entry.key}: zero (missing) acquisition date in {dates.tolist()}", patch_id=patch_id
+        )
     months, days = (dates // 100) % 100, dates % 100
     if ((months < 1) | (months > 12) | (days < 1) | (days > 31)).any():
         raise DataError(f"{entry.key}: dates are not YYYYMMDD: {dates.tolist()}", patch_id=patch_id)
@@ -227,7 +241,9 @@ def preprocess_input(
     if spec.num_dates is not None and values.shape[0] > spec.num_dates:
         # A uniform division leaves every date's distance to the bin median in the same order.
         candidates = values.astype(np.float32) if unscaled and rng is None else values
-        keep = select_dates(candidates, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset)
+        keep = select_dates(
+            candidates, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset
+        )
         values, dates = values[keep], dates[keep]
         flagged = None if flagged is None else flagged[keep]
 
@@ -254,7 +270,9 @@ def _as_generator(rng: RngLike) -> np.random.Generator | None:
     return np.random.default_rng(rng)
 
 
-def preprocess_sample(sample: Sample, config: PreprocessConfig, *, train: bool, rng: RngLike = None) -> Sample:
+def preprocess_sample(
+    sample: Sample, config: PreprocessConfig, *, train: bool, rng: RngLike = None
+) -> Sample:
     """Raw sample -> model sample (see :mod:`maestro.sample`).
 
     ``train=True`` draws bin offsets and dates from ``rng`` (a Generator or a seed, required so
@@ -318,7 +336,11 @@ class MaestroTransform:
     def __call__(self, sample: Sample, rng: RngLike = None) -> Sample:
         if not self.train:
             return preprocess_sample(sample, self.config, train=False)
-        return preprocess_sample(sample, self.config, train=True, rng=rng if rng is not None else self._generator())
+        return preprocess_sample(
+            sample, self.config, train=True, rng=rng if rng is not None else self._generator()
+        )
 
     def __repr__(self) -> str:
-        return f"MaestroTransform(train={self.train}, seed={self.seed}, inputs={list(self.config.modalities)})"
+        return (
+            f"MaestroTransform(train={self.train}, seed={self.seed}, inputs={list(self.config.modalities)})"
+        )

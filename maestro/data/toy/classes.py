@@ -32,9 +32,15 @@ class Surface:
 LC_SURFACES: tuple[Surface, ...] = (
     Surface("tiles", "bare", (4.0, 14.0), "flat", (0.02, 0.03, 0.0, 0.02), sar=(-3.0, -12.0)),  # building
     Surface("plastic", "bare", (2.5, 4.0), "flat", (0.02, 0.02, 0.02, 0.0), sar=(-6.0, -16.0)),  # greenhouse
-    Surface("pool", "bare", (0.0, 0.0), "ground", (0.02, 0.01, 0.01, 0.0), sar=(-20.0, -28.0)),  # swimming pool
-    Surface("asphalt", "bare", (0.0, 0.1), "ground", (0.06, 0.04, 0.05, 0.05), sar=(-12.0, -22.0)),  # impervious
-    Surface("gravel", "sparse", (0.0, 0.3), "ground", (0.10, 0.06, 0.06, 0.05), sar=(-13.0, -23.0)),  # pervious
+    Surface(
+        "pool", "bare", (0.0, 0.0), "ground", (0.02, 0.01, 0.01, 0.0), sar=(-20.0, -28.0)
+    ),  # swimming pool
+    Surface(
+        "asphalt", "bare", (0.0, 0.1), "ground", (0.06, 0.04, 0.05, 0.05), sar=(-12.0, -22.0)
+    ),  # impervious
+    Surface(
+        "gravel", "sparse", (0.0, 0.3), "ground", (0.10, 0.06, 0.06, 0.05), sar=(-13.0, -23.0)
+    ),  # pervious
     Surface("soil", "bare", (0.0, 0.2), "ground", (0.10, 0.08, 0.06, 0.08), sar=(-14.0, -24.0)),  # bare soil
     Surface("water", "bare", (0.0, 0.0), "ground", (0.01, 0.01, 0.02, 0.03), sar=(-22.0, -29.0)),  # water
     Surface("snow", "bare", (0.0, 0.5), "ground", (0.02, 0.02, 0.03, 0.04), sar=(-16.0, -26.0)),  # snow
@@ -109,7 +115,9 @@ CROPS: tuple[Crop, ...] = (
     Crop("beetroots", "beetroots", "beetroots", "beet", 0, 1.5),
     Crop("potatoes", "potatoes", "potatoes", "potato", 0, 1.5),
     Crop("fruits and vegetables", "fruits and vegetables", "other arable crops", "vegetables", 0, 1.5),
-    Crop("aromatic/medicinal plants", "aromatic/medicinal plants", "other arable crops", "vegetables", 20, 0.5),
+    Crop(
+        "aromatic/medicinal plants", "aromatic/medicinal plants", "other arable crops", "vegetables", 20, 0.5
+    ),
     Crop("buckwheat", "other arable crops", "other arable crops", "spring_cereal", 45, 0.3),
     Crop("other arable crops", "other arable crops", "other arable crops", "fallow", 0, 1.0),
     Crop("vineyard", "vineyard", "vineyard", "vineyard", 0, 5.0, "vineyard"),
@@ -118,7 +126,15 @@ CROPS: tuple[Crop, ...] = (
     Crop("nut orchards", "nut orchards", "nut orchards", "orchard", 12, 0.8, "deciduous"),
     Crop("lavandin", "lavandin", "other permanent crops", "lavandin", 0, 0.8),
     Crop("berries", "other permanent crops", "other permanent crops", "orchard", -10, 0.4, "brushwood"),
-    Crop("other permanent crops", "other permanent crops", "other permanent crops", "shrub", 0, 0.8, "brushwood"),
+    Crop(
+        "other permanent crops",
+        "other permanent crops",
+        "other permanent crops",
+        "shrub",
+        0,
+        0.8,
+        "brushwood",
+    ),
     Crop("mixed crops", "mixed crops", "mixed crops", "fallow", 0, 2.5),
     Crop("background", "background", "background", "bare", 0, 0.0),
 )

@@ -41,18 +41,28 @@ class ToySummary:
     seconds: float
 
     def __str__(self) -> str:
-        lines = [f"toy FLAIR-HUB dataset at {self.root} (seed {self.seed}): {sum(self.patches.values())} patches"]
-        lines += [f"  {split:5s} {n:4d} patches  domains {', '.join(self.domains[split])}"
-                  for split, n in self.patches.items()]
-        lines += [f"  dates {table:15s} min {lo:3d}  mean {mean:5.1f}  max {hi:3d}"
-                  for table, (lo, mean, hi) in self.dates.items()]
-        lines.append(f"  S2 series shorter than {MODALITIES['s2'].num_dates} dates: {self.short_s2} patches; "
-                     f"cloudy S2 dates: {100 * self.cloudy_fraction:.0f}%")
+        lines = [
+            f"toy FLAIR-HUB dataset at {self.root} (seed {self.seed}): {sum(self.patches.values())} patches"
+        ]
+        lines += [
+            f"  {split:5s} {n:4d} patches  domains {', '.join(self.domains[split])}"
+            for split, n in self.patches.items()
+        ]
+        lines += [
+            f"  dates {table:15s} min {lo:3d}  mean {mean:5.1f}  max {hi:3d}"
+            for table, (lo, mean, hi) in self.dates.items()
+        ]
+        lines.append(
+            f"  S2 series shorter than {MODALITIES['s2'].num_dates} dates: {self.short_s2} patches; "
+            f"cloudy S2 dates: {100 * self.cloudy_fraction:.0f}%"
+        )
         lines.append(f"  {self.bytes_written / 2**20:.1f} MiB written in {self.seconds:.1f} s")
         return "\n".join(lines)
 
 
-def _simulate(plan: PatchPlan, seed: int, terrain: Terrain) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _simulate(
+    plan: PatchPlan, seed: int, terrain: Terrain
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """All rasters of one patch (modality -> array) and its dates (dates table -> YYYYMMDD)."""
     rng = np.random.default_rng((seed, 0, plan.index))
     tables = dict.fromkeys(m.dates_table for m in MODALITIES.values() if m.dates_table)
@@ -102,20 +112,36 @@ def write_toy_dataset(out: Path, num_patches: int = 200, seed: int = 0) -> ToySu
         path = check_inside(root, dates_table_path(Path(), table))
         write_dates_table(path, {pid: [int(d) for d in values] for pid, values in table_rows.items()})
     write_splits(root, rows)
-    summary = _summarise(root, seed, plans, dates, cloudy[0] / max(cloudy[1], 1), time.perf_counter() - started)
-    log.info("wrote %d toy patches (%.1f MiB) in %.1f s", num_patches, summary.bytes_written / 2**20, summary.seconds)
+    summary = _summarise(
+        root, seed, plans, dates, cloudy[0] / max(cloudy[1], 1), time.perf_counter() - started
+    )
+    log.info(
+        "wrote %d toy patches (%.1f MiB) in %.1f s",
+        num_patches,
+        summary.bytes_written / 2**20,
+        summary.seconds,
+    )
     return summary
 
 
-def _summarise(root: Path, seed: int, plans: Sequence[PatchPlan], dates: Mapping[str, Mapping[str, np.ndarray]],
-               cloudy_fraction: float, seconds: float) -> ToySummary:
+def _summarise(
+    root: Path,
+    seed: int,
+    plans: Sequence[PatchPlan],
+    dates: Mapping[str, Mapping[str, np.ndarray]],
+    cloudy_fraction: float,
+    seconds: float,
+) -> ToySummary:
     counts = {table: np.array([len(v) for v in rows.values()]) for table, rows in dates.items()}
     s2 = MODALITIES["s2"]
     return ToySummary(
-        root=root, seed=seed,
+        root=root,
+        seed=seed,
         patches={split: sum(p.split == split for p in plans) for split in SPLIT_DOMAINS},
-        domains={split: tuple(dict.fromkeys(p.patch.domain for p in plans if p.split == split))
-                 for split in SPLIT_DOMAINS},
+        domains={
+            split: tuple(dict.fromkeys(p.patch.domain for p in plans if p.split == split))
+            for split in SPLIT_DOMAINS
+        },
         dates={table: (int(c.min()), float(c.mean()), int(c.max())) for table, c in counts.items()},
         short_s2=int((counts[str(s2.dates_table)] < (s2.num_dates or 0)).sum()),
         cloudy_fraction=cloudy_fraction,

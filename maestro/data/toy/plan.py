@@ -63,9 +63,14 @@ def plan_patches(num_patches: int) -> list[PatchPlan]:
                 x0, y0 = _roi_origin(domain_index, roi)
                 for k in range(len(roi_members)):
                     row, col = divmod(k, columns)
-                    plans.append(PatchPlan(
-                        index=len(plans), patch=PatchId(domain, roi_name, row, col), split=split,
-                        roi_index=domain_index * _ROIS_PER_DOMAIN + roi, year=int(domain.split("-")[1]),
-                        origin=(x0 + col * PATCH_SIZE_M, y0 - row * PATCH_SIZE_M),
-                    ))
+                    plans.append(
+                        PatchPlan(
+                            index=len(plans),
+                            patch=PatchId(domain, roi_name, row, col),
+                            split=split,
+                            roi_index=domain_index * _ROIS_PER_DOMAIN + roi,
+                            year=int(domain.split("-")[1]),
+                            origin=(x0 + col * PATCH_SIZE_M, y0 - row * PATCH_SIZE_M),
+                        )
+                    )
     return plans

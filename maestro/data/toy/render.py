@@ -117,6 +117,7 @@ class Renderer:
     # -- geometry ---------------------------------------------------------------------------
     def height(self) -> np.ndarray:
         """Height above ground (m) from each component's relief type."""
+
         def make() -> np.ndarray:
             scene, rng = self.scene, self.rng
             comp = scene.component
@@ -129,6 +130,7 @@ class Renderer:
             shape = np.where(relief == "rows", rows, shape)
             shape = np.where(relief == "ground", 0.3 + 0.7 * np.clip(smooth_noise(rng, 8), 0, 1), shape)
             return per_comp * shape + np.float32(0.03) * rng.standard_normal(comp.shape, dtype=np.float32)
+
         return self._cached("height", make)  # type: ignore[return-value]
 
     def dem(self) -> np.ndarray:
@@ -141,6 +143,7 @@ class Renderer:
     # -- aerial family ----------------------------------------------------------------------
     def aerial_reflectance(self) -> np.ndarray:
         """(4, 512, 512) R, G, B, NIR surface reflectance at the aerial date, textured and shaded."""
+
         def make() -> np.ndarray:
             scene, rng = self.scene, self.rng
             doy = self.doys["AERIAL"]
@@ -156,6 +159,7 @@ class Renderer:
             texture = texture + row_strength * np.sin(2 * np.pi * u / 2.2)
             image = spectra[comp].transpose(2, 0, 1) * (1.0 + texture) * self._shading()
             return np.clip(image, 0.0, 1.0)
+
         return self._cached("aerial_reflectance", make)  # type: ignore[return-value]
 
     def _shading(self) -> np.ndarray:
@@ -208,6 +212,7 @@ class Renderer:
 
     def sentinel2(self) -> tuple[np.ndarray, np.ndarray]:
         """(T, 10, H, W) uint16 reflectance x 1e4 and (T, 2, H, W) snow / cloud probability."""
+
         def make() -> tuple[np.ndarray, np.ndarray]:
             rng, size = self.rng, MODALITIES["s2"].size_px
             doy = self.doys["SENTINEL2"]
@@ -221,6 +226,7 @@ class Renderer:
             image = np.clip(np.rint(pixels * 1e4), 1, 65535).astype(np.uint16)
             mask = np.stack([snow, cloud], axis=1).astype(np.uint16)
             return image, mask
+
         return self._cached("sentinel2", make)  # type: ignore[return-value]
 
     def _cloud_probability(self, dates: int, size: int) -> np.ndarray:
@@ -250,7 +256,9 @@ class Renderer:
     def _overlay(pixels: np.ndarray, probability: np.ndarray, spectrum: str) -> np.ndarray:
         """Mix the surface with a bright spectrum in proportion to the flagged probability."""
         alpha = (probability / 100.0)[:, None]
-        return (1 - alpha) * pixels + alpha * np.asarray(SPECTRA[spectrum], dtype=np.float32)[None, :, None, None]
+        return (1 - alpha) * pixels + alpha * np.asarray(SPECTRA[spectrum], dtype=np.float32)[
+            None, :, None, None
+        ]
 
     def sentinel1(self, key: str) -> np.ndarray:
         """(T, 2, H, W) float32 VV, VH sigma0 (linear): vegetation raises VH, speckle multiplies."""

@@ -35,27 +35,102 @@ class SceneType:
 
 
 _SCENES: tuple[SceneType, ...] = (
-    SceneType("urban", 0.12, {"impervious surface": 0.35, "pervious surface": 0.2, "herbaceous vegetation": 0.2,
-                              "deciduous": 0.15, "coniferous": 0.03, "bare soil": 0.05, "brushwood": 0.02,
-                              "undefined": 0.01},
-              (20, 40), 0.0, 0.0, (8, 20), 0.9, pools=(0, 3)),
-    SceneType("rural", 0.25, {"herbaceous vegetation": 0.3, "agricultural land": 0.15, "deciduous": 0.15,
-                              "brushwood": 0.1, "pervious surface": 0.07, "impervious surface": 0.05,
-                              "bare soil": 0.05, "water": 0.05, "plowed land": 0.05, "ligneous": 0.02,
-                              "mixed": 0.01},
-              (10, 25), 0.5, 0.6, (0, 4), 0.5, pools=(0, 1), greenhouses=0.15),
-    SceneType("agricultural", 0.40, {"herbaceous vegetation": 0.4, "brushwood": 0.25, "deciduous": 0.2,
-                                     "pervious surface": 0.15},
-              (8, 16), 1.0, 0.8, (0, 1), 0.3),
-    SceneType("forest", 0.13, {"deciduous": 0.4, "coniferous": 0.35, "brushwood": 0.15, "clear cut": 0.05,
-                               "herbaceous vegetation": 0.05},
-              (8, 20), 0.0, 0.0, (0, 0), 0.2),
-    SceneType("natural", 0.10, {"water": 0.25, "bare soil": 0.15, "snow": 0.04, "herbaceous vegetation": 0.25,
-                                "brushwood": 0.2, "coniferous": 0.1, "undefined": 0.01},
-              (8, 20), 0.0, 0.0, (0, 0), 0.0),
+    SceneType(
+        "urban",
+        0.12,
+        {
+            "impervious surface": 0.35,
+            "pervious surface": 0.2,
+            "herbaceous vegetation": 0.2,
+            "deciduous": 0.15,
+            "coniferous": 0.03,
+            "bare soil": 0.05,
+            "brushwood": 0.02,
+            "undefined": 0.01,
+        },
+        (20, 40),
+        0.0,
+        0.0,
+        (8, 20),
+        0.9,
+        pools=(0, 3),
+    ),
+    SceneType(
+        "rural",
+        0.25,
+        {
+            "herbaceous vegetation": 0.3,
+            "agricultural land": 0.15,
+            "deciduous": 0.15,
+            "brushwood": 0.1,
+            "pervious surface": 0.07,
+            "impervious surface": 0.05,
+            "bare soil": 0.05,
+            "water": 0.05,
+            "plowed land": 0.05,
+            "ligneous": 0.02,
+            "mixed": 0.01,
+        },
+        (10, 25),
+        0.5,
+        0.6,
+        (0, 4),
+        0.5,
+        pools=(0, 1),
+        greenhouses=0.15,
+    ),
+    SceneType(
+        "agricultural",
+        0.40,
+        {"herbaceous vegetation": 0.4, "brushwood": 0.25, "deciduous": 0.2, "pervious surface": 0.15},
+        (8, 16),
+        1.0,
+        0.8,
+        (0, 1),
+        0.3,
+    ),
+    SceneType(
+        "forest",
+        0.13,
+        {
+            "deciduous": 0.4,
+            "coniferous": 0.35,
+            "brushwood": 0.15,
+            "clear cut": 0.05,
+            "herbaceous vegetation": 0.05,
+        },
+        (8, 20),
+        0.0,
+        0.0,
+        (0, 0),
+        0.2,
+    ),
+    SceneType(
+        "natural",
+        0.10,
+        {
+            "water": 0.25,
+            "bare soil": 0.15,
+            "snow": 0.04,
+            "herbaceous vegetation": 0.25,
+            "brushwood": 0.2,
+            "coniferous": 0.1,
+            "undefined": 0.01,
+        },
+        (8, 20),
+        0.0,
+        0.0,
+        (0, 0),
+        0.0,
+    ),
 )
-_FIELD_FILL = {"herbaceous vegetation": 0.35, "agricultural land": 0.3, "plowed land": 0.15, "brushwood": 0.1,
-               "deciduous": 0.1}
+_FIELD_FILL = {
+    "herbaceous vegetation": 0.35,
+    "agricultural land": 0.3,
+    "plowed land": 0.15,
+    "brushwood": 0.1,
+    "deciduous": 0.1,
+}
 """Land cover of a field that is not a declared parcel."""
 assert math.isclose(sum(s.probability for s in _SCENES), 1.0)
 
@@ -207,8 +282,12 @@ def build_scene(plan: PatchPlan, rng: np.random.Generator) -> Scene:
     if kind.fields > 0:
         _fields(scene, kind, u, v)
     _roads(scene, kind, u, v)
-    _rectangles(scene, LC["swimming pool"], int(rng.integers(kind.pools[0], kind.pools[1] + 1)), (6, 12, 3, 6))
+    _rectangles(
+        scene, LC["swimming pool"], int(rng.integers(kind.pools[0], kind.pools[1] + 1)), (6, 12, 3, 6)
+    )
     if rng.random() < kind.greenhouses:
         _rectangles(scene, LC["greenhouse"], int(rng.integers(1, 3)), (20, 40, 8, 12))
-    _rectangles(scene, LC["building"], int(rng.integers(kind.buildings[0], kind.buildings[1] + 1)), (8, 25, 6, 14))
+    _rectangles(
+        scene, LC["building"], int(rng.integers(kind.buildings[0], kind.buildings[1] + 1)), (8, 25, 6, 14)
+    )
     return scene

@@ -28,15 +28,27 @@ def _write_raster(path: Path, array: np.ndarray, modality: Modality, transform: 
     bands = array.reshape(-1, *array.shape[-2:]).astype(modality.dtype, copy=False)
     floating = np.issubdtype(bands.dtype, np.floating)
     profile = {
-        "driver": "GTiff", "dtype": modality.dtype, "count": bands.shape[0], "height": bands.shape[1],
-        "width": bands.shape[2], "crs": CRS, "transform": transform, "compress": "deflate",
-        "predictor": 3 if floating else 2, "zlevel": 6, "interleave": "band" if modality.temporal else "pixel",
+        "driver": "GTiff",
+        "dtype": modality.dtype,
+        "count": bands.shape[0],
+        "height": bands.shape[1],
+        "width": bands.shape[2],
+        "crs": CRS,
+        "transform": transform,
+        "compress": "deflate",
+        "predictor": 3 if floating else 2,
+        "zlevel": 6,
+        "interleave": "band" if modality.temporal else "pixel",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(bands)
         per_date = bands.shape[0] // modality.num_bands
-        names = modality.bands if per_date == 1 else [f"{b}_t{t}" for t in range(per_date) for b in modality.bands]
+        names = (
+            modality.bands
+            if per_date == 1
+            else [f"{b}_t{t}" for t in range(per_date) for b in modality.bands]
+        )
         dst.descriptions = tuple(names)
 
 
@@ -51,7 +63,9 @@ def check_inside(root: Path, relpath: Path) -> Path:
 def prepare_output(out: Path) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"toy dataset output {out} exists and is not an empty directory; choose a new path")
+        raise FileExistsError(
+            f"toy dataset output {out} exists and is not an empty directory; choose a new path"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out.resolve()
 

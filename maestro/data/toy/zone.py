@@ -52,11 +52,15 @@ class ToyZoneSummary:
     seconds: float
 
     def __str__(self) -> str:
-        lines = [f"toy zone at {self.root} (seed {self.seed}): {self.size_m:g} m square, {self.patches} simulated "
-                 f"patches, written in {self.seconds:.1f} s"]
-        lines += [f"  {key + '.tif':16s} {w:5d} x {h:5d} px, {bands:3d} bands"
-                  + (f", {self.dates[key]} dates" if key in self.dates else "")
-                  for key, (w, h, bands) in self.rasters.items()]
+        lines = [
+            f"toy zone at {self.root} (seed {self.seed}): {self.size_m:g} m square, {self.patches} simulated "
+            f"patches, written in {self.seconds:.1f} s"
+        ]
+        lines += [
+            f"  {key + '.tif':16s} {w:5d} x {h:5d} px, {bands:3d} bands"
+            + (f", {self.dates[key]} dates" if key in self.dates else "")
+            for key, (w, h, bands) in self.rasters.items()
+        ]
         return "\n".join(lines)
 
 
@@ -71,13 +75,26 @@ def _open(root: Path, modality: Modality, size_m: float, num_dates: int) -> rast
     block = modality.size_px if modality.size_px % 16 == 0 else 256
     floating = np.issubdtype(np.dtype(modality.dtype), np.floating)
     profile = {
-        "driver": "GTiff", "dtype": modality.dtype, "count": modality.num_bands * num_dates, "width": side,
-        "height": side, "crs": CRS, "transform": Affine(pixel, 0.0, ZONE_ORIGIN[0], 0.0, -pixel, ZONE_ORIGIN[1]),
-        "compress": "deflate", "predictor": 3 if floating else 2, "tiled": side > block, "blockxsize": block,
-        "blockysize": block, "interleave": "band",
+        "driver": "GTiff",
+        "dtype": modality.dtype,
+        "count": modality.num_bands * num_dates,
+        "width": side,
+        "height": side,
+        "crs": CRS,
+        "transform": Affine(pixel, 0.0, ZONE_ORIGIN[0], 0.0, -pixel, ZONE_ORIGIN[1]),
+        "compress": "deflate",
+        "predictor": 3 if floating else 2,
+        "tiled": side > block,
+        "blockxsize": block,
+        "blockysize": block,
+        "interleave": "band",
     }
     dataset = rasterio.open(check_inside(root, Path(f"{modality.key}.tif")), "w", **profile)
-    names = modality.bands if not modality.temporal else [f"{b}_t{t}" for t in range(num_dates) for b in modality.bands]
+    names = (
+        modality.bands
+        if not modality.temporal
+        else [f"{b}_t{t}" for t in range(num_dates) for b in modality.bands]
+    )
     dataset.descriptions = tuple(names)
     return dataset
 
@@ -110,12 +127,19 @@ def write_toy_zone(out: Path, size_m: float = 400.0, seed: int = 0) -> ToyZoneSu
         for index in range(per_side * per_side):
             row, col = divmod(index, per_side)
             origin = (ZONE_ORIGIN[0] + col * PATCH_SIZE_M, ZONE_ORIGIN[1] - row * PATCH_SIZE_M)
-            plan = PatchPlan(index, PatchId(f"D001-{ZONE_YEAR}", "ZONE-00", row, col), "test", 0, ZONE_YEAR, origin)
+            plan = PatchPlan(
+                index, PatchId(f"D001-{ZONE_YEAR}", "ZONE-00", row, col), "test", 0, ZONE_YEAR, origin
+            )
             patch_rng = np.random.default_rng((seed, 0, index))
             renderer = Renderer(build_scene(plan, patch_rng), terrain, doys, regional_shift=shift)
             for key, product in PRODUCTS.items():
                 array = np.asarray(product(renderer))
-                _paste(datasets[key], array.reshape(-1, *array.shape[-2:]).astype(MODALITIES[key].dtype), row, col)
+                _paste(
+                    datasets[key],
+                    array.reshape(-1, *array.shape[-2:]).astype(MODALITIES[key].dtype),
+                    row,
+                    col,
+                )
     finally:
         for dataset in datasets.values():
             dataset.close()
@@ -125,7 +149,12 @@ def write_toy_zone(out: Path, size_m: float = 400.0, seed: int = 0) -> ToyZoneSu
             values = [int(d) for d in to_yyyymmdd(ZONE_YEAR, doys[modality.dates_table])]
             check_inside(root, Path(f"{key}_dates.json")).write_text(json.dumps(values) + "\n")
             dates[key] = len(values)
-    rasters = {key: (_pixels(m, size_m), _pixels(m, size_m), m.num_bands * counts[key]) for key, m in MODALITIES.items()}
-    summary = ToyZoneSummary(root, size_m, seed, per_side * per_side, rasters, dates, time.perf_counter() - started)
+    rasters = {
+        key: (_pixels(m, size_m), _pixels(m, size_m), m.num_bands * counts[key])
+        for key, m in MODALITIES.items()
+    }
+    summary = ToyZoneSummary(
+        root, size_m, seed, per_side * per_side, rasters, dates, time.perf_counter() - started
+    )
     log.info("%s", summary)
     return summary

@@ -89,7 +89,9 @@ class UTAEConfig:
         for fused in (True, False):
             self._check_widths(*self.widths(fused))
         if self.d_model % self.num_heads or (self.d_model // self.num_heads) % 2:
-            raise ConfigError(f"d_model {self.d_model} must split into {self.num_heads} heads of an even size")
+            raise ConfigError(
+                f"d_model {self.d_model} must split into {self.num_heads} heads of an even size"
+            )
         if self.stride < 1 or self.kernel_size < self.stride or (self.kernel_size - self.stride) % 2:
             raise ConfigError(
                 f"kernel_size {self.kernel_size} / stride {self.stride}: need kernel >= stride and an even difference"
@@ -109,7 +111,9 @@ class UTAEConfig:
                 "and the same last width (the L-TAE level)"
             )
         if any(width % self.norm_groups for width in encoder):
-            raise ConfigError(f"norm_groups {self.norm_groups} must divide every encoder width {list(encoder)}")
+            raise ConfigError(
+                f"norm_groups {self.norm_groups} must divide every encoder width {list(encoder)}"
+            )
         if any(width % self.num_heads for width in encoder):
             raise ConfigError(
                 f"num_heads {self.num_heads} must divide every encoder width {list(encoder)}: "
@@ -171,17 +175,23 @@ class SwinUTAEConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):
-            object.__setattr__(self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder"))
+            object.__setattr__(
+                self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder")
+            )
         elif not isinstance(self.encoder, EncoderConfig):
             raise ConfigError(f"encoder: expected a mapping, got {type(self.encoder).__name__}")
         object.__setattr__(self, "tasks", _tasks(self.tasks))
         if self.label_size < 1 or self.decoder_channels < 1:
-            raise ConfigError(f"label_size {self.label_size} and decoder_channels {self.decoder_channels} must be > 0")
+            raise ConfigError(
+                f"label_size {self.label_size} and decoder_channels {self.decoder_channels} must be > 0"
+            )
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout: {self.modality_dropout} must be in [0, 1)")
         missing = [key for key in self.single_date if MODALITIES[key].mean is None]
         if missing:
-            raise ConfigError(f"single-date inputs {missing} have no dataset statistics in the registry to standardise them")
+            raise ConfigError(
+                f"single-date inputs {missing} have no dataset statistics in the registry to standardise them"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SwinUTAEConfig:

@@ -101,7 +101,9 @@ def monthly_average(x: Tensor, times: Tensor, valid: Tensor) -> tuple[Tensor, Te
     Months are taken from the day of year, so a series spanning two years shares its months.
     """
     valid = valid.bool()
-    weights = torch.nn.functional.one_hot(month_of(times[..., 1]), 12).to(x.dtype) * valid[..., None].to(x.dtype)
+    weights = torch.nn.functional.one_hot(month_of(times[..., 1]), 12).to(x.dtype) * valid[..., None].to(
+        x.dtype
+    )
     counts = weights.sum(dim=1)
     safe = counts.clamp_min(1.0)
     values = torch.where(valid[:, :, None, None, None], x, 0.0)

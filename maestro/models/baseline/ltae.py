@@ -28,11 +28,13 @@ class DateEncoding(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         exponents = 2 * (torch.arange(dim) // 2) / dim
-        self.register_buffer("frequencies", period ** -exponents, persistent=False)
+        self.register_buffer("frequencies", period**-exponents, persistent=False)
 
     def forward(self, days: Tensor) -> Tensor:
         angles = days.float()[..., None] * self.frequencies
-        code = torch.where(torch.arange(angles.shape[-1], device=days.device) % 2 == 0, angles.sin(), angles.cos())
+        code = torch.where(
+            torch.arange(angles.shape[-1], device=days.device) % 2 == 0, angles.sin(), angles.cos()
+        )
         return repeat(code, "... d -> ... (h d)", h=self.num_heads)
 
 

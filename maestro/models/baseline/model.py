@@ -61,7 +61,10 @@ class SwinUTAE(nn.Module):
         )
         series_logits = config.total_classes if not self.fused or config.aux_heads else None
         self.utaes = nn.ModuleDict(
-            {key: UTAE(config.utae, specs[key].num_bands, series_logits, fused=self.fused) for key in self.series}
+            {
+                key: UTAE(config.utae, specs[key].num_bands, series_logits, fused=self.fused)
+                for key in self.series
+            }
         )
         self.fusion: StageFusion | None = None
         self.decoders = nn.ModuleDict()
@@ -79,12 +82,16 @@ class SwinUTAE(nn.Module):
         self.aux_heads = nn.ModuleDict()
         if config.aux_heads:
             for key in config.modalities:
-                self.aux_heads[key] = nn.ModuleDict({task: self._aux_head(key, classes) for task, classes in config.tasks.items()})
+                self.aux_heads[key] = nn.ModuleDict(
+                    {task: self._aux_head(key, classes) for task, classes in config.tasks.items()}
+                )
         for module in (self.decoders, self.aux_heads):
             initialize_decoder(module)
         if self.fusion is not None:
             initialize_head(self.fusion)
-        log.debug("swin-utae: swins %s, u-taes %s, tasks %s", list(self.single), list(self.series), config.tasks)
+        log.debug(
+            "swin-utae: swins %s, u-taes %s, tasks %s", list(self.single), list(self.series), config.tasks
+        )
 
     def _channels(self, key: str) -> tuple[int, ...]:
         if key in self.swins:
@@ -94,7 +101,9 @@ class SwinUTAE(nn.Module):
     def _aux_head(self, key: str, classes: int) -> nn.Module:
         config = self.config
         if key in self.swins:
-            return TaskDecoder(self.swins[key].out_channels, config.decoder_channels, classes, config.label_size)
+            return TaskDecoder(
+                self.swins[key].out_channels, config.decoder_channels, classes, config.label_size
+            )
         return SegmentationHead(config.total_classes, classes, config.label_size)
 
     # ------------------------------------------------------------------ encoders
@@ -105,7 +114,9 @@ class SwinUTAE(nn.Module):
         stages = self.swins[key](self.standardise[key](x[:, 0]))
         return [stage * self._present(valid, stage) for stage in stages]
 
-    def _encode_series(self, key: str, x: Tensor, times: Tensor, valid: Tensor) -> tuple[list[Tensor], Tensor | None]:
+    def _encode_series(
+        self, key: str, x: Tensor, times: Tensor, valid: Tensor
+    ) -> tuple[list[Tensor], Tensor | None]:
         if self.config.utae.monthly_average:
             x, times, valid = monthly_average(x, times, valid)
         out = self.utaes[key](x, day_offsets(times, self.config.utae.reference_day), valid)
@@ -141,14 +152,19 @@ class SwinUTAE(nn.Module):
             maps[key], logits = self._encode_series(key, inputs[key], times[key], valid[key])
             if logits is not None:
                 series_logits[key] = logits
-        outputs = {task: SegmenterOutput(logits=logits) for task, logits in self._main(maps, series_logits, valid).items()}
+        outputs = {
+            task: SegmenterOutput(logits=logits)
+            for task, logits in self._main(maps, series_logits, valid).items()
+        }
         for key, heads in self.aux_heads.items():
             features = maps[key] if key in self.swins else series_logits[key]
             for task, head in heads.items():
                 outputs[task].setdefault("aux", {})[key] = head(features)
         return outputs
 
-    def _main(self, maps: dict[str, list[Tensor]], series_logits: dict[str, Tensor], valid: Tensors) -> dict[str, Tensor]:
+    def _main(
+        self, maps: dict[str, list[Tensor]], series_logits: dict[str, Tensor], valid: Tensors
+    ) -> dict[str, Tensor]:
         config = self.config
         if self.fused:
             if self.fusion is None:

@@ -74,7 +74,9 @@ def get_paper_configuration(key: str) -> PaperConfiguration:
     try:
         return PAPER_CONFIGURATIONS[key]
     except KeyError:
-        raise KeyError(f"unknown configuration {key!r}; configurations: {list(PAPER_CONFIGURATIONS)}") from None
+        raise KeyError(
+            f"unknown configuration {key!r}; configurations: {list(PAPER_CONFIGURATIONS)}"
+        ) from None
 
 
 def baseline_config(key: str, encoder: EncoderConfig | None = None, **changes: Any) -> SwinUTAEConfig:
@@ -86,7 +88,9 @@ def baseline_config(key: str, encoder: EncoderConfig | None = None, **changes: A
     row = get_paper_configuration(key)
     encoder = encoder if encoder is not None else EncoderConfig(modalities=row.modalities)
     if encoder.modalities != row.modalities:
-        raise ValueError(f"{key} takes {list(row.modalities)}, the encoder config has {list(encoder.modalities)}")
+        raise ValueError(
+            f"{key} takes {list(row.modalities)}, the encoder config has {list(encoder.modalities)}"
+        )
     classes = get_task(row.task).target(1).num_classes
     fields: dict[str, Any] = {"tasks": {row.task: classes}, **changes}
     return SwinUTAEConfig(encoder=encoder, **fields)

@@ -28,12 +28,19 @@ class PretrainedWeightsError(ConfigError):
     """ImageNet weights were asked for and could not be loaded (no network and no cached copy)."""
 
 
-def create_swin(config: SwinConfig, in_chans: int, img_size: int, pretrained: bool, **overrides: object) -> nn.Module:
+def create_swin(
+    config: SwinConfig, in_chans: int, img_size: int, pretrained: bool, **overrides: object
+) -> nn.Module:
     """timm's ``features_only`` Swin for one modality; ``overrides`` go to ``timm.create_model``."""
     kwargs = {**config.timm_kwargs(), **overrides}
     try:
         return timm.create_model(
-            config.name, pretrained=pretrained, features_only=True, in_chans=in_chans, img_size=img_size, **kwargs
+            config.name,
+            pretrained=pretrained,
+            features_only=True,
+            in_chans=in_chans,
+            img_size=img_size,
+            **kwargs,
         )
     except (OSError, RuntimeError, ValueError) as error:
         if not pretrained:
@@ -48,18 +55,26 @@ def create_swin(config: SwinConfig, in_chans: int, img_size: int, pretrained: bo
 class SwinBackbone(nn.Module):
     """``(B, C, S, S)`` -> four maps ``(B, C_i, S / 4 / 2^i, ...)``, channels first (timm gives NHWC)."""
 
-    def __init__(self, config: SwinConfig, in_chans: int, img_size: int, pretrained: bool = False, **overrides: object):
+    def __init__(
+        self, config: SwinConfig, in_chans: int, img_size: int, pretrained: bool = False, **overrides: object
+    ):
         super().__init__()
         self.body = create_swin(config, in_chans, img_size, pretrained, **overrides)
         self.out_channels: tuple[int, ...] = tuple(self.body.feature_info.channels())
         self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
         if len(self.out_channels) != 4:
-            raise ConfigError(f"swin {config.name!r} gives {len(self.out_channels)} stages; the baseline needs 4")
+            raise ConfigError(
+                f"swin {config.name!r} gives {len(self.out_channels)} stages; the baseline needs 4"
+            )
         log.debug("swin %s: %d bands at %d px, stages %s", config.name, in_chans, img_size, self.out_channels)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         stages = self.body(x)
-        return [rearrange(stage, "b h w c -> b c h w") for stage in stages] if self.channels_last else list(stages)
+        return (
+            [rearrange(stage, "b h w c -> b c h w") for stage in stages]
+            if self.channels_last
+            else list(stages)
+        )
 
     def no_weight_decay(self) -> set[str]:
         """Relative-position tables are exempt from weight decay (the Swin recipe)."""

@@ -26,8 +26,9 @@ from maestro.models.baseline.config import UTAEConfig
 from maestro.models.baseline.ltae import LTAE
 
 
-def conv_layer(cin: int, cout: int, norm: nn.Module, kernel: int = 3, stride: int = 1, *,
-               transposed: bool = False) -> nn.Sequential:
+def conv_layer(
+    cin: int, cout: int, norm: nn.Module, kernel: int = 3, stride: int = 1, *, transposed: bool = False
+) -> nn.Sequential:
     """Convolution (reflect padding, keeps the size at stride 1) + norm + ReLU."""
     padding = (kernel - stride) // 2
     if transposed:
@@ -97,7 +98,9 @@ class UTAE(nn.Module):
     otherwise the U-TAE is the whole model and its own widths apply (:meth:`UTAEConfig.widths`).
     """
 
-    def __init__(self, config: UTAEConfig, in_channels: int, num_classes: int | None = None, *, fused: bool = True):
+    def __init__(
+        self, config: UTAEConfig, in_channels: int, num_classes: int | None = None, *, fused: bool = True
+    ):
         super().__init__()
         enc, dec = config.widths(fused)
         groups, kernel, stride = config.norm_groups, config.kernel_size, config.stride
@@ -105,13 +108,21 @@ class UTAE(nn.Module):
             conv_layer(in_channels, enc[0], nn.GroupNorm(groups, enc[0])),
             conv_layer(enc[0], enc[0], nn.GroupNorm(groups, enc[0])),
         )
-        self.down = nn.ModuleList(DownBlock(enc[i], enc[i + 1], kernel, stride, groups) for i in range(len(enc) - 1))
-        self.ltae = LTAE(enc[-1], enc[-1], config.d_model, config.num_heads, config.d_k, config.period, config.dropout)
-        self.up = nn.ModuleList(UpBlock(dec[i + 1], dec[i], enc[i], kernel, stride) for i in range(len(enc) - 1))
+        self.down = nn.ModuleList(
+            DownBlock(enc[i], enc[i + 1], kernel, stride, groups) for i in range(len(enc) - 1)
+        )
+        self.ltae = LTAE(
+            enc[-1], enc[-1], config.d_model, config.num_heads, config.d_k, config.period, config.dropout
+        )
+        self.up = nn.ModuleList(
+            UpBlock(dec[i + 1], dec[i], enc[i], kernel, stride) for i in range(len(enc) - 1)
+        )
         self.out_conv: nn.Sequential | None = None
         if num_classes is not None:
             widths = (dec[0], *config.out_widths)
-            layers = [conv_layer(a, b, nn.BatchNorm2d(b)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+            layers = [
+                conv_layer(a, b, nn.BatchNorm2d(b)) for a, b in zip(widths[:-1], widths[1:], strict=True)
+            ]
             self.out_conv = nn.Sequential(*layers, nn.Conv2d(widths[-1], num_classes, kernel_size=1))
 
     def forward(self, x: Tensor, days: Tensor, valid: Tensor) -> UTAEOutput:

@@ -40,7 +40,9 @@ def upernet(channels: Sequence[int], decoder_channels: int = 256) -> UPerNetDeco
         raise ValueError(f"UPerNet reads {PYRAMID_LEVELS} pyramid levels, got channels {list(channels)}")
     encoder_channels = (0, 0, *channels)
     return UPerNetDecoder(
-        encoder_channels=encoder_channels, encoder_depth=len(encoder_channels) - 1, decoder_channels=decoder_channels
+        encoder_channels=encoder_channels,
+        encoder_depth=len(encoder_channels) - 1,
+        decoder_channels=decoder_channels,
     )
 
 
