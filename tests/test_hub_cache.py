@@ -164,3 +164,27 @@ def test_download_cli_finds_the_cache_through_hf_home(hub_cache, tmp_path):
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == hub_cache / "models--org--name" / "snapshots" / TAGGED
     assert download("org/name@v1.0") == hub_cache / "models--org--name" / "snapshots" / TAGGED
+
+
+def test_finetune_starts_from_an_hf_id_in_the_offline_cache(
+    hub_cache, tiny_pretrain_run, finetune_config, tmp_path
+):
+    """`finetune --init hf:org/run` with HF_HUB_OFFLINE=1: the published encoder, read from the cache."""
+    from finetune.cli import resolve, run
+    from maestro.hub.sources import load_encoder_weights
+
+    published = load_encoder_weights(tiny_pretrain_run)  # EMA weights of the run's newest checkpoint
+    encoder = MaestroEncoder(published.config).eval()
+    encoder.load_state_dict(published.state)
+    encoder.save_pretrained(_snapshot(hub_cache, "org/run", "c" * 40, ("main",)), repo_id="org/run")
+
+    config = finetune_config(
+        tmp_path / "ft", "model.init=hf:org/run", "model.encoder=null", "trainer.max_epochs=1"
+    )
+    resolved, state = resolve(config)
+    assert resolved.model.encoder == published.config
+    assert state.keys() == published.state.keys() and all(
+        torch.equal(state[k], published.state[k]) for k in state
+    )
+    scores = run(config)
+    assert (tmp_path / "ft" / "test" / "metrics.json").is_file() and 0.0 <= scores.miou <= 1.0
