@@ -121,3 +121,15 @@ def test_integer_inputs_are_scaled_after_the_transfer(toy_shards):
     out = module.on_after_batch_transfer(raw, 0)
     assert out["inputs"]["aerial"].dtype == torch.float32 and bool((out["inputs"]["aerial"] == 1).all())
     assert bool((out["inputs"]["s2"] == 1).all())
+
+
+def test_padding_is_read_on_the_host_before_the_transfer():
+    import torch
+
+    from maestro.training.data import padding_on_host
+
+    full = {"valid": {"s2": torch.ones(2, 3, dtype=torch.bool), "dem": torch.ones(2, 1, dtype=torch.bool)}}
+    assert padding_on_host(full) is False
+    full["valid"]["s2"][1, 2] = False
+    assert padding_on_host(full) is True
+    assert padding_on_host({"inputs": {}}) is None

@@ -166,15 +166,3 @@ def test_a_crashed_run_closes_its_progress_bar(tmp_path):
 def test_no_ema_when_disabled_or_sharded():
     assert not ToyTask(_config(Path("unused"), ema_decay=0.0)).uses_ema
     assert not ToyTask(_config(Path("unused"), strategy="fsdp")).uses_ema
-
-
-def test_padding_is_read_on_the_host_before_the_transfer():
-    import torch
-
-    from maestro.training.task import padding_on_host
-
-    full = {"valid": {"s2": torch.ones(2, 3, dtype=torch.bool), "dem": torch.ones(2, 1, dtype=torch.bool)}}
-    assert padding_on_host(full) is False
-    full["valid"]["s2"][1, 2] = False
-    assert padding_on_host(full) is True
-    assert padding_on_host({"inputs": {}}) is None

@@ -86,6 +86,15 @@ def check_shards(
     return problems
 
 
+def padding_on_host(batch: Mapping[str, Any]) -> bool | None:
+    """Whether any date of a model-sample batch is padding, read while the masks are still on the
+    host (before the transfer): the model then needs no device sync to know (None: unknown)."""
+    valid = batch.get("valid") if isinstance(batch, Mapping) else None
+    if not valid or any(v.device.type != "cpu" for v in valid.values()):
+        return None
+    return not all(bool(v.all()) for v in valid.values())
+
+
 class ShardDataModule(L.LightningDataModule):
     """Training stream (resampled, fixed batches per rank) and exactly-once validation.
 
@@ -145,6 +154,13 @@ class ShardDataModule(L.LightningDataModule):
     @property
     def on_gpu(self) -> bool:
         return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Note whether any date is padding while the masks are on the host: the models skip a
+        device sync (and a graph break when compiled) with ``padded`` known."""
+        if isinstance(batch, dict) and "valid" in batch:
+            batch["padded"] = padding_on_host(batch)
+        return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Scale the inputs that travelled in their on-disk integer dtype, on the device. Only GPU

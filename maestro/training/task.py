@@ -151,12 +151,6 @@ class TrainingTask(L.LightningModule, ABC):
                 f"({to_dict(saved_config)}); resume with the run's own config.yaml"
             )
 
-    # ------------------------------------------------------------------ batches
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, dict) and "valid" in batch:
-            batch["padded"] = padding_on_host(batch)
-        return batch
-
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         trainer = self.trainer
@@ -177,15 +171,6 @@ class TrainingTask(L.LightningModule, ABC):
             total_steps,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def padding_on_host(batch: Mapping[str, Any]) -> bool | None:
-    """Whether any date of a model-sample batch is padding, read while the masks are still on the
-    host (before the transfer): the model then needs no device sync to know (None: unknown)."""
-    valid = batch.get("valid") if isinstance(batch, Mapping) else None
-    if not valid or any(v.device.type != "cpu" for v in valid.values()):
-        return None
-    return not all(bool(v.all()) for v in valid.values())
 
 
 def batch_size_of(batch: Mapping[str, Any]) -> int:
