@@ -22,6 +22,24 @@ from maestro.errors import ConfigError
 T = TypeVar("T")
 
 
+class ConfigMixin:
+    """``from_dict`` / ``to_dict`` / ``replace`` for frozen config dataclasses: one behaviour for
+    every config of the suite (strict loading, plain YAML/JSON form, validated copies)."""
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any] | None) -> T:
+        """Build from a plain mapping (YAML, ``config.json``); unknown keys raise a ConfigError."""
+        return from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON/YAML-serialisable form that :meth:`from_dict` reads back."""
+        return to_dict(self)
+
+    def replace(self: T, **changes: Any) -> T:
+        """A validated copy with some fields changed (configs are never mutated)."""
+        return dataclasses.replace(self, **changes)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Read ``path`` (YAML), apply ``key.sub=value`` overrides, build and validate ``cls``."""
     raw: dict[str, Any] = {}

@@ -17,24 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_pretrain import TINY_MODEL
 
 pytestmark = pytest.mark.slow
-
-ENCODER = {
-    "modalities": ["aerial", "dem", "s2", "s1_asc", "s1_des"],
-    "overrides": {
-        "aerial": {"patch_size": 128},
-        "dem": {"patch_size": 128},
-        "s2": {"num_dates": 3, "patch_size": 5},
-        "s1_asc": {"num_dates": 2, "patch_size": 5},
-        "s1_des": {"num_dates": 2, "patch_size": 5},
-    },
-    "size": "tiny",
-    "width": 64,
-    "depth": 2,
-    "inter_depth": 1,
-    "grid_size": 20,
-}
 
 
 def _config(shards: Path, out: Path, path: Path) -> Path:
@@ -47,7 +32,7 @@ def _config(shards: Path, out: Path, path: Path) -> Path:
             "batches_per_epoch": 2,
             "shuffle_buffer": 4,
         },
-        "model": {"encoder": ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
+        "model": TINY_MODEL,
         "optim": {"base_lr": 1e-3},
         "trainer": {
             "output_dir": str(out),

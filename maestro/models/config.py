@@ -9,13 +9,13 @@ The resolved per-modality view that models use is :attr:`EncoderConfig.specs`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Literal
 
 from maestro import config as config_io
+from maestro.config import ConfigMixin
 from maestro.errors import ConfigError
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, ModalityOverride
 
@@ -97,7 +97,7 @@ class ModalitySpec:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(ConfigMixin):
     """Everything that defines a MAESTRO encoder: inputs, tokenizer, fusion mode and transformer.
 
     This is what a published or fine-tuned model carries (``config.json``); masking and decoder
@@ -142,19 +142,6 @@ class EncoderConfig:
         object.__setattr__(self, "overrides", overrides)
         self._validate()
         _ = self.specs  # resolves and validates every modality now, not at the first forward
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> EncoderConfig:
-        """Build from a plain mapping (YAML, ``config.json``); unknown keys raise a ConfigError."""
-        return config_io.from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON/YAML-serialisable form that :meth:`from_dict` reads back."""
-        return config_io.to_dict(self)
-
-    def replace(self, **changes: Any) -> EncoderConfig:
-        """A validated copy with some fields changed (configs are never mutated)."""
-        return dataclasses.replace(self, **changes)
 
     # ----------------------------------------------------------------------------------------
     # Resolved views
@@ -307,7 +294,7 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
-class MAEConfig:
+class MAEConfig(ConfigMixin):
     """The pretraining wrapper around an encoder: masking, decoders, pixel heads. Immutable."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -341,18 +328,6 @@ class MAEConfig:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name}: probability {value} must be in [0, 1]")
         validate_size("decoder", self.decoder)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> MAEConfig:
-        """Build from a plain mapping (YAML); unknown keys raise a ConfigError naming them."""
-        return config_io.from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_io.to_dict(self)
-
-    def replace(self, **changes: Any) -> MAEConfig:
-        """A validated copy with some fields changed (configs are never mutated)."""
-        return dataclasses.replace(self, **changes)
 
     @property
     def decoder(self) -> TransformerSize:

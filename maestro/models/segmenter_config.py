@@ -7,12 +7,11 @@ any weight is built.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from maestro import config as config_io
+from maestro.config import ConfigMixin
 from maestro.errors import ConfigError
 from maestro.models.config import EncoderConfig
 from maestro.models.heads.pooling import DATE_POOLINGS, POOL_HEADS, DatePooling
@@ -26,7 +25,7 @@ def evenly_spaced_blocks(depth: int, count: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
+class SegmenterConfig(ConfigMixin):
     """A MAESTRO encoder with a segmentation head; see :mod:`maestro.models.heads.registry`."""
 
     encoder: EncoderConfig
@@ -59,19 +58,6 @@ class SegmenterConfig:
         if self.feature_indices is not None:
             object.__setattr__(self, "feature_indices", tuple(self.feature_indices))
         self._validate()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> SegmenterConfig:
-        """Build from a plain mapping (YAML, ``config.json``); unknown keys raise a ConfigError."""
-        return config_io.from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON/YAML-serialisable form that :meth:`from_dict` reads back."""
-        return config_io.to_dict(self)
-
-    def replace(self, **changes: Any) -> SegmenterConfig:
-        """A validated copy with some fields changed (configs are never mutated)."""
-        return dataclasses.replace(self, **changes)
 
     @property
     def head_spec(self) -> HeadSpec:

@@ -9,12 +9,12 @@ fields. Defaults follow docs/method.md, "Supervised baseline: Swin-UTAE".
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from maestro import config as config_io
+from maestro.config import ConfigMixin
 from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES
 from maestro.models.config import EncoderConfig
@@ -151,7 +151,7 @@ class BaselineOptions:
 
 
 @dataclass(frozen=True)
-class SwinUTAEConfig:
+class SwinUTAEConfig(ConfigMixin):
     """The whole baseline: inputs, task heads and the per-modality encoders."""
 
     encoder: EncoderConfig
@@ -192,16 +192,6 @@ class SwinUTAEConfig:
             raise ConfigError(
                 f"single-date inputs {missing} have no dataset statistics in the registry to standardise them"
             )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> SwinUTAEConfig:
-        return config_io.from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_io.to_dict(self)
-
-    def replace(self, **changes: Any) -> SwinUTAEConfig:
-        return dataclasses.replace(self, **changes)
 
     @property
     def modalities(self) -> tuple[str, ...]:
