@@ -181,3 +181,72 @@ def test_srun_environment_is_what_lightning_reads(toy_shards, tmp_path):
     outputs = _wait(tasks)
     _one_run(tmp_path / "run")
     assert "global batch 4" in "".join(outputs)  # both tasks formed one world of 2 ranks
+
+
+def test_finetune_under_torchrun_scores_the_whole_split_once(finetune_raw, tmp_path):
+    """Two DDP ranks fine-tune and test: the test confusion matrix is summed over both ranks, so
+    it counts every pixel of the split exactly once (as many as one process counts)."""
+    import json
+
+    raw = finetune_raw(tmp_path / "ddp")
+    raw["trainer"].update(max_epochs=1)
+    raw["data"].update(batches_per_epoch=2)
+    config = tmp_path / "finetune.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+    ]
+    command = [
+        *torchrun,
+        "-m",
+        "finetune.cli",
+        "--config",
+        str(config),
+        "--task",
+        "lc",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+    ]
+    _wait([_spawn(command, _env())])
+    metrics = json.loads((tmp_path / "ddp" / "test" / "metrics.json").read_text())
+
+    single = finetune_raw(tmp_path / "single")
+    single["trainer"].update(max_epochs=1)
+    single["data"].update(batches_per_epoch=2)
+    config.write_text(yaml.safe_dump(single))
+    _wait(
+        [
+            _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "finetune.cli",
+                    "--config",
+                    str(config),
+                    "--task",
+                    "lc",
+                    "--accelerator",
+                    "cpu",
+                    "--devices",
+                    "1",
+                ],
+                _env(),
+            )
+        ]
+    )
+    reference = json.loads((tmp_path / "single" / "test" / "metrics.json").read_text())
+    assert metrics["num_pixels"] == reference["num_pixels"] > 0
