@@ -55,7 +55,8 @@ class WithLoss(nn.Module):
         self.labels = labels
 
     def forward(self, inputs: dict, times: dict, valid: dict | None = None) -> dict[str, Tensor]:
-        logits = self.segmenter(inputs, times, valid)["logits"]
+        # The stage passes the padding flag it read on the host; synthetic batches have no padding.
+        logits = self.segmenter(inputs, times, valid, padded=False)["logits"]
         labels = self.labels[: logits.shape[0]]
         return {"loss": F.cross_entropy(logits.float(), labels)}
 
