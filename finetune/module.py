@@ -114,11 +114,11 @@ class FinetuneTask(TrainingTask):
         return loss
 
     def _evaluate(self, batch: dict[str, Any], metrics: SegmentationMetrics) -> tuple[Tensor, Tensor]:
+        """Score the batch with the EMA weights; returns (targets, predictions)."""
         targets = self.target.targets(batch["labels"][self.target.label_modality])
-        logits = self(batch, self.eval_model)["logits"]
-        predictions = logits.argmax(dim=1)
+        predictions = self(batch, self.eval_model)["logits"].argmax(dim=1)
         metrics.update(predictions, targets)
-        return logits, predictions
+        return targets, predictions
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
@@ -135,9 +135,9 @@ class FinetuneTask(TrainingTask):
         self.ensure_ema()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        _, predictions = self._evaluate(batch, self.test_metrics)
+        targets, predictions = self._evaluate(batch, self.test_metrics)
         if self.test_writer is not None:
-            self.test_writer.add_batch(batch, predictions, self.target, self.global_rank)
+            self.test_writer.add_batch(batch, targets, predictions, self.global_rank)
 
     def on_test_epoch_end(self) -> None:
         scores = self.test_metrics.compute()

@@ -91,10 +91,8 @@ class TestOutputs:
         self.samples: list[tuple[Tensor, Tensor, Tensor]] = []
         self.written = 0
 
-    def add_batch(
-        self, batch: Mapping[str, Any], predictions: Tensor, target: LabelTarget, rank: int
-    ) -> None:
-        labels = target.targets(batch["labels"][target.label_modality])
+    def add_batch(self, batch: Mapping[str, Any], labels: Tensor, predictions: Tensor, rank: int) -> None:
+        """``labels``: the batch's targets as the metric saw them (ignored pixels at IGNORE_INDEX)."""
         if rank == 0:
             for index in range(predictions.shape[0]):
                 if len(self.samples) >= self.num_figures:
@@ -106,7 +104,7 @@ class TestOutputs:
             folder = self.out_dir / "predictions"
             folder.mkdir(parents=True, exist_ok=True)
             for index, meta in enumerate(batch["meta"]):
-                raster = (meta.get("rasters") or {}).get(target.label_modality)
+                raster = (meta.get("rasters") or {}).get(self.target.label_modality)
                 if raster is None or "transform" not in raster:
                     raise ValueError(
                         f"patch {meta.get('patch_id')}: the shard holds no georeferencing for its label"

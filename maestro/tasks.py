@@ -79,8 +79,14 @@ class LabelTarget:
         Values were checked in the data workers (:meth:`check`); here only the table lookup runs,
         without a host sync.
         """
-        table = torch.as_tensor(self.lookup, device=labels.device)
-        return table[labels[:, self.band].long()]
+        return self._table(labels.device)[labels[:, self.band].long()]
+
+    def _table(self, device: torch.device) -> Tensor:
+        """The lookup table on ``device``, copied there once (not on every step)."""
+        tables = self.__dict__.setdefault("_tables", {})
+        if device not in tables:
+            tables[device] = torch.as_tensor(self.lookup, device=device)
+        return tables[device]
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,15 @@ def _pretrain(config: Path, *flags: str) -> list[str]:
     return ["-m", "pretrain.cli", "--config", str(config), "--accelerator", "cpu", *flags]
 
 
+def _torchrun(nnodes: int, nproc: int, port: int, node_rank: int = 0) -> list[str]:
+    """A torchrun launcher meeting the others at a localhost rendezvous."""
+    return [
+        *(sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes)),
+        *("--nproc-per-node", str(nproc), "--node-rank", str(node_rank)),
+        *("--master-addr", "127.0.0.1", "--master-port", str(port)),
+    ]
+
+
 def _one_run(out: Path) -> None:
     """Rank 0 alone wrote the run: one config, checkpoints of the 2 global steps."""
     assert (out / "config.yaml").is_file()
@@ -109,19 +118,7 @@ def _one_run(out: Path) -> None:
 
 def test_torchrun_two_processes_on_one_node(toy_shards, tmp_path):
     config = _config(toy_shards, tmp_path / "run", tmp_path / "config.yaml")
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-    ]
+    torchrun = _torchrun(nnodes=1, nproc=2, port=_free_port())
     command = torchrun + _pretrain(config, "--devices", "2", "--strategy", "ddp")
     outputs = _wait([_spawn(command, _env())])
     _one_run(tmp_path / "run")
@@ -130,23 +127,11 @@ def test_torchrun_two_processes_on_one_node(toy_shards, tmp_path):
 
 def test_torchrun_as_two_nodes_with_a_localhost_rendezvous(toy_shards, tmp_path):
     config = _config(toy_shards, tmp_path / "run", tmp_path / "config.yaml")
-    port = str(_free_port())
+    port = _free_port()
     launchers = [
         _spawn(
             [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes",
-                "2",
-                "--nproc-per-node",
-                "1",
-                "--node-rank",
-                str(rank),
-                "--master-addr",
-                "127.0.0.1",
-                "--master-port",
-                port,
+                *_torchrun(nnodes=2, nproc=1, port=port, node_rank=rank),
                 *_pretrain(config, "--devices", "1", "--num-nodes", "2", "--strategy", "ddp"),
             ],
             _env(),
@@ -193,19 +178,7 @@ def test_finetune_under_torchrun_scores_the_whole_split_once(finetune_raw, tmp_p
     raw["data"].update(batches_per_epoch=2)
     config = tmp_path / "finetune.yaml"
     config.write_text(yaml.safe_dump(raw))
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-    ]
+    torchrun = _torchrun(nnodes=1, nproc=2, port=_free_port())
     command = [
         *torchrun,
         "-m",
