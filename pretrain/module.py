@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics import MeanMetric
+from torchmetrics import SumMetric
 
 from maestro.models import MaestroMAE
 from maestro.models.legacy import upgrade_pretrain_checkpoint
+from maestro.models.loss import weighted_total
+from maestro.models.masking import SampleGenerators
+from maestro.sample import META
 from maestro.training.task import TrainingTask, batch_size_of
 from pretrain.config import PretrainConfig
 
@@ -20,8 +23,20 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device) -> tor
     return generator
 
 
+def sample_keys(batch: dict[str, Any]) -> list[str] | None:
+    """The batch's patch ids, or None when a sample has none (then masks follow the batch)."""
+    keys = [meta.get("patch_id") if isinstance(meta, dict) else None for meta in batch.get(META, [])]
+    return [str(k) for k in keys] if keys and None not in keys else None
+
+
 class MaestroPretrainModule(TrainingTask):
-    """Masked reconstruction loss per modality; validation on the EMA weights with fixed masks."""
+    """Masked reconstruction loss per modality; validation on the EMA weights with fixed masks.
+
+    The validation loss is pooled over the whole split: per modality, the L1 error summed over
+    every masked pixel of every sample (on all ranks) over their count, then the modalities
+    weighted as in training. Each sample's mask is drawn from its own patch id, so the value does
+    not depend on batch size, batch composition or the number of ranks.
+    """
 
     config_class = PretrainConfig
     config: PretrainConfig
@@ -31,9 +46,9 @@ class MaestroPretrainModule(TrainingTask):
         super().__init__(config)
         # Accumulated per rank and reduced once per validation: ranks may see different numbers of
         # validation batches (each sample exactly once), so nothing may sync per step.
-        self.val_losses = torch.nn.ModuleDict(
-            {key: MeanMetric() for key in ("total", *self.config.model.encoder.modalities)}
-        )
+        modalities = self.config.model.encoder.modalities
+        self.val_errors = torch.nn.ModuleDict({key: SumMetric() for key in modalities})
+        self.val_pixels = torch.nn.ModuleDict({key: SumMetric() for key in modalities})
         self.last_output: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         """(step, batch, outputs) of the step the reconstruction images are drawn for."""
 
@@ -64,19 +79,32 @@ class MaestroPretrainModule(TrainingTask):
         return out["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        # Fixed masks per batch index: validation losses are comparable across epochs.
-        generator = step_generator(self.config.trainer.seed + 1, batch_idx, self.global_rank, self.device)
+        seed = self.config.trainer.seed + 1
+        keys = sample_keys(batch)
+        generator = (
+            SampleGenerators.from_keys(keys, seed, self.device)
+            if keys is not None
+            else step_generator(seed, batch_idx, self.global_rank, self.device)
+        )
         out = self.eval_model(
             batch["inputs"], batch["times"], batch["valid"], generator=generator, padded=batch.get("padded")
         )
-        batch_size = batch_size_of(batch)
-        self.val_losses["total"].update(out["loss"].detach(), batch_size)
-        for key, value in out["losses"].items():
-            self.val_losses[key].update(value.detach(), batch_size)
+        for key, loss in out["losses"].items():
+            count = out["counts"][key].detach().double()
+            self.val_errors[key].update(loss.detach().double() * count)
+            self.val_pixels[key].update(count)
 
     def on_validation_epoch_end(self) -> None:
-        for key, metric in self.val_losses.items():
-            if metric.update_count or self.trainer.world_size > 1:
-                name = "val/loss" if key == "total" else f"val/loss_{key}"
-                self.log(name, metric.compute(), prog_bar=key == "total", sync_dist=False)
+        # compute() reduces over ranks, once per validation: ranks may have run different numbers
+        # of batches (each sample exactly once), so nothing may sync per step.
+        errors = {key: metric.compute() for key, metric in self.val_errors.items()}
+        counts = {key: metric.compute() for key, metric in self.val_pixels.items()}
+        if any(bool(c > 0) for c in counts.values()):
+            losses = {key: errors[key] / counts[key].clamp(min=1) for key in errors}
+            total = weighted_total(losses, counts, self.model.loss_weights)
+            self.log("val/loss", total.float(), prog_bar=True, sync_dist=False)
+            for key, loss in losses.items():
+                if counts[key] > 0:
+                    self.log(f"val/loss_{key}", loss.float(), sync_dist=False)
+        for metric in (*self.val_errors.values(), *self.val_pixels.values()):
             metric.reset()

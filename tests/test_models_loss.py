@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from maestro.models.loss import denormalise, masked_l1, normalise_patches, reconstruction_loss
+from maestro.models.loss import (
+    denormalise,
+    masked_l1,
+    normalise_patches,
+    reconstruction_loss,
+    weighted_total,
+)
 
 
 def _numpy_reference(images, patch, groups, eps=1e-6):
@@ -58,9 +64,12 @@ def test_modalities_weighted_by_token_count_and_empty_ones_dropped():
         "b": torch.ones(4, dtype=torch.bool),
         "c": torch.zeros(4, dtype=torch.bool),
     }
-    total, losses = reconstruction_loss(predictions, targets, masks, {"a": 300.0, "b": 100.0, "c": 1000.0})
+    weights = {"a": 300.0, "b": 100.0, "c": 1000.0}
+    total, losses, counts = reconstruction_loss(predictions, targets, masks, weights)
     assert losses["a"].item() == 1.0 and losses["b"].item() == 2.0 and losses["c"].item() == 0.0
+    assert {key: int(c) for key, c in counts.items()} == {"a": 2, "b": 4, "c": 0}
     assert total.item() == pytest.approx((300 * 1.0 + 100 * 2.0) / 400)
+    assert weighted_total(losses, counts, weights).item() == total.item()
 
 
 def test_denormalise_inverts_the_target_normalisation():

@@ -68,7 +68,7 @@ def test_forward_outputs():
     config = tiny_config()
     model = MaestroMAE(config)
     out = model(**synthetic_batch(config))
-    assert set(out) == {"loss", "losses", "predictions", "targets", "masks", "pixel_masks"}
+    assert set(out) == {"loss", "losses", "counts", "predictions", "targets", "masks", "pixel_masks"}
     assert set(out["losses"]) == set(config.encoder.modalities)
     for key, spec in config.encoder.specs.items():
         shape = (2, spec.num_dates, spec.num_bands, spec.image_size, spec.image_size)

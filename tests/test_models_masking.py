@@ -5,6 +5,7 @@ from maestro.models.config import EncoderConfig
 from maestro.models.fusion import TokenLayout, group_tokens, plan_sequences
 from maestro.models.masking import (
     MaskPriors,
+    SampleGenerators,
     draw_priors,
     gather_tokens,
     num_masked,
@@ -140,3 +141,29 @@ def test_gather_scatter_round_trip():
     assert visible.flatten().tolist() == [1, 3, 4, 7]
     full = scatter_tokens(visible, keep, 4)
     assert full.flatten().tolist() == [0, 1, 0, 3, 4, 0, 0, 7]
+
+
+@pytest.mark.parametrize("mode", ["group", "shared"])
+def test_per_sample_generators_make_a_mask_independent_of_its_batch(mode):
+    """Validation masks follow the sample alone: the same patch gets the same mask alone, with
+    other patches, in another position, and with priors redrawn for its batch-mates."""
+    layouts, plan = _setup(mode)
+    priors = MaskPriors(modality=0.9) if mode == "group" else None  # frequent redraws
+    keys = ["a", "b", "c", "d"]
+
+    def masks(batch_keys):
+        generators = SampleGenerators.from_keys(batch_keys, seed=3, device="cpu")
+        return sample_mask(plan, layouts, _padding(layouts, len(batch_keys)), 0.75, priors, generators)
+
+    together = masks(keys)
+    for index, key in enumerate(keys):
+        alone = masks([key])
+        for modality in together:
+            assert torch.equal(alone[modality][0], together[modality][index]), (key, modality)
+    reordered = masks(keys[::-1])
+    assert all(torch.equal(reordered[m][0], together[m][3]) for m in together)
+    assert not torch.equal(together["s2"][0], together["s2"][1])  # different patches, different masks
+    other_seed = sample_mask(
+        plan, layouts, _padding(layouts, 4), 0.75, priors, SampleGenerators.from_keys(keys, 4, "cpu")
+    )
+    assert not torch.equal(other_seed["s2"], together["s2"])

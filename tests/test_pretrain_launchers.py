@@ -2,11 +2,13 @@
 
 torchrun on one node with two processes, torchrun as two "nodes" (two launcher processes meeting
 at a localhost rendezvous), and srun's environment (SLURM_* variables) faked for two tasks: each
-launch must train, agree across ranks and write one run.
+launch must train, agree across ranks and write one run. The validation loss gathered over two
+ranks equals the one-process value on the same shards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -141,6 +143,28 @@ def test_torchrun_as_two_nodes_with_a_localhost_rendezvous(toy_shards, tmp_path)
     outputs = _wait(launchers)
     _one_run(tmp_path / "run")
     assert "global batch 4" in "".join(outputs)  # 2 samples per rank x 2 ranks: both nodes joined
+
+
+def test_validation_loss_over_two_ranks_equals_one_process(toy_shards, tmp_path):
+    """Same weights and shards, different batch sizes and rank counts, one loss: each sample's
+    mask follows its patch id, and errors are pooled over every pixel of every rank."""
+    worker = str(Path(__file__).parent / "pretrain_validate_worker.py")
+    config = _config(toy_shards, tmp_path / "unused", tmp_path / "config.yaml")
+    common = ["data.val_split=train", "trainer.accelerator=cpu"]  # 16 patches in 4 shards
+    one = [sys.executable, worker, str(config), f"trainer.output_dir={tmp_path / 'one'}", "data.batch_size=5"]
+    _wait([_spawn(one + common, _env())])
+    two = _torchrun(nnodes=1, nproc=2, port=_free_port()) + [
+        *(worker, str(config), f"trainer.output_dir={tmp_path / 'two'}", "data.batch_size=3"),
+        *common,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+    ]
+    _wait([_spawn(two, _env())])
+    single = json.loads((tmp_path / "one" / "val.json").read_text())
+    ranks = json.loads((tmp_path / "two" / "val.json").read_text())
+    assert set(single) == set(ranks) and "val/loss" in single
+    for name, value in single.items():
+        assert ranks[name] == pytest.approx(value, rel=1e-5), name
 
 
 def test_srun_environment_is_what_lightning_reads(toy_shards, tmp_path):

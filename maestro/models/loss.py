@@ -110,16 +110,24 @@ def reconstruction_loss(
     targets: Mapping[str, Tensor],
     pixel_masks: Mapping[str, Tensor],
     weights: Mapping[str, float],
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """(total, per-modality losses). Modalities without any masked valid pixel get weight 0."""
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """(total, per-modality losses, per-modality pixel counts); see :func:`weighted_total`."""
     losses: dict[str, Tensor] = {}
-    weighted = []
-    total_weight = []
+    counts: dict[str, Tensor] = {}
     for key, prediction in predictions.items():
-        loss, count = masked_l1(prediction, targets[key], pixel_masks[key])
-        losses[key] = loss
-        present = (count > 0).float()
+        losses[key], counts[key] = masked_l1(prediction, targets[key], pixel_masks[key])
+    return weighted_total(losses, counts, weights), losses, counts
+
+
+def weighted_total(
+    losses: Mapping[str, Tensor], counts: Mapping[str, Tensor], weights: Mapping[str, float]
+) -> Tensor:
+    """Per-modality losses weighted by ``weights`` (token counts); a modality without any masked
+    valid pixel (``count == 0``) gets weight 0. Shared by the training step and the validation
+    loss pooled over a whole split."""
+    weighted, total_weight = [], []
+    for key, loss in losses.items():
+        present = (counts[key] > 0).float()
         weighted.append(weights[key] * present * loss)
         total_weight.append(weights[key] * present)
-    total = torch.stack(weighted).sum() / torch.stack(total_weight).sum().clamp(min=1e-12)
-    return total, losses
+    return torch.stack(weighted).sum() / torch.stack(total_weight).sum().clamp(min=1e-12)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -36,7 +35,7 @@ from maestro.models.encoder import (
 from maestro.models.encodings import TokenEncoding
 from maestro.models.fusion import group_tokens, ungroup_tokens
 from maestro.models.loss import normalise_patches, reconstruction_loss
-from maestro.models.masking import MaskPriors, num_masked, sample_mask
+from maestro.models.masking import MaskPriors, Randomness, num_masked, sample_mask
 from maestro.models.pixels import PixelHead, token_mask_to_pixels
 from maestro.models.transformer import Stack
 
@@ -94,12 +93,13 @@ class MaestroMAE(nn.Module, HubModel):
         inputs: Tensors,
         times: Tensors,
         valid: Tensors | None = None,
-        generator: torch.Generator | None = None,
+        generator: Randomness = None,
         padded: bool | None = None,
     ) -> dict[str, object]:
         """Masked reconstruction of a model-sample batch (see :mod:`maestro.sample`).
 
-        Returns ``loss`` (scalar), ``losses`` {mod: scalar}, ``predictions`` and ``targets``
+        Returns ``loss`` (scalar), ``losses`` {mod: scalar}, ``counts`` {mod: pixels in the
+        loss}, ``predictions`` and ``targets``
         {mod: (B, T, C, H, W)} in normalised target space, ``masks`` {mod: (B, T, G, h, w)} token
         masks (True: not seen by the encoder; padded dates always are) and ``pixel_masks``
         {mod: (B, T, C, H, W)}: the pixels the loss uses (masked tokens of valid dates).
@@ -122,11 +122,11 @@ class MaestroMAE(nn.Module, HubModel):
             targets[key] = normalise_patches(inputs[key], spec.patch_size, spec.norm_groups)
             dates = rearrange(valid[key], "b t -> b t 1 1 1")
             pixel_masks[key] = token_mask_to_pixels(mask[key], spec) & dates
-        weights = {key: float(spec.num_tokens) for key, spec in self.specs.items()}
-        loss, losses = reconstruction_loss(predictions, targets, pixel_masks, weights)
+        loss, losses, counts = reconstruction_loss(predictions, targets, pixel_masks, self.loss_weights)
         return {
             "loss": loss,
             "losses": losses,
+            "counts": counts,
             "predictions": predictions,
             "targets": targets,
             "masks": {key: encoder.to_maps(m, key) for key, m in hidden.items()},
@@ -140,7 +140,7 @@ class MaestroMAE(nn.Module, HubModel):
         valid: Tensors | None = None,
         mask: bool = False,
         indices: int | Sequence[int] | None = (),
-        generator: torch.Generator | None = None,
+        generator: Randomness = None,
     ) -> EncoderOutput:
         """Encoder token maps, optionally of a masked input (what the decoder sees).
 
@@ -163,7 +163,7 @@ class MaestroMAE(nn.Module, HubModel):
             mask={key: encoder.to_maps(m | padding[key], key) for key, m in token_mask.items()},
         )
 
-    def sample_mask(self, padding: Tensors, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def sample_mask(self, padding: Tensors, generator: Randomness = None) -> dict[str, Tensor]:
         """``{mod: (B, T, G, N)}`` True on tokens hidden from the encoder (exact count per sequence)."""
         encoder = self.encoder
         return sample_mask(
@@ -174,6 +174,11 @@ class MaestroMAE(nn.Module, HubModel):
     def num_tokens(self) -> dict[str, int]:
         """Tokens per sample and modality."""
         return self.encoder.num_tokens
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Each modality's weight in the total loss: its tokens per sample."""
+        return {key: float(spec.num_tokens) for key, spec in self.specs.items()}
 
     def no_weight_decay(self) -> set[str]:
         """Learned mask tokens are exempt from weight decay (timm convention: full names)."""

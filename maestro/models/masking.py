@@ -13,11 +13,16 @@ masked is decided by one score per token, highest first:
 The count per sequence is fixed, so visible tokens of a sequence batch have one length and are
 gathered without padding. When a sample has fewer valid tokens than visible slots, padding tokens
 end up visible; the encoder then receives a key padding mask.
+
+Randomness comes from one generator for the batch (training: masks tied to step and rank), or
+from :class:`SampleGenerators`, one per sample (validation: each sample's mask depends on that
+sample alone, so a loss summed over ranks equals the single-process one, whatever the batching).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,11 +46,42 @@ class MaskPriors:
     band_group: float = 0.25
 
 
-def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
+class SampleGenerators:
+    """One random stream per sample, seeded from the sample's own key.
+
+    A draw of batch-first shape ``(B, ...)`` takes row ``i`` from sample ``i``'s stream, so a
+    sample's mask does not depend on which samples share its batch or rank.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str):
+        if not seeds:
+            raise ValueError("SampleGenerators needs at least one seed")
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+
+    @classmethod
+    def from_keys(cls, keys: Sequence[str], seed: int, device: torch.device | str) -> SampleGenerators:
+        """Streams seeded from text keys (patch ids) and a run seed, stable across processes."""
+        return cls([zlib.crc32(f"{seed}:{key}".encode()) for key in keys], device)
+
+    @torch.compiler.disable
+    def rand(self, shape: tuple[int, ...]) -> Tensor:
+        if shape[0] != len(self.generators):
+            raise ValueError(f"a draw of shape {shape} for {len(self.generators)} samples")
+        return torch.stack([torch.rand(shape[1:], device=self.device, generator=g) for g in self.generators])
+
+
+Randomness = torch.Generator | SampleGenerators | None
+"""Where masks draw from: one generator for the batch, one per sample, or the global RNG."""
+
+
+def _uniform(shape: tuple[int, ...], device: torch.device, generator: Randomness) -> Tensor:
     """``torch.rand``; the generator is passed only when there is one, because under
     ``torch.compile`` (2.11) ``torch.rand(..., generator=None)`` with a symbolic size fails to trace."""
     if generator is None:
         return torch.rand(shape, device=device)
+    if isinstance(generator, SampleGenerators):
+        return generator.rand(shape).to(device)
     return torch.rand(shape, device=device, generator=generator)
 
 
@@ -60,7 +96,7 @@ def draw_priors(
     batch_size: int,
     priors: MaskPriors,
     device: torch.device,
-    generator: torch.Generator | None = None,
+    generator: Randomness = None,
 ) -> dict[str, Tensor]:
     """One draw of the OR-combined structured priors, ``{modality: (B, T, G, N) bool}``.
 
@@ -92,7 +128,7 @@ def sample_mask(
     padding: Mapping[str, Tensor],
     ratio: float,
     priors: MaskPriors | None,
-    generator: torch.Generator | None = None,
+    generator: Randomness = None,
     max_redraws: int = 100,
 ) -> dict[str, Tensor]:
     """Token masks ``{modality: (B, T, G, N) bool}`` (True = masked); see the module docstring.
@@ -103,6 +139,11 @@ def sample_mask(
     first = next(iter(padding.values()))
     batch_size, device = first.shape[0], first.device
     padded = group_tokens(padding, plan)
+    # The random order is drawn per modality in batch-first layout (so per-sample streams apply
+    # in every fusion mode), and before the priors, whose redraws vary in number between batches.
+    orders = group_tokens(
+        {key: _uniform(tuple(p.shape), device, generator) for key, p in padding.items()}, plan
+    )
 
     if priors is None:
         chosen = [torch.zeros_like(p) for p in padded]
@@ -117,11 +158,9 @@ def sample_mask(
         chosen = _redraw_covered(draw(), padded, draw, max_redraws)
 
     masks = []
-    for pad, prior in zip(padded, chosen, strict=True):
-        rows, length = pad.shape
-        scores = _uniform((rows, length), device, generator)
-        scores = scores + PRIOR_OFFSET * prior + PADDING_OFFSET * pad
-        masked = scores.topk(num_masked(length, ratio), dim=1).indices
+    for pad, prior, order in zip(padded, chosen, orders, strict=True):
+        scores = order + PRIOR_OFFSET * prior + PADDING_OFFSET * pad
+        masked = scores.topk(num_masked(pad.shape[1], ratio), dim=1).indices
         masks.append(torch.zeros_like(pad).scatter(1, masked, True))
     return ungroup_tokens(masks, plan, layouts)
 
