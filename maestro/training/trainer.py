@@ -23,6 +23,7 @@ from maestro.config import to_dict
 from maestro.training.checkpoints import checkpoint_callbacks, latest_checkpoint, resolve_resume
 from maestro.training.config import StageConfig, TrainerConfig
 from maestro.training.task import TrainingTask
+from maestro.training.throughput import TrainingThroughput
 
 __all__ = ["build_trainer", "latest_checkpoint", "resolve_resume", "run_stage"]
 
@@ -109,6 +110,7 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
     defaults = [
         *checkpoint_callbacks(out, trainer_config),
         LearningRateMonitor(logging_interval="step"),
+        TrainingThroughput(every_n_steps=trainer_config.log_every_n_steps),
         ProgressBar(refresh_rate=1),
     ]
     # A new version_N per launch: a resumed run never overwrites the logs of the interrupted one.

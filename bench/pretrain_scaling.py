@@ -1,0 +1,241 @@
+"""The real ``pretrain`` command at full size on GPUs: end-to-end samples/s against the synthetic
+step rate, and how it scales over GPUs and "nodes".
+
+Builds toy FLAIR-HUB shards at the real 512 px shapes (``shards toy`` + ``shards build``), then
+runs, each as its own process tree exactly as a user launches it:
+
+* ``synthetic``: ``bench/pretrain_throughput.py`` on batches already on the GPU (the ceiling);
+* ``single``: ``pretrain`` on one GPU (real shard loader, EMA, logging, compile);
+* ``ddp``: ``torchrun --nproc-per-node N pretrain --strategy ddp`` on N GPUs of the host;
+* ``nodes``: N ``torchrun --nnodes N`` launchers of one GPU each (``CUDA_VISIBLE_DEVICES``),
+  meeting at a localhost rendezvous, as N cluster nodes would;
+* ``fsdp``: the ``large`` model under ``--strategy fsdp`` on N GPUs.
+
+Samples/s come from the run's own ``perf/samples_per_sec`` log (one GPU sync per logging window),
+over the windows after ``--skip-steps`` (compilation, loader warm-up). Scaling efficiency is the
+N-GPU rate over N times the one-GPU rate with the same per-GPU batch and workers.
+
+    python bench/pretrain_scaling.py --phases data synthetic single ddp nodes fsdp   # a 2-GPU host
+    python bench/pretrain_scaling.py --smoke --phases data single                     # CPU, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "configs" / "pretrain" / "flairhub_medium.yaml"
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+"""NVLink multicast stays off (shared hosts); set in every process this script starts."""
+SMOKE_MODEL = [
+    "model.encoder.size=tiny",
+    "model.encoder.width=64",
+    "model.encoder.depth=2",
+    "model.encoder.inter_depth=1",
+    "model.encoder.overrides.aerial.patch_size=128",
+    "model.encoder.overrides.dem.patch_size=128",
+    "model.decoder_width=32",
+    "model.decoder_depth=1",
+]
+
+log = logging.getLogger("pretrain_scaling")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **SAFE_ENV, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _run(command: list[str], log_file: Path, env: dict[str, str] | None = None) -> None:
+    log.info("$ %s", " ".join(command))
+    with log_file.open("w") as out:
+        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, env=env or _env(), cwd=REPO)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_data(args: argparse.Namespace) -> None:
+    root, shards = args.work / "flairhub", args.work / "shards"
+    if (shards / "manifest.json").is_file():
+        return
+    start = time.perf_counter()
+    cli = [sys.executable, "-m", "shards.cli"]
+    _run([*cli, "toy", "--out", str(root), "--patches", str(args.patches)], args.work / "toy.log")
+    _run(
+        [*cli, "build", "--root", str(root), "--split", "train", "val", "--out", str(shards)]
+        + ["--max-count", "8", "--workers", str(os.cpu_count() or 2), "--no-progress"],
+        args.work / "build.log",
+    )
+    log.info("toy shards (%d patches) in %.0f s", args.patches, time.perf_counter() - start)
+
+
+def synthetic(args: argparse.Namespace) -> dict[str, Any]:
+    out = args.work / "synthetic.json"
+    command = [sys.executable, "bench/pretrain_throughput.py", "--sizes", "medium", "--modes", "compile-full"]
+    command += ["--batch-sizes", str(args.batch_size), "--no-search", "--no-loader", "--json", str(out)]
+    command += ["--smoke"] if args.smoke else []
+    _run(command, args.work / "synthetic.log")
+    results = json.loads(out.read_text())
+    run = next(r for r in results["runs"] if r["status"] == "ok")
+    flops = results["flops"]["medium"]["total"]
+    return {"samples_per_s": run["samples_per_s"], "mfu": run["mfu"], "gflop_per_sample": flops / 1e9}
+
+
+def _pretrain_args(
+    args: argparse.Namespace, out: Path, size: str, strategy: str, devices: int, nodes: int
+) -> list:
+    shards = args.work / "shards"
+    overrides = [
+        f"data.train={shards}",
+        "data.val=null",
+        f"data.batch_size={args.batch_size}",
+        f"data.num_workers={args.workers}",
+        f"data.batches_per_epoch={args.steps}",
+        f"model.encoder.size={size}",
+        "trainer.max_epochs=1",
+        f"trainer.compile={str(args.compile and strategy != 'fsdp').lower()}",
+        f"trainer.log_every_n_steps={args.window}",
+        "trainer.checkpoint_every_n_steps=1000000",
+        "trainer.reconstruction_every_n_steps=0",
+        *(SMOKE_MODEL if args.smoke else []),
+    ]
+    return [
+        *("-m", "pretrain.cli", "--config", str(CONFIG), "--output-dir", str(out)),
+        *("--strategy", strategy, "--devices", str(devices), "--num-nodes", str(nodes)),
+        *("--accelerator", "cpu" if args.smoke else "gpu"),
+        *overrides,
+    ]
+
+
+def measured(out: Path, skip_steps: int) -> dict[str, Any]:
+    """Samples/s over the logged windows ending past ``skip_steps``: total samples / total time."""
+    rows = []
+    for path in sorted(out.glob("csv/version_*/metrics.csv")):
+        with path.open() as f:
+            rows += [r for r in csv.DictReader(f) if r.get("perf/samples_per_sec")]
+    windows = sorted(
+        (int(r["step"]), float(r["perf/samples_per_sec"]), float(r["perf/step_seconds"])) for r in rows
+    )
+    timed = samples = steps = 0.0
+    for (previous, _, _), (step, rate, step_seconds) in zip(windows, windows[1:], strict=False):
+        if previous >= skip_steps:
+            seconds = step_seconds * (step - previous)
+            timed, samples, steps = timed + seconds, samples + rate * seconds, steps + step - previous
+    if not steps:
+        raise RuntimeError(f"{out}: no logged window past step {skip_steps}; run more steps")
+    return {
+        "samples_per_s": samples / timed,
+        "steps_timed": int(steps),
+        "window_rates": [round(rate, 1) for _, rate, _ in windows],
+    }
+
+
+def single(args: argparse.Namespace, name: str = "single", size: str = "medium") -> dict[str, Any]:
+    out = args.work / name
+    _run([sys.executable, *_pretrain_args(args, out, size, "auto", 1, 1)], args.work / f"{name}.log")
+    return measured(out, args.skip_steps)
+
+
+def ddp(args: argparse.Namespace, strategy: str = "ddp", size: str = "medium") -> dict[str, Any]:
+    out = args.work / f"{strategy}{args.gpus}-{size}"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.gpus)]
+    torchrun += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    _run([*torchrun, *_pretrain_args(args, out, size, strategy, args.gpus, 1)], out.with_suffix(".log"))
+    return measured(out, args.skip_steps)
+
+
+def nodes(args: argparse.Namespace) -> dict[str, Any]:
+    """``args.gpus`` launchers of one GPU each, as many cluster nodes meeting at a rendezvous."""
+    out, port = args.work / f"nodes{args.gpus}x1", _free_port()
+    launchers = []
+    for rank in range(args.gpus):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(args.gpus)]
+        command += ["--nproc-per-node", "1", "--node-rank", str(rank)]
+        command += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
+        command += _pretrain_args(args, out, "medium", "ddp", 1, args.gpus)
+        env = _env(CUDA_VISIBLE_DEVICES=str(rank))
+        log_file = (args.work / f"nodes-rank{rank}.log").open("w")
+        launchers.append(
+            subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        )
+    codes = [p.wait() for p in launchers]
+    if any(codes):
+        raise RuntimeError(f"node launchers exited with {codes}; see {args.work}/nodes-rank*.log")
+    return measured(out, args.skip_steps)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--phases", nargs="+", default=["data", "synthetic", "single", "ddp", "nodes"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/maestro-scaling"))
+    parser.add_argument(
+        "--json", type=Path, default=Path(os.environ.get("OUT", ".")) / "pretrain_scaling.json"
+    )
+    parser.add_argument("--patches", type=int, default=256, help="toy patches generated (train ~70%%)")
+    parser.add_argument("--batch-size", type=int, default=256, help="per GPU")
+    parser.add_argument("--workers", type=int, default=15, help="loader workers per GPU")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
+    parser.add_argument("--window", type=int, default=20, help="steps per logged throughput window")
+    parser.add_argument("--skip-steps", type=int, default=60, help="steps not timed (compile, warm-up)")
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny model: checks the script")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.batch_size, args.workers, args.steps, args.window, args.skip_steps = 2, 1, 6, 2, 1
+        args.compile, args.gpus, args.patches = False, 1, 24
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    phases = {
+        "data": lambda: build_data(args),
+        "synthetic": lambda: synthetic(args),
+        "single": lambda: single(args),
+        "ddp": lambda: ddp(args),
+        "nodes": lambda: nodes(args),
+        "fsdp": lambda: ddp(args, "fsdp", "large"),
+    }
+    for phase in args.phases:
+        start = time.perf_counter()
+        try:
+            result = phases[phase]()
+        except (subprocess.CalledProcessError, RuntimeError) as error:
+            result = {"error": str(error)}
+        if result is not None:
+            result["wall_s"] = round(time.perf_counter() - start, 1)
+            results[phase] = result
+            log.info("%s: %s", phase, result)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    base = results.get("single", {}).get("samples_per_s")
+    if base and "synthetic" in results and "samples_per_s" in results["synthetic"]:
+        print(f"end to end / synthetic: {base / results['synthetic']['samples_per_s']:.1%}")
+    for name in ("ddp", "nodes"):
+        if base and "samples_per_s" in results.get(name, {}):
+            rate = results[name]["samples_per_s"]
+            print(f"{name}: {rate:.1f} samples/s, scaling efficiency {rate / (args.gpus * base):.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

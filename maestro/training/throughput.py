@@ -1,0 +1,69 @@
+"""Training throughput in the logs: samples per second over all ranks, every few steps.
+
+Lightning's ``ThroughputMonitor`` synchronises the GPU after every batch, which stalls the host
+queueing the next step; this callback synchronises once per logging window, so a run measures
+itself at the speed it would run anyway. Validation, and the first window after it, are not
+counted as training time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from maestro.training.task import batch_size_of
+
+SAMPLES_PER_SEC = "perf/samples_per_sec"
+"""Training samples per second summed over ranks, over the last logging window."""
+STEP_SECONDS = "perf/step_seconds"
+"""Wall time per optimizer step over the last logging window."""
+
+
+class TrainingThroughput(L.Callback):
+    """Logs :data:`SAMPLES_PER_SEC` and :data:`STEP_SECONDS` every ``every_n_steps`` optimizer steps."""
+
+    def __init__(self, every_n_steps: int):
+        if every_n_steps < 1:
+            raise ValueError("every_n_steps must be >= 1")
+        self.every_n_steps = every_n_steps
+        self._start: float | None = None
+        self._start_step = 0
+        self._samples = 0
+
+    def _restart(self, trainer: L.Trainer) -> None:
+        self._sync(trainer)
+        self._start, self._start_step, self._samples = time.perf_counter(), trainer.global_step, 0
+
+    @staticmethod
+    def _sync(trainer: L.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restart(trainer)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._samples += batch_size_of(batch)
+        steps = trainer.global_step - self._start_step
+        if self._start is None or steps < self.every_n_steps:
+            return
+        self._sync(trainer)
+        seconds = time.perf_counter() - self._start
+        if trainer.is_global_zero:  # every rank steps in lockstep with the same batch size
+            metrics = {
+                SAMPLES_PER_SEC: self._samples * trainer.world_size / seconds,
+                STEP_SECONDS: seconds / steps,
+            }
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        self._start, self._start_step, self._samples = time.perf_counter(), trainer.global_step, 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            self._restart(trainer)
