@@ -142,10 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.modes, args.batch_sizes, args.warmup, args.steps = ["eager"], [2], 1, 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":  # as the stage's trainer sets them
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     results: dict[str, Any] = {"meta": {**device_meta(device), "argv": sys.argv}, "runs": []}
     for head in args.heads:
         for mode in args.modes:

@@ -131,8 +131,6 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
         # No validation split: no validation loop (rather than an empty loader Lightning warns about).
         limit_val_batches=0 if config.data.val is None else config.data.val_batches,
         deterministic=trainer_config.deterministic,
-        # Fixed input shapes: let cuDNN time its convolution algorithms once (the heads' convs).
-        benchmark=not trainer_config.deterministic,
         callbacks=[*defaults, *callbacks],
         logger=loggers,
         use_distributed_sampler=False,  # the shard loader splits by rank itself
