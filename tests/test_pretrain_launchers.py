@@ -145,12 +145,17 @@ def test_torchrun_as_two_nodes_with_a_localhost_rendezvous(toy_shards, tmp_path)
     assert "global batch 4" in "".join(outputs)  # 2 samples per rank x 2 ranks: both nodes joined
 
 
-def test_validation_loss_over_two_ranks_equals_one_process(toy_shards, tmp_path):
+@pytest.mark.parametrize(
+    ("split", "layout"),
+    [("train", "16 patches in 4 shards, 2 per rank"), ("val", "4 patches in 1 shard: rank 1 has none")],
+)
+def test_validation_loss_over_two_ranks_equals_one_process(toy_shards, tmp_path, split, layout):
     """Same weights and shards, different batch sizes and rank counts, one loss: each sample's
-    mask follows its patch id, and errors are pooled over every pixel of every rank."""
+    mask follows its patch id, errors are pooled over every pixel of every rank, and a rank
+    without validation data neither hangs nor skews the result."""
     worker = str(Path(__file__).parent / "pretrain_validate_worker.py")
     config = _config(toy_shards, tmp_path / "unused", tmp_path / "config.yaml")
-    common = ["data.val_split=train", "trainer.accelerator=cpu"]  # 16 patches in 4 shards
+    common = [f"data.val_split={split}", "trainer.accelerator=cpu"]
     one = [sys.executable, worker, str(config), f"trainer.output_dir={tmp_path / 'one'}", "data.batch_size=5"]
     _wait([_spawn(one + common, _env())])
     two = _torchrun(nnodes=1, nproc=2, port=_free_port()) + [
@@ -159,12 +164,12 @@ def test_validation_loss_over_two_ranks_equals_one_process(toy_shards, tmp_path)
         "trainer.devices=2",
         "trainer.strategy=ddp",
     ]
-    _wait([_spawn(two, _env())])
+    _wait([_spawn(two, _env())], timeout=120)
     single = json.loads((tmp_path / "one" / "val.json").read_text())
     ranks = json.loads((tmp_path / "two" / "val.json").read_text())
-    assert set(single) == set(ranks) and "val/loss" in single
+    assert set(single) == set(ranks) and "val/loss" in single, layout
     for name, value in single.items():
-        assert ranks[name] == pytest.approx(value, rel=1e-5), name
+        assert ranks[name] == pytest.approx(value, rel=1e-5), (name, layout)
 
 
 def test_srun_environment_is_what_lightning_reads(toy_shards, tmp_path):

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from maestro.training.throughput import SAMPLES_PER_SEC, STEP_SECONDS, TrainingThroughput
+from maestro.training.throughput import SAMPLES_PER_SEC, STEP_SECONDS, TrainingThroughput, samples_in
 
 
 class _Linear(L.LightningModule):
@@ -67,3 +67,9 @@ def test_samples_per_second_is_logged_every_window_without_validation_time(tmp_p
 def test_a_window_must_hold_a_step():
     with pytest.raises(ValueError, match="every_n_steps"):
         TrainingThroughput(every_n_steps=0)
+
+
+def test_samples_are_counted_in_model_batches_and_plain_tuples():
+    model_batch = {"inputs": {"aerial": torch.zeros(3, 1, 4, 8, 8)}, "times": {}, "meta": [{}] * 3}
+    assert samples_in(model_batch) == 3
+    assert samples_in((torch.zeros(5, 2), torch.zeros(5))) == 5

@@ -9,11 +9,13 @@ counted as training time.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.data import extract_batch_size
 
 from maestro.training.task import batch_size_of
 
@@ -21,6 +23,13 @@ SAMPLES_PER_SEC = "perf/samples_per_sec"
 """Training samples per second summed over ranks, over the last logging window."""
 STEP_SECONDS = "perf/step_seconds"
 """Wall time per optimizer step over the last logging window."""
+
+
+def samples_in(batch: Any) -> int:
+    """Samples in a batch: a model-sample batch counts its inputs, any other its first tensor."""
+    if isinstance(batch, Mapping) and "inputs" in batch:
+        return batch_size_of(batch)
+    return extract_batch_size(batch)
 
 
 class TrainingThroughput(L.Callback):
@@ -49,7 +58,7 @@ class TrainingThroughput(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._samples += batch_size_of(batch)
+        self._samples += samples_in(batch)
         steps = trainer.global_step - self._start_step
         if self._start is None or steps < self.every_n_steps:
             return
