@@ -2,8 +2,8 @@
 
 Lightning's ``ThroughputMonitor`` synchronises the GPU after every batch, which stalls the host
 queueing the next step; this callback synchronises once per logging window, so a run measures
-itself at the speed it would run anyway. Validation, and the first window after it, are not
-counted as training time.
+itself at the speed it would run anyway. Validation is not counted as training time: the window
+starts again after it.
 """
 
 from __future__ import annotations
