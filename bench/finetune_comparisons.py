@@ -25,27 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-ENCODER = {
-    "modalities": ["aerial", "dem", "s2", "s1_asc", "s1_des"],
-    "overrides": {
-        "aerial": {"patch_size": 128},
-        "dem": {"patch_size": 128},
-        "s2": {"num_dates": 4, "patch_size": 1},
-        "s1_asc": {"num_dates": 2, "patch_size": 5},
-        "s1_des": {"num_dates": 2, "patch_size": 5},
-    },
-    "size": "tiny",
-    "width": 64,
-    "depth": 2,
-    "inter_depth": 1,
-    "grid_size": 20,
-}
-
-
-def dotted(raw: dict) -> list[str]:
-    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}" for key, value in raw.items()]
+from tests.conftest import FINETUNE_ENCODER as ENCODER  # the stage tests' tiny encoder
+from tests.conftest import dotted
 
 
 def build_data(work: Path, patches: int) -> Path:
