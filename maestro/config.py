@@ -93,6 +93,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     return obj
 
 
+def nested(cls: type[T], value: Any, where: str) -> T:
+    """A nested section given as ``cls`` itself or as a plain mapping (a config built in Python
+    rather than by the loader); anything else is a ConfigError naming ``where``."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return from_dict(cls, value, where=where)
+    raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+
+
 def to_dict(obj: Any) -> Any:
     """Dataclass (nested) -> plain YAML-serialisable structures."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

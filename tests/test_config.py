@@ -4,7 +4,7 @@ from typing import Literal
 
 import pytest
 
-from maestro.config import from_dict, load_config, to_dict
+from maestro.config import from_dict, load_config, nested, to_dict
 from maestro.errors import ConfigError
 
 
@@ -69,3 +69,13 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(Run, None, ["steps"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Run, tmp_path / "nope.yaml")
+
+
+def test_a_nested_section_is_taken_as_itself_or_built_from_a_mapping():
+    optim = Optim(lr=0.5)
+    assert nested(Optim, optim, "optim") is optim
+    assert nested(Optim, {"lr": 0.2}, "optim") == Optim(lr=0.2)
+    with pytest.raises(ConfigError, match=r"optim: unknown key\(s\) \['lrr'\]"):
+        nested(Optim, {"lrr": 0.2}, "optim")
+    with pytest.raises(ConfigError, match="optim: expected a mapping, got int"):
+        nested(Optim, 3, "optim")

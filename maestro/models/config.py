@@ -9,7 +9,6 @@ The resolved per-modality view that models use is :attr:`EncoderConfig.specs`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -132,13 +131,10 @@ class EncoderConfig(ConfigMixin):
     def __post_init__(self) -> None:
         # Accept YAML-ish inputs (lists, plain dicts) but store immutable-looking values.
         object.__setattr__(self, "modalities", tuple(self.modalities))
-        overrides = {}
-        for key, value in dict(self.overrides).items():
-            if isinstance(value, Mapping):
-                value = config_io.from_dict(ModalityOverride, value, where=f"overrides.{key}")
-            elif not isinstance(value, ModalityOverride):
-                raise ConfigError(f"overrides.{key}: expected a mapping, got {type(value).__name__}")
-            overrides[key] = value
+        overrides = {
+            key: config_io.nested(ModalityOverride, value, f"overrides.{key}")
+            for key, value in dict(self.overrides).items()
+        }
         object.__setattr__(self, "overrides", overrides)
         self._validate()
         _ = self.specs  # resolves and validates every modality now, not at the first forward
@@ -315,12 +311,7 @@ class MAEConfig(ConfigMixin):
     """Default: 4 x encoder width (the reference's quirk, kept for weight compatibility)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.encoder, Mapping):
-            object.__setattr__(
-                self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder")
-            )
-        elif not isinstance(self.encoder, EncoderConfig):
-            raise ConfigError(f"encoder: expected a mapping, got {type(self.encoder).__name__}")
+        object.__setattr__(self, "encoder", config_io.nested(EncoderConfig, self.encoder, "encoder"))
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio: {self.mask_ratio} must be in (0, 1)")
         for name in ("p_drop_modality", "p_drop_date", "p_drop_location", "p_drop_band_group"):

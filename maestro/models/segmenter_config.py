@@ -7,7 +7,6 @@ any weight is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from maestro import config as config_io
@@ -49,12 +48,7 @@ class SegmenterConfig(ConfigMixin):
     """Linear probe / frozen backbone: no encoder gradients, encoder always in eval mode."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.encoder, Mapping):
-            object.__setattr__(
-                self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder")
-            )
-        elif not isinstance(self.encoder, EncoderConfig):
-            raise ConfigError(f"encoder: expected a mapping, got {type(self.encoder).__name__}")
+        object.__setattr__(self, "encoder", config_io.nested(EncoderConfig, self.encoder, "encoder"))
         if self.feature_indices is not None:
             object.__setattr__(self, "feature_indices", tuple(self.feature_indices))
         self._validate()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from maestro.config import from_dict
+from maestro.config import nested
 from maestro.errors import ConfigError
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, Modality, ModalityOverride
 
@@ -46,16 +46,13 @@ class ResolvedInput:
 
 def _as_override(key: str, value: Any) -> ModalityOverride:
     """A ModalityOverride from itself or a YAML-shaped mapping (unknown keys fail here)."""
-    if isinstance(value, ModalityOverride):
-        return value
     if value is None:
         value = {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"overrides.{key}: expected a mapping, got {type(value).__name__}")
-    bad = sorted(set(value) - set(_OVERRIDE_KEYS))
-    if bad:
-        raise ConfigError(f"{key}: unknown override keys {bad}; allowed: {list(_OVERRIDE_KEYS)}")
-    return from_dict(ModalityOverride, value, where=f"overrides.{key}")
+    if isinstance(value, Mapping):
+        bad = sorted(set(value) - set(_OVERRIDE_KEYS))
+        if bad:
+            raise ConfigError(f"{key}: unknown override keys {bad}; allowed: {list(_OVERRIDE_KEYS)}")
+    return nested(ModalityOverride, value, f"overrides.{key}")
 
 
 def _resolve_input(key: str, override: ModalityOverride, keep_all_dates: bool) -> ResolvedInput:

@@ -174,12 +174,7 @@ class SwinUTAEConfig(ConfigMixin):
     """Training only: per sample and modality, the probability that all its dates become invalid."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.encoder, Mapping):
-            object.__setattr__(
-                self, "encoder", config_io.from_dict(EncoderConfig, self.encoder, where="encoder")
-            )
-        elif not isinstance(self.encoder, EncoderConfig):
-            raise ConfigError(f"encoder: expected a mapping, got {type(self.encoder).__name__}")
+        object.__setattr__(self, "encoder", config_io.nested(EncoderConfig, self.encoder, "encoder"))
         object.__setattr__(self, "tasks", _tasks(self.tasks))
         if self.label_size < 1 or self.decoder_channels < 1:
             raise ConfigError(
