@@ -200,55 +200,18 @@ def test_srun_environment_is_what_lightning_reads(toy_shards, tmp_path):
 def test_finetune_under_torchrun_scores_the_whole_split_once(finetune_raw, tmp_path):
     """Two DDP ranks fine-tune and test: the test confusion matrix is summed over both ranks, so
     it counts every pixel of the split exactly once (as many as one process counts)."""
-    import json
 
-    raw = finetune_raw(tmp_path / "ddp")
-    raw["trainer"].update(max_epochs=1)
-    raw["data"].update(batches_per_epoch=2)
-    config = tmp_path / "finetune.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    def finetune(name: str, launcher: list[str], *flags: str) -> dict:
+        raw = finetune_raw(tmp_path / name)
+        raw["trainer"].update(max_epochs=1)
+        raw["data"].update(batches_per_epoch=2)
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        command = [*launcher, "-m", "finetune.cli", "--config", str(config), "--task", "lc"]
+        _wait([_spawn([*command, "--accelerator", "cpu", *flags], _env())])
+        return json.loads((tmp_path / name / "test" / "metrics.json").read_text())
+
     torchrun = _torchrun(nnodes=1, nproc=2, port=_free_port())
-    command = [
-        *torchrun,
-        "-m",
-        "finetune.cli",
-        "--config",
-        str(config),
-        "--task",
-        "lc",
-        "--accelerator",
-        "cpu",
-        "--devices",
-        "2",
-        "--strategy",
-        "ddp",
-    ]
-    _wait([_spawn(command, _env())])
-    metrics = json.loads((tmp_path / "ddp" / "test" / "metrics.json").read_text())
-
-    single = finetune_raw(tmp_path / "single")
-    single["trainer"].update(max_epochs=1)
-    single["data"].update(batches_per_epoch=2)
-    config.write_text(yaml.safe_dump(single))
-    _wait(
-        [
-            _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "finetune.cli",
-                    "--config",
-                    str(config),
-                    "--task",
-                    "lc",
-                    "--accelerator",
-                    "cpu",
-                    "--devices",
-                    "1",
-                ],
-                _env(),
-            )
-        ]
-    )
-    reference = json.loads((tmp_path / "single" / "test" / "metrics.json").read_text())
+    metrics = finetune("ddp", torchrun, "--devices", "2", "--strategy", "ddp")
+    reference = finetune("single", [sys.executable], "--devices", "1")
     assert metrics["num_pixels"] == reference["num_pixels"] > 0
