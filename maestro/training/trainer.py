@@ -155,7 +155,9 @@ def run_stage(
     task = task_class(config)
     trainer = build_trainer(config, [WriteRunConfig(config), *callbacks])
     with warnings.catch_warnings():
-        if ckpt_path is not None:  # resolve_resume already refuses fresh runs into a used directory
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # resolve_resume already refuses a fresh run into a directory with checkpoints; what else a
+        # checkpoint directory holds (a resumed run's files, the run's own logs beside a stage's
+        # best checkpoint) is expected, so Lightning's warning about it says nothing new.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return trainer
