@@ -143,9 +143,9 @@ def measured(out: Path, skip_steps: int) -> dict[str, Any]:
     }
 
 
-def single(args: argparse.Namespace, name: str = "single", size: str = "medium") -> dict[str, Any]:
-    out = args.work / name
-    _run([sys.executable, *_pretrain_args(args, out, size, "auto", 1, 1)], args.work / f"{name}.log")
+def single(args: argparse.Namespace) -> dict[str, Any]:
+    out = args.work / "single"
+    _run([sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)], args.work / "single.log")
     return measured(out, args.skip_steps)
 
 
