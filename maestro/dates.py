@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 PAD_DATE = 0
@@ -33,7 +35,26 @@ def to_datetime64(dates: np.ndarray) -> np.ndarray:
 
 
 def year_and_doy(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(year, day of year starting at 0) as float32 arrays; padding gives (0, 0)."""
+    """(year, day of year starting at 0) as float32 arrays; padding gives (0, 0).
+
+    Looked up date by date in a cache: it runs for every series of every sample in the loader
+    workers, on a few dozen dates from a few hundred distinct ones, where the vectorised datetime64
+    conversion measured ~4x slower.
+    """
+    dates = np.asarray(dates)
+    pairs = [_year_and_doy_of(date) for date in dates.ravel().tolist()]
+    table = np.array(pairs, dtype=np.float32).reshape(*dates.shape, 2)
+    return table[..., 0], table[..., 1]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _year_and_doy_of(date: int) -> tuple[int, int]:
+    return tuple(int(v[0]) for v in _year_and_doy_datetime(np.array([date])))  # type: ignore[return-value]
+
+
+def _year_and_doy_datetime(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`year_and_doy` through datetime64 (dates that are not calendar dates, Feb 30 or
+    month 13, roll over)."""
     as_days = to_datetime64(dates)
     valid = ~np.isnat(as_days)
     years = np.zeros(as_days.shape, dtype=np.float32)

@@ -22,10 +22,11 @@ Kind = Literal["image", "mask", "label"]
 class Scaling(Protocol):
     """Maps raw values (``..., C, H, W`` in model band order) to network input scale.
 
-    ``__call__`` scales numpy arrays in data-loader workers: a float32 array in place (the 512 px
-    rasters are never copied again), any other dtype into a float32 copy. ``tensor`` is the same
-    formula on torch tensors, for rasters shipped in their on-disk dtype and scaled on the device
-    after the transfer; both live here so the scaling stays in one place.
+    ``__call__`` scales numpy arrays in data-loader workers: a writable float32 array in place (the
+    512 px rasters are never copied again), anything else into a new float32 array by its first
+    operation (no copy before it). ``tensor`` is the same formula on torch tensors, for rasters
+    shipped in their on-disk dtype and scaled on the device after the transfer; both live here so
+    the scaling stays in one place.
     """
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray: ...
@@ -33,11 +34,9 @@ class Scaling(Protocol):
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor: ...
 
 
-def _float32(values: np.ndarray) -> np.ndarray:
-    """``values`` itself when it is a writable float32 array, else a float32 copy to scale."""
-    if isinstance(values, np.ndarray) and values.dtype == np.float32 and values.flags.writeable:
-        return values
-    return np.array(values, dtype=np.float32)
+def _in_place(values: np.ndarray) -> bool:
+    """Whether ``values`` can be scaled in place: a writable float32 array."""
+    return isinstance(values, np.ndarray) and values.dtype == np.float32 and values.flags.writeable
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,10 @@ class Divide:
     factor: float
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        values = _float32(values)
-        return np.divide(values, np.float32(self.factor), out=values)
+        factor = np.float32(self.factor)
+        if _in_place(values):
+            return np.divide(values, factor, out=values)
+        return np.divide(values, factor, dtype=np.float32)
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
         return values.float() / torch.tensor(self.factor, dtype=torch.float32)
@@ -62,8 +63,11 @@ class LogBackscatter:
     eps: float = 1e-10
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        values = _float32(values)
-        np.maximum(values, np.float32(self.eps), out=values)
+        eps = np.float32(self.eps)
+        if _in_place(values):
+            np.maximum(values, eps, out=values)
+        else:
+            values = np.maximum(values, eps, dtype=np.float32)
         np.log(values, out=values)
         return np.divide(values, np.float32(self.divisor), out=values)
 
@@ -85,8 +89,11 @@ class ElevationWithHeight:
     terrain_band: str = "DTM"
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        values = _float32(values)
-        np.divide(values, np.float32(self.divisor), out=values)
+        divisor = np.float32(self.divisor)
+        if _in_place(values):
+            np.divide(values, divisor, out=values)
+        else:
+            values = np.divide(values, divisor, dtype=np.float32)
         if self.surface_band in bands and self.terrain_band in bands:
             surface = values[..., bands.index(self.surface_band), :, :]
             terrain = values[..., bands.index(self.terrain_band), :, :]

@@ -43,6 +43,17 @@ class ResolvedInput:
     def entry(self) -> Modality:
         return MODALITIES[self.key]
 
+    @property
+    def device_band_order(self) -> tuple[int, ...] | None:
+        """Band order that :func:`~maestro.data.preprocess.device.scale_batch` applies to values
+        that travelled unscaled, when the selection keeps every on-disk band, only reordered (NIR,
+        R, G, B for aerial): the workers then ship them in disk order, without a copy. None when
+        the workers select the bands themselves (a subset, or disk order already)."""
+        everything = tuple(range(self.entry.num_bands))
+        if self.band_indices == everything or tuple(sorted(self.band_indices)) != everything:
+            return None
+        return self.band_indices
+
 
 def _as_override(key: str, value: Any) -> ModalityOverride:
     """A ModalityOverride from itself or a YAML-shaped mapping (unknown keys fail here)."""

@@ -2,7 +2,9 @@
 
 With ``PreprocessConfig.scale_on_device`` the loader ships aerial, SPOT, S2 and historical imagery
 in their on-disk integer dtypes; once the batch is on its device (GPU or CPU), :func:`scale_batch`
-applies the registry's scaling to them, with the same formula the workers would have used.
+applies the registry's scaling to them, with the same formula the workers would have used, after
+putting their bands in network order when the workers left them in disk order
+(``ResolvedInput.device_band_order``).
 """
 
 from __future__ import annotations
@@ -10,18 +12,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from maestro.data.preprocess.config import PreprocessConfig
 from maestro.modalities import MODALITIES
 from maestro.sample import INPUTS
 
 
 def scale_batch(batch: Mapping[str, Any], config: PreprocessConfig) -> Mapping[str, Any]:
-    """Scale the integer inputs of a collated batch in network band order (others are left as
-    they are: they were scaled in the workers). Returns the batch, updated in place."""
+    """Scale the integer inputs of a collated batch (B, T, C, H, W) into network band order and
+    scale (others are left as they are: they were scaled in the workers). Returns the batch,
+    updated in place."""
     inputs = batch[INPUTS]
     for key, values in inputs.items():
         if values.is_floating_point():
             continue
-        entry = MODALITIES[key]
-        inputs[key] = entry.scaling.tensor(values, config.spec(key).bands)
+        spec = config.spec(key)
+        if spec.device_band_order is not None:
+            order = torch.tensor(spec.device_band_order, device=values.device)
+            values = values.index_select(-3, order)
+        inputs[key] = MODALITIES[key].scaling.tensor(values, spec.bands)
     return batch

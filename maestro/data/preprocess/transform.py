@@ -4,7 +4,9 @@ Both contracts are documented in :mod:`maestro.sample`; the method is described 
 ``docs/method.md``. Every per-modality fact comes from the registry:
 
 1. band selection / reordering into network order (``Modality.band_indices``), cast to float32;
-2. MAESTRO scaling (``Modality.scaling``), applied in place on the float32 copy;
+2. MAESTRO scaling (``Modality.scaling``), applied in place on the float32 copy (or reading the
+   raw raster once when its bands are already in network order); in training the dates are kept
+   first (step 3 does not look at pixel values there), so only kept dates are converted;
 3. for time series, reduction to ``num_dates`` dates, one per bin, avoiding dates flagged by the
    image's companion mask (:mod:`maestro.data.preprocess.dates`);
 4. series shorter than ``num_dates`` are padded with zeros and ``valid=False``; with
@@ -60,13 +62,42 @@ def select_bands(
 
 
 def scale_inplace(values: np.ndarray, modality: Modality, bands: tuple[str, ...]) -> np.ndarray:
-    """Apply the registry scaling of ``modality`` to float32 ``values`` (``..., C, H, W``).
+    """Apply the registry scaling of ``modality`` to ``values`` (``..., C, H, W``).
 
-    The registry's scalings work in place on float32 arrays, so the rasters are not copied again.
+    The registry's scalings work in place on writable float32 arrays, so the rasters are not copied
+    again; any other array is read once into a new float32 result.
     """
     if modality.scaling is None:
         return values
     return modality.scaling(values, bands)
+
+
+def network_values(raw: np.ndarray, spec: ResolvedInput, unscaled: bool, *, shared: bool) -> np.ndarray:
+    """(T, C_disk, H, W) raster -> (T, C, H, W) values: float32 scaled in network band order, or
+    with ``unscaled`` the on-disk dtype, in as few passes over the pixels as possible.
+
+    Unscaled values that keep every band are ``raw`` itself, in disk order when
+    ``spec.device_band_order`` says the device reorders them. With every band in disk order the
+    registry scaling reads ``raw`` once into its float32 result (no copy first). ``shared`` says
+    that ``raw`` is the caller's raw array: values that alias it are returned read-only, so neither
+    side can change the other.
+    """
+    entry = spec.entry
+    in_disk_order = spec.band_indices == tuple(range(raw.shape[1]))
+    if unscaled and (in_disk_order or spec.device_band_order is not None):
+        return _read_only(raw) if shared else raw
+    if unscaled:
+        return select_bands(raw, spec.band_indices, dtype=raw.dtype)
+    if in_disk_order and entry.scaling is not None:
+        return scale_inplace(_read_only(raw) if shared else raw, entry, spec.bands)
+    return scale_inplace(select_bands(raw, spec.band_indices), entry, spec.bands)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view: values that alias the caller's raw array can then change neither side."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def mask_companion(modality: str) -> Modality | None:
@@ -212,7 +243,8 @@ def preprocess_input(
     reference: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One input modality -> (values (T, C, H, W), times float32 (T, 3), valid bool (T,)); values are
-    float32 in network scale, or in their on-disk integer dtype with ``config.scale_on_device``."""
+    float32 in network scale, or in their on-disk integer dtype with ``config.scale_on_device``
+    (then in disk band order when ``spec.device_band_order`` says that the device reorders them)."""
     entry = spec.entry
     meta = sample.get(META) or {}
     patch_id = meta.get("patch_id") if isinstance(meta, Mapping) else None
@@ -234,13 +266,25 @@ def preprocess_input(
         raw, dates = raw[order], dates[order]
         flagged = None if flagged is None else flagged[order]
     unscaled = config.scale_on_device and entry.scales_on_device
-    if unscaled:  # on-disk dtype; scale_batch scales it after the transfer
-        values = select_bands(raw, spec.band_indices, dtype=raw.dtype)
-    else:
-        values = scale_inplace(select_bands(raw, spec.band_indices), entry, spec.bands)
-    if spec.num_dates is not None and values.shape[0] > spec.num_dates:
+    select = spec.num_dates is not None and raw.shape[0] > spec.num_dates
+    if select and rng is not None:
+        # Training draws do not look at pixel values: keep the dates first, so that only those are
+        # band-selected, cast and scaled (same values as selecting after scaling).
+        keep = select_dates(
+            raw,
+            spec.num_dates,
+            rng=rng,
+            flagged=flagged,
+            eval_offset=config.eval_offset,  # type: ignore[arg-type]
+        )
+        raw, dates = raw[keep], dates[keep]
+        flagged = None if flagged is None else flagged[keep]
+        select = False
+    values = network_values(raw, spec, unscaled, shared=np.may_share_memory(raw, sample[entry.key]))
+    if select:
         # A uniform division leaves every date's distance to the bin median in the same order.
-        candidates = values.astype(np.float32) if unscaled and rng is None else values
+        order = spec.band_indices if spec.device_band_order is not None else range(values.shape[1])
+        candidates = select_bands(values, order) if unscaled else values
         keep = select_dates(
             candidates, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset
         )
@@ -256,6 +300,8 @@ def preprocess_input(
         check_finite(values, entry.key, patch_id, path)
     if config.cloudy_date_fraction is not None and flagged is not None and len(flagged):
         cloudy = flagged.reshape(len(flagged), -1).mean(axis=1) > config.cloudy_date_fraction
+        if cloudy.any() and not values.flags.writeable:
+            values = values.copy()
         values[cloudy] = 0.0
         keep = ~cloudy if keep is None else keep & ~cloudy
     values, dates, valid = pad_series(values, dates, spec.num_dates)
