@@ -111,7 +111,8 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
         *checkpoint_callbacks(out, trainer_config),
         LearningRateMonitor(logging_interval="step"),
         TrainingThroughput(every_n_steps=trainer_config.log_every_n_steps),
-        ProgressBar(refresh_rate=1),
+        # Each refresh reads the logged losses off the device (a sync): once per logging window, not per step.
+        ProgressBar(refresh_rate=trainer_config.log_every_n_steps),
     ]
     # A new version_N per launch: a resumed run never overwrites the logs of the interrupted one.
     loggers = [TensorBoardLogger(save_dir=out, name="tensorboard"), CSVLogger(save_dir=out, name="csv")]
