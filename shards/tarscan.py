@@ -43,7 +43,7 @@ def _checksum_ok(block: bytes) -> bool:
     unsigned = sum(block[:148]) + 256 + sum(block[156:])
     if stored == unsigned:
         return True
-    signed = unsigned - 2 * sum(b for b in block[:148] + block[156:] if b > 127)
+    signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)  # bytes as int8
     return stored == signed
 
 
