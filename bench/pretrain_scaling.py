@@ -121,25 +121,34 @@ def _pretrain_args(
 
 
 def measured(out: Path, skip_steps: int) -> dict[str, Any]:
-    """Samples/s over the logged windows ending past ``skip_steps``: total samples / total time."""
+    """Samples/s over the logged windows ending past ``skip_steps``: total samples / total time;
+    with the share of that time the training loop waited for input (rank 0)."""
     rows = []
     for path in sorted(out.glob("csv/version_*/metrics.csv")):
         with path.open() as f:
             rows += [r for r in csv.DictReader(f) if r.get("perf/samples_per_sec")]
     windows = sorted(
-        (int(r["step"]), float(r["perf/samples_per_sec"]), float(r["perf/step_seconds"])) for r in rows
+        (
+            int(r["step"]),
+            float(r["perf/samples_per_sec"]),
+            float(r["perf/step_seconds"]),
+            float(r.get("perf/input_wait_fraction") or "nan"),
+        )
+        for r in rows
     )
-    timed = samples = steps = 0.0
-    for (previous, _, _), (step, rate, step_seconds) in zip(windows, windows[1:], strict=False):
+    timed = samples = steps = waited = 0.0
+    for (previous, *_), (step, rate, step_seconds, wait) in zip(windows, windows[1:], strict=False):
         if previous >= skip_steps:
             seconds = step_seconds * (step - previous)
             timed, samples, steps = timed + seconds, samples + rate * seconds, steps + step - previous
+            waited += wait * seconds
     if not steps:
         raise RuntimeError(f"{out}: no logged window past step {skip_steps}; run more steps")
     return {
         "samples_per_s": samples / timed,
         "steps_timed": int(steps),
-        "window_rates": [round(rate, 1) for _, rate, _ in windows],
+        "input_wait_fraction": round(waited / timed, 3),
+        "window_rates": [round(rate, 1) for _, rate, *_ in windows],
     }
 
 
@@ -234,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         if base and "samples_per_s" in results.get(name, {}):
             rate = results[name]["samples_per_s"]
             print(f"{name}: {rate:.1f} samples/s, scaling efficiency {rate / (args.gpus * base):.1%}")
+    for name, result in results.items():
+        if "input_wait_fraction" in result:  # near 0: the GPU sets the pace; large: the input pipeline
+            print(
+                f"{name}: the training loop waited for input {result['input_wait_fraction']:.1%} of the time"
+            )
     return 0
 
 

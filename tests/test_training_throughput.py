@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import time
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -11,19 +13,27 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from maestro.training.throughput import SAMPLES_PER_SEC, STEP_SECONDS, TrainingThroughput, samples_in
+from maestro.training.throughput import (
+    INPUT_WAIT,
+    SAMPLES_PER_SEC,
+    STEP_SECONDS,
+    TrainingThroughput,
+    samples_in,
+)
 
 
 class _Linear(L.LightningModule):
     """A model-sample-shaped batch (``inputs`` by modality) through one linear layer; validation
     sleeps, so counting it as training time would show."""
 
-    def __init__(self, validation_seconds: float):
+    def __init__(self, validation_seconds: float, step_seconds: float = 0.0):
         super().__init__()
         self.layer = torch.nn.Linear(3, 1)
         self.validation_seconds = validation_seconds
+        self.step_seconds = step_seconds
 
     def training_step(self, batch, batch_idx):
+        time.sleep(self.step_seconds)
         return self.layer(batch["inputs"]["x"]).pow(2).mean()
 
     def validation_step(self, batch, batch_idx):
@@ -33,11 +43,26 @@ class _Linear(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _loader(batches: int, batch_size: int) -> DataLoader:
-    return DataLoader([{"inputs": {"x": torch.ones(batch_size, 3)}}] * batches, batch_size=None)
+class _SlowBatches(torch.utils.data.Dataset):
+    """Batches that take ``seconds`` each to load."""
+
+    def __init__(self, batches: int, batch_size: int, seconds: float):
+        self.batches, self.batch_size, self.seconds = batches, batch_size, seconds
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, index: int) -> dict:
+        time.sleep(self.seconds)
+        return {"inputs": {"x": torch.ones(self.batch_size, 3)}}
 
 
-def test_samples_per_second_is_logged_every_window_without_validation_time(tmp_path):
+def _loader(batches: int, batch_size: int, load_seconds: float = 0.0) -> DataLoader:
+    return DataLoader(_SlowBatches(batches, batch_size, load_seconds), batch_size=None)
+
+
+def _fit(tmp_path, model: L.LightningModule, train: DataLoader, val: DataLoader | None = None) -> list[dict]:
+    """Fit with the callback alone (window 2) and return the CSV rows that carry throughput."""
     trainer = L.Trainer(
         default_root_dir=tmp_path,
         max_epochs=2,
@@ -49,19 +74,57 @@ def test_samples_per_second_is_logged_every_window_without_validation_time(tmp_p
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
-    trainer.fit(_Linear(validation_seconds=1.0), _loader(4, batch_size=5), _loader(1, batch_size=5))
+    trainer.fit(model, train, val)
     with open(next(tmp_path.glob("csv/version_*/metrics.csv"))) as f:
-        rows = list(csv.DictReader(f))
-    logged = {
-        int(r["step"]): (float(r[SAMPLES_PER_SEC]), float(r[STEP_SECONDS]))
-        for r in rows
-        if r[SAMPLES_PER_SEC]
-    }
+        return [r for r in csv.DictReader(f) if r[SAMPLES_PER_SEC]]
+
+
+def test_samples_per_second_is_logged_every_window_without_validation_time(tmp_path):
+    rows = _fit(tmp_path, _Linear(validation_seconds=1.0), _loader(4, batch_size=5), _loader(1, batch_size=5))
+    logged = {int(r["step"]): (float(r[SAMPLES_PER_SEC]), float(r[STEP_SECONDS])) for r in rows}
     assert sorted(logged) == [2, 4, 6, 8]  # 4 steps per epoch, a window of 2 steps
     for rate, seconds in logged.values():
         assert rate == pytest.approx(5 / seconds)  # 2 steps x 5 samples over 2 steps' time
     # the window after the first validation (steps 5-6) does not include its 1 s sleep
     assert logged[6][1] < 0.5
+
+
+def test_input_wait_is_high_when_loading_sets_the_pace_and_low_when_the_step_does(tmp_path):
+    slow_input = _fit(tmp_path / "input", _Linear(0.0), _loader(4, batch_size=5, load_seconds=0.2))
+    slow_step = _fit(tmp_path / "step", _Linear(0.0, step_seconds=0.2), _loader(4, batch_size=5))
+    assert len(slow_input) == len(slow_step) == 4
+    assert all(float(r[INPUT_WAIT]) > 0.6 for r in slow_input), [r[INPUT_WAIT] for r in slow_input]
+    assert all(float(r[INPUT_WAIT]) < 0.4 for r in slow_step), [r[INPUT_WAIT] for r in slow_step]
+
+
+def _window_end(callback: TrainingThroughput, step: int, device: str, waited: float) -> None:
+    """Drive one window end by hand: a trainer at ``step`` on ``device`` whose window spent
+    ``waited`` of its time on input."""
+    trainer = SimpleNamespace(
+        global_step=step,
+        strategy=SimpleNamespace(root_device=torch.device(device)),
+        is_global_zero=True,
+        world_size=1,
+        loggers=[],
+    )
+    callback._start, callback._start_step = time.perf_counter() - 1.0, step - callback.every_n_steps
+    callback._waited = waited
+    callback.on_train_batch_end(trainer, None, None, (torch.zeros(2, 1),), 0)
+
+
+def test_an_input_bound_gpu_run_warns_once_past_the_first_window(monkeypatch, caplog):
+    monkeypatch.setattr(TrainingThroughput, "_sync", staticmethod(lambda trainer: None))  # no GPU here
+    callback = TrainingThroughput(every_n_steps=10)
+    with caplog.at_level(logging.WARNING, logger="maestro.training.throughput"):
+        _window_end(callback, 10, "cuda", waited=0.9)  # first window: start-up, not counted
+        _window_end(callback, 20, "cuda", waited=0.1)  # the GPU sets the pace
+        _window_end(callback, 20, "cpu", waited=0.9)  # CPU runs share cores with the loader
+        assert not caplog.records
+        _window_end(callback, 30, "cuda", waited=0.5)
+        _window_end(callback, 40, "cuda", waited=0.5)
+    assert len(caplog.records) == 1
+    assert "waited for input 50% of the last 10 steps" in caplog.text
+    assert "data.num_workers" in caplog.text
 
 
 def test_a_window_must_hold_a_step():

@@ -4,10 +4,16 @@ Lightning's ``ThroughputMonitor`` synchronises the GPU after every batch, which 
 queueing the next step; this callback synchronises once per logging window, so a run measures
 itself at the speed it would run anyway. Validation is not counted as training time: the window
 starts again after it.
+
+It also says whether the input pipeline or the model sets the pace: the share of the window the
+training loop spent between two batches (waiting for the loader, pinning, the copy to the
+device). The host queues GPU work ahead, so while the GPU is the bottleneck the loop blocks inside
+the step and this share stays near zero; when the loader cannot keep up, it grows.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +29,12 @@ SAMPLES_PER_SEC = "perf/samples_per_sec"
 """Training samples per second summed over ranks, over the last logging window."""
 STEP_SECONDS = "perf/step_seconds"
 """Wall time per optimizer step over the last logging window."""
+INPUT_WAIT = "perf/input_wait_fraction"
+"""Share of the last window the training loop (rank 0) spent waiting for its next batch."""
+INPUT_BOUND = 0.2
+"""Input wait above which a GPU run warns once that the loader, not the GPU, sets its pace."""
+
+log = logging.getLogger(__name__)
 
 
 def samples_in(batch: Any) -> int:
@@ -33,7 +45,8 @@ def samples_in(batch: Any) -> int:
 
 
 class TrainingThroughput(L.Callback):
-    """Logs :data:`SAMPLES_PER_SEC` and :data:`STEP_SECONDS` every ``every_n_steps`` optimizer steps."""
+    """Logs :data:`SAMPLES_PER_SEC`, :data:`STEP_SECONDS` and :data:`INPUT_WAIT` every
+    ``every_n_steps`` optimizer steps."""
 
     def __init__(self, every_n_steps: int):
         if every_n_steps < 1:
@@ -42,10 +55,14 @@ class TrainingThroughput(L.Callback):
         self._start: float | None = None
         self._start_step = 0
         self._samples = 0
+        self._waited = 0.0
+        self._batch_end: float | None = None
+        self._warned = False
 
     def _restart(self, trainer: L.Trainer) -> None:
         self._sync(trainer)
         self._start, self._start_step, self._samples = time.perf_counter(), trainer.global_step, 0
+        self._waited, self._batch_end = 0.0, self._start
 
     @staticmethod
     def _sync(trainer: L.Trainer) -> None:
@@ -55,12 +72,19 @@ class TrainingThroughput(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restart(trainer)
 
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._batch_end is not None:
+            self._waited += time.perf_counter() - self._batch_end
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._samples += samples_in(batch)
         steps = trainer.global_step - self._start_step
         if self._start is None or steps < self.every_n_steps:
+            self._batch_end = time.perf_counter()
             return
         self._sync(trainer)
         seconds = time.perf_counter() - self._start
@@ -68,10 +92,29 @@ class TrainingThroughput(L.Callback):
             metrics = {
                 SAMPLES_PER_SEC: self._samples * trainer.world_size / seconds,
                 STEP_SECONDS: seconds / steps,
+                INPUT_WAIT: self._waited / seconds,
             }
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
+            self._warn_if_input_bound(trainer, metrics[INPUT_WAIT])
         self._start, self._start_step, self._samples = time.perf_counter(), trainer.global_step, 0
+        self._waited, self._batch_end = 0.0, self._start
+
+    def _warn_if_input_bound(self, trainer: L.Trainer, waited: float) -> None:
+        """Once per run, past the first window (worker start-up, compilation), on GPUs only: on CPU
+        the loader and the model share the same cores, and more workers would not help."""
+        first_window = trainer.global_step <= self.every_n_steps
+        if self._warned or first_window or waited <= INPUT_BOUND:
+            return
+        if trainer.strategy.root_device.type != "cuda":
+            return
+        self._warned = True
+        log.warning(
+            "the training loop waited for input %.0f%% of the last %d steps: the data loader, not the "
+            "GPU, sets the pace. Give each GPU more CPU cores and loader workers (data.num_workers).",
+            100 * waited,
+            self.every_n_steps,
+        )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
