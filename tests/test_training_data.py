@@ -133,3 +133,22 @@ def test_padding_is_read_on_the_host_before_the_transfer():
     full["valid"]["s2"][1, 2] = False
     assert padding_on_host(full) is True
     assert padding_on_host({"inputs": {}}) is None
+
+
+@pytest.mark.parametrize(
+    ("pin_memory", "on_gpu", "pinned"),
+    [
+        (None, True, True),
+        (False, True, False),
+        (True, True, True),
+        (None, False, False),
+        (True, False, False),
+    ],
+)
+def test_batches_are_pinned_on_gpus_unless_turned_off(toy_shards, monkeypatch, pin_memory, on_gpu, pinned):
+    from maestro.data.preprocess import build_preprocess_config
+
+    monkeypatch.setattr(ShardDataModule, "on_gpu", property(lambda self: on_gpu))
+    config = DataConfig(train=str(toy_shards), num_workers=0, pin_memory=pin_memory)
+    module = ShardDataModule(config, build_preprocess_config(["aerial"]))
+    assert module.train_dataloader().shards.config.pin_memory is pinned

@@ -30,6 +30,10 @@ class DataConfig:
     batch_size: int = 32
     """Per device."""
     num_workers: int = 4
+    pin_memory: bool | None = None
+    """Copy each batch into page-locked memory in a loader thread, so that the copy to the GPU runs
+    asynchronously. None: on when training on GPUs. Off, the copy to the GPU reads the batch where
+    the workers left it (no extra host copy, but the transfer blocks the training loop)."""
     batches_per_epoch: int | None = None
     """Per rank; default: training samples in the manifest / global batch (at least 1)."""
     shuffle_buffer: int = 256

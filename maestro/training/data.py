@@ -185,7 +185,7 @@ class ShardDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             modalities=self.members,
-            pin_memory=self.on_gpu,
+            pin_memory=self.on_gpu and self.data.pin_memory is not False,
             **options,
         )
 
