@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -35,40 +34,6 @@ from shards.loader import make_loader
 from shards.reading import iter_shard
 
 MEMBERS = tuple(with_companions(DEFAULT_INPUTS))
-
-
-def _tarfile_members(path: Path) -> list[tuple[str, bytes]]:
-    with tarfile.open(path) as tar:
-        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg()]  # type: ignore[union-attr]
-
-
-def _scanned_members(path: Path) -> list[tuple[str, bytes]]:
-    return [
-        (f"{sample['__key__']}.{suffix}", bytes(data))
-        for sample in iter_shard(str(path))
-        for suffix, data in sample.items()
-        if not suffix.startswith("__")
-    ]
-
-
-def test_shard_members_equal_tarfile_reads(toy_shards: Path) -> None:
-    for shard in sorted(toy_shards.glob("*.tar")):
-        assert sorted(_scanned_members(shard)) == sorted(_tarfile_members(shard))
-
-
-def test_headers_left_to_tarfile(tmp_path: Path) -> None:
-    """A PAX long name and a directory hand the rest of the archive over to tarfile."""
-    path = tmp_path / "mixed.tar"
-    members = {"a.meta.json": b"{}", f"{'b' * 120}.x.npy": bytes(70_000), "c.meta.json": b"[1]"}
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(tarfile.TarInfo("dir"), None)
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    scanned = [(s["__key__"], s) for s in iter_shard(str(path))]
-    assert [key for key, _ in scanned] == ["a", "b" * 120, "c"]
-    assert bytes(scanned[1][1]["x.npy"]) == members[f"{'b' * 120}.x.npy"]
 
 
 @pytest.mark.parametrize(
