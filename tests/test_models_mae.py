@@ -81,6 +81,26 @@ def test_forward_outputs():
     torch.testing.assert_close(out["loss"], expected)
 
 
+def test_targets_are_standardised_patches_unless_turned_off():
+    import dataclasses
+
+    from maestro.models.loss import normalise_patches
+
+    config = tiny_config()
+    batch = synthetic_batch(config)
+    for normalize in (True, False):
+        torch.manual_seed(0)
+        model = MaestroMAE(dataclasses.replace(config, normalize_targets=normalize))
+        out = model(**batch, generator=torch.Generator().manual_seed(0))
+        for key, spec in config.encoder.specs.items():
+            pixels = batch["inputs"][key]
+            want = normalise_patches(pixels, spec.patch_size, spec.norm_groups) if normalize else pixels
+            torch.testing.assert_close(out["targets"][key], want)
+            masked = out["pixel_masks"][key]
+            error = (out["predictions"][key] - want).abs()[masked].mean()
+            torch.testing.assert_close(out["losses"][key], error)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_padded_dates_never_visible_and_excluded_from_loss(mode):
     torch.manual_seed(0)

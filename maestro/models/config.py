@@ -309,6 +309,11 @@ class MAEConfig(ConfigMixin):
     decoder_heads: int = 16
     decoder_mlp_hidden: int | None = None
     """Default: 4 x encoder width (the reference's quirk, kept for weight compatibility)."""
+    normalize_targets: bool = True
+    """Reconstruct each (patch, band group) standardised, as the reference MAESTRO (and MAE's
+    ``norm_pix_loss``) does: the encoder is paid for structure, not for a patch's mean level.
+    False reconstructs the network-scale pixels, so the encoder must also keep absolute
+    reflectance, elevation and backscatter, which some classes are told apart by."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder", config_io.nested(EncoderConfig, self.encoder, "encoder"))

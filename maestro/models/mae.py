@@ -100,7 +100,7 @@ class MaestroMAE(nn.Module, HubModel):
 
         Returns ``loss`` (scalar), ``losses`` {mod: scalar}, ``counts`` {mod: pixels in the
         loss}, ``predictions`` and ``targets``
-        {mod: (B, T, C, H, W)} in normalised target space, ``masks`` {mod: (B, T, G, h, w)} token
+        {mod: (B, T, C, H, W)} in target space (normalised unless ``normalize_targets`` is off), ``masks`` {mod: (B, T, G, h, w)} token
         masks (True: not seen by the encoder; padded dates always are) and ``pixel_masks``
         {mod: (B, T, C, H, W)}: the pixels the loss uses (masked tokens of valid dates).
         ``generator`` makes the masks reproducible; ``padded`` as in
@@ -119,7 +119,11 @@ class MaestroMAE(nn.Module, HubModel):
 
         targets, pixel_masks = {}, {}
         for key, spec in self.specs.items():
-            targets[key] = normalise_patches(inputs[key], spec.patch_size, spec.norm_groups)
+            targets[key] = (
+                normalise_patches(inputs[key], spec.patch_size, spec.norm_groups)
+                if self.config.normalize_targets
+                else inputs[key]
+            )
             dates = rearrange(valid[key], "b t -> b t 1 1 1")
             pixel_masks[key] = token_mask_to_pixels(mask[key], spec) & dates
         loss, losses, counts = reconstruction_loss(predictions, targets, pixel_masks, self.loss_weights)
