@@ -2,8 +2,8 @@
 
 Columns: the input, the masked input (hidden patches grey), the target and the prediction. The
 target is the model's own: each (patch, band group) standardised (:func:`maestro.models.loss.normalise_patches`),
-so target and prediction are drawn in that normalised space with one stretch per band, taken from
-the target. Putting each hidden patch's true mean and spread back into the prediction (as a paste
+or the network-scale pixels with ``normalize_targets`` off, so target and prediction are drawn in
+that space with one stretch per band, taken from the target. Putting each hidden patch's true mean and spread back into the prediction (as a paste
 into the input would need) makes an untrained model look like a trained one; here an untrained
 model's prediction column is visibly flat. Bands follow the registry's ``display_bands`` (aerial
 R,G,B; S2 B4,B3,B2 true colour; DEM the DSM; S1 VV); visible pixels are grey in the last two columns.
