@@ -34,9 +34,13 @@ class Scaling(Protocol):
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor: ...
 
 
-def _in_place(values: np.ndarray) -> bool:
-    """Whether ``values`` can be scaled in place: a writable float32 array."""
-    return isinstance(values, np.ndarray) and values.dtype == np.float32 and values.flags.writeable
+def _first_pass(ufunc: np.ufunc, values: np.ndarray, operand: float) -> np.ndarray:
+    """``ufunc(values, operand)`` as float32: in place on a writable float32 array (no copy),
+    otherwise read once into a new float32 array that the later steps may then modify in place."""
+    operand = np.float32(operand)
+    if isinstance(values, np.ndarray) and values.dtype == np.float32 and values.flags.writeable:
+        return ufunc(values, operand, out=values)
+    return ufunc(values, operand, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,7 @@ class Divide:
     factor: float
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        factor = np.float32(self.factor)
-        if _in_place(values):
-            return np.divide(values, factor, out=values)
-        return np.divide(values, factor, dtype=np.float32)
+        return _first_pass(np.divide, values, self.factor)
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
         return values.float() / torch.tensor(self.factor, dtype=torch.float32)
@@ -63,11 +64,7 @@ class LogBackscatter:
     eps: float = 1e-10
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        eps = np.float32(self.eps)
-        if _in_place(values):
-            np.maximum(values, eps, out=values)
-        else:
-            values = np.maximum(values, eps, dtype=np.float32)
+        values = _first_pass(np.maximum, values, self.eps)
         np.log(values, out=values)
         return np.divide(values, np.float32(self.divisor), out=values)
 
@@ -89,11 +86,7 @@ class ElevationWithHeight:
     terrain_band: str = "DTM"
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-        divisor = np.float32(self.divisor)
-        if _in_place(values):
-            np.divide(values, divisor, out=values)
-        else:
-            values = np.divide(values, divisor, dtype=np.float32)
+        values = _first_pass(np.divide, values, self.divisor)
         if self.surface_band in bands and self.terrain_band in bands:
             surface = values[..., bands.index(self.surface_band), :, :]
             terrain = values[..., bands.index(self.terrain_band), :, :]

@@ -147,9 +147,7 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
                 )
         stacks[LABELS, key] = _Stack.of(arrays, f"labels[{key!r}]", samples)
     batch: dict[str, Any] = {INPUTS: {}, TIMES: {}, VALID: {}, LABELS: {}}
-    for (field, key), stack, out in zip(
-        stacks, stacks.values(), _allocate(list(stacks.values())), strict=True
-    ):
+    for ((field, key), stack), out in zip(stacks.items(), _allocate(list(stacks.values())), strict=True):
         batch[field][key] = stack.fill_into(out)
     batch[META] = [s.get(META, {}) for s in samples]
     return batch

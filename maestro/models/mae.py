@@ -99,10 +99,10 @@ class MaestroMAE(nn.Module, HubModel):
         """Masked reconstruction of a model-sample batch (see :mod:`maestro.sample`).
 
         Returns ``loss`` (scalar), ``losses`` {mod: scalar}, ``counts`` {mod: pixels in the
-        loss}, ``predictions`` and ``targets``
-        {mod: (B, T, C, H, W)} in target space (normalised unless ``normalize_targets`` is off), ``masks`` {mod: (B, T, G, h, w)} token
-        masks (True: not seen by the encoder; padded dates always are) and ``pixel_masks``
-        {mod: (B, T, C, H, W)}: the pixels the loss uses (masked tokens of valid dates).
+        loss}, ``predictions`` and ``targets`` {mod: (B, T, C, H, W)} in target space (normalised
+        unless ``normalize_targets`` is off), ``masks`` {mod: (B, T, G, h, w)} token masks (True:
+        not seen by the encoder; padded dates always are) and ``pixel_masks`` {mod: (B, T, C, H, W)}:
+        the pixels the loss uses (masked tokens of valid dates).
         ``generator`` makes the masks reproducible; ``padded`` as in
         :meth:`MaestroEncoder.forward_intermediates`.
         """

@@ -262,9 +262,7 @@ def preprocess_input(
     if raw.shape[0] > 1 and (dates[1:] < dates[:-1]).any():
         # Bins must be contiguous in time: put the series in chronological order first.
         logger.debug("%s %s: dates not in chronological order, sorting", patch_id, entry.key)
-        order = np.argsort(dates, kind="stable")
-        raw, dates = raw[order], dates[order]
-        flagged = None if flagged is None else flagged[order]
+        raw, dates, flagged = _take_dates(np.argsort(dates, kind="stable"), raw, dates, flagged)
     unscaled = config.scale_on_device and entry.scales_on_device
     select = spec.num_dates is not None and raw.shape[0] > spec.num_dates
     if select and rng is not None:
@@ -277,8 +275,7 @@ def preprocess_input(
             flagged=flagged,
             eval_offset=config.eval_offset,  # type: ignore[arg-type]
         )
-        raw, dates = raw[keep], dates[keep]
-        flagged = None if flagged is None else flagged[keep]
+        raw, dates, flagged = _take_dates(keep, raw, dates, flagged)
         select = False
     values = network_values(raw, spec, unscaled, shared=np.may_share_memory(raw, sample[entry.key]))
     if select:
@@ -286,10 +283,9 @@ def preprocess_input(
         order = spec.band_indices if spec.device_band_order is not None else range(values.shape[1])
         candidates = select_bands(values, order) if unscaled else values
         keep = select_dates(
-            candidates, spec.num_dates, rng=rng, flagged=flagged, eval_offset=config.eval_offset
+            candidates, spec.num_dates, rng=None, flagged=flagged, eval_offset=config.eval_offset
         )
-        values, dates = values[keep], dates[keep]
-        flagged = None if flagged is None else flagged[keep]
+        values, dates, flagged = _take_dates(keep, values, dates, flagged)
 
     keep = None
     if unscaled:
@@ -308,6 +304,13 @@ def preprocess_input(
     if keep is not None:
         valid[: len(keep)] &= keep
     return values, date_times(dates, reference), valid
+
+
+def _take_dates(
+    index: np.ndarray, values: np.ndarray, dates: np.ndarray, flagged: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The dates at ``index`` of a series: its values, dates and flags (when there are flags)."""
+    return values[index], dates[index], None if flagged is None else flagged[index]
 
 
 def _as_generator(rng: RngLike) -> np.random.Generator | None:
