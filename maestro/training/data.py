@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 from maestro.data.preprocess import MaestroTransform, PreprocessConfig, build_preprocess_config, scale_batch
@@ -20,6 +21,7 @@ from maestro.errors import DataError
 from maestro.modalities import with_companions
 from maestro.models.config import ModalitySpec
 from maestro.training.config import DataConfig
+from maestro.training.transfer import tensors_to_device
 from shards.loader import ShardLoader, make_loader
 from shards.manifest import read_manifest
 from shards.reading import local_manifest
@@ -154,6 +156,9 @@ class ShardDataModule(L.LightningDataModule):
     @property
     def on_gpu(self) -> bool:
         return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return tensors_to_device(batch, device)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Note whether any date is padding while the masks are on the host: the models skip a
