@@ -107,7 +107,7 @@ class FinetuneTask(TrainingTask):
         targets = self.target.targets(batch["labels"][self.target.label_modality])
         loss, parts = segmentation_loss(self(batch), targets, self.config.model.aux_weight)
         size = batch_size_of(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/loss", loss, batch_size=size)  # shown by the progress bar
         if len(parts) > 1:
             for name, value in parts.items():
                 self.log(f"train/loss_{name}", value, batch_size=size)

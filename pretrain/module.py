@@ -69,7 +69,7 @@ class MaestroPretrainModule(TrainingTask):
         generator = step_generator(self.config.trainer.seed, self.global_step, self.global_rank, self.device)
         out = self(batch, generator)
         batch_size = batch_size_of(batch)
-        self.log("train/loss", out["loss"], prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", out["loss"], batch_size=batch_size)  # shown by the progress bar
         for key, value in out["losses"].items():
             self.log(f"train/loss_{key}", value, batch_size=batch_size)
         every = self.config.trainer.reconstruction_every_n_steps

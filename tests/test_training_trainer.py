@@ -137,3 +137,36 @@ def test_lightning_tips_and_the_limit_val_batches_note_are_not_shown(tmp_path):
         logger.removeHandler(handler)
     messages = [record.getMessage() for record in records]
     assert messages and not [m for m in messages if "Tip" in m or "limit_val_batches" in m], messages
+
+
+def test_the_step_loss_reaches_the_progress_bar_without_a_per_step_conversion(tmp_path):
+    """Progress-bar metrics are turned into Python numbers after every batch (a GPU sync); the
+    step loss is logged without ``prog_bar`` and read by the bar when it refreshes instead."""
+    import lightning as L
+
+    from maestro.training.trainer import ProgressBar
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train/loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    config = _Stage(
+        data=DataConfig(train="unused"),
+        trainer=TrainerConfig(output_dir=tmp_path, accelerator="cpu", devices=1, max_steps=3),
+    )
+    trainer = build_trainer(config)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(6, 2)), batch_size=2)
+    trainer.fit(Tiny(), loader)
+    [bar] = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    assert "train/loss" not in trainer.progress_bar_metrics
+    shown = bar.get_metrics(trainer, trainer.lightning_module)
+    assert shown["train/loss"] == pytest.approx(trainer.callback_metrics["train/loss"].item())

@@ -11,6 +11,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -46,9 +47,24 @@ def quiet_lightning() -> None:
         logger.addFilter(_DropNoise())
 
 
+STEP_METRICS_SHOWN = ("train/loss",)
+"""Per-step training metrics the progress bar shows. Stages log them without ``prog_bar``:
+Lightning converts progress-bar metrics to Python numbers after every batch, a GPU sync per step
+that keeps the host from queueing the next one; the bar reads them only when it refreshes."""
+
+
 class ProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bars, also closed when training fails: an open bar redraws itself after the
-    traceback, or at interpreter exit (after pytest's summary, in tests of crashes)."""
+    """Lightning's tqdm bars, showing :data:`STEP_METRICS_SHOWN` at each refresh, and also closed
+    when training fails: an open bar redraws itself after the traceback, or at interpreter exit
+    (after pytest's summary, in tests of crashes)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        for key in STEP_METRICS_SHOWN:
+            value = trainer.callback_metrics.get(key)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                items[key] = value.item()
+        return items
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
