@@ -66,3 +66,16 @@ def test_bad_optim_values_fail_without_their_section_prefix():
         OptimConfig(base_lr=0)
     with pytest.raises(ConfigError, match=r"^warmup_fraction must be in \(0, 1\)$"):
         OptimConfig(warmup_fraction=1.0)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ],
+)
+def test_adamw_is_fused_only_when_every_parameter_is_on_a_gpu(device):
+    model = torch.nn.Linear(3, 2).to(device)
+    optimizer, _ = build_optimizer(model, OptimConfig(), global_batch=3, total_steps=10)
+    assert bool(optimizer.defaults["fused"]) is (device == "cuda")

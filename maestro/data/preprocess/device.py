@@ -9,6 +9,7 @@ putting their bands in network order when the workers left them in disk order
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,14 @@ import torch
 from maestro.data.preprocess.config import PreprocessConfig
 from maestro.modalities import MODALITIES
 from maestro.sample import INPUTS
+
+
+@functools.cache
+def band_index(order: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``order`` as an index tensor on ``device``, built once per process: building it for every
+    batch copies from pageable host memory, which on a GPU waits for all the work already queued
+    (a full sync per training step)."""
+    return torch.tensor(order, device=device)
 
 
 def scale_batch(batch: Mapping[str, Any], config: PreprocessConfig) -> Mapping[str, Any]:
@@ -29,7 +38,6 @@ def scale_batch(batch: Mapping[str, Any], config: PreprocessConfig) -> Mapping[s
             continue
         spec = config.spec(key)
         if spec.device_band_order is not None:
-            order = torch.tensor(spec.device_band_order, device=values.device)
-            values = values.index_select(-3, order)
+            values = values.index_select(-3, band_index(spec.device_band_order, values.device))
         inputs[key] = MODALITIES[key].scaling.tensor(values, spec.bands)
     return batch
