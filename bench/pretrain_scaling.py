@@ -4,7 +4,8 @@ step rate, and how it scales over GPUs and "nodes".
 Builds toy FLAIR-HUB shards at the real 512 px shapes (``shards toy`` + ``shards build``), then
 runs, each as its own process tree exactly as a user launches it:
 
-* ``synthetic``: ``bench/pretrain_throughput.py`` on batches already on the GPU (the ceiling);
+* ``synthetic``: ``bench/pretrain_throughput.py`` on batches already on the GPU (the ceiling), with
+  padded dates like the toy shards' short series (``--padded-dates``);
 * ``single``: ``pretrain`` on one GPU (real shard loader, EMA, logging, compile);
 * ``ddp``: ``torchrun --nproc-per-node N pretrain --strategy ddp`` on N GPUs of the host;
 * ``nodes``: N ``torchrun --nnodes N`` launchers of one GPU each (``CUDA_VISIBLE_DEVICES``),
@@ -86,6 +87,7 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
     out = args.work / "synthetic.json"
     command = [sys.executable, "bench/pretrain_throughput.py", "--sizes", "medium", "--modes", "compile-full"]
     command += ["--batch-sizes", str(args.batch_size), "--no-search", "--no-loader", "--json", str(out)]
+    command += ["--padded-dates", str(args.padded_dates)]
     command += ["--smoke"] if args.smoke else []
     _run(command, args.work / "synthetic.log")
     results = json.loads(out.read_text())
@@ -111,6 +113,7 @@ def _pretrain_args(
         "trainer.checkpoint_every_n_steps=1000000",
         "trainer.reconstruction_every_n_steps=0",
         *(SMOKE_MODEL if args.smoke else []),
+        *args.override,
     ]
     return [
         *("-m", "pretrain.cli", "--config", str(CONFIG), "--output-dir", str(out)),
@@ -153,13 +156,13 @@ def measured(out: Path, skip_steps: int) -> dict[str, Any]:
 
 
 def single(args: argparse.Namespace) -> dict[str, Any]:
-    out = args.work / "single"
-    _run([sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)], args.work / "single.log")
+    out = args.work / f"single{args.tag}"
+    _run([sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)], out.with_suffix(".log"))
     return measured(out, args.skip_steps)
 
 
 def ddp(args: argparse.Namespace, strategy: str = "ddp", size: str = "medium") -> dict[str, Any]:
-    out = args.work / f"{strategy}{args.gpus}-{size}"
+    out = args.work / f"{strategy}{args.gpus}-{size}{args.tag}"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.gpus)]
     torchrun += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     _run([*torchrun, *_pretrain_args(args, out, size, strategy, args.gpus, 1)], out.with_suffix(".log"))
@@ -168,7 +171,7 @@ def ddp(args: argparse.Namespace, strategy: str = "ddp", size: str = "medium") -
 
 def nodes(args: argparse.Namespace) -> dict[str, Any]:
     """``args.gpus`` launchers of one GPU each, as many cluster nodes meeting at a rendezvous."""
-    out, port = args.work / f"nodes{args.gpus}x1", _free_port()
+    out, port = args.work / f"nodes{args.gpus}x1{args.tag}", _free_port()
     launchers = []
     for rank in range(args.gpus):
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(args.gpus)]
@@ -202,7 +205,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=20, help="steps per logged throughput window")
     parser.add_argument("--skip-steps", type=int, default=60, help="steps not timed (compile, warm-up)")
     parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument(
+        "--padded-dates",
+        type=int,
+        default=4,
+        help="padding in the synthetic batches (bench/pretrain_throughput.py --padded-dates): toy "
+        "shards hold short series, so nearly every real batch takes the key-masked attention path",
+    )
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more dotted config overrides for every pretrain run, e.g. data.pin_memory=false",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the run folders (several runs in one --work)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model: checks the script")
     args = parser.parse_args(argv)
     if args.smoke:

@@ -144,8 +144,16 @@ def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimi
     )
 
 
+PADDED_DATES = 0
+"""Set by ``--padded-dates``: the last dates of every other sample's series are padding."""
+
+
 def make_batch(config: MAEConfig, batch_size: int, device: torch.device, base: Batch | None = None) -> Batch:
-    """Synthetic batch of ``batch_size``: a small smooth-field batch tiled on the device (fast)."""
+    """Synthetic batch of ``batch_size``: a small smooth-field batch tiled on the device (fast).
+
+    With :data:`PADDED_DATES` > 0, every other sample misses that many dates at the end of each
+    series (fewer for short ones), as the toy data's short series do: attention then takes its
+    key-masked path, as in a real run on such data."""
     if base is None:
         base = synthetic_batch(config, batch_size=min(batch_size, 8), seed=0, device=device)
     reps = math.ceil(batch_size / next(iter(base["inputs"].values())).shape[0])
@@ -153,7 +161,13 @@ def make_batch(config: MAEConfig, batch_size: int, device: torch.device, base: B
     def tile(t: torch.Tensor) -> torch.Tensor:
         return t.repeat(reps, *([1] * (t.ndim - 1)))[:batch_size].contiguous()
 
-    return {part: {k: tile(v) for k, v in values.items()} for part, values in base.items()}
+    batch = {part: {k: tile(v) for k, v in values.items()} for part, values in base.items()}
+    for valid in batch["valid"].values():
+        missing = min(PADDED_DATES, valid.shape[1] // 4)
+        if missing:
+            valid[::2, -missing:] = False
+    batch["padded"] = any(not bool(v.all()) for v in batch["valid"].values())
+    return batch
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -164,7 +178,7 @@ def train_step(
     model: Callable[..., dict], optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device
 ) -> None:
     with autocast(device):
-        out = model(batch["inputs"], batch["times"], batch["valid"])
+        out = model(batch["inputs"], batch["times"], batch["valid"], padded=batch["padded"])
     out["loss"].backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -835,6 +849,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sizes that run compile-full (a whole-model compile takes ~2 min per size and batch)",
     )
     parser.add_argument("--fusion", default="group")
+    parser.add_argument(
+        "--padded-dates",
+        type=int,
+        default=0,
+        help="every other sample misses this many dates per series (at most a quarter): the key-masked "
+        "attention a real run takes when a batch holds short series",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (the first compiles)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
     parser.add_argument(
@@ -902,6 +923,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global PADDED_DATES
+    PADDED_DATES = args.padded_dates
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.backends.cudnn.benchmark = True
