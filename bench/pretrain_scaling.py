@@ -18,6 +18,10 @@ N-GPU rate over N times the one-GPU rate with the same per-GPU batch and workers
 
     python bench/pretrain_scaling.py --phases data synthetic single ddp nodes fsdp   # a 2-GPU host
     python bench/pretrain_scaling.py --smoke --phases data single                     # CPU, ~2 min
+
+With ``--profile-seconds N`` the one-GPU run is also sampled with ``py-spy`` (if installed) for N
+seconds after its first metrics are written, and the script prints the share of the trainer's main
+thread spent in each function (inclusive): how the trainer-process costs in BENCHMARKS.md were found.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ import csv
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +161,69 @@ def measured(out: Path, skip_steps: int) -> dict[str, Any]:
     }
 
 
+def host_profile(samples: Path, top: int = 15) -> list[tuple[str, float]]:
+    """Inclusive share of the trainer's main-thread samples per function, from ``py-spy record
+    --format raw`` (one line per distinct stack: frames joined by ``;``, then a count).
+
+    Frames on (nearly) every stack (the CLI, the fit loop) are skipped, and of a chain of wrappers
+    that always appear together only the innermost is kept: the ``top`` functions that remain say
+    where the host time goes."""
+    counts: Counter[str] = Counter()
+    depth: dict[str, int] = {}
+    total = 0
+    for line in samples.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        thread, *frames = stack.split(";")
+        if not number.isdigit() or "MainThread" not in thread or not frames:
+            continue  # other threads; the main thread outside Python (interpreter start, exit)
+        frames = [frame.split(" (")[0] for frame in frames]  # drop "(file.py:line)"
+        total += int(number)
+        for level, frame in enumerate(frames):
+            depth[frame] = max(depth.get(frame, 0), level)
+        for frame in set(frames):
+            counts[frame] += int(number)
+    innermost: dict[int, str] = {}
+    for frame, n in counts.items():
+        if n < 0.95 * total and depth[frame] >= depth.get(innermost.get(n, ""), -1):
+            innermost[n] = frame
+    shares = sorted(((frame, round(n / total, 3)) for n, frame in innermost.items()), key=lambda x: -x[1])
+    return shares[:top]
+
+
+def _sample_trainer(process: subprocess.Popen, out: Path, seconds: int) -> Path | None:
+    """``py-spy`` samples of the trainer for ``seconds``, once its first metrics are written (past
+    compilation); None without py-spy or when the run ends first."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        log.warning("--profile-seconds: py-spy is not installed (pip install py-spy); no host profile")
+        return None
+    while not any(out.glob("csv/version_*/metrics.csv")):
+        if process.poll() is not None:
+            return None
+        time.sleep(2)
+    samples = out.with_name(out.name + "-pyspy.txt")
+    command = [spy, "record", "--pid", str(process.pid), "--duration", str(seconds), "--rate", "50"]
+    command += ["--threads", "--idle", "--nonblocking", "--format", "raw", "--output", str(samples)]
+    subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return samples if samples.is_file() else None
+
+
 def single(args: argparse.Namespace) -> dict[str, Any]:
     out = args.work / f"single{args.tag}"
-    _run([sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)], out.with_suffix(".log"))
-    return measured(out, args.skip_steps)
+    command = [sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)]
+    if not args.profile_seconds:
+        _run(command, out.with_suffix(".log"))
+        return measured(out, args.skip_steps)
+    log.info("$ %s", " ".join(command))
+    with out.with_suffix(".log").open("w") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        samples = _sample_trainer(process, out, args.profile_seconds)
+        if process.wait():
+            raise subprocess.CalledProcessError(process.returncode, command)
+    result = measured(out, args.skip_steps)
+    if samples is not None:
+        result["host_profile"] = host_profile(samples)
+    return result
 
 
 def ddp(args: argparse.Namespace, strategy: str = "ddp", size: str = "medium") -> dict[str, Any]:
@@ -220,6 +285,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="more dotted config overrides for every pretrain run, e.g. data.pin_memory=false",
     )
+    parser.add_argument(
+        "--profile-seconds",
+        type=int,
+        default=0,
+        help="single: sample the trainer process with py-spy for this long once its first metrics are "
+        "written, and report where its main thread spends the time (needs py-spy)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the run folders (several runs in one --work)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model: checks the script")
     args = parser.parse_args(argv)
@@ -261,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         if base and "samples_per_s" in results.get(name, {}):
             rate = results[name]["samples_per_s"]
             print(f"{name}: {rate:.1f} samples/s, scaling efficiency {rate / (args.gpus * base):.1%}")
+    for frame, share in results.get("single", {}).get("host_profile", []):
+        print(f"single, trainer main thread: {share:6.1%} in {frame}")
     for name, result in results.items():
         if "input_wait_fraction" in result:  # near 0: the GPU sets the pace; large: the input pipeline
             print(
