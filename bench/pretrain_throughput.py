@@ -144,16 +144,20 @@ def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimi
     )
 
 
-PADDED_DATES = 0
-"""Set by ``--padded-dates``: the last dates of every other sample's series are padding."""
+def pad_dates(base: Batch, missing: int) -> Batch:
+    """``base`` with every other sample missing its last ``missing`` dates in each series (at most a
+    quarter of a short one), as the toy data's short series do: attention then takes its
+    key-masked path, as in a real run on such data. Tiling keeps the pattern (8 samples)."""
+    for valid in base["valid"].values():
+        count = min(missing, valid.shape[1] // 4)
+        if count:
+            valid[::2, -count:] = False
+    return base
 
 
 def make_batch(config: MAEConfig, batch_size: int, device: torch.device, base: Batch | None = None) -> Batch:
-    """Synthetic batch of ``batch_size``: a small smooth-field batch tiled on the device (fast).
-
-    With :data:`PADDED_DATES` > 0, every other sample misses that many dates at the end of each
-    series (fewer for short ones), as the toy data's short series do: attention then takes its
-    key-masked path, as in a real run on such data."""
+    """Synthetic batch of ``batch_size``: a small smooth-field batch tiled on the device (fast),
+    with ``padded`` read off its masks once here, as the data module does on the host."""
     if base is None:
         base = synthetic_batch(config, batch_size=min(batch_size, 8), seed=0, device=device)
     reps = math.ceil(batch_size / next(iter(base["inputs"].values())).shape[0])
@@ -162,10 +166,6 @@ def make_batch(config: MAEConfig, batch_size: int, device: torch.device, base: B
         return t.repeat(reps, *([1] * (t.ndim - 1)))[:batch_size].contiguous()
 
     batch = {part: {k: tile(v) for k, v in values.items()} for part, values in base.items()}
-    for valid in batch["valid"].values():
-        missing = min(PADDED_DATES, valid.shape[1] // 4)
-        if missing:
-            valid[::2, -missing:] = False
     batch["padded"] = any(not bool(v.all()) for v in batch["valid"].values())
     return batch
 
@@ -923,8 +923,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    global PADDED_DATES
-    PADDED_DATES = args.padded_dates
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.backends.cudnn.benchmark = True
@@ -951,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         model = MaestroMAE(config).to(device)
         optimizer = make_optimizer(model, device)
-        base = synthetic_batch(config, batch_size=8, seed=0, device=device)
+        base = pad_dates(synthetic_batch(config, batch_size=8, seed=0, device=device), args.padded_dates)
         flops = flops_per_sample(model, config, device)
         flops["params"] = sum(p.numel() for p in model.parameters())
         flops["tokens"] = config.encoder.num_tokens

@@ -1,12 +1,14 @@
 """Reconstruction figures: what the masked autoencoder actually predicts, one PNG per modality.
 
 Columns: the input, the masked input (hidden patches grey), the target and the prediction. The
-target is the model's own: each (patch, band group) standardised (:func:`maestro.models.loss.normalise_patches`),
-or the network-scale pixels with ``normalize_targets`` off, so target and prediction are drawn in
-that space with one stretch per band, taken from the target. Putting each hidden patch's true mean and spread back into the prediction (as a paste
-into the input would need) makes an untrained model look like a trained one; here an untrained
-model's prediction column is visibly flat. Bands follow the registry's ``display_bands`` (aerial
-R,G,B; S2 B4,B3,B2 true colour; DEM the DSM; S1 VV); visible pixels are grey in the last two columns.
+target is the model's own: each (patch, band group) standardised
+(:func:`maestro.models.loss.normalise_patches`), or the network-scale pixels with
+``normalize_targets`` off, so target and prediction are drawn in that space with one stretch per
+band, taken from the target. Putting each hidden patch's true mean and spread back into the
+prediction (as a paste into the input would need) makes an untrained model look like a trained
+one; here an untrained model's prediction column is visibly flat. Bands follow the registry's
+``display_bands`` (aerial R,G,B; S2 B4,B3,B2 true colour; DEM the DSM; S1 VV); visible pixels are
+grey in the last two columns.
 """
 
 from __future__ import annotations

@@ -28,6 +28,20 @@ def _slots(module: nn.Module) -> list[tuple[dict[str, torch.Tensor], str]]:
     return slots
 
 
+class _Plan:
+    """The tensors one update averages (EMA copy, model), and the slots they were read from."""
+
+    def __init__(self, model: nn.Module, ema_slots: list, model_slots: list):
+        self.model, self.slots = model, ema_slots + model_slots
+        self.ema_values = [d[k] for d, k in ema_slots]
+        self.model_values = [d[k] for d, k in model_slots]
+
+    def current(self) -> bool:
+        """Whether every slot still holds the tensor read from it."""
+        values = self.ema_values + self.model_values
+        return all(slot[key] is value for (slot, key), value in zip(self.slots, values, strict=True))
+
+
 class ModelEma(ModelEmaV3):
     """timm's EMA, averaging tensors listed once per model instead of two state dicts per step.
 
@@ -37,28 +51,19 @@ class ModelEma(ModelEmaV3):
     tensor was replaced (``model.to()``, a reassignment), so nothing is ever averaged stale.
     """
 
-    _plan: tuple | None = None
+    _plan: _Plan | None = None
 
     def _tensors(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         plan = self._plan
-        if (
-            plan is not None
-            and plan[0] is model
-            and all(
-                slot[key] is value
-                for (slot, key), value in zip(plan[1] + plan[2], plan[3] + plan[4], strict=True)
-            )
-        ):
-            return plan[3], plan[4]
+        if plan is not None and plan.model is model and plan.current():
+            return plan.ema_values, plan.model_values
         ema_slots, model_slots = _slots(self.module), _slots(model)
         if [key for _, key in ema_slots] != [key for _, key in model_slots]:
             raise ValueError("the EMA copy and the model do not have the same parameters and buffers")
         seen: set[int] = set()  # a tied tensor is averaged once
         kept = [i for i, (d, k) in enumerate(model_slots) if not (id(d[k]) in seen or seen.add(id(d[k])))]
-        ema_slots, model_slots = [ema_slots[i] for i in kept], [model_slots[i] for i in kept]
-        ema_values, model_values = [d[k] for d, k in ema_slots], [d[k] for d, k in model_slots]
-        self._plan = (model, ema_slots, model_slots, ema_values, model_values)
-        return ema_values, model_values
+        self._plan = _Plan(model, [ema_slots[i] for i in kept], [model_slots[i] for i in kept])
+        return self._plan.ema_values, self._plan.model_values
 
     @torch.no_grad()
     def apply_update_(self, model: nn.Module, decay: float) -> None:
