@@ -22,12 +22,18 @@ N-GPU rate over N times the one-GPU rate with the same per-GPU batch and workers
 With ``--profile-seconds N`` the one-GPU run is also sampled with ``py-spy`` (if installed) for N
 seconds after its first metrics are written, and the script prints the share of the trainer's main
 thread spent in each function (inclusive): how the trainer-process costs in BENCHMARKS.md were found.
+
+With ``--gpu-profile N`` the one-GPU run records N more steps after the timed ones with
+``torch.profiler`` (``trainer.profile_steps``) and the synthetic step is profiled the same way:
+the script prints how busy the GPU was in each and the device time per kernel class side by side,
+so extra device work (EMA, input scaling, copies) and idle gaps of the real run show directly.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import logging
 import os
@@ -90,16 +96,24 @@ def build_data(args: argparse.Namespace) -> None:
 
 
 def synthetic(args: argparse.Namespace) -> dict[str, Any]:
-    out = args.work / "synthetic.json"
+    out, size = args.work / "synthetic.json", "tiny" if args.smoke else "medium"  # --smoke: tiny there
     command = [sys.executable, "bench/pretrain_throughput.py", "--sizes", "medium", "--modes", "compile-full"]
     command += ["--batch-sizes", str(args.batch_size), "--no-search", "--no-loader", "--json", str(out)]
     command += ["--padded-dates", str(args.padded_dates)]
+    command += ["--profile", f"{size}:{args.batch_size}:compile-full"] if args.gpu_profile else []
     command += ["--smoke"] if args.smoke else []
     _run(command, args.work / "synthetic.log")
     results = json.loads(out.read_text())
     run = next(r for r in results["runs"] if r["status"] == "ok")
-    flops = results["flops"]["medium"]["total"]
-    return {"samples_per_s": run["samples_per_s"], "mfu": run["mfu"], "gflop_per_sample": flops / 1e9}
+    flops = results["flops"][size]["total"]
+    result = {"samples_per_s": run["samples_per_s"], "mfu": run["mfu"], "gflop_per_sample": flops / 1e9}
+    for prof in results.get("profiles", [])[:1]:
+        result["device_profile"] = {
+            "wall_ms_per_step": prof["wall_ms_per_step"],
+            "device_busy": prof["gpu_busy_fraction"],
+            "classes_ms_per_step": prof["classes_ms_per_step"],
+        }
+    return result
 
 
 def _pretrain_args(
@@ -129,9 +143,9 @@ def _pretrain_args(
     ]
 
 
-def measured(out: Path, skip_steps: int) -> dict[str, Any]:
-    """Samples/s over the logged windows ending past ``skip_steps``: total samples / total time;
-    with the share of that time the training loop waited for input (rank 0)."""
+def measured(out: Path, skip_steps: int, last_step: int | None = None) -> dict[str, Any]:
+    """Samples/s over the logged windows ending past ``skip_steps`` (and by ``last_step``): total
+    samples / total time; with the share of that time the training loop waited for input (rank 0)."""
     rows = []
     for path in sorted(out.glob("csv/version_*/metrics.csv")):
         with path.open() as f:
@@ -144,6 +158,7 @@ def measured(out: Path, skip_steps: int) -> dict[str, Any]:
             float(r.get("perf/input_wait_fraction") or "nan"),
         )
         for r in rows
+        if last_step is None or int(r["step"]) <= last_step
     )
     timed = samples = steps = waited = 0.0
     for (previous, *_), (step, rate, step_seconds, wait) in zip(windows, windows[1:], strict=False):
@@ -208,21 +223,54 @@ def _sample_trainer(process: subprocess.Popen, out: Path, seconds: int) -> Path 
     return samples if samples.is_file() else None
 
 
+def device_profile(profile_dir: Path, top: int = 12) -> dict[str, Any]:
+    """The run's ``trainer.profile_steps`` summary, with its device time per kernel class (the
+    synthetic profile's classes, so the two compare line by line) and its top kernels."""
+    from pretrain_throughput import classify  # this folder is on sys.path when run as a script
+
+    summary = json.loads((profile_dir / "rank0-summary.json").read_text())
+    steps = summary["steps"][1] - summary["steps"][0]
+    with gzip.open(profile_dir / "rank0-trace.json.gz", "rt") as f:
+        events = json.load(f)["traceEvents"]
+    kernels: Counter[str] = Counter()
+    for event in events:
+        if event.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"):
+            kernels[event["name"]] += event.get("dur", 0.0) / 1e3 / steps  # us -> ms per step
+    classes: Counter[str] = Counter()
+    for name, ms in kernels.items():
+        classes[classify(name)] += ms
+    return {
+        "wall_ms_per_step": 1e3 * summary["wall_s_per_step"],
+        "device_busy": summary["device_busy"],
+        "classes_ms_per_step": {k: round(v, 2) for k, v in classes.most_common()},
+        "top_kernels_ms_per_step": [(name[:120], round(ms, 2)) for name, ms in kernels.most_common(top)],
+    }
+
+
 def single(args: argparse.Namespace) -> dict[str, Any]:
     out = args.work / f"single{args.tag}"
     command = [sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)]
+    if args.gpu_profile:  # N steps after the timed ones, outside the timed windows
+        window = [args.steps, args.steps + args.gpu_profile]
+        command += [f"trainer.profile_steps=[{window[0]},{window[1]}]", f"data.batches_per_epoch={window[1]}"]
     if not args.profile_seconds:
         _run(command, out.with_suffix(".log"))
-        return measured(out, args.skip_steps)
+        return _with_device_profile(measured(out, args.skip_steps, args.steps), out, args)
     log.info("$ %s", " ".join(command))
     with out.with_suffix(".log").open("w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
         samples = _sample_trainer(process, out, args.profile_seconds)
         if process.wait():
             raise subprocess.CalledProcessError(process.returncode, command)
-    result = measured(out, args.skip_steps)
+    result = measured(out, args.skip_steps, args.steps)
     if samples is not None:
         result["host_profile"] = host_profile(samples)
+    return _with_device_profile(result, out, args)
+
+
+def _with_device_profile(result: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if args.gpu_profile and (out / "profile" / "rank0-summary.json").is_file():
+        result["device_profile"] = device_profile(out / "profile")
     return result
 
 
@@ -292,6 +340,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="single: sample the trainer process with py-spy for this long once its first metrics are "
         "written, and report where its main thread spends the time (needs py-spy)",
     )
+    parser.add_argument(
+        "--gpu-profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="single and synthetic: also record N steps with torch.profiler and print the device "
+        "time per kernel class of both side by side",
+    )
     parser.add_argument("--tag", default="", help="suffix of the run folders (several runs in one --work)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model: checks the script")
     args = parser.parse_args(argv)
@@ -299,6 +355,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_size, args.workers, args.steps, args.window, args.skip_steps = 2, 1, 6, 2, 1
         args.compile, args.gpus, args.patches = False, 1, 24
     return args
+
+
+def _print_device_profiles(results: dict[str, Any]) -> None:
+    profiles = {name: results.get(name, {}).get("device_profile") for name in ("synthetic", "single")}
+    if not all(profiles.values()):
+        return
+    synthetic_profile, single_profile = profiles["synthetic"], profiles["single"]
+    print("| device ms/step | synthetic | pretrain |\n|---|---:|---:|")
+    for key in ("wall_ms_per_step", "device_busy"):
+        print(f"| {key} | {synthetic_profile[key]:.3g} | {single_profile[key]:.3g} |")
+    classes = dict.fromkeys(
+        [*synthetic_profile["classes_ms_per_step"], *single_profile["classes_ms_per_step"]]
+    )
+    for name in classes:
+        a = synthetic_profile["classes_ms_per_step"].get(name, 0.0)
+        b = single_profile["classes_ms_per_step"].get(name, 0.0)
+        print(f"| {name} | {a:.1f} | {b:.1f} |")
+    for name, ms in single_profile["top_kernels_ms_per_step"]:
+        print(f"pretrain kernel {ms:7.2f} ms/step  {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if base and "samples_per_s" in results.get(name, {}):
             rate = results[name]["samples_per_s"]
             print(f"{name}: {rate:.1f} samples/s, scaling efficiency {rate / (args.gpus * base):.1%}")
+    _print_device_profiles(results)
     for frame, share in results.get("single", {}).get("host_profile", []):
         print(f"single, trainer main thread: {share:6.1%} in {frame}")
     for name, result in results.items():

@@ -81,6 +81,10 @@ class TrainerConfig:
     compile: bool = False
     seed: int = 0
     deterministic: bool = False
+    profile_steps: tuple[int, int] | None = None
+    """Record optimizer steps [start, stop) with ``torch.profiler`` on every rank, into
+    ``<output_dir>/profile/`` (timeline, operators by device time, how busy the device was).
+    Pick steps past compilation and loader warm-up, e.g. ``[200, 205]``."""
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1:
@@ -95,6 +99,14 @@ class TrainerConfig:
             raise ConfigError("checkpoint_every_n_steps must be >= 1")
         if self.keep_checkpoints < 1:
             raise ConfigError("keep_checkpoints must be >= 1 (the newest is needed to resume)")
+        if self.profile_steps is not None and not 0 <= self.profile_steps[0] < self.profile_steps[1]:
+            raise ConfigError(
+                f"profile_steps must be [start, stop) with 0 <= start < stop, got {list(self.profile_steps)}"
+            )
+        if self.strategy == "fsdp" and self.accelerator == "cpu":
+            raise ConfigError(
+                "strategy 'fsdp' needs GPUs (Lightning's FSDP runs on CUDA only); use 'ddp' on CPU"
+            )
         if (
             isinstance(self.devices, str)
             and self.devices != "auto"

@@ -21,8 +21,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import Strategy
 
 from maestro.config import to_dict
+from maestro.errors import ConfigError
 from maestro.training.checkpoints import checkpoint_callbacks, latest_checkpoint, resolve_resume
 from maestro.training.config import StageConfig, TrainerConfig
+from maestro.training.profiling import StepProfiler
 from maestro.training.task import TrainingTask
 from maestro.training.throughput import TrainingThroughput
 
@@ -122,6 +124,8 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
     """Lightning trainer for ``config``; ``callbacks`` are the stage's own (images, metrics, ...)."""
     trainer_config = config.trainer
     out = Path(trainer_config.output_dir)
+    if trainer_config.strategy == "fsdp" and not torch.cuda.is_available():
+        raise ConfigError("strategy 'fsdp' needs GPUs (Lightning's FSDP runs on CUDA only); use 'ddp' on CPU")
     quiet_lightning()
     defaults = [
         *checkpoint_callbacks(out, trainer_config),
@@ -130,6 +134,8 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
         # Each refresh reads the logged losses off the device (a sync): once per logging window, not per step.
         ProgressBar(refresh_rate=trainer_config.log_every_n_steps),
     ]
+    if trainer_config.profile_steps is not None:
+        defaults.append(StepProfiler(*trainer_config.profile_steps, out_dir=out / "profile"))
     # A new version_N per launch: a resumed run never overwrites the logs of the interrupted one.
     loggers = [TensorBoardLogger(save_dir=out, name="tensorboard"), CSVLogger(save_dir=out, name="csv")]
     return L.Trainer(
