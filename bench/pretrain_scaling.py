@@ -23,10 +23,11 @@ With ``--profile-seconds N`` the one-GPU run is also sampled with ``py-spy`` (if
 seconds after its first metrics are written, and the script prints the share of the trainer's main
 thread spent in each function (inclusive): how the trainer-process costs in BENCHMARKS.md were found.
 
-With ``--gpu-profile N`` the one-GPU run records N more steps after the timed ones with
-``torch.profiler`` (``trainer.profile_steps``) and the synthetic step is profiled the same way:
-the script prints how busy the GPU was in each and the device time per kernel class side by side,
-so extra device work (EMA, input scaling, copies) and idle gaps of the real run show directly.
+With ``--gpu-profile N`` every ``pretrain`` run records N more steps after the timed ones with
+``torch.profiler`` on each rank (``trainer.profile_steps``) and the synthetic step is profiled the
+same way: the script prints the device time per kernel class of the synthetic step and the one-GPU
+run side by side (extra device work such as EMA, input scaling and copies shows directly) and how
+busy each rank's GPU was in each run (idle gaps: input waits, or a rank waiting at the all-reduce).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def _pretrain_args(
         "data.val=null",
         f"data.batch_size={args.batch_size}",
         f"data.num_workers={args.workers}",
-        f"data.batches_per_epoch={args.steps}",
+        f"data.batches_per_epoch={args.steps + args.gpu_profile}",
         f"model.encoder.size={size}",
         "trainer.max_epochs=1",
         f"trainer.compile={str(args.compile and strategy != 'fsdp').lower()}",
@@ -133,6 +134,12 @@ def _pretrain_args(
         "trainer.checkpoint_every_n_steps=1000000",
         "trainer.reconstruction_every_n_steps=0",
         *(SMOKE_MODEL if args.smoke else []),
+        # --gpu-profile: N steps after the timed ones, on every rank, outside the timed windows
+        *(
+            [f"trainer.profile_steps=[{args.steps},{args.steps + args.gpu_profile}]"]
+            if args.gpu_profile
+            else []
+        ),
         *args.override,
     ]
     return [
@@ -250,9 +257,6 @@ def device_profile(profile_dir: Path, top: int = 12) -> dict[str, Any]:
 def single(args: argparse.Namespace) -> dict[str, Any]:
     out = args.work / f"single{args.tag}"
     command = [sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)]
-    if args.gpu_profile:  # N steps after the timed ones, outside the timed windows
-        window = [args.steps, args.steps + args.gpu_profile]
-        command += [f"trainer.profile_steps=[{window[0]},{window[1]}]", f"data.batches_per_epoch={window[1]}"]
     if not args.profile_seconds:
         _run(command, out.with_suffix(".log"))
         return _with_device_profile(measured(out, args.skip_steps, args.steps), out, args)
@@ -269,8 +273,15 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _with_device_profile(result: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Adds rank 0's device profile and every rank's device busy share (a rank that waits for
+    input, or for the others at the all-reduce, shows lower)."""
+    summaries = sorted((out / "profile").glob("rank*-summary.json"))
     if args.gpu_profile and (out / "profile" / "rank0-summary.json").is_file():
         result["device_profile"] = device_profile(out / "profile")
+        result["device_busy_by_rank"] = {
+            path.name.split("-")[0]: round(json.loads(path.read_text())["device_busy"], 3)
+            for path in summaries
+        }
     return result
 
 
@@ -279,7 +290,7 @@ def ddp(args: argparse.Namespace, strategy: str = "ddp", size: str = "medium") -
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.gpus)]
     torchrun += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     _run([*torchrun, *_pretrain_args(args, out, size, strategy, args.gpus, 1)], out.with_suffix(".log"))
-    return measured(out, args.skip_steps)
+    return _with_device_profile(measured(out, args.skip_steps, args.steps), out, args)
 
 
 def nodes(args: argparse.Namespace) -> dict[str, Any]:
@@ -299,7 +310,7 @@ def nodes(args: argparse.Namespace) -> dict[str, Any]:
     codes = [p.wait() for p in launchers]
     if any(codes):
         raise RuntimeError(f"node launchers exited with {codes}; see {args.work}/nodes-rank*.log")
-    return measured(out, args.skip_steps)
+    return _with_device_profile(measured(out, args.skip_steps, args.steps), out, args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -345,8 +356,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="N",
-        help="single and synthetic: also record N steps with torch.profiler and print the device "
-        "time per kernel class of both side by side",
+        help="record N steps after the timed ones with torch.profiler in every pretrain run (each "
+        "rank's device busy share) and in the synthetic step; prints the device time per kernel "
+        "class of the synthetic step and the one-GPU run side by side",
     )
     parser.add_argument("--tag", default="", help="suffix of the run folders (several runs in one --work)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model: checks the script")
@@ -409,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             rate = results[name]["samples_per_s"]
             print(f"{name}: {rate:.1f} samples/s, scaling efficiency {rate / (args.gpus * base):.1%}")
     _print_device_profiles(results)
+    for name, result in results.items():
+        if "device_busy_by_rank" in result:
+            print(f"{name}: device busy by rank {result['device_busy_by_rank']}")
     for frame, share in results.get("single", {}).get("host_profile", []):
         print(f"single, trainer main thread: {share:6.1%} in {frame}")
     for name, result in results.items():
