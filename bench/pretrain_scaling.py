@@ -152,7 +152,8 @@ def _pretrain_args(
 
 def measured(out: Path, skip_steps: int, last_step: int | None = None) -> dict[str, Any]:
     """Samples/s over the logged windows ending past ``skip_steps`` (and by ``last_step``): total
-    samples / total time; with the share of that time the training loop waited for input (rank 0)."""
+    samples / total time; with the share of that time the training loop waited for input (rank 0,
+    and the slowest-fed rank's)."""
     rows = []
     for path in sorted(out.glob("csv/version_*/metrics.csv")):
         with path.open() as f:
@@ -163,22 +164,24 @@ def measured(out: Path, skip_steps: int, last_step: int | None = None) -> dict[s
             float(r["perf/samples_per_sec"]),
             float(r["perf/step_seconds"]),
             float(r.get("perf/input_wait_fraction") or "nan"),
+            float(r.get("perf/input_wait_fraction_max") or r.get("perf/input_wait_fraction") or "nan"),
         )
         for r in rows
         if last_step is None or int(r["step"]) <= last_step
     )
-    timed = samples = steps = waited = 0.0
-    for (previous, *_), (step, rate, step_seconds, wait) in zip(windows, windows[1:], strict=False):
+    timed = samples = steps = waited = waited_max = 0.0
+    for (previous, *_), (step, rate, step_seconds, wait, wait_max) in zip(windows, windows[1:], strict=False):
         if previous >= skip_steps:
             seconds = step_seconds * (step - previous)
             timed, samples, steps = timed + seconds, samples + rate * seconds, steps + step - previous
-            waited += wait * seconds
+            waited, waited_max = waited + wait * seconds, waited_max + wait_max * seconds
     if not steps:
         raise RuntimeError(f"{out}: no logged window past step {skip_steps}; run more steps")
     return {
         "samples_per_s": samples / timed,
         "steps_timed": int(steps),
         "input_wait_fraction": round(waited / timed, 3),
+        "input_wait_fraction_max": round(waited_max / timed, 3),
         "window_rates": [round(rate, 1) for _, rate, *_ in windows],
     }
 
@@ -429,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in results.items():
         if "input_wait_fraction" in result:  # near 0: the GPU sets the pace; large: the input pipeline
             print(
-                f"{name}: the training loop waited for input {result['input_wait_fraction']:.1%} of the time"
+                f"{name}: the training loop waited for input {result['input_wait_fraction']:.1%} of the "
+                f"time (rank 0), {result['input_wait_fraction_max']:.1%} (the slowest-fed rank)"
             )
     return 0
 

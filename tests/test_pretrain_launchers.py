@@ -8,6 +8,7 @@ ranks equals the one-process value on the same shards.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -43,6 +44,7 @@ def _config(shards: Path, out: Path, path: Path) -> Path:
             "reconstruction_every_n_steps": 0,
             "ema_decay": 0.9,
             "accelerator": "cpu",
+            "log_every_n_steps": 1,
         },
     }
     path.write_text(yaml.safe_dump(config))
@@ -125,6 +127,14 @@ def test_torchrun_two_processes_on_one_node(toy_shards, tmp_path):
     outputs = _wait([_spawn(command, _env())])
     _one_run(tmp_path / "run")
     assert "global batch 4" in outputs[0]
+    # each logged window carries the slowest-fed rank's input wait, reduced over both ranks
+    with next((tmp_path / "run" / "csv").glob("version_*/metrics.csv")).open() as f:
+        waits = [
+            row["perf/input_wait_fraction_max"]
+            for row in csv.DictReader(f)
+            if row.get("perf/samples_per_sec")
+        ]
+    assert waits and all(0.0 <= float(w) <= 1.0 for w in waits)
 
 
 def test_torchrun_as_two_nodes_with_a_localhost_rendezvous(toy_shards, tmp_path):

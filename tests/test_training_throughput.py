@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from maestro.training.throughput import (
     INPUT_WAIT,
+    INPUT_WAIT_MAX,
     SAMPLES_PER_SEC,
     STEP_SECONDS,
     TrainingThroughput,
@@ -87,6 +88,7 @@ def test_samples_per_second_is_logged_every_window_without_validation_time(tmp_p
         assert rate == pytest.approx(5 / seconds)  # 2 steps x 5 samples over 2 steps' time
     # the window after the first validation (steps 5-6) does not include its 1 s sleep
     assert logged[6][1] < 0.5
+    assert INPUT_WAIT_MAX not in rows[0]  # one process: nothing to reduce over ranks
 
 
 def test_input_wait_is_high_when_loading_sets_the_pace_and_low_when_the_step_does(tmp_path):

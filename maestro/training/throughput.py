@@ -8,7 +8,8 @@ starts again after it.
 It also says whether the input pipeline or the model sets the pace: the share of the window the
 training loop spent between two batches (waiting for the loader, pinning, the copy to the
 device). The host queues GPU work ahead, so while the GPU is the bottleneck the loop blocks inside
-the step and this share stays near zero; when the loader cannot keep up, it grows.
+the step and this share stays near zero; when the loader cannot keep up, it grows. With several
+processes the largest share over ranks is logged too: one starved rank slows them all.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ STEP_SECONDS = "perf/step_seconds"
 """Wall time per optimizer step over the last logging window."""
 INPUT_WAIT = "perf/input_wait_fraction"
 """Share of the last window the training loop (rank 0) spent waiting for its next batch."""
+INPUT_WAIT_MAX = "perf/input_wait_fraction_max"
+"""The largest :data:`INPUT_WAIT` over ranks (runs of several processes only): the slowest-fed rank
+holds every other at the gradient all-reduce, which their own share counts as step time."""
 INPUT_BOUND = 0.2
 """Input wait above which a GPU run warns once that the loader, not the GPU, sets its pace."""
 
@@ -88,15 +92,21 @@ class TrainingThroughput(L.Callback):
             return
         self._sync(trainer)
         seconds = time.perf_counter() - self._start
+        worst = None
+        if trainer.world_size > 1:  # every rank ends the window at the same step: one small collective
+            share = torch.tensor(self._waited / seconds, device=trainer.strategy.root_device)
+            worst = float(trainer.strategy.reduce(share, reduce_op="max"))
         if trainer.is_global_zero:  # every rank steps in lockstep with the same batch size
             metrics = {
                 SAMPLES_PER_SEC: self._samples * trainer.world_size / seconds,
                 STEP_SECONDS: seconds / steps,
                 INPUT_WAIT: self._waited / seconds,
             }
+            if worst is not None:
+                metrics[INPUT_WAIT_MAX] = worst
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
-            self._warn_if_input_bound(trainer, metrics[INPUT_WAIT])
+            self._warn_if_input_bound(trainer, metrics.get(INPUT_WAIT_MAX, metrics[INPUT_WAIT]))
         self._start, self._start_step, self._samples = time.perf_counter(), trainer.global_step, 0
         self._waited, self._batch_end = 0.0, self._start
 
@@ -110,8 +120,9 @@ class TrainingThroughput(L.Callback):
             return
         self._warned = True
         log.warning(
-            "the training loop waited for input %.0f%% of the last %d steps: the data loader, not the "
-            "GPU, sets the pace. Give each GPU more CPU cores and loader workers (data.num_workers).",
+            "the training loop (of the slowest-fed rank) waited for input %.0f%% of the last %d steps: "
+            "the data loader, not the GPU, sets the pace. Give each GPU more CPU cores and loader "
+            "workers (data.num_workers).",
             100 * waited,
             self.every_n_steps,
         )
