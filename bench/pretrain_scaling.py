@@ -69,6 +69,14 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, **SAFE_ENV, "PYTHONUNBUFFERED": "1", **extra}
 
 
+def _threads(args: argparse.Namespace) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for the trainer processes when ``--omp-threads`` is given. Unset,
+    ``torchrun`` sets 1 per process while a plain ``pretrain`` keeps torch's default (the
+    physical cores): the page-locked copy of every batch (``Tensor.copy_``) runs on that many
+    threads, so the two launch paths copy at different speeds."""
+    return {"OMP_NUM_THREADS": str(args.omp_threads)} if args.omp_threads else {}
+
+
 def _run(command: list[str], log_file: Path, env: dict[str, str] | None = None) -> None:
     log.info("$ %s", " ".join(command))
     with log_file.open("w") as out:
@@ -261,11 +269,12 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
     out = args.work / f"single{args.tag}"
     command = [sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)]
     if not args.profile_seconds:
-        _run(command, out.with_suffix(".log"))
+        _run(command, out.with_suffix(".log"), _env(**_threads(args)))
         return _with_device_profile(measured(out, args.skip_steps, args.steps), out, args)
     log.info("$ %s", " ".join(command))
     with out.with_suffix(".log").open("w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        env = _env(**_threads(args))
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         samples = _sample_trainer(process, out, args.profile_seconds)
         if process.wait():
             raise subprocess.CalledProcessError(process.returncode, command)
@@ -292,7 +301,8 @@ def ddp(args: argparse.Namespace, strategy: str = "ddp", size: str = "medium") -
     out = args.work / f"{strategy}{args.gpus}-{size}{args.tag}"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.gpus)]
     torchrun += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    _run([*torchrun, *_pretrain_args(args, out, size, strategy, args.gpus, 1)], out.with_suffix(".log"))
+    command = [*torchrun, *_pretrain_args(args, out, size, strategy, args.gpus, 1)]
+    _run(command, out.with_suffix(".log"), _env(**_threads(args)))
     return _with_device_profile(measured(out, args.skip_steps, args.steps), out, args)
 
 
@@ -305,7 +315,7 @@ def nodes(args: argparse.Namespace) -> dict[str, Any]:
         command += ["--nproc-per-node", "1", "--node-rank", str(rank)]
         command += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
         command += _pretrain_args(args, out, "medium", "ddp", 1, args.gpus)
-        env = _env(CUDA_VISIBLE_DEVICES=str(rank))
+        env = _env(CUDA_VISIBLE_DEVICES=str(rank), **_threads(args))
         log_file = (args.work / f"nodes-rank{rank}.log").open("w")
         launchers.append(
             subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -362,6 +372,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="record N steps after the timed ones with torch.profiler in every pretrain run (each "
         "rank's device busy share) and in the synthetic step; prints the device time per kernel "
         "class of the synthetic step and the one-GPU run side by side",
+    )
+    parser.add_argument(
+        "--omp-threads",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS of every pretrain run (default: unset; torchrun then sets 1 per process)",
     )
     parser.add_argument("--tag", default="", help="suffix of the run folders (several runs in one --work)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model: checks the script")
