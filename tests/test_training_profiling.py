@@ -65,6 +65,14 @@ def test_a_run_ending_inside_the_window_keeps_what_was_recorded(tmp_path):
     assert json.loads((out / "rank0-summary.json").read_text())["steps"] == [1, 4]
 
 
+def test_a_run_resumed_past_the_window_records_nothing(tmp_path):
+    profiler = StepProfiler(2, 5, tmp_path / "profile")
+    resumed = SimpleNamespace(global_step=7)
+    profiler.on_train_batch_start(resumed, None, None, 0)
+    profiler.on_train_end(resumed, None)
+    assert not (tmp_path / "profile").exists()
+
+
 def test_covered_length_counts_overlaps_once():
     assert covered_length([]) == 0.0
     assert covered_length([(5.0, 6.0), (0.0, 2.0), (1.0, 3.0), (1.5, 2.5)]) == pytest.approx(4.0)

@@ -76,8 +76,8 @@ class StepProfiler(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._done or self._profiler is not None or trainer.global_step < self.start:
-            return
+        if self._done or self._profiler is not None or not self.start <= trainer.global_step < self.stop:
+            return  # a run resumed past the window records nothing
         activities = [ProfilerActivity.CPU]
         if trainer.strategy.root_device.type == "cuda":
             activities.append(ProfilerActivity.CUDA)
