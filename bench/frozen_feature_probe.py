@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python bench/frozen_feature_probe.py example/runs/pretrain --shards example/shards
 
-Runs the pretrained encoder (EMA weights of the run's newest checkpoint) and a random encoder of
-the same configuration (seed 0) over the train split (``--train-batches`` batches) and the val
+Runs the pretrained encoder (EMA weights of the run's newest checkpoint) and random encoders of
+the same configuration (``--random-seeds``, default 0) over the train split (``--train-batches`` batches) and the val
 split of the shards, without masking. Each location of the finest token grid gets, per input, the
 mean of its valid (date, band group) tokens, resized to that grid as the ``maestro`` head does. A
 linear classifier on standardised features (full-batch Adam, 300 steps, soft targets = the label
@@ -22,7 +22,7 @@ import torch
 TARGETS = (("lc", 1), ("lpis", 1), ("lpis", 2))
 
 
-def encoders(init: str, shards: str) -> dict:
+def encoders(init: str, shards: str, random_seeds: list[int]) -> dict:
     from finetune.cli import resolve
     from finetune.config import FinetuneConfig
     from finetune.module import FinetuneTask
@@ -31,10 +31,11 @@ def encoders(init: str, shards: str) -> dict:
     common = ["model.head=maestro", "model.probe=true", f"data.train={shards}", f"data.val={shards}"]
     common += [f"data.test={shards}", "data.num_workers=0", "data.shuffle_buffer=1"]
     pretrained, state = resolve(load_config(FinetuneConfig, None, [*common, f"model.init={init}"]))
+    arms = [("pretrained", state, 0)] + [(f"random (seed {seed})", None, seed) for seed in random_seeds]
     out = {}
-    for name, config, weights in (("pretrained", pretrained, state), ("random", pretrained, None)):
-        torch.manual_seed(0)
-        out[name] = (config, FinetuneTask(config, encoder_state=weights).eval())
+    for name, weights, seed in arms:
+        torch.manual_seed(seed)
+        out[name] = (pretrained, FinetuneTask(pretrained, encoder_state=weights).eval())
     return out
 
 
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument("init", help="a pretrain run, checkpoint or model folder (as finetune --init)")
     parser.add_argument("--shards", default="example/shards")
     parser.add_argument("--train-batches", type=int, default=20)
+    parser.add_argument(
+        "--random-seeds", type=int, nargs="+", default=[0], help="one random-encoder arm per seed"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     from maestro.tasks import get_task
@@ -121,7 +125,7 @@ def main() -> None:
         + " |"
     )
     print("|---|---|" + "---:|" * 7)
-    for name, (config, task) in encoders(args.init, args.shards).items():
+    for name, (config, task) in encoders(args.init, args.shards, args.random_seeds).items():
         train_x, train_y = features(config, task, "train", args.train_batches)
         val_x, val_y = features(config, task, "val", 10**9)
         groups = {key: [key] for key in train_x} | {"all": list(train_x), "aerial+dem": ["aerial", "dem"]}
