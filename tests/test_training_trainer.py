@@ -75,6 +75,12 @@ def test_resume_rules(tmp_path):
         resolve_resume(tmp_path, str(finished))
 
 
+def test_fsdp_on_cpu_is_a_config_error_before_lightning_starts(tmp_path):
+    config = _Stage(DataConfig(train="unused"), trainer=TrainerConfig(strategy="fsdp", accelerator="cpu"))
+    with pytest.raises(ConfigError, match="fsdp.*needs GPUs.*ddp"):
+        build_trainer(config)
+
+
 def test_strategies_and_precision():
     ddp = build_strategy(TrainerConfig(strategy="ddp"))
     assert isinstance(ddp, DDPStrategy) and ddp._ddp_kwargs["broadcast_buffers"] is False

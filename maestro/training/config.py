@@ -103,10 +103,6 @@ class TrainerConfig:
             raise ConfigError(
                 f"profile_steps must be [start, stop) with 0 <= start < stop, got {list(self.profile_steps)}"
             )
-        if self.strategy == "fsdp" and self.accelerator == "cpu":
-            raise ConfigError(
-                "strategy 'fsdp' needs GPUs (Lightning's FSDP runs on CUDA only); use 'ddp' on CPU"
-            )
         if (
             isinstance(self.devices, str)
             and self.devices != "auto"

@@ -124,7 +124,8 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
     """Lightning trainer for ``config``; ``callbacks`` are the stage's own (images, metrics, ...)."""
     trainer_config = config.trainer
     out = Path(trainer_config.output_dir)
-    if trainer_config.strategy == "fsdp" and not torch.cuda.is_available():
+    on_cpu = trainer_config.accelerator == "cpu" or not torch.cuda.is_available()
+    if trainer_config.strategy == "fsdp" and on_cpu:  # Lightning's own error is a traceback
         raise ConfigError("strategy 'fsdp' needs GPUs (Lightning's FSDP runs on CUDA only); use 'ddp' on CPU")
     quiet_lightning()
     defaults = [
