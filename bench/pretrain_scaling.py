@@ -268,16 +268,17 @@ def device_profile(profile_dir: Path, top: int = 12) -> dict[str, Any]:
 def single(args: argparse.Namespace) -> dict[str, Any]:
     out = args.work / f"single{args.tag}"
     command = [sys.executable, *_pretrain_args(args, out, "medium", "auto", 1, 1)]
+    samples = None
     if not args.profile_seconds:
         _run(command, out.with_suffix(".log"), _env(**_threads(args)))
-        return _with_device_profile(measured(out, args.skip_steps, args.steps), out, args)
-    log.info("$ %s", " ".join(command))
-    with out.with_suffix(".log").open("w") as log_file:
-        env = _env(**_threads(args))
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        samples = _sample_trainer(process, out, args.profile_seconds)
-        if process.wait():
-            raise subprocess.CalledProcessError(process.returncode, command)
+    else:
+        log.info("$ %s", " ".join(command))
+        with out.with_suffix(".log").open("w") as log_file:
+            env = _env(**_threads(args))
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            samples = _sample_trainer(process, out, args.profile_seconds)
+            if process.wait():
+                raise subprocess.CalledProcessError(process.returncode, command)
     result = measured(out, args.skip_steps, args.steps)
     if samples is not None:
         result["host_profile"] = host_profile(samples)
@@ -287,12 +288,11 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
 def _with_device_profile(result: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Adds rank 0's device profile and every rank's device busy share (a rank that waits for
     input, or for the others at the all-reduce, shows lower)."""
-    summaries = sorted((out / "profile").glob("rank*-summary.json"))
     if args.gpu_profile and (out / "profile" / "rank0-summary.json").is_file():
         result["device_profile"] = device_profile(out / "profile")
         result["device_busy_by_rank"] = {
             path.name.split("-")[0]: round(json.loads(path.read_text())["device_busy"], 3)
-            for path in summaries
+            for path in sorted((out / "profile").glob("rank*-summary.json"))
         }
     return result
 

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
+from maestro.training import throughput
 from maestro.training.throughput import (
     INPUT_WAIT,
     INPUT_WAIT_MAX,
@@ -115,7 +116,7 @@ def _window_end(callback: TrainingThroughput, step: int, device: str, waited: fl
 
 
 def test_an_input_bound_gpu_run_warns_once_past_the_first_window(monkeypatch, caplog):
-    monkeypatch.setattr(TrainingThroughput, "_sync", staticmethod(lambda trainer: None))  # no GPU here
+    monkeypatch.setattr(throughput, "sync_device", lambda trainer: None)  # no GPU here
     callback = TrainingThroughput(every_n_steps=10)
     with caplog.at_level(logging.WARNING, logger="maestro.training.throughput"):
         _window_end(callback, 10, "cuda", waited=0.9)  # first window: start-up, not counted

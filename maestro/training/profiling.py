@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch.autograd import DeviceType
 from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile
+
+from maestro.training.throughput import sync_device
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ class StepProfiler(L.Callback):
         self._first_step = 0
         self._done = False
 
-    @staticmethod
-    def _sync(trainer: L.Trainer) -> None:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize(trainer.strategy.root_device)
-
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -81,7 +77,7 @@ class StepProfiler(L.Callback):
         activities = [ProfilerActivity.CPU]
         if trainer.strategy.root_device.type == "cuda":
             activities.append(ProfilerActivity.CUDA)
-        self._sync(trainer)  # work queued by earlier steps is not this window's
+        sync_device(trainer)  # work queued by earlier steps is not this window's
         self._profiler = profile(activities=activities)
         self._profiler.start()
         self._began, self._first_step = time.perf_counter(), trainer.global_step
@@ -98,7 +94,7 @@ class StepProfiler(L.Callback):
 
     def _finish(self, trainer: L.Trainer) -> None:
         assert self._profiler is not None
-        self._sync(trainer)
+        sync_device(trainer)
         wall = time.perf_counter() - self._began
         steps = max(trainer.global_step - self._first_step, 1)
         prof, self._profiler, self._done = self._profiler, None, True

@@ -41,6 +41,12 @@ INPUT_BOUND = 0.2
 log = logging.getLogger(__name__)
 
 
+def sync_device(trainer: L.Trainer) -> None:
+    """Wait for the work queued on the trainer's GPU (nothing to wait for on CPU)."""
+    if trainer.strategy.root_device.type == "cuda":
+        torch.cuda.synchronize(trainer.strategy.root_device)
+
+
 def samples_in(batch: Any) -> int:
     """Samples in a batch: a model-sample batch counts its inputs, any other its first tensor."""
     if isinstance(batch, Mapping) and "inputs" in batch:
@@ -64,14 +70,9 @@ class TrainingThroughput(L.Callback):
         self._warned = False
 
     def _restart(self, trainer: L.Trainer) -> None:
-        self._sync(trainer)
+        sync_device(trainer)
         self._start, self._start_step, self._samples = time.perf_counter(), trainer.global_step, 0
         self._waited, self._batch_end = 0.0, self._start
-
-    @staticmethod
-    def _sync(trainer: L.Trainer) -> None:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize(trainer.strategy.root_device)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restart(trainer)
@@ -90,7 +91,7 @@ class TrainingThroughput(L.Callback):
         if self._start is None or steps < self.every_n_steps:
             self._batch_end = time.perf_counter()
             return
-        self._sync(trainer)
+        sync_device(trainer)
         seconds = time.perf_counter() - self._start
         worst = None
         if trainer.world_size > 1:  # every rank ends the window at the same step: one small collective

@@ -10,25 +10,19 @@ so it overlaps the tail of the previous step on the GPU instead of queueing behi
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 
-def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:
+def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``batch`` with ``fn`` applied to every tensor in its (nested) dicts; anything else as it is."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
+        return fn(batch)
     if isinstance(batch, dict):
-        return {key: _move(value, device, non_blocking) for key, value in batch.items()}
+        return {key: _map_tensors(value, fn) for key, value in batch.items()}
     return batch
-
-
-def _tensors(batch: Any) -> list[torch.Tensor]:
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    if isinstance(batch, dict):
-        return [t for value in batch.values() for t in _tensors(value)]
-    return []
 
 
 @functools.cache
@@ -46,13 +40,17 @@ def tensors_to_device(batch: Any, device: torch.device) -> Any:
     Copies from pinned memory then run while the GPU still finishes the previous step.
     """
     if device.type != "cuda":
-        return _move(batch, device, non_blocking=False)
+        return _map_tensors(batch, lambda tensor: tensor.to(device))
     current, copies = torch.cuda.current_stream(device), _copy_stream(device)
+
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
+        moved = tensor.to(device, non_blocking=True)
+        moved.record_stream(current)
+        return moved
+
     # No wait the other way: the copy stream allocates from its own blocks, which the caching
     # allocator reuses only once the streams recorded on them are past their last use.
     with torch.cuda.stream(copies):
-        moved = _move(batch, device, non_blocking=True)
+        moved = _map_tensors(batch, copy)
     current.wait_stream(copies)
-    for tensor in _tensors(moved):
-        tensor.record_stream(current)
     return moved
