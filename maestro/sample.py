@@ -27,12 +27,13 @@ loaders collate and models consume (collation adds a leading batch dimension B):
         "valid":  {modality: bool (T,)},             # False where a date is padding
         "labels": {"lc": uint8 (1, H, W), "lpis": uint8 (3, H, W)},  # present labels, on-disk
                                                       # dtype (8x fewer bytes than int64 to move)
-        "meta":   {...},                             # as above (a list of dicts after collation)
+        "meta":   {...},                             # as above (a BatchMeta after collation)
     }
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 DATES = "dates"
@@ -49,3 +50,44 @@ Sample = dict[str, Any]
 def modality_keys(sample: Sample) -> list[str]:
     """Keys of a sample that hold rasters (everything but dates and metadata)."""
     return [k for k in sample if k not in RESERVED]
+
+
+class BatchMeta:
+    """The ``meta`` dicts of a collated batch, one per sample, in batch order.
+
+    Deliberately not a list, tuple or ``Sequence``: the generic walkers of a training step (the
+    DataLoader's pin-memory pass, Lightning's ``apply_to_collection``, DDP's input mover in every
+    forward) recurse into those, and at batch 256 the metadata holds ~20,000 small Python values
+    (raster paths, CRS, transforms), tens of milliseconds of host time per walk on the critical
+    path of every step. To those walkers this is one opaque value, passed by reference.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[dict[str, Any]] = ()) -> None:
+        self._items = tuple(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._items[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, BatchMeta):
+            return self._items == other._items
+        return isinstance(other, list | tuple) and list(self._items) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts
+
+    def __repr__(self) -> str:
+        return f"BatchMeta({list(self._items)!r})"
+
+    def __getstate__(self) -> tuple[dict[str, Any], ...]:
+        return self._items
+
+    def __setstate__(self, state: tuple[dict[str, Any], ...]) -> None:
+        self._items = state

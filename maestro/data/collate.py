@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from maestro.sample import INPUTS, LABELS, META, TIMES, VALID, Sample
+from maestro.sample import INPUTS, LABELS, META, TIMES, VALID, BatchMeta, Sample
 
 _KEYS = frozenset({INPUTS, TIMES, VALID, LABELS, META})
 _ALIGN = 64
@@ -149,5 +149,5 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     batch: dict[str, Any] = {INPUTS: {}, TIMES: {}, VALID: {}, LABELS: {}}
     for ((field, key), stack), out in zip(stacks.items(), _allocate(list(stacks.values())), strict=True):
         batch[field][key] = stack.fill_into(out)
-    batch[META] = [s.get(META, {}) for s in samples]
+    batch[META] = BatchMeta(s.get(META, {}) for s in samples)
     return batch

@@ -25,6 +25,7 @@ from maestro.errors import ConfigError
 from maestro.training.checkpoints import checkpoint_callbacks, latest_checkpoint, resolve_resume
 from maestro.training.config import StageConfig, TrainerConfig
 from maestro.training.profiling import StepProfiler
+from maestro.training.signals import HostSideStopSignal
 from maestro.training.task import TrainingTask
 from maestro.training.throughput import TrainingThroughput
 
@@ -134,6 +135,7 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
         TrainingThroughput(every_n_steps=trainer_config.log_every_n_steps),
         # Each refresh reads the logged losses off the device (a sync): once per logging window, not per step.
         ProgressBar(refresh_rate=trainer_config.log_every_n_steps),
+        HostSideStopSignal(),  # no host-device sync per step for the SIGTERM agreement between ranks
     ]
     if trainer_config.profile_steps is not None:
         defaults.append(StepProfiler(*trainer_config.profile_steps, out_dir=out / "profile"))
