@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import yaml
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from maestro.errors import ConfigError, DataError
 from maestro.training.cli import overrides_from, resume_from, run_cli, stage_parser
@@ -84,6 +85,11 @@ def test_run_cli_loads_the_config_and_maps_user_errors_to_exit_2(tmp_path):
             raise error
 
         assert run_cli(parser, _Config, failing, ["--config", str(config_file)]) == 2
+
+    def preempted(config, resume):
+        raise SIGTERMException()  # a SystemExit: uncaught, the job would exit 0
+
+    assert run_cli(parser, _Config, preempted, ["--config", str(config_file)]) == 143
 
     def crashing(config, resume):
         raise RuntimeError("a bug, not a user error")

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from maestro.config import load_config
 from maestro.errors import ConfigError, DataError
 
@@ -87,7 +89,8 @@ def run_cli(
     argv: Sequence[str] | None = None,
     extra_overrides: Callable[[argparse.Namespace], Sequence[str]] | None = None,
 ) -> int:
-    """Parse, load the config, call ``run(config, resume)``; 0 on success, 2 on a user error.
+    """Parse, load the config, call ``run(config, resume)``; 0 on success, 2 on a user error, 143
+    (128 + SIGTERM, what schedulers expect of a terminated job) when a SIGTERM stopped training.
 
     ``extra_overrides`` turns the stage's own flags into dotted overrides (applied last).
     """
@@ -105,4 +108,9 @@ def run_cli(
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
+    except SIGTERMException:  # a SystemExit, which would exit 0 as if the run had finished
+        log.warning(
+            "stopped by SIGTERM (every rank at the same step); --resume continues the run from its newest checkpoint"
+        )
+        return 143
     return 0
