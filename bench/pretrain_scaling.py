@@ -161,7 +161,7 @@ def _pretrain_args(
 def measured(out: Path, skip_steps: int, last_step: int | None = None) -> dict[str, Any]:
     """Samples/s over the logged windows ending past ``skip_steps`` (and by ``last_step``): total
     samples / total time; with the share of that time the training loop waited for input (rank 0,
-    and the slowest-fed rank's)."""
+    and the slowest-fed rank's) and, on GPUs, the peak memory of the most loaded rank."""
     rows = []
     for path in sorted(out.glob("csv/version_*/metrics.csv")):
         with path.open() as f:
@@ -185,12 +185,14 @@ def measured(out: Path, skip_steps: int, last_step: int | None = None) -> dict[s
             waited, waited_max = waited + wait * seconds, waited_max + wait_max * seconds
     if not steps:
         raise RuntimeError(f"{out}: no logged window past step {skip_steps}; run more steps")
+    peaks = [float(r["perf/peak_memory_gib"]) for r in rows if r.get("perf/peak_memory_gib")]
     return {
         "samples_per_s": samples / timed,
         "steps_timed": int(steps),
         "input_wait_fraction": round(waited / timed, 3),
         "input_wait_fraction_max": round(waited_max / timed, 3),
         "window_rates": [round(rate, 1) for _, rate, *_ in windows],
+        **({"peak_memory_gib": round(max(peaks), 1)} if peaks else {}),
     }
 
 
@@ -451,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name}: the training loop waited for input {result['input_wait_fraction']:.1%} of the "
                 f"time (rank 0), {result['input_wait_fraction_max']:.1%} (the slowest-fed rank)"
             )
+        if "peak_memory_gib" in result:
+            print(f"{name}: peak GPU memory {result['peak_memory_gib']} GiB (the most loaded rank)")
     return 0
 
 

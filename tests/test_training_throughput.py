@@ -17,6 +17,7 @@ from maestro.training import throughput
 from maestro.training.throughput import (
     INPUT_WAIT,
     INPUT_WAIT_MAX,
+    PEAK_MEMORY,
     SAMPLES_PER_SEC,
     STEP_SECONDS,
     TrainingThroughput,
@@ -100,7 +101,17 @@ def test_input_wait_is_high_when_loading_sets_the_pace_and_low_when_the_step_doe
     assert all(float(r[INPUT_WAIT]) < 0.4 for r in slow_step), [r[INPUT_WAIT] for r in slow_step]
 
 
-def _window_end(callback: TrainingThroughput, step: int, device: str, waited: float) -> None:
+class _Logged:
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics.append(metrics)
+
+
+def _window_end(
+    callback: TrainingThroughput, step: int, device: str, waited: float, logger: _Logged | None = None
+) -> None:
     """Drive one window end by hand: a trainer at ``step`` on ``device`` whose window spent
     ``waited`` of its time on input."""
     trainer = SimpleNamespace(
@@ -108,15 +119,20 @@ def _window_end(callback: TrainingThroughput, step: int, device: str, waited: fl
         strategy=SimpleNamespace(root_device=torch.device(device)),
         is_global_zero=True,
         world_size=1,
-        loggers=[],
+        loggers=[logger] if logger is not None else [],
     )
     callback._start, callback._start_step = time.perf_counter() - 1.0, step - callback.every_n_steps
     callback._waited = waited
     callback.on_train_batch_end(trainer, None, None, (torch.zeros(2, 1),), 0)
 
 
+def _no_gpu_here(monkeypatch) -> None:
+    monkeypatch.setattr(throughput, "sync_device", lambda trainer: None)
+    monkeypatch.setattr(throughput, "peak_memory_gib", lambda device: 12.5 if device.type == "cuda" else None)
+
+
 def test_an_input_bound_gpu_run_warns_once_past_the_first_window(monkeypatch, caplog):
-    monkeypatch.setattr(throughput, "sync_device", lambda trainer: None)  # no GPU here
+    _no_gpu_here(monkeypatch)
     callback = TrainingThroughput(every_n_steps=10)
     with caplog.at_level(logging.WARNING, logger="maestro.training.throughput"):
         _window_end(callback, 10, "cuda", waited=0.9)  # first window: start-up, not counted
@@ -128,6 +144,14 @@ def test_an_input_bound_gpu_run_warns_once_past_the_first_window(monkeypatch, ca
     assert len(caplog.records) == 1
     assert "waited for input 50% of the last 10 steps" in caplog.text
     assert "data.num_workers" in caplog.text
+
+
+def test_gpu_runs_log_their_peak_memory(monkeypatch):
+    _no_gpu_here(monkeypatch)
+    gpu, cpu = _Logged(), _Logged()
+    _window_end(TrainingThroughput(every_n_steps=10), 10, "cuda", waited=0.1, logger=gpu)
+    _window_end(TrainingThroughput(every_n_steps=10), 10, "cpu", waited=0.1, logger=cpu)
+    assert gpu.metrics[0][PEAK_MEMORY] == 12.5 and PEAK_MEMORY not in cpu.metrics[0]
 
 
 def test_a_window_must_hold_a_step():

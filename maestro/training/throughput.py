@@ -9,7 +9,8 @@ It also says whether the input pipeline or the model sets the pace: the share of
 training loop spent between two batches (waiting for the loader, pinning, the copy to the
 device). The host queues GPU work ahead, so while the GPU is the bottleneck the loop blocks inside
 the step and this share stays near zero; when the loader cannot keep up, it grows. With several
-processes the largest share over ranks is logged too: one starved rank slows them all.
+processes the largest share over ranks is logged too: one starved rank slows them all. GPU runs
+also log their peak memory, so a configuration's footprint is read off its first window.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ INPUT_WAIT = "perf/input_wait_fraction"
 INPUT_WAIT_MAX = "perf/input_wait_fraction_max"
 """The largest :data:`INPUT_WAIT` over ranks (runs of several processes only): the slowest-fed rank
 holds every other at the gradient all-reduce, which their own share counts as step time."""
+PEAK_MEMORY = "perf/peak_memory_gib"
+"""GPU runs: the most memory tensors have held on the GPU since the process started, GiB (PyTorch's
+allocator, without its cached free blocks), the largest over ranks."""
 INPUT_BOUND = 0.2
 """Input wait above which a GPU run warns once that the loader, not the GPU, sets its pace."""
 
@@ -47,6 +51,11 @@ def sync_device(trainer: L.Trainer) -> None:
         torch.cuda.synchronize(trainer.strategy.root_device)
 
 
+def peak_memory_gib(device: torch.device) -> float | None:
+    """The most memory tensors have held on ``device`` since the process started (None off GPUs)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
 def samples_in(batch: Any) -> int:
     """Samples in a batch: a model-sample batch counts its inputs, any other its first tensor."""
     if isinstance(batch, Mapping) and "inputs" in batch:
@@ -55,8 +64,9 @@ def samples_in(batch: Any) -> int:
 
 
 class TrainingThroughput(L.Callback):
-    """Logs :data:`SAMPLES_PER_SEC`, :data:`STEP_SECONDS` and :data:`INPUT_WAIT` every
-    ``every_n_steps`` optimizer steps."""
+    """Logs :data:`SAMPLES_PER_SEC`, :data:`STEP_SECONDS`, :data:`INPUT_WAIT` (and with several
+    processes :data:`INPUT_WAIT_MAX`, on GPUs :data:`PEAK_MEMORY`) every ``every_n_steps``
+    optimizer steps."""
 
     def __init__(self, every_n_steps: int):
         if every_n_steps < 1:
@@ -93,18 +103,22 @@ class TrainingThroughput(L.Callback):
             return
         sync_device(trainer)
         seconds = time.perf_counter() - self._start
-        worst = None
+        device = trainer.strategy.root_device
+        peak = peak_memory_gib(device)
+        local = [self._waited / seconds] + ([] if peak is None else [peak])
+        largest = local
         if trainer.world_size > 1:  # every rank ends the window at the same step: one small collective
-            share = torch.tensor(self._waited / seconds, device=trainer.strategy.root_device)
-            worst = float(trainer.strategy.reduce(share, reduce_op="max"))
+            largest = trainer.strategy.reduce(torch.tensor(local, device=device), reduce_op="max").tolist()
         if trainer.is_global_zero:  # every rank steps in lockstep with the same batch size
             metrics = {
                 SAMPLES_PER_SEC: self._samples * trainer.world_size / seconds,
                 STEP_SECONDS: seconds / steps,
                 INPUT_WAIT: self._waited / seconds,
             }
-            if worst is not None:
-                metrics[INPUT_WAIT_MAX] = worst
+            if trainer.world_size > 1:
+                metrics[INPUT_WAIT_MAX] = largest[0]
+            if peak is not None:
+                metrics[PEAK_MEMORY] = largest[1]
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
             self._warn_if_input_bound(trainer, metrics.get(INPUT_WAIT_MAX, metrics[INPUT_WAIT]))
