@@ -72,8 +72,8 @@ def _env(**extra: str) -> dict[str, str]:
 def _threads(args: argparse.Namespace) -> dict[str, str]:
     """``OMP_NUM_THREADS`` for the trainer processes when ``--omp-threads`` is given. Unset,
     ``torchrun`` sets 1 per process while a plain ``pretrain`` keeps torch's default (the
-    physical cores): the page-locked copy of every batch (``Tensor.copy_``) runs on that many
-    threads, so the two launch paths copy at different speeds."""
+    physical cores), and the page-locked copy of every batch (``Tensor.copy_``) runs on that many
+    threads. (8 threads per DDP process did not make two GPUs faster: BENCHMARKS.md.)"""
     return {"OMP_NUM_THREADS": str(args.omp_threads)} if args.omp_threads else {}
 
 

@@ -4,7 +4,6 @@ through Lightning's real DDP loop under ``torchrun`` (gloo), with the device bro
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,14 +19,8 @@ from maestro.training.signals import _LOOP_BROADCAST, _SIGNAL_HANDLER, HostSideS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _agree(rank: int, port: int, received: list[bool], out: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _agree(rank: int, received: list[bool], out: Path) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=2)
     try:
         (out / f"rank{rank}").write_text(json.dumps(agree_on_stop(received[rank], None)))
     finally:
@@ -38,7 +31,7 @@ def _agree(rank: int, port: int, received: list[bool], out: Path) -> None:
     ("received", "expected"), [([True, False], True), ([False, True], True), ([False, False], False)]
 )
 def test_every_rank_learns_whether_any_rank_was_signalled(tmp_path, received, expected):
-    mp.spawn(_agree, args=(_free_port(), received, tmp_path), nprocs=2, join=True)
+    mp.spawn(_agree, args=(received, tmp_path), nprocs=2, join=True)
     assert [json.loads((tmp_path / f"rank{r}").read_text()) for r in (0, 1)] == [expected, expected]
 
 
@@ -95,16 +88,9 @@ SCRIPT = textwrap.dedent(
 def test_a_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, signalled_rank):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    command += [
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        str(script),
-        str(tmp_path),
-        str(signalled_rank),
-    ]
+    # --standalone: a localhost rendezvous on a free port torchrun picks itself
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += [str(script), str(tmp_path), str(signalled_rank)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
     results = [
         json.loads((tmp_path / f"rank{r}.json").read_text())
