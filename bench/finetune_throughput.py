@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,6 +36,9 @@ from bench.pretrain_throughput import (
     is_oom,
     make_batch,
     make_optimizer,
+    print_profile,
+    profile,
+    train_step,
 )
 from maestro.models import EncoderConfig, MAEConfig, count_flops
 from maestro.models.segmenter import MaestroSegmenter
@@ -54,9 +58,11 @@ class WithLoss(nn.Module):
         self.segmenter = segmenter
         self.labels = labels
 
-    def forward(self, inputs: dict, times: dict, valid: dict | None = None) -> dict[str, Tensor]:
-        # The stage passes the padding flag it read on the host; synthetic batches have no padding.
-        logits = self.segmenter(inputs, times, valid, padded=False)["logits"]
+    def forward(
+        self, inputs: dict, times: dict, valid: dict | None = None, padded: bool | None = None
+    ) -> dict[str, Tensor]:
+        # ``padded``: read on the host, as the stage does (no device sync, no graph break).
+        logits = self.segmenter(inputs, times, valid, padded=padded)["logits"]
         labels = self.labels[: logits.shape[0]]
         return {"loss": F.cross_entropy(logits.float(), labels)}
 
@@ -69,14 +75,6 @@ def build(head: str, smoke: bool, batch_size: int, device: torch.device) -> tupl
     ).to(device)
     labels = torch.randint(0, NUM_CLASSES, (batch_size, label_size, label_size), device=device)
     return WithLoss(segmenter, labels), MAEConfig(encoder=encoder)
-
-
-def step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device) -> None:
-    with autocast(device):
-        loss = model(batch["inputs"], batch["times"], batch["valid"])["loss"]
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
 
 
 def measure(
@@ -92,19 +90,19 @@ def measure(
             flops = count_flops(model, flops_batch)["total"] / 2
         record["gflop_per_sample"] = flops / 1e9
         optimizer = make_optimizer(model, device)
-        fn = torch.compile(model) if mode == "compile" else model
+        fn = torch.compile(model, mode=args.compile_mode) if mode == "compile" else model
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         for _ in range(args.warmup):
-            step(fn, optimizer, batch, device)
+            train_step(fn, optimizer, batch, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         record["warmup_s"] = time.perf_counter() - start
         timer = Timer(device)
         for _ in range(args.steps):
             with timer.step():
-                step(fn, optimizer, batch, device)
+                train_step(fn, optimizer, batch, device)
         times = sorted(timer.seconds())
         median = times[len(times) // 2]
         samples = batch_size / median
@@ -113,6 +111,12 @@ def measure(
         )
         if device.type == "cuda":
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        if args.profile:
+            base = {part: values for part, values in batch.items() if part != "padded"}
+            del batch  # ``profile`` tiles its own batch from ``base``
+            record["profile"] = profile(fn, optimizer, config, batch_size, device, base, steps=2)
+            print_profile(f"{head} {mode} batch {batch_size}", record["profile"])
+            print(record["profile"]["op_table"])
     except Exception as error:  # noqa: BLE001 - an OOM is a result; anything else is reported and logged
         record["status"] = "oom" if is_oom(error) else f"error: {type(error).__name__}: {str(error)[:300]}"
         if not is_oom(error):
@@ -130,6 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", nargs="+", default=["uperfuse", "maestro"])
     parser.add_argument("--modes", nargs="+", default=["eager", "compile"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 32, 64])
+    parser.add_argument(
+        "--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs"
+    )
+    parser.add_argument(
+        "--inductor",
+        nargs="+",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="inductor config options for the compiled runs, e.g. coordinate_descent_tuning=true",
+    )
+    parser.add_argument("--profile", action="store_true", help="add a torch.profiler summary per run")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
@@ -141,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.smoke:
         args.modes, args.batch_sizes, args.warmup, args.steps = ["eager"], [2], 1, 2
+    for option in args.inductor:
+        name, _, value = option.partition("=")
+        setattr(torch._inductor.config, name, json.loads(value))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -150,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             for batch_size in args.batch_sizes:
                 record = measure(head, mode, batch_size, args, device)
-                log.info("%s", record)
+                log.info("%s", {k: v for k, v in record.items() if k != "profile"})
                 results["runs"].append(record)
                 if args.json is not None:
                     args.json.parent.mkdir(parents=True, exist_ok=True)

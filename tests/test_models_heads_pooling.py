@@ -8,6 +8,7 @@ from maestro.models.heads.pooling import (
     MeanPool,
     make_pool,
     reference_grid,
+    resample,
     token_sets,
 )
 from maestro.models.synthetic import tiny_config
@@ -99,3 +100,21 @@ def test_make_pool_names_the_valid_kinds():
     assert isinstance(make_pool("mean", 8), MeanPool)
     with pytest.raises(ValueError, match="attentive"):
         make_pool("max", 8)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(8, 8, 32), (32, 24, 128), (32, 32, 17), (6, 6, 32)])
+def test_resample_is_bilinear_interpolation_forward_and_backward(height, width, size):
+    """The matrix-product resize is torch's bilinear resize (up, down, non-square), gradients too."""
+    maps = torch.randn(2, 3, height, width, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 3, size, size, dtype=torch.float64)
+    ours = resample(maps, size)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), maps)
+    torchs = torch.nn.functional.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+    (grad_torch,) = torch.autograd.grad((torchs * weights).sum(), maps)
+    torch.testing.assert_close(ours, torchs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad_ours, grad_torch, rtol=0, atol=1e-5)
+
+
+def test_resample_to_the_same_size_is_the_input():
+    maps = torch.randn(1, 2, 8, 8)
+    assert resample(maps, 8) is maps
