@@ -36,7 +36,8 @@ def reference_grid(specs: Mapping[str, ModalitySpec]) -> int:
 def bilinear_weights(source: int, target: int, like: Tensor) -> Tensor:
     """``(target, source)`` weights of 1-D linear resizing with ``align_corners=False``: the
     identity resized by ``F.interpolate`` itself, so the convention is torch's by construction."""
-    identity = torch.eye(source, device=like.device, dtype=torch.float64)
+    exact = torch.float32 if like.device.type == "mps" else torch.float64  # MPS has no float64
+    identity = torch.eye(source, device=like.device, dtype=exact)
     weights = F.interpolate(identity[None], size=target, mode="linear", align_corners=False)[0]
     return weights.T.to(like.dtype)
 
