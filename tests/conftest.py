@@ -42,6 +42,24 @@ def toy_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
+@pytest.fixture(scope="session")
+def build_toy_shards(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: a toy FLAIR-HUB tree of ``num_patches`` (seed 0) and its train/val shards of
+    ``max_count`` samples each, for the tests that need more parcels than ``toy_shards`` holds."""
+    from maestro.data.toy import write_toy_dataset
+    from shards.cli import main
+
+    def build(name: str, num_patches: int, max_count: int) -> Path:
+        work = tmp_path_factory.mktemp(name)
+        write_toy_dataset(work / "flairhub", num_patches=num_patches, seed=0)
+        args = ["build", "--root", str(work / "flairhub"), "--split", "train", "val"]
+        args += ["--out", str(work / "shards"), "--max-count", str(max_count), "--no-progress"]
+        assert main(args) == 0
+        return work / "shards"
+
+    return build
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Tiny models run fastest on one thread, and the CI cores are shared."""

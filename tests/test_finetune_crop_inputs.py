@@ -14,24 +14,8 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def crop_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from maestro.data.toy import write_toy_dataset
-    from shards.cli import main
-
-    work = tmp_path_factory.mktemp("crops")
-    write_toy_dataset(work / "flairhub", num_patches=96, seed=0)
-    args = [
-        "build",
-        "--root",
-        str(work / "flairhub"),
-        "--split",
-        "train",
-        "val",
-        "--out",
-        str(work / "shards"),
-    ]
-    assert main([*args, "--max-count", "8", "--no-progress"]) == 0
-    return work / "shards"
+def crop_shards(build_toy_shards) -> Path:
+    return build_toy_shards("crops", num_patches=96, max_count=8)
 
 
 def _lpis_level1(finetune_config, shards: Path, out: Path, modalities: str) -> float:

@@ -21,25 +21,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
-def example_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def example_shards(build_toy_shards) -> Path:
     """The main job's toy dataset and shards (200 patches, seed 0, train and val)."""
-    from maestro.data.toy import write_toy_dataset
-    from shards.cli import main
-
-    work = tmp_path_factory.mktemp("probe")
-    write_toy_dataset(work / "flairhub", num_patches=200, seed=0)
-    args = [
-        "build",
-        "--root",
-        str(work / "flairhub"),
-        "--split",
-        "train",
-        "val",
-        "--out",
-        str(work / "shards"),
-    ]
-    assert main([*args, "--max-count", "32", "--no-progress"]) == 0
-    return work / "shards"
+    return build_toy_shards("probe", num_patches=200, max_count=32)
 
 
 @pytest.fixture(scope="module")
