@@ -14,12 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
+from finetune.baseline import preprocess_options
+from finetune.cli import resolve
 from finetune.config import FinetuneConfig
 from finetune.module import FinetuneTask
+from maestro.config import load_config
 from maestro.evaluation.metrics import SegmentationMetrics, SegmentationScores
-from maestro.tasks import LabelTarget
+from maestro.modalities import with_companions
+from maestro.models.heads.pooling import MeanPool, reference_grid, token_sets
+from maestro.tasks import LabelTarget, get_task
+from maestro.training.data import ShardDataModule, preprocess_for
 
 TARGETS: tuple[tuple[str, int], ...] = (("lc", 1), ("lpis", 1), ("lpis", 2))
 """(task, level) pairs whose labels :func:`token_features` returns, in this order."""
@@ -30,9 +37,6 @@ def probe_encoders(
 ) -> dict[str, tuple[FinetuneConfig, FinetuneTask]]:
     """The encoder of ``init`` (as ``finetune --init``) and random ones of the same configuration,
     one per seed, as frozen tasks in eval mode reading ``shards``."""
-    from finetune.cli import resolve
-    from maestro.config import load_config
-
     common = ["model.head=maestro", "model.probe=true", f"data.train={shards}", f"data.val={shards}"]
     common += [f"data.test={shards}", "data.num_workers=0", "data.shuffle_buffer=1"]
     config, state = resolve(load_config(FinetuneConfig, None, [*common, f"model.init={init}"]))
@@ -50,12 +54,6 @@ def token_features(
     """``{modality: (N, D)}`` features per location of the finest grid over ``split`` ("train":
     the first ``max_batches`` batches of the seeded stream; "val": all of it) and the labels
     ``(len(TARGETS), N, pixels per token)`` of those locations."""
-    from finetune.baseline import preprocess_options
-    from maestro.modalities import with_companions
-    from maestro.models.heads.pooling import reference_grid, token_sets
-    from maestro.tasks import get_task
-    from maestro.training.data import ShardDataModule, preprocess_for
-
     specs = dict(config.model.encoder.specs)
     members = [*with_companions(list(specs)), "lc", "lpis"]
     data = ShardDataModule(
@@ -64,6 +62,8 @@ def token_features(
     data.setup("fit")
     loader = data.train_dataloader() if split == "train" else data.val_dataloader()
     grid = reference_grid(specs)
+    targets = [get_task(name).target(level) for name, level in TARGETS]
+    mean = MeanPool()
     feats: dict[str, list[Tensor]] = {}
     labels = []
     with torch.no_grad():
@@ -74,17 +74,16 @@ def token_features(
                 batch["inputs"], batch["times"], batch["valid"], padded=batch.get("padded")
             )
             for key, tokens in encoded.tokens.items():
-                sets, valid = token_sets(tokens, encoded.valid[key], grid)
-                weights = valid.float()[..., None]
-                feats.setdefault(key, []).append((sets * weights).sum(1) / weights.sum(1).clamp_min(1))
-            per_target = []
-            for name, level in TARGETS:
-                target = get_task(name).target(level)
-                values = target.targets(batch["labels"][target.label_modality])
-                b, h, _ = values.shape
-                block = h // grid
-                tokens = values.reshape(b, grid, block, grid, block).permute(0, 1, 3, 2, 4)
-                per_target.append(tokens.reshape(b * grid * grid, -1))
+                feats.setdefault(key, []).append(mean(*token_sets(tokens, encoded.valid[key], grid)))
+            per_target = [
+                rearrange(
+                    target.targets(batch["labels"][target.label_modality]),
+                    "b (h p1) (w p2) -> (b h w) (p1 p2)",
+                    h=grid,
+                    w=grid,
+                )
+                for target in targets
+            ]
             labels.append(torch.stack(per_target))
     return {key: torch.cat(value) for key, value in feats.items()}, torch.cat(labels, dim=1)
 
