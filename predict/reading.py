@@ -87,12 +87,16 @@ def _inside(offset: float, extent: float, size: int, length: int) -> tuple[int, 
 
 
 class _Source:
-    """One open raster and how its nodata is known (declared value, mask band, or none)."""
+    """One open raster and how its nodata is known: a declared value, a per-dataset mask band, or none.
+
+    An alpha band is not a mask: GDAL marks band 4 of a 4-band uint8 TIFF as alpha by default, and
+    there it is NIR, a data band.
+    """
 
     def __init__(self, raster: ZoneRaster, dataset: Any):
         self.raster, self.dataset = raster, dataset
-        flags = dataset.mask_flag_enums
-        self.all_valid = all(MaskFlags.all_valid in band for band in flags)
+        first = dataset.mask_flag_enums[0]
+        self.mask_band = MaskFlags.per_dataset in first and MaskFlags.alpha not in first
         self.nodata = dataset.nodata
         self.floating = np.issubdtype(np.dtype(raster.dtype), np.floating)
 
@@ -113,13 +117,12 @@ class _Source:
         try:
             part = self.dataset.read(window=inner, **options)
             ok = np.ones(shape[1:], dtype=bool)
-            if not self.all_valid:
-                if self.nodata is not None:
-                    nodata = part != self.nodata if not math.isnan(self.nodata) else ~np.isnan(part)
-                    ok &= nodata.all(axis=0)
-                else:
-                    options = {} if native else {"out_shape": shape[1:], "resampling": Resampling.nearest}
-                    ok &= self.dataset.read_masks(1, window=inner, **options) > 0
+            if self.nodata is not None:
+                nodata = part != self.nodata if not math.isnan(self.nodata) else ~np.isnan(part)
+                ok &= nodata.all(axis=0)
+            if self.mask_band:
+                options = {} if native else {"out_shape": shape[1:], "resampling": Resampling.nearest}
+                ok &= self.dataset.read_masks(1, window=inner, **options) > 0
         except _READ_ERRORS as error:
             detail = f" ({error.__cause__})" if error.__cause__ is not None else ""
             where = f"cols {inner.col_off:g}+{inner.width:g}, rows {inner.row_off:g}+{inner.height:g}"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from predict_fixtures import write_tiny_model
+from rasterio.enums import MaskFlags
 
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, with_companions
 from predict.engine import PredictOptions, predict_zone
@@ -35,6 +36,7 @@ def test_toy_zone_has_one_raster_per_modality_and_the_dates(toy_zone: Path) -> N
             dates_file = toy_zone / f"{entry.companion_of or key}_dates.json"
             dates = len(json.loads(dates_file.read_text())) if entry.temporal else 1
             assert src.count == entry.num_bands * dates
+            assert all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums)  # no alpha band
     assert not (toy_zone / "dem_dates.json").exists() and not (toy_zone / "s2_mask_dates.json").exists()
 
 

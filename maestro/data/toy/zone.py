@@ -88,6 +88,7 @@ def _open(root: Path, modality: Modality, size_m: float, num_dates: int) -> rast
         "blockxsize": block,
         "blockysize": block,
         "interleave": "band",
+        "alpha": "unspecified",  # GDAL would make band 4 of a 4-band uint8 (aerial NIR) an alpha mask
     }
     dataset = rasterio.open(check_inside(root, Path(f"{modality.key}.tif")), "w", **profile)
     names = (
