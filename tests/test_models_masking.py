@@ -43,6 +43,15 @@ def test_num_masked_rounds_and_keeps_one_visible():
     ]
 
 
+@pytest.mark.parametrize(
+    ("length", "ratio", "expected"),
+    [(150, 0.75, 112), (6, 0.75, 4), (14, 0.75, 10), (10, 0.75, 8), (5, 0.5, 2), (7, 0.5, 4), (2, 0.75, 1)],
+)
+def test_num_masked_rounds_ties_to_even_as_the_reference(length, ratio, expected):
+    """The reference masks ``round(ratio * L)`` (Python's round: ties to even): 112.5 -> 112."""
+    assert num_masked(length, ratio) == expected == min(round(ratio * length), length - 1)
+
+
 def test_exact_count_per_group_and_no_group_fully_masked():
     layouts, plan = _setup("group")
     generator = torch.Generator().manual_seed(0)
