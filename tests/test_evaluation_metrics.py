@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from einops import rearrange
 
 from maestro.evaluation import SegmentationMetrics, SegmentationScores, scores_to_dict
 from maestro.labels import IGNORE_INDEX, LABEL_SETS
+from maestro.tasks import get_task
 
 X = IGNORE_INDEX
 NAMES = ("a", "b", "c", "d")
@@ -58,7 +61,7 @@ def test_class_without_ground_truth_is_nan_and_left_out_of_the_means():
 
 
 def test_evaluated_subset_restricts_the_means_only():
-    scores = _scores(evaluated=[0, 1, 3])
+    scores = SegmentationScores.from_confusion(CONFUSION, NAMES, evaluated=[0, 1, 3])
     assert scores.classes_used == (0, 1)
     assert scores.classes_without_truth == (3,)
     assert scores.miou == pytest.approx((2 / 3 + 1 / 2) / 2)
@@ -107,10 +110,36 @@ def test_for_level_uses_the_nomenclature():
 
 def test_unmapped_values_are_an_error_not_a_class():
     metrics = SegmentationMetrics(4)
-    with pytest.raises(RuntimeError):  # torchmetrics' validation of the target values
+    with pytest.raises(ValueError, match=r"target values \[7\] are not scored classes"):
         metrics.update(PREDS, TARGET.masked_fill(TARGET == X, 7))
     with pytest.raises(ValueError, match="channels"):
         metrics.update(torch.zeros(1, 3, 3, 4), TARGET)
+
+
+@pytest.mark.parametrize(
+    ("task", "raw"),
+    [
+        ("lc", [15]),
+        ("lc", [15, 16, 17, 18]),
+        ("lpis", [LABEL_SETS["lpis"].level(1).names.index("mixed crops")]),
+    ],
+)
+def test_raw_ignored_label_values_are_refused_alike_with_a_clear_message(task, raw):
+    """LPIS "mixed crops" lies inside the head's class range, LC 15-18 beyond it: both are raw
+    label values that must be mapped to the ignore index first, and both are refused the same way."""
+    level = LABEL_SETS[task].level(1)
+    metrics = SegmentationMetrics.for_level(level)
+    target = torch.zeros(1, 2, 4, dtype=torch.long)
+    target[0, 0, : len(raw)] = torch.tensor(raw)
+    with pytest.raises(
+        ValueError, match=rf"target values {re.escape(str(raw))} are not scored classes"
+    ) as error:
+        metrics.update(torch.zeros_like(target), target)
+    assert "LabelTarget.targets" in str(error.value) and str(IGNORE_INDEX) in str(error.value)
+    assert metrics.confusion_matrix.confmat.sum() == 0  # nothing of the refused batch was counted
+    mapped = get_task(task).target(1).targets(rearrange(target.to(torch.uint8), "b h w -> b 1 h w"))
+    metrics.update(torch.zeros_like(mapped), mapped)  # the same labels, mapped: accepted
+    assert metrics.compute().support.sum() == 8 - len(raw)
 
 
 def _free_port() -> int:
@@ -143,7 +172,7 @@ def test_two_gloo_ranks_give_the_single_process_result(tmp_path: Path):
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(5, 6, 12, 12, generator=generator)  # odd count: ranks hold 3 and 2 samples
     target = torch.randint(0, 6, (5, 12, 12), generator=generator)
-    target[target == 5] = X  # class 5 never has ground truth
+    target[(target == 5) | (target == 3)] = X  # class 5 never has ground truth, class 3 is not scored
     data = {"logits": logits, "target": target, "num_classes": 6, "evaluated": [0, 1, 2, 4, 5]}
 
     single = SegmentationMetrics(6, evaluated=data["evaluated"])

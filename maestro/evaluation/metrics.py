@@ -141,6 +141,17 @@ def _evaluated(num_classes: int, evaluated: Sequence[int] | None) -> tuple[int, 
     return scored
 
 
+def _spans(values: Sequence[int]) -> str:
+    """``[0, 1, 2, 3, 5]`` -> ``"0-3, 5"``: a long class list in a message stays one short line."""
+    spans: list[list[int]] = []
+    for value in values:
+        if spans and value == spans[-1][1] + 1:
+            spans[-1][1] = value
+        else:
+            spans.append([value, value])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 class SegmentationMetrics(torch.nn.Module):
     """Accumulates one confusion matrix over a split and turns it into :class:`SegmentationScores`.
 
@@ -148,6 +159,11 @@ class SegmentationMetrics(torch.nn.Module):
     across processes when :meth:`compute` runs under ``torch.distributed``, and it moves with the
     LightningModule that owns it. (It is not itself a ``torchmetrics.Metric``: a Metric's
     ``compute`` may only return tensors or mutable collections, not a frozen result.)
+
+    Targets are training targets, not raw labels: every value is a scored class (``evaluated``)
+    or ``ignore_index``. Anything else is refused with a ValueError, whether it lies inside the
+    class range (LPIS "mixed crops") or beyond it (land cover 15-18), so a raw label is never
+    scored as a class; :meth:`maestro.tasks.LabelTarget.targets` does the mapping.
     """
 
     def __init__(
@@ -169,6 +185,9 @@ class SegmentationMetrics(torch.nn.Module):
         self.confusion_matrix = MulticlassConfusionMatrix(
             num_classes, ignore_index=ignore_index, normalize="none", validate_args=validate_args
         )
+        scored = torch.zeros(num_classes, dtype=torch.bool)
+        scored[list(self.evaluated)] = True
+        self.register_buffer("scored", scored, persistent=False)  # moves with the module, not saved
 
     @classmethod
     def for_level(
@@ -185,7 +204,9 @@ class SegmentationMetrics(torch.nn.Module):
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch: ``preds`` class indices ``(B, H, W)`` or logits ``(B, K, H, W)``, ``target`` ``(B, H, W)``.
 
-        Pixels whose target is ``ignore_index`` are not counted, whatever their prediction.
+        Pixels whose target is ``ignore_index`` are not counted, whatever their prediction. A
+        target value that is neither a scored class nor ``ignore_index`` is a ValueError (class
+        docstring); nothing of that batch is counted.
         """
         if preds.ndim == target.ndim + 1:
             if preds.shape[1] != self.num_classes:
@@ -193,7 +214,24 @@ class SegmentationMetrics(torch.nn.Module):
             preds = preds.argmax(dim=1)
         if preds.shape != target.shape:
             raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
-        self.confusion_matrix.update(preds.long(), target.long())
+        target = target.long()
+        self._check_target(target)
+        self.confusion_matrix.update(preds.long(), target)
+
+    def _check_target(self, target: Tensor) -> None:
+        """Refuse target values outside the scored classes and the ignore index (one device sync)."""
+        in_range = (target >= 0) & (target < self.num_classes)
+        scored = self.scored.to(target.device)[target.clamp(0, self.num_classes - 1)] & in_range
+        bad = ~scored & (target != self.ignore_index)
+        if not bool(bad.any()):
+            return
+        values = [int(v) for v in torch.unique(target[bad]).cpu()]
+        raise ValueError(
+            f"target values {values[:10]} are not scored classes (scored: {_spans(self.evaluated)}) nor "
+            f"the ignore index {self.ignore_index}. SegmentationMetrics takes training targets, not raw "
+            f"labels: map raw labels with maestro.tasks.LabelTarget.targets, which turns ignored values "
+            f"(LPIS mixed crops, land cover 15-18) into {self.ignore_index}"
+        )
 
     def compute(self) -> SegmentationScores:
         """Scores over everything updated since the last reset, on every process alike."""
