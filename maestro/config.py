@@ -72,8 +72,14 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, recursively and strictly."""
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "", base: T | None = None) -> T:
+    """Build dataclass ``cls`` from a mapping, recursively and strictly.
+
+    A partial mapping changes only the keys it names: the others keep ``base`` (when given) or the
+    defaults of the field it fills in its parent. A stage whose section default differs from the
+    section class's own defaults (fine-tuning's ``optim``) thus keeps its recipe when one key of
+    that section is overridden.
+    """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -83,7 +89,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
-    kwargs = {name: _convert(hints[name], value, _join(where, name)) for name, value in data.items()}
+    kwargs = {name: getattr(base, name) for name in fields if name not in data} if base is not None else {}
+    for name, value in data.items():
+        default = getattr(base, name) if base is not None else _field_default(fields[name])
+        kwargs[name] = _convert(hints[name], value, _join(where, name), default)
     try:
         obj = cls(**kwargs)
     except TypeError as error:
@@ -116,11 +125,22 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _field_default(spec: dataclasses.Field) -> Any:
+    """The value a field takes when its key is absent (None when it has no default)."""
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return None
+
+
 def _join(where: str, name: str | int) -> str:
     return f"{where}.{name}" if where else str(name)
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _convert(hint: Any, value: Any, where: str, default: Any = None) -> Any:
+    """``value`` as type ``hint``; a mapping for a dataclass is merged over ``default`` when that
+    is an instance of it (the section's default in its parent)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
@@ -131,7 +151,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
-                return _convert(option, value, where)
+                return _convert(option, value, where, default)
             except ConfigError as error:
                 errors.append(str(error))
         raise ConfigError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
@@ -140,7 +160,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
     if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else from_dict(hint, value, where)
+        if isinstance(value, hint):
+            return value
+        return from_dict(hint, value, where, default if isinstance(default, hint) else None)
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -174,3 +174,14 @@ def test_shipped_finetune_configs_load():
     for path in sorted((Path(__file__).parent.parent / "configs" / "finetune").glob("*.yaml")):
         config = load_config(FinetuneConfig, path, ["task.name=lpis", "task.level=2"])
         assert config.data.train and config.data.test, path
+
+
+def test_an_optim_override_keeps_the_rest_of_the_fine_tuning_recipe():
+    config = load_config(FinetuneConfig, None, ["optim.weight_decay=0.05"])
+    assert (config.optim.base_lr, config.optim.end_fraction, config.optim.weight_decay) == (1e-5, 0.5, 0.05)
+
+
+def test_the_example_config_anneals_to_half_its_peak_learning_rate():
+    path = Path(__file__).parent.parent / "configs" / "finetune" / "toy.yaml"
+    optim = load_config(FinetuneConfig, path, ["task.name=lc"]).optim
+    assert (optim.base_lr, optim.end_fraction) == (1e-3, 0.5)
