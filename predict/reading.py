@@ -90,7 +90,9 @@ class _Source:
     """One open raster and how its nodata is known: a declared value, a per-dataset mask band, or none.
 
     An alpha band is not a mask: GDAL marks band 4 of a 4-band uint8 TIFF as alpha by default, and
-    there it is NIR, a data band.
+    there it is NIR, a data band. A declared nodata value marks a pixel only when every band holds
+    it (GDAL's convention is per band, so a dark pixel whose blue is 0 stays data); a non-finite
+    value in any band of a float raster always marks it, since the network cannot read one.
     """
 
     def __init__(self, raster: ZoneRaster, dataset: Any):
@@ -118,8 +120,8 @@ class _Source:
             part = self.dataset.read(window=inner, **options)
             ok = np.ones(shape[1:], dtype=bool)
             if self.nodata is not None:
-                nodata = part != self.nodata if not math.isnan(self.nodata) else ~np.isnan(part)
-                ok &= nodata.all(axis=0)
+                hole = np.isnan(part) if math.isnan(self.nodata) else part == self.nodata
+                ok &= ~hole.all(axis=0)
             if self.mask_band:
                 options = {} if native else {"out_shape": shape[1:], "resampling": Resampling.nearest}
                 ok &= self.dataset.read_masks(1, window=inner, **options) > 0

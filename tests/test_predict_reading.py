@@ -69,6 +69,19 @@ def test_a_per_dataset_mask_band_marks_nodata(model, tmp_path) -> None:
     np.testing.assert_array_equal(classes == 255, expected)
 
 
+def test_declared_nodata_marks_a_pixel_only_when_every_band_holds_it(model, tmp_path) -> None:
+    def dark(path: Path, values: np.ndarray, transform) -> None:
+        values[2][BLOCK] = 0  # a dark pixel: blue is 0, the other bands are not
+        values[:, 40:50, 5:12] = 0  # a true hole: every band is 0
+        write_raster(path, values, transform, nodata=0)
+
+    zone = _zone_with_aerial(tmp_path / "zone", dark)
+    classes = _map(model, zone, tmp_path / "map.tif")
+    expected = np.zeros(classes.shape, bool)
+    expected[40:50, 5:12] = True
+    np.testing.assert_array_equal(classes == 255, expected)
+
+
 def test_a_non_finite_value_in_any_band_marks_nodata(model, tmp_path) -> None:
     zone = write_zone(tmp_path / "zone", tiles=(2, 2))
     with rasterio.open(zone / "dem.tif") as src:
