@@ -48,8 +48,10 @@ def test_dict_layout():
         "precision": 0.6,
         "recall": 0.75,
         "support": 4,
+        "predicted": 5,
     }
     assert data["per_class"][3]["iou"] is None and data["per_class"][3]["support"] == 0
+    assert data["per_class"][3]["predicted"] == 1  # no ground truth, but predicted once
     assert data["per_class"][4]["evaluated"] is False
     assert data["confusion"] == CONFUSION.tolist()
 
@@ -67,11 +69,11 @@ def test_json_round_trip():
 def test_per_class_table():
     table = per_class_table(SCORES)
     lines = table.splitlines()
-    assert lines[0] == "| class | IoU | F1 | precision | recall | support |"
-    assert "| a | 66.67 | 80.00 | 100.00 | 66.67 | 3 |" in lines
-    assert "| b | 50.00 | 66.67 | 60.00 | 75.00 | 4 |" in lines
-    assert "| d | — | — | — | — | 0 |" in lines
-    assert "| e\\|f (not scored) | — | — | — | — | 0 |" in lines
+    assert lines[0] == "| class | IoU | F1 | precision | recall | true pixels | predicted pixels |"
+    assert "| a | 66.67 | 80.00 | 100.00 | 66.67 | 3 | 2 |" in lines
+    assert "| b | 50.00 | 66.67 | 60.00 | 75.00 | 4 | 5 |" in lines
+    assert "| d | — | — | — | — | 0 | 1 |" in lines  # predicted though absent from the truth
+    assert "| e\\|f (not scored) | — | — | — | — | 0 | 0 |" in lines
     assert "**mIoU 61.11** · OA 70.00 · mean F1 75.56 — over 3 of 4 scored classes, 10 pixels." in lines
     assert lines[-1] == "Not in the means (no ground-truth pixel in this split): d."
 
@@ -83,3 +85,10 @@ def test_write_report_writes_only_into_out_dir(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["metrics.json", "per_class.md"]
     assert json.loads(metrics_path.read_text()) == json.loads(json.dumps(scores_to_dict(SCORES)))
     assert table_path.read_text() == per_class_table(SCORES)
+
+
+def test_a_class_predicted_on_half_the_pixels_but_absent_from_the_truth_shows_its_count():
+    confusion = np.array([[1_000, 1_000], [0, 0]])  # half of the pixels predicted as "b", none are "b"
+    scores = SegmentationScores.from_confusion(confusion, ("a", "b"))
+    np.testing.assert_array_equal(scores.predicted, [1_000, 1_000])
+    assert "| b | — | — | — | — | 0 | 1,000 |" in per_class_table(scores).splitlines()

@@ -115,6 +115,12 @@ class SegmentationScores:
         return len(self.class_names)
 
     @property
+    def predicted(self) -> np.ndarray:
+        """Pixels predicted as each class (int64), over the counted pixels: a class absent from the
+        truth has no score but may still take many pixels, and this says how many."""
+        return self.confusion.sum(axis=0)
+
+    @property
     def names_used(self) -> tuple[str, ...]:
         return tuple(self.class_names[c] for c in self.classes_used)
 

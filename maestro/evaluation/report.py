@@ -48,6 +48,7 @@ def scores_to_dict(scores: SegmentationScores) -> dict[str, Any]:
                 "precision": _number(scores.precision[c]),
                 "recall": _number(scores.recall[c]),
                 "support": int(scores.support[c]),
+                "predicted": int(scores.predicted[c]),
             }
             for c in range(scores.num_classes)
         ],
@@ -73,17 +74,18 @@ def _cell(text: str) -> str:
 
 
 def per_class_table(scores: SegmentationScores) -> str:
-    """Markdown table of per-class scores in percent, then the means and the classes they cover."""
+    """Markdown table of per-class scores in percent with the true and predicted pixels of each
+    class (a class absent from the truth has no score, but its predicted pixels still show), then
+    the means and the classes they cover."""
     lines = [
-        "| class | IoU | F1 | precision | recall | support |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| class | IoU | F1 | precision | recall | true pixels | predicted pixels |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c, name in enumerate(scores.class_names):
         label = _cell(name) if c in scores.evaluated else f"{_cell(name)} (not scored)"
         values = (scores.iou[c], scores.f1[c], scores.precision[c], scores.recall[c])
-        lines.append(
-            f"| {label} | " + " | ".join(_percent(v) for v in values) + f" | {int(scores.support[c]):,} |"
-        )
+        pixels = f" | {int(scores.support[c]):,} | {int(scores.predicted[c]):,} |"
+        lines.append(f"| {label} | " + " | ".join(_percent(v) for v in values) + pixels)
     lines += [
         "",
         f"**mIoU {_percent(scores.miou)}** · OA {_percent(scores.overall_accuracy)} · "
