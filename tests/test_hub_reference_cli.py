@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +100,39 @@ def test_cli_converts_the_head_into_a_segmenter(tmp_path):
     document = json.loads((out / "config.json").read_text())
     assert document["model_type"] == "maestro-segmenter" and document["task"]["name"] == "lc"
     assert document["converted_from"]["weights"].startswith("trained")
+
+
+def test_a_reduced_checkpoint_asks_for_the_decoder_heads_by_its_flag(tmp_path, caplog):
+    """The fixture's 16-wide decoder is no multiple of the reference's 32-wide heads: the error
+    names the command-line flag, and the keyword for Python callers."""
+    require_fixture()
+    sizes = ("--image-size", "aerial=128", "--image-size", "dem=128")
+    with caplog.at_level("ERROR"):
+        assert run("import-reference", str(CHECKPOINT), "--out", str(tmp_path / "mae"), *sizes) == 2
+    assert "--decoder-heads" in caplog.text and "decoder_heads" in caplog.text
+    with pytest.raises(ConfigError, match=r"--decoder-heads N \(ConversionOptions\.decoder_heads"):
+        import_reference(CHECKPOINT, tmp_path / "python", ConversionOptions(overrides=OVERRIDES))
+    segmenter = ("--model-type", "maestro-segmenter", "--target", "other")
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        assert (
+            run("import-reference", str(CHECKPOINT), "--out", str(tmp_path / "seg"), *sizes, *segmenter) == 2
+        )
+    assert "no segmentation head 'other'" in caplog.text and "--target" in caplog.text
+
+
+def test_the_readme_documents_the_head_count_flags():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    paragraph = readme[readme.index("maestro import-reference hf:") :]
+    paragraph = paragraph[: paragraph.index("**Licence.**")]
+    for flag in ("--num-heads", "--decoder-heads", "--image-size", "--num-dates"):
+        assert flag in paragraph, flag
+        assert flag in _import_help(), flag  # and the parser has it
+
+
+def _import_help() -> str:
+    root = argparse.ArgumentParser(prog="maestro")
+    return add_import_reference_parser(root.add_subparsers(dest="command")).format_help()
 
 
 def fake_hub(monkeypatch, calls: list[str]) -> None:

@@ -72,6 +72,14 @@ REFERENCE_GRID = 160
 KNOWN_TARGETS = {"cosia": ("lc", 1)}
 """Reference segmentation targets -> (suite task, level) with the same classes."""
 HEAD_POOLINGS = {"attentive": "attentive", "linear": "mean"}
+OPTION_FLAGS = {
+    "num_heads": "--num-heads N",
+    "decoder_heads": "--decoder-heads N",
+    "target": "--target NAME",
+    "num_classes": "--num-classes K",
+    "overrides": "--image-size MOD=PX, --num-dates MOD=N",
+}
+"""Command-line flags of the :class:`ConversionOptions` fields that messages ask for."""
 
 BLOCK_PARTS = {
     "0.norm.weight": "norm1.weight",
@@ -97,6 +105,11 @@ POOL_PARTS = {
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 _EMBED = re.compile(r"^patchify_bands\.(\d+)\.(conv|conv_skip|norm|norm_skip)\.(weight|bias)$")
 _PIXELS = re.compile(r"^pixelify_bands\.(\d+)\.(conv|conv_skip)\.(weight|bias)$")
+
+
+def ask(option: str) -> str:
+    """How to give a conversion option, in a message read by CLI and Python users alike."""
+    return f"{OPTION_FLAGS[option]} (ConversionOptions.{option} in Python)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +385,7 @@ def _encoder_heads(
         heads = max(width // 64, 1)
         report.notes.append(
             f"encoder heads: model_size {size!r} gives no usable head count for width {width}; assumed "
-            f"{heads} heads of 64 (pass num_heads if that is wrong)"
+            f"{heads} heads of 64 (pass {ask('num_heads')} if that is wrong)"
         )
     else:
         report.notes.append(
@@ -502,7 +515,7 @@ def plan_conversion(
     except ConfigError as error:
         raise ConfigError(
             f"{error}. The checkpoint does not store image sizes or dates: they come from the registry unless "
-            "given as overrides (--image-size MOD=PX, --num-dates MOD=N)"
+            f"given: {ask('overrides')}"
         ) from None
     if encoder_config.transformer.mlp_hidden != first.mlp_hidden:
         raise ConfigError(f"MLP hidden size {first.mlp_hidden} is not representable as width x ratio")
@@ -662,7 +675,8 @@ def _plan_mae(
         if decoder.width % REFERENCE_DECODER_HEAD_DIM:
             raise ConfigError(
                 f"decoder width {decoder.width} is not a multiple of the reference's head width "
-                f"{REFERENCE_DECODER_HEAD_DIM}: shapes cannot tell the decoder's head count, pass decoder_heads"
+                f"{REFERENCE_DECODER_HEAD_DIM}: shapes cannot tell the decoder's head count, pass "
+                f"{ask('decoder_heads')}"
             )
         decoder_heads = decoder.width // REFERENCE_DECODER_HEAD_DIM
         report.notes.append(
@@ -767,18 +781,22 @@ def _plan_segmenter(
     if target is None:
         if len(layout.heads) > 1:
             raise ConfigError(
-                f"the checkpoint has several segmentation heads {sorted(layout.heads)}: pick one (target)"
+                f"the checkpoint has several segmentation heads {sorted(layout.heads)}: pick one with "
+                f"{ask('target')}"
             )
         target = next(iter(layout.heads))
     if target not in layout.heads:
-        raise ConfigError(f"no segmentation head {target!r} in the checkpoint; heads: {sorted(layout.heads)}")
+        raise ConfigError(
+            f"no segmentation head {target!r} in the checkpoint (chosen with {ask('target')}); its heads: "
+            f"{sorted(layout.heads)}"
+        )
     head = layout.heads[target]
     task = None
     if num_classes is None:
         if target not in KNOWN_TARGETS:
             raise ConfigError(
-                f"the number of classes of head {target!r} is not known to the converter: pass num_classes "
-                f"(its conv has {head.out_channels} = classes x f^2 outputs)"
+                f"the number of classes of head {target!r} is not known to the converter: pass "
+                f"{ask('num_classes')}; its conv has {head.out_channels} = classes x f^2 outputs"
             )
         from maestro.tasks import get_task
 
