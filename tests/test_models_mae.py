@@ -1,8 +1,10 @@
 import pytest
 import torch
+from einops import rearrange
 
 from maestro.modalities import ModalityOverride
 from maestro.models.config import EncoderConfig, MAEConfig
+from maestro.models.fusion import group_tokens
 from maestro.models.mae import MaestroMAE
 from maestro.models.masking import num_masked
 from maestro.models.synthetic import synthetic_batch, tiny_config
@@ -160,6 +162,58 @@ def test_encode_with_mask_and_band_groups():
     assert (out.tokens["aerial"][~out.mask["aerial"]].abs().sum(-1) > 0).all()
     assert out.mask["aerial"].sum() == 2 * num_masked(32, 0.75)
     model(**batch)["loss"].backward()
+
+
+def test_each_masked_token_gets_its_own_modality_and_band_group_mask_token():
+    """Where one decoder sequence holds several mask tokens (s1_asc + s1_des in the ``s1`` group,
+    aerial with two band groups), every hidden position gets its own modality's, band group's
+    token. The reference places them through an unstable descending argsort and can hand a
+    position another member's token; the suite keeps the placement exact (docs/method.md)."""
+    overrides = dict(tiny_config().encoder.overrides)
+    overrides["aerial"] = ModalityOverride(
+        image_size=32, patch_size=8, token_groups=(("NIR",), ("R", "G", "B"))
+    )
+    torch.manual_seed(0)
+    model = MaestroMAE(tiny_config(overrides=overrides)).eval()
+    keys = list(model.specs)
+
+    def token_value(key: str, group: int) -> float:
+        return 10.0 * (keys.index(key) + 1) + group
+
+    for key, mask_token in model.mask_tokens.items():
+        groups, width = mask_token.token.shape
+        mask_token.token.data = torch.tensor([token_value(key, g) for g in range(groups)])[:, None].expand(
+            groups, width
+        )
+    decoder_inputs = {}
+    for stream, decoder in model.decoders.items():
+        decoder.register_forward_pre_hook(
+            lambda _, args, stream=stream: decoder_inputs.update({stream: args[0]})
+        )
+    batch = synthetic_batch(model.config)
+    with torch.no_grad():
+        out = model(**batch, generator=torch.Generator().manual_seed(1))
+    encoder = model.encoder
+    _, times, _ = encoder.prepare(batch["inputs"], batch["times"], batch["valid"])
+    hidden, expected = {}, {}
+    for key, spec in model.specs.items():
+        hidden[key] = rearrange(out["masks"][key], "b t g h w -> b t g (h w)")
+        batch_size, dates, groups, tokens = hidden[key].shape
+        own = torch.tensor([token_value(key, g) for g in range(groups)])
+        filled = own[None, None, :, None, None].expand(
+            batch_size, dates, groups, tokens, model.config.decoder.width
+        )
+        expected[key] = model.decoder_encoding(filled, times[key], spec.grid)  # the token + its codes
+    for spec, seen, where, want in zip(
+        encoder.plan,
+        [decoder_inputs[spec.stream] for spec in encoder.plan],
+        group_tokens(hidden, encoder.plan),
+        group_tokens(expected, encoder.plan),
+        strict=True,
+    ):
+        torch.testing.assert_close(seen[where], want[where], msg=spec.stream)
+    assert hidden["s1_asc"].any() and hidden["s1_des"].any()  # both members' tokens in one sequence
+    assert hidden["aerial"][:, :, 0].any() and hidden["aerial"][:, :, 1].any()
 
 
 def test_input_checks_name_the_problem():

@@ -206,7 +206,11 @@ class MaestroMAE(nn.Module, HubModel):
     def _decode(
         self, encoded: EncodedSequences, mask: Tensors, padding: Tensors | None, times: Tensors
     ) -> dict[str, Tensor]:
-        """Project to decoder width, fill mask tokens, add codes, decode, predict pixels."""
+        """Project to decoder width, fill mask tokens, add codes, decode, predict pixels.
+
+        Each hidden position gets its own modality's and band group's mask token, also where one
+        sequence mixes several (``s1``); the reference can swap them (docs/method.md).
+        """
         plan, layouts = self.encoder.plan, self.encoder.layouts
         projected = [
             self.to_decoder[spec.stream](sequence) for spec, sequence in zip(plan, encoded.final, strict=True)
