@@ -121,6 +121,31 @@ def test_a_reduced_checkpoint_asks_for_the_decoder_heads_by_its_flag(tmp_path, c
     assert "no segmentation head 'other'" in caplog.text and "--target" in caplog.text
 
 
+def test_the_cli_says_which_sizes_it_assumed_and_refuses_a_contradicted_segmenter(tmp_path, caplog):
+    require_fixture()
+    with caplog.at_level("INFO"):
+        code = run(
+            "import-reference", str(CHECKPOINT), "--out", str(tmp_path / "mae"), "--decoder-heads", "2"
+        )
+    assert code == 0
+    assert "assumed from the registry: image size aerial 512 px" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("'cosia'" in w and "--image-size aerial=256" in w for w in warnings)
+    assert "assumed from the registry" in (tmp_path / "mae" / "README.md").read_text()
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        code = run(
+            "import-reference",
+            str(CHECKPOINT),
+            "--out",
+            str(tmp_path / "seg"),
+            "--model-type",
+            "maestro-segmenter",
+        )
+    assert code == 2 and "--image-size aerial=256" in caplog.text
+    assert not (tmp_path / "seg" / "model.safetensors").exists()
+
+
 def test_the_readme_documents_the_head_count_flags():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     paragraph = readme[readme.index("maestro import-reference hf:") :]

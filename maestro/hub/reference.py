@@ -267,8 +267,9 @@ def model_card(
         "streams together",
         "- date code as in the reference: day of year counted from 1, year offset rounded as its float32 "
         "arithmetic does (`day_of_year_origin: 1`, `date_offset: float32` in config.json)",
-        "- not stored in the checkpoint, taken from the suite's modality registry (the reference's FLAIR-HUB "
-        "configuration): band order, image sizes, dates per series",
+        "- not stored in the checkpoint: band order, from the suite's modality registry (the reference's "
+        "FLAIR-HUB configuration); image sizes and dates per series, given to the converter or assumed from "
+        "the registry (the conversion report says which)",
     ]
     if report.unsupported_modalities:
         lines += ["", "## Not converted", ""]

@@ -18,7 +18,8 @@ attention heads                    not in any shape: the reference factory of ``
 
 Image sizes, dates per series and band order are not stored either (the reference keeps them in
 its dataset config, outside the checkpoint): they come from the modality registry, which follows
-the reference's FLAIR-HUB config, unless overridden.
+the reference's FLAIR-HUB config, unless overridden. The report notes which ones were assumed, and a
+segmentation head's shape checks them (:mod:`maestro.hub.reference_sizes`).
 
 Key mapping (``<p>`` is ``model.`` or ``ema_model.``; vit-pytorch blocks become timm-named blocks)::
 
@@ -54,6 +55,7 @@ import torch
 from torch import Tensor
 
 from maestro.errors import ConfigError
+from maestro.hub.reference_sizes import KNOWN_TARGETS, ask, assumed_sizes, check_head_sizes
 from maestro.modalities import MODALITIES, ModalityOverride
 from maestro.models.config import SIZES, EncoderConfig, MAEConfig
 
@@ -69,17 +71,7 @@ REFERENCE_DECODER_HEAD_DIM = 32
 """Decoder head width of every reference size factory."""
 REFERENCE_GRID = 160
 """Position grid of the reference FLAIR-HUB config (``grid_pos_enc``)."""
-KNOWN_TARGETS = {"cosia": ("lc", 1)}
-"""Reference segmentation targets -> (suite task, level) with the same classes."""
 HEAD_POOLINGS = {"attentive": "attentive", "linear": "mean"}
-OPTION_FLAGS = {
-    "num_heads": "--num-heads N",
-    "decoder_heads": "--decoder-heads N",
-    "target": "--target NAME",
-    "num_classes": "--num-classes K",
-    "overrides": "--image-size MOD=PX, --num-dates MOD=N",
-}
-"""Command-line flags of the :class:`ConversionOptions` fields that messages ask for."""
 
 BLOCK_PARTS = {
     "0.norm.weight": "norm1.weight",
@@ -105,11 +97,6 @@ POOL_PARTS = {
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 _EMBED = re.compile(r"^patchify_bands\.(\d+)\.(conv|conv_skip|norm|norm_skip)\.(weight|bias)$")
 _PIXELS = re.compile(r"^pixelify_bands\.(\d+)\.(conv|conv_skip)\.(weight|bias)$")
-
-
-def ask(option: str) -> str:
-    """How to give a conversion option, in a message read by CLI and Python users alike."""
-    return f"{OPTION_FLAGS[option]} (ConversionOptions.{option} in Python)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,6 +509,16 @@ def plan_conversion(
     report.notes.append(
         "date code as in the reference: day of year counted from 1 (day_of_year_origin=1) and the year "
         "offset rounded as its float32 arithmetic does (date_offset='float32')"
+    )
+    assumed = assumed_sizes(encoder_config, given)
+    if assumed:
+        report.notes.append(assumed)
+    check_head_sizes(
+        {name: head.out_channels for name, head in layout.heads.items()},
+        encoder_config,
+        given,
+        report.notes,
+        strict=model_type == "maestro-segmenter",
     )
 
     from maestro.models.encoder import MaestroEncoder
