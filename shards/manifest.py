@@ -54,6 +54,9 @@ class SplitEntry:
     skipped: list[SkippedPatch] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
     """Build parameters (root, split_name, seed, max_count, ...), for provenance only."""
+    dataset: str | None = None
+    """What the shards hold: ``FLAIR-HUB`` (a tree in its layout) or ``toy`` (written by ``shards
+    toy``, simulated); None in manifests written before this field."""
 
     @property
     def num_samples(self) -> int:
@@ -76,6 +79,7 @@ class SplitEntry:
             },
             "skipped": [asdict(s) for s in self.skipped],
             "source": self.source,
+            "dataset": self.dataset,
         }
 
     @classmethod
@@ -86,6 +90,7 @@ class SplitEntry:
             shards=[ShardRecord(**s) for s in data["shards"]],
             skipped=[SkippedPatch(**s) for s in data.get("skipped", [])],
             source=dict(data.get("source", {})),
+            dataset=data.get("dataset"),
         )
 
 

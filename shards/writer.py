@@ -26,6 +26,7 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
+from maestro.data.layout import dataset_of
 from maestro.errors import DataError
 from shards.manifest import (
     BUILD_DIR,
@@ -328,6 +329,7 @@ def _build(config: BuildConfig, reader: Any) -> BuildResult:
         shards=[r.record for r in results],
         skipped=skipped,
         source={k: (str(v) if isinstance(v, Path) else v) for k, v in _source_info(config).items()},
+        dataset=dataset_of(config.root),
     )
     merge_split(config.out, entry)
     reused = sum(r.reused for r in results)

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from maestro.hub.card import BEGIN, END, TEMPLATE, CardFacts, build_card, describe_scaling, scaling_table
+from maestro.hub.card import (
+    BEGIN,
+    END,
+    TEMPLATE,
+    CardFacts,
+    EvalData,
+    build_card,
+    describe_scaling,
+    scaling_table,
+)
 from maestro.hub.pretrained import segmentation_task
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES
 from maestro.models.segmenter_config import SegmenterConfig
@@ -39,6 +48,7 @@ def _segmenter_facts(**changes) -> CardFacts:
         "repo_id": "ign/maestro-lc",
         "task": segmentation_task("lc", 1),
         "metrics": METRICS,
+        "test_data": EvalData("shards/flairhub", "FLAIR-HUB", "test", 1234, official=True),
         "base_model": "ign/maestro-medium",
         "weights": "EMA weights of run/best.ckpt (step 10)",
         "num_parameters": 1_500_000,
@@ -86,6 +96,25 @@ def test_segmenter_card_carries_base_model_and_model_index():
     assert "| building | 90.00 |" in card.text and "mIoU **65.43** %" in card.text
     assert "- `0` building" in card.text and "- `14` brushwood" in card.text
     assert "EMA weights of run/best.ckpt (step 10)" in card.text and "1.50 M" in card.text
+    assert "## Results on the FLAIR-HUB lc level 1 test split" in card.text and "1234 patches" in card.text
+
+
+@pytest.mark.parametrize(
+    ("tested", "heading"),
+    [
+        (EvalData("shards/toy", "toy", "test", 4, official=True), "## Results on synthetic toy data"),
+        (
+            EvalData("shards/mine", "FLAIR-HUB", "test", 50),
+            "## Results on FLAIR-HUB data outside its official",
+        ),
+        (EvalData("shards/old"), "## Results on unrecorded test data"),
+        (None, "## Results on unrecorded test data"),
+    ],
+)
+def test_scores_not_measured_on_flairhub_splits_are_shown_but_not_claimed(tested, heading):
+    card = ModelCard(str(build_card(_segmenter_facts(test_data=tested))))
+    assert "model-index" not in card.data.to_dict() and "FLAIR-HUB lc level 1" not in card.text
+    assert heading in card.text and "mIoU **65.43** %" in card.text
 
 
 def test_a_card_without_metrics_has_no_results():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import torch
+from fixtures_flairhub import write_flairhub_tree
 from huggingface_hub import ModelCard
 
 from finetune.config import FinetuneConfig, ModelConfig, TaskConfig
@@ -19,6 +22,7 @@ from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.synthetic import tiny_config
 from maestro.training.config import DataConfig
 from pretrain.config import PretrainConfig
+from shards.writer import BuildConfig, build
 
 STEP = 42
 
@@ -53,12 +57,17 @@ def pretrain_checkpoint(run: Path, ema: bool = True) -> tuple[Path, MaestroMAE, 
     return path, live, averaged
 
 
-def finetune_run(run: Path, init: str = "hf:org/base@v1.0") -> tuple[Path, MaestroSegmenter]:
-    """``{run}/best.ckpt`` of a tiny lc segmenter and ``{run}/test/metrics.json``; returns (path, EMA model)."""
+def finetune_run(
+    run: Path, init: str = "hf:org/base@v1.0", test: str | None = None
+) -> tuple[Path, MaestroSegmenter]:
+    """``{run}/best.ckpt`` of a tiny lc segmenter and ``{run}/test/metrics.json``; returns (path, EMA
+    model). ``test``: the test shards its config records (default: the example's, absent here)."""
     config = FinetuneConfig(
         task=TaskConfig("lc", 1),
         model=ModelConfig(init=init, encoder=tiny_config().encoder, decoder_channels=16),
     )
+    if test is not None:
+        config = dataclasses.replace(config, data=DataConfig(train=test, val=test, test=test))
     torch.manual_seed(2)
     live = MaestroSegmenter(segmenter_config(config))
     torch.manual_seed(3)
@@ -137,8 +146,27 @@ def test_a_checkpoint_without_ema_publishes_the_trained_weights(tmp_path):
     assert _same(MaestroEncoder.from_pretrained(tmp_path / "out"), live.encoder)
 
 
-def test_a_finetune_run_publishes_its_segmenter_with_task_scores_and_base_model(tmp_path, capsys):
-    _, averaged = finetune_run(tmp_path / "lc-level1")
+@pytest.fixture(scope="module")
+def flairhub_test_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Test-split shards of a tree in FLAIR-HUB's layout with its own split CSVs (not the toy's)."""
+    work = tmp_path_factory.mktemp("flairhub")
+    ids = [f"D006-2022_RA-S1-00_{i}-0" for i in range(3)]
+    tree = write_flairhub_tree(work / "tree", ("s2", "s2_mask", "lc"), {"test": ids})
+    build(BuildConfig(tree.root, work / "shards", split="test", modalities=("s2", "lc"), progress=False))
+    return work / "shards"
+
+
+@pytest.fixture(scope="module")
+def toy_test_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("toy_test") / "shards"
+    build(BuildConfig(toy_root, out, split="test", modalities=("aerial", "lc"), progress=False))
+    return out
+
+
+def test_a_finetune_run_publishes_its_segmenter_with_task_scores_and_base_model(
+    tmp_path, capsys, flairhub_test_shards
+):
+    _, averaged = finetune_run(tmp_path / "lc-level1", test=str(flairhub_test_shards))
     out = tmp_path / "out"
     assert (
         main(["publish", str(tmp_path / "lc-level1"), "--repo", "org/seg", "--dry-run", "--out", str(out)])
@@ -157,7 +185,28 @@ def test_a_finetune_run_publishes_its_segmenter_with_task_scores_and_base_model(
     assert card.data.pipeline_tag == "image-segmentation" and "segmentation" in card.data.tags
     results = {result.metric_name: result.metric_value for result in card.data.eval_results}
     assert results["mIoU (%)"] == 61.23 and results["OA (%)"] == 78.1 and results["IoU building (%)"] == 50.0
+    assert {(r.dataset_type, r.dataset_split) for r in card.data.eval_results} == {("IGNF/FLAIR-HUB", "test")}
     assert "| building | 50.00 |" in card.text
+    assert "## Results on the FLAIR-HUB lc level 1 test split" in card.text and "3 patches" in card.text
+
+
+def test_scores_on_toy_shards_are_not_claimed_as_flairhub_results(tmp_path, capsys, toy_test_shards):
+    finetune_run(tmp_path / "run", test=str(toy_test_shards))
+    assert main(["publish", str(tmp_path / "run"), "--repo", "org/seg", "--dry-run"]) == 0
+    card = ModelCard(capsys.readouterr().out)
+    assert card.data.eval_results is None and "model-index" not in card.data.to_dict()
+    results = card.text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert results.startswith(" on synthetic toy data") and "FLAIR-HUB lc level 1" not in card.text
+    assert "4 patches" in results and "`test` split" in results and "| building | 50.00 |" in results
+
+
+def test_scores_on_unknown_test_data_are_not_claimed_as_flairhub_results(tmp_path, capsys):
+    finetune_run(tmp_path / "run", test=str(tmp_path / "elsewhere"))  # no manifest there
+    assert main(["publish", str(tmp_path / "run"), "--repo", "org/seg", "--dry-run"]) == 0
+    card = ModelCard(capsys.readouterr().out)
+    assert card.data.eval_results is None and "FLAIR-HUB lc level 1" not in card.text
+    results = card.text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert results.startswith(" on unrecorded test data") and str(tmp_path / "elsewhere") in results
 
 
 def test_a_finetune_init_that_is_not_on_the_hub_has_no_base_model(tmp_path, capsys):

@@ -69,3 +69,13 @@ def dates_table_path(root: Path, table: str) -> Path:
 def split_csv_path(root: Path, split_name: str, split: str) -> Path:
     """``{root}/{split_name}/{split}.csv``, e.g. ``split_flairhub/train.csv``."""
     return Path(root) / split_name / f"{split}.csv"
+
+
+TOY_MARKER = "TOY_DATASET.json"
+"""Written at the root of a tree by the toy generator, so that shards (and the scores of models
+tested on them) built from simulated data are never taken for FLAIR-HUB."""
+
+
+def dataset_of(root: Path) -> str:
+    """``toy`` for a tree written by ``shards toy``, else ``FLAIR-HUB`` (a tree in its layout)."""
+    return "toy" if (Path(root) / TOY_MARKER).is_file() else "FLAIR-HUB"

@@ -1,7 +1,8 @@
 """Model cards of published models: ``MODEL_CARD.md`` as the template plus the model's own facts.
 
 A card is Hub metadata (``huggingface_hub.ModelCardData``: license, library, tags, dataset, base
-model, pipeline tag, and a model-index with the test scores when the run has ``metrics.json``),
+model, pipeline tag, and a model-index with the test scores when the run has ``metrics.json`` and
+was tested on FLAIR-HUB's own splits: scores on toy or unrecorded data are shown, never claimed),
 then the generated sections (this model's architecture, inputs with their scaling from the modality
 registry, classes, scores, usage lines naming the repo), then the sections of the repository's
 ``MODEL_CARD.md`` between the ``hub-card`` markers (intended use, data, limits, citations), so the
@@ -39,6 +40,25 @@ TAGS = ("earth-observation", "remote-sensing", "multimodal", "masked-autoencoder
 
 
 @dataclass(frozen=True)
+class EvalData:
+    """What a run was tested on, from its test shards' manifest (``None``: not recorded there)."""
+
+    shards: str
+    """The run's ``data.test``, as its config records it."""
+    dataset: str | None = None
+    """``FLAIR-HUB`` or ``toy`` (the manifest's ``dataset``); None: no manifest, or one without it."""
+    split: str | None = None
+    patches: int | None = None
+    official: bool = False
+    """The split comes from FLAIR-HUB's own split CSVs (not ``--split-csv`` / ``--split-name``)."""
+
+    @property
+    def benchmark(self) -> bool:
+        """Scores on this data are FLAIR-HUB results (model-index, dataset named in the heading)."""
+        return self.dataset == "FLAIR-HUB" and self.official and self.split is not None
+
+
+@dataclass(frozen=True)
 class CardFacts:
     """What a card says about one model; everything but the type and config is optional."""
 
@@ -54,6 +74,8 @@ class CardFacts:
     """Run or checkpoint the weights come from."""
     metrics: Mapping[str, Any] | None = None
     """The run's ``test/metrics.json`` (fractions; ``miou``, ``oa``, ``per_class``)."""
+    test_data: EvalData | None = None
+    """What ``metrics`` were measured on; None: unknown, so never claimed as FLAIR-HUB results."""
     revision: str | None = None
     """Branch the model is published on (shown in the usage lines; None: main)."""
     base_model: str | None = None
@@ -124,14 +146,16 @@ def _dataset_name(task: Mapping[str, Any] | None) -> str:
     return f"FLAIR-HUB {task.get('name', '?')} level {task.get('level', '?')}"
 
 
-def eval_results(metrics: Mapping[str, Any], task: Mapping[str, Any] | None) -> list[EvalResult]:
-    """The model-index entries of a test: mIoU, OA and one IoU per scored class, in percent."""
+def eval_results(
+    metrics: Mapping[str, Any], task: Mapping[str, Any] | None, split: str = "test"
+) -> list[EvalResult]:
+    """The model-index entries of a test on FLAIR-HUB: mIoU, OA and one IoU per scored class, in percent."""
     common = {
         "task_type": "image-segmentation",
         "task_name": "Semantic segmentation",
         "dataset_type": DATASET,
         "dataset_name": _dataset_name(task),
-        "dataset_split": "test",
+        "dataset_split": split,
     }
     results = []
     for metric, name, value in (
@@ -156,7 +180,9 @@ def card_data(facts: CardFacts) -> ModelCardData:
     """The card's YAML metadata."""
     row = get_model_type(facts.model_type)
     tags = [*TAGS, *(["segmentation"] if row.needs_task else [])]
-    results = eval_results(facts.metrics, facts.task) if facts.metrics else None
+    tested = facts.test_data
+    benchmark = facts.metrics and tested is not None and tested.benchmark
+    results = eval_results(facts.metrics, facts.task, str(tested.split)) if benchmark else None
     return ModelCardData(
         license=LICENSE,
         library_name=LIBRARY,
@@ -224,10 +250,46 @@ def _this_model(facts: CardFacts, row: ModelType, config: Any) -> str:
     return "\n".join(lines)
 
 
+def _patches(tested: EvalData) -> str:
+    return f"{tested.patches} patches" if tested.patches is not None else "patches not counted"
+
+
+def _tested_on(facts: CardFacts) -> list[str]:
+    """The results heading and the sentence naming the data the scores were measured on."""
+    tested = facts.test_data or EvalData(shards="(not recorded)")
+    where = f"shards `{tested.shards}`"
+    if tested.benchmark:
+        return [
+            f"## Results on the {_dataset_name(facts.task)} {tested.split} split",
+            "",
+            f"Tested on {_patches(tested)} of FLAIR-HUB's `{tested.split}` split ({where}).",
+        ]
+    if tested.dataset == "toy":
+        return [
+            "## Results on synthetic toy data",
+            "",
+            f"Tested on the `{tested.split}` split of a simulated tree written by `shards toy` "
+            f"({_patches(tested)}, {where}): these scores check the pipeline; they are not FLAIR-HUB results.",
+        ]
+    if tested.dataset is not None:
+        return [
+            f"## Results on {tested.dataset} data outside its official splits",
+            "",
+            f"Tested on split `{tested.split}` built from a custom split CSV ({_patches(tested)}, {where}): "
+            f"not a result on FLAIR-HUB's own {tested.split} split.",
+        ]
+    return [
+        "## Results on unrecorded test data",
+        "",
+        f"The run's test data ({where}) has no manifest that names its dataset here: "
+        "these scores are not claimed as FLAIR-HUB results.",
+    ]
+
+
 def _results(facts: CardFacts) -> str:
     metrics = facts.metrics or {}
     miou, oa = _percent(metrics.get("miou")), _percent(metrics.get("oa"))
-    lines = [f"## Results on the {_dataset_name(facts.task)} test split", ""]
+    lines = [*_tested_on(facts), ""]
     lines += [f"mIoU **{miou}** %, overall accuracy **{oa}** % (one confusion matrix over the whole split)."]
     classes = _scored_classes(metrics)
     if classes:

@@ -5,7 +5,9 @@ What is published from which run (weights are the EMA copy when the checkpoint h
 - a ``pretrain`` run or checkpoint: the encoder (``what="encoder"``, default) or the whole masked
   autoencoder (``what="mae"``);
 - a ``finetune`` run (its ``best.ckpt``) or checkpoint: the segmenter (default; ``task`` with the
-  class names in ``config.json``, the run's ``test/metrics.json`` in the card) or its encoder.
+  class names in ``config.json``, the run's ``test/metrics.json`` in the card) or its encoder. The
+  card names the data the scores were measured on from the manifest of the run's ``data.test``
+  shards (dataset, split, patches), read at publish time; only FLAIR-HUB's own splits are claimed.
 
 Checkpoints are read with ``torch.load(weights_only=True)``; the weights are checked against the
 config stored in the same checkpoint before anything is written. Files are written only into the
@@ -24,12 +26,15 @@ from typing import Any, Literal
 
 import torch
 
-from maestro.errors import ConfigError
-from maestro.hub.card import CardFacts, build_card
+from maestro.data.layout import SPLIT_NAME
+from maestro.errors import ConfigError, DataError
+from maestro.hub.card import CardFacts, EvalData, build_card
 from maestro.hub.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, load_strict, write_model_folder
 from maestro.hub.registry import get_model_type
 from maestro.models.legacy import upgrade_pretrain_checkpoint
 from maestro.training.trainer import latest_checkpoint
+from shards.manifest import read_manifest
+from shards.reading import local_manifest
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +134,34 @@ def _read_metrics(run: Path | None) -> dict[str, Any] | None:
         raise ConfigError(f"{run / METRICS} is not valid JSON ({error})") from None
 
 
+def read_test_data(stored: Mapping[str, Any]) -> EvalData | None:
+    """What a fine-tuning run (its stored config) was tested on, from its test shards' manifest.
+
+    ``data.test`` is read as the run recorded it (a relative path is relative to where it ran).
+    """
+    data = stored.get("data") or {}
+    shards = data.get("test")
+    if not shards:
+        return None
+    unknown = EvalData(str(shards))
+    file = local_manifest(str(shards))
+    if file is None or not file.is_file():
+        log.warning(
+            "test shards %s: no manifest here, so the card cannot name the test data (publish from "
+            "where the run was launched to let it)",
+            shards,
+        )
+        return unknown
+    try:
+        entry = read_manifest(file).split(data.get("test_split", "test"))
+    except DataError as error:
+        log.warning("test shards %s: %s; the card does not name the test data", shards, error)
+        return unknown
+    source = entry.source
+    official = not source.get("split_csv") and source.get("split_name", SPLIT_NAME) == SPLIT_NAME
+    return EvalData(str(shards), entry.dataset, entry.split, entry.num_samples, official)
+
+
 def _segmenter(stored: Mapping[str, Any], where: str) -> tuple[Any, dict[str, Any], str | None]:
     """SegmenterConfig, task entry and base model of a finetune run's stored config."""
     from finetune.config import FinetuneConfig, ModelConfig, TaskConfig
@@ -160,7 +193,7 @@ def export_checkpoint(
     stored = checkpoint["hyper_parameters"]["config"]
     name = f"{run.name}/{ckpt.relative_to(run)}" if run is not None else ckpt.name
     state, note = pick_weights(checkpoint, weights, name)
-    task, base_model, metrics = None, None, None
+    task, base_model, metrics, tested = None, None, None, None
     if "task" in stored:  # a finetune run
         what = what or "segmenter"
         if what not in ("segmenter", "encoder"):
@@ -170,6 +203,7 @@ def export_checkpoint(
         segmenter, task_entry, base_model = _segmenter(stored, str(ckpt))
         if what == "segmenter":
             config, task, metrics = segmenter, task_entry, _read_metrics(run)
+            tested = read_test_data(stored) if metrics else None
         else:
             config, state = segmenter.encoder, _sub_state(state, "encoder.")
     else:  # a pretrain run
@@ -195,6 +229,7 @@ def export_checkpoint(
         weights=note,
         source=name,
         metrics=metrics,
+        test_data=tested,
         revision=revision,
         base_model=base_model,
         num_parameters=sum(t.numel() for t in state.values()),

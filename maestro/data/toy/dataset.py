@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from maestro.data.layout import dates_table_path
+from maestro.data.layout import TOY_MARKER, dates_table_path
 from maestro.data.metadata import write_dates_table
 from maestro.data.toy.acquisitions import ACQUISITIONS, draw_dates, to_yyyymmdd
 from maestro.data.toy.plan import SPLIT_DOMAINS, PatchPlan, plan_patches
@@ -112,6 +113,8 @@ def write_toy_dataset(out: Path, num_patches: int = 200, seed: int = 0) -> ToySu
         path = check_inside(root, dates_table_path(Path(), table))
         write_dates_table(path, {pid: [int(d) for d in values] for pid, values in table_rows.items()})
     write_splits(root, rows)
+    marker = {"dataset": "toy", "generator": "shards toy", "seed": seed, "patches": num_patches}
+    check_inside(root, Path(TOY_MARKER)).write_text(json.dumps(marker) + "\n")
     summary = _summarise(
         root, seed, plans, dates, cloudy[0] / max(cloudy[1], 1), time.perf_counter() - started
     )
