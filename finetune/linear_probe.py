@@ -111,7 +111,7 @@ def linear_probe_scores(
         loss.backward()
         optimiser.step()
     with torch.no_grad():
-        predicted = linear(val_x).argmax(1)
+        predicted = target.classes(linear(val_x))  # never an ignored class (LPIS mixed crops)
     metrics = SegmentationMetrics.for_level(target.nomenclature)
     metrics.update(predicted[:, None].expand_as(val_y), val_y)
     return metrics.compute()

@@ -116,7 +116,7 @@ class FinetuneTask(TrainingTask):
     def _evaluate(self, batch: dict[str, Any], metrics: SegmentationMetrics) -> tuple[Tensor, Tensor]:
         """Score the batch with the EMA weights; returns (targets, predictions)."""
         targets = self.target.targets(batch["labels"][self.target.label_modality])
-        predictions = self(batch, self.eval_model)["logits"].argmax(dim=1)
+        predictions = self.target.classes(self(batch, self.eval_model)["logits"])  # never an ignored class
         metrics.update(predictions, targets)
         return targets, predictions
 

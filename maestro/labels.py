@@ -31,6 +31,12 @@ class LabelLevel:
     def evaluated(self) -> list[int]:
         return [v for v in range(self.num_values) if v not in self.ignored]
 
+    @property
+    def ignored_channels(self) -> tuple[int, ...]:
+        """Output channels of ignored values (LPIS "mixed crops"; LC 15-18 have none): the head
+        keeps them so checkpoints keep their shape, and predictions never take them."""
+        return tuple(v for v in sorted(self.ignored) if v < self.num_classes)
+
 
 @dataclass(frozen=True)
 class LabelSet:

@@ -5,11 +5,16 @@ up and :meth:`SegmentationTask.target` resolves a nomenclature level into a :cla
 which turns on-disk label values into training targets: scored classes keep their value,
 ignored values (LC 15..18, LPIS "mixed crops") become :data:`~maestro.labels.IGNORE_INDEX`, and a
 value outside the nomenclature is a data error naming the patch, never a silent class.
+
+Class predictions are taken with :func:`predicted_classes` (or :meth:`LabelTarget.classes`)
+wherever logits become classes (validation, test, metrics, figures, ``predict``): an ignored
+class that has an output channel (LPIS "mixed crops" lies inside the class range) is masked out
+of the argmax, so it is never predicted, whatever its raw logit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -21,6 +26,20 @@ from torch import Tensor
 from maestro.errors import ConfigError, DataError
 from maestro.labels import IGNORE_INDEX, LABEL_SETS, LabelLevel, LabelSet
 from maestro.modalities import MODALITIES
+
+
+def mask_ignored(logits: Tensor, ignored: Collection[int], dim: int = 1) -> Tensor:
+    """``logits`` with the channels of ``ignored`` classes (along ``dim``) at -inf: never the
+    argmax, probability 0 after a softmax. The input is left as it is (masking makes a copy)."""
+    if not ignored:
+        return logits
+    channels = torch.as_tensor(sorted(ignored), dtype=torch.long, device=logits.device)
+    return logits.index_fill(dim, channels, float("-inf"))
+
+
+def predicted_classes(logits: Tensor, ignored: Collection[int], dim: int = 1) -> Tensor:
+    """Class indices from ``logits``: the argmax over ``dim`` among the classes not ``ignored``."""
+    return mask_ignored(logits, ignored, dim).argmax(dim)
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,15 @@ class LabelTarget:
     @property
     def evaluated(self) -> list[int]:
         return self.nomenclature.evaluated
+
+    @property
+    def ignored_channels(self) -> tuple[int, ...]:
+        """Output channels of ignored classes: never predicted (:func:`predicted_classes`)."""
+        return self.nomenclature.ignored_channels
+
+    def classes(self, logits: Tensor, dim: int = 1) -> Tensor:
+        """``(B, K, H, W)`` logits -> ``(B, H, W)`` predicted classes, ignored classes excluded."""
+        return predicted_classes(logits, self.ignored_channels, dim)
 
     @cached_property
     def lookup(self) -> np.ndarray:

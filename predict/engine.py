@@ -29,6 +29,7 @@ from maestro.data.collate import collate_model_samples
 from maestro.errors import ConfigError
 from maestro.hub.folder import suite_version
 from maestro.modalities import MODALITIES
+from maestro.tasks import mask_ignored
 from predict.blending import Strip, StripAccumulator
 from predict.model import PredictModel
 from predict.reading import TileData, TileReader
@@ -184,16 +185,14 @@ def classify(
     strip: Strip, ignored: Sequence[int], probabilities: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(h, w) uint8 classes (NODATA where invalid) and optionally (K, h, w) softmax probabilities
-    (NaN where invalid); ignored channels are never predicted and get probability 0."""
-    logits = strip.logits
-    if ignored:
-        logits[list(ignored)] = -np.inf
-    classes = logits.argmax(axis=0).astype(np.uint8)
+    (NaN where invalid); ignored channels are never predicted and get probability 0 (the masking
+    of the test's metrics, :func:`maestro.tasks.mask_ignored`)."""
+    logits = mask_ignored(torch.from_numpy(strip.logits), ignored, dim=0)
+    classes = logits.argmax(dim=0).numpy().astype(np.uint8)
     classes[strip.invalid] = NODATA
     if not probabilities:
         return classes, None
-    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
-    probs = shifted / shifted.sum(axis=0, keepdims=True)
+    probs = torch.softmax(logits, dim=0).numpy()
     probs[:, strip.invalid] = np.nan
     return classes, probs
 

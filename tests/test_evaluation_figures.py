@@ -78,3 +78,34 @@ def test_palettes_are_fixed_and_distinct():
         assert colours[level.names.index("background")] == (128, 128, 128)
         assert colours[level.names.index("mixed crops")] == (0, 0, 0)
         assert palette(level) == colours
+
+
+def test_prediction_panels_never_draw_an_ignored_class_from_logits(tmp_path):
+    """Logits whose raw favourite is LPIS "mixed crops" (drawn black) show the best scored class."""
+    level = LABEL_SETS["lpis"].level(1)
+    mixed = level.names.index("mixed crops")
+    colours = palette(level)
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)  # all "grasses"
+    logits = torch.zeros(1, level.num_classes, 16, 16)
+    logits[:, 0], logits[:, mixed] = 1.0, 9.0
+    path = prediction_panels(
+        torch.full((1, 3, 16, 16), 0.5),
+        labels,
+        logits,
+        colours,
+        tmp_path / "panels.png",
+        class_names=level.names,
+        dpi=40,
+        ignored_classes=level.ignored_channels,
+    )
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    width, height = prediction_panels_inches(1, 1)
+    top, bottom = 1 - 0.35 / height, (height - 0.35 - 3.0) / height  # the one row of panels
+    row = round((1 - (top + bottom) / 2) * pixels.shape[0])
+    panel = 0.98 / (3 + 2 * 0.03)  # gridspec: three axes, wspace 0.03 of an axis width
+    label_x, predicted_x = (
+        round((0.01 + (k + 0.5) * panel + k * 0.03 * panel) * pixels.shape[1]) for k in (1, 2)
+    )
+    assert tuple(pixels[row, label_x]) == colours[0]  # where the figure puts the label panel
+    assert tuple(pixels[row, predicted_x]) == colours[0] != colours[mixed]

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from einops import rearrange
 
 from maestro.evaluation import SegmentationMetrics, SegmentationScores, scores_to_dict
@@ -200,3 +201,17 @@ def test_two_gloo_ranks_give_the_single_process_result(tmp_path: Path):
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
     assert expected["classes_used"] == [0, 1, 2, 4]
+
+
+def test_logits_favouring_an_ignored_class_never_count_as_its_prediction():
+    """LPIS "mixed crops" keeps an output channel; when its raw logit wins, the pixel is scored as
+    the best scored class instead (here the true one), never as an error in the mixed-crops column."""
+    level = LABEL_SETS["lpis"].level(1)
+    mixed = level.names.index("mixed crops")
+    target = torch.tensor([[[0, 3], [22, IGNORE_INDEX]]])
+    logits = F.one_hot(target.clamp(max=22), level.num_classes).permute(0, 3, 1, 2).float()
+    logits[:, mixed] = 10.0  # the raw favourite everywhere
+    metrics = SegmentationMetrics.for_level(level)
+    metrics.update(logits, target)
+    scores = metrics.compute()
+    assert scores.predicted[mixed] == 0 and scores.overall_accuracy == 1.0 and scores.miou == 1.0

@@ -206,3 +206,27 @@ def test_the_frozen_probe_encoder_gets_no_gradients_and_stays_in_eval_mode(finet
     assert grads and not any(name.startswith("model.encoder.") for name in grads)
     trainable = {name for name, p in task.named_parameters() if p.requires_grad}
     assert trainable and not any(name.startswith("model.encoder.") for name in trainable)
+
+
+def test_validation_and_test_never_predict_an_ignored_class_whose_logit_wins(finetune_config, tmp_path):
+    """An LPIS head whose raw logits favour the unscored "mixed crops" everywhere: the evaluation
+    (EMA weights, as in validation and test) predicts the best scored class instead."""
+    overrides = ("task.name=lpis", "task.level=1", "data.batch_size=2")
+    config, _ = resolve(finetune_config(tmp_path, *overrides))
+    data = datamodule(config, config.inputs)
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    task = _task(finetune_config, tmp_path, *overrides)
+    mixed = task.target.names.index("mixed crops")
+    with torch.no_grad():
+        task.model.head.conv.weight.zero_()
+        task.model.head.conv.bias.zero_()
+        task.model.head.conv.bias[[mixed, 3]] = torch.tensor([9.0, 1.0])  # maize is the runner-up
+    task.ensure_ema()
+    task.eval()
+    with torch.no_grad():
+        assert (task(batch, task.eval_model)["logits"].argmax(dim=1) == mixed).all()
+        targets, predictions = task._evaluate(batch, task.test_metrics)
+    assert (predictions == 3).all()
+    scores = task.test_metrics.compute()
+    assert scores.predicted[mixed] == 0 and scores.predicted[3] == (targets != IGNORE_INDEX).sum()

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 
 from maestro.errors import ConfigError, DataError
 from maestro.labels import IGNORE_INDEX
-from maestro.tasks import TASKS, CheckedLabels, get_task
+from maestro.tasks import TASKS, CheckedLabels, get_task, mask_ignored, predicted_classes
 
 
 def test_registry_levels_and_class_counts():
@@ -49,3 +50,24 @@ def test_checked_labels_wraps_a_transform():
     bad = {"labels": {"lpis": np.full((3, 4, 4), 23, np.uint8)}, "meta": {"patch_id": "B"}}
     with pytest.raises(DataError, match="patch B"):
         CheckedLabels(lambda s: s, target)(bad)
+
+
+@pytest.mark.parametrize(("task", "level"), [("lpis", 1), ("lpis", 2), ("lpis", 3), ("lc", 1)])
+def test_ignored_classes_are_never_predicted_even_when_their_logit_is_the_largest(task, level):
+    target = get_task(task).target(level)
+    mixed = [v for v in target.nomenclature.ignored if v < target.num_classes]
+    assert target.ignored_channels == tuple(mixed)  # LPIS: "mixed crops" has a channel; LC 15-18 none
+    if task == "lpis":
+        assert target.names[target.ignored_channels[0]] == "mixed crops"
+    logits = torch.zeros(2, target.num_classes, 3, 4)
+    logits[:, 1] = 1.0  # the runner-up everywhere
+    for channel in target.ignored_channels:
+        logits[:, channel] = 50.0  # the raw favourite
+    classes = target.classes(logits)
+    assert classes.shape == (2, 3, 4) and (classes == 1).all()
+    probabilities = mask_ignored(logits, target.ignored_channels).softmax(dim=1)
+    assert (probabilities[:, list(target.ignored_channels)] == 0).all()
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(2, 3, 4))
+    assert logits[:, target.ignored_channels].eq(50.0).all()  # the caller's logits are left alone
+    channel_last = rearrange(logits, "b k h w -> b h w k")
+    assert torch.equal(predicted_classes(channel_last, target.ignored_channels, dim=-1), classes)

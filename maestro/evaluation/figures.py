@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 
 from maestro.evaluation.metrics import SegmentationScores
 from maestro.labels import IGNORE_INDEX
+from maestro.tasks import predicted_classes
 
 logger = logging.getLogger(__name__)
 
@@ -141,17 +142,19 @@ def prediction_panels(
     max_samples: int = 4,
     panel_inches: float = 3.0,
     dpi: int = 100,
+    ignored_classes: Sequence[int] = (),
 ) -> Path:
     """PNG grid, one sample a row: input RGB, label, prediction; a legend of the classes shown.
 
     ``images`` are ``(N, 3, H, W)`` floats in [0, 1]; ``labels`` ``(N, H, W)`` with ``ignore_index``
-    (drawn black); ``predictions`` ``(N, H, W)`` class indices or ``(N, K, H, W)`` logits.
+    (drawn black); ``predictions`` ``(N, H, W)`` class indices or ``(N, K, H, W)`` logits, whose
+    ``ignored_classes`` channels are never drawn as the prediction (as in the metrics).
     """
     rgb = rearrange(np.clip(_numpy(images), 0.0, 1.0), "n c h w -> n h w c")
     truth = _numpy(labels)
     predicted = _numpy(predictions)
     if predicted.ndim == truth.ndim + 1:
-        predicted = predicted.argmax(axis=1)
+        predicted = predicted_classes(torch.from_numpy(predicted), ignored_classes, dim=1).numpy()
     if rgb.shape[-1] != 3 or truth.ndim != 3 or predicted.shape != truth.shape or len(rgb) != len(truth):
         raise ValueError(
             f"expected images (N, 3, H, W) and labels/predictions (N, H, W), got "

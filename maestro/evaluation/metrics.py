@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from maestro.labels import IGNORE_INDEX, LabelLevel
+from maestro.tasks import predicted_classes
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class SegmentationMetrics(torch.nn.Module):
     Targets are training targets, not raw labels: every value is a scored class (``evaluated``)
     or ``ignore_index``. Anything else is refused with a ValueError, whether it lies inside the
     class range (LPIS "mixed crops") or beyond it (land cover 15-18), so a raw label is never
-    scored as a class; :meth:`maestro.tasks.LabelTarget.targets` does the mapping.
+    scored as a class; :meth:`maestro.tasks.LabelTarget.targets` does the mapping. Logits become
+    classes among the scored ones only (:func:`maestro.tasks.predicted_classes`).
     """
 
     def __init__(
@@ -194,6 +196,8 @@ class SegmentationMetrics(torch.nn.Module):
         scored = torch.zeros(num_classes, dtype=torch.bool)
         scored[list(self.evaluated)] = True
         self.register_buffer("scored", scored, persistent=False)  # moves with the module, not saved
+        self.unscored = tuple(c for c in range(num_classes) if c not in self.evaluated)
+        """Channels never taken when logits become classes (ignored classes inside the range)."""
 
     @classmethod
     def for_level(
@@ -212,12 +216,12 @@ class SegmentationMetrics(torch.nn.Module):
 
         Pixels whose target is ``ignore_index`` are not counted, whatever their prediction. A
         target value that is neither a scored class nor ``ignore_index`` is a ValueError (class
-        docstring); nothing of that batch is counted.
+        docstring); nothing of that batch is counted. Logits are argmaxed over the scored classes.
         """
         if preds.ndim == target.ndim + 1:
             if preds.shape[1] != self.num_classes:
                 raise ValueError(f"logits have {preds.shape[1]} channels, expected {self.num_classes}")
-            preds = preds.argmax(dim=1)
+            preds = predicted_classes(preds, self.unscored, dim=1)
         if preds.shape != target.shape:
             raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
         target = target.long()
