@@ -24,7 +24,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from finetune.baseline import imagenet_state, is_baseline, preprocess_options
-from finetune.config import ARCHITECTURES, FinetuneConfig, FinetuneTrainerConfig
+from finetune.config import ARCHITECTURES, FinetuneConfig, FinetuneTrainerConfig, ModelConfig
 from finetune.module import FinetuneTask
 from finetune.outputs import TestOutputs
 from maestro.errors import ConfigError
@@ -70,12 +70,23 @@ def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[Finetune
     resolved = dataclasses.replace(config, model=dataclasses.replace(model, encoder=encoder))
     if is_baseline(model) and load_weights:
         state = imagenet_state(resolved)
-    if resolved.trainer.output_dir == FinetuneTrainerConfig.output_dir:  # default: one folder per task
-        suffix = f"{config.task.name}-level{config.task.level}" + ("-probe" if model.probe else "")
-        suffix += "-swin-utae" if is_baseline(model) else ""
-        trainer = dataclasses.replace(resolved.trainer, output_dir=FinetuneTrainerConfig.output_dir / suffix)
-        resolved = dataclasses.replace(resolved, trainer=trainer)
-    return resolved, state
+    trainer = dataclasses.replace(resolved.trainer, output_dir=run_dir(config))
+    return dataclasses.replace(resolved, trainer=trainer), state
+
+
+def run_dir(config: FinetuneConfig) -> Path:
+    """Where the run of ``config`` lives: ``trainer.output_dir``, or by default one folder per
+    task, level and kind of model, so that runs of different kinds never refuse each other."""
+    out = Path(config.trainer.output_dir)
+    if out != FinetuneTrainerConfig.output_dir:
+        return out
+    model = config.model
+    name = f"{config.task.name}-level{config.task.level}"
+    if is_baseline(model):
+        return out / f"{name}-swin-utae"
+    name += "-probe" if model.probe else ""
+    name += f"-{model.head}-head" if model.head != ModelConfig.head else ""
+    return out / name
 
 
 def check_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from finetune import cli
 from finetune.cli import resolve, run
+from finetune.config import FinetuneTrainerConfig
 from finetune.module import FinetuneTask
 from maestro.hub.sources import load_encoder_weights
 
@@ -306,3 +307,24 @@ def test_the_default_command_names_the_missing_example_shards(
     errors = _errors(caplog)
     assert len(errors) == 1 and "example/shards" in errors[0], errors
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------- run folders
+@pytest.mark.parametrize(
+    ("overrides", "folder"),
+    [
+        ((), "lc-level1"),
+        (("model.head=maestro",), "lc-level1-maestro-head"),
+        (("model.probe=true",), "lc-level1-probe"),
+        (("model.probe=true", "model.head=maestro"), "lc-level1-probe-maestro-head"),
+        (
+            ("model.architecture=swin-utae", "model.pretrained=false", "task.name=lpis"),
+            "lpis-level1-swin-utae",
+        ),
+    ],
+)
+def test_every_kind_of_run_has_its_own_default_folder(finetune_config, overrides, folder):
+    default = FinetuneTrainerConfig.output_dir
+    resolved, _ = resolve(finetune_config(default, *overrides))
+    assert resolved.trainer.output_dir == default / folder
+    assert resolve(finetune_config(Path("mine"), *overrides))[0].trainer.output_dir == Path("mine")
