@@ -3,7 +3,7 @@
     finetune --task lpis --level 2                       # on the built-in example's outputs
     finetune --task lc --init runs/pretrain --config configs/finetune/flairhub.yaml
     finetune --task lc --probe                           # linear probe: the encoder stays frozen
-    finetune --task lc --eval-only --save-predictions    # test a trained run again
+    finetune --task lc --eval-only --save-predictions    # test runs/finetune/lc-level1 again (its config.yaml)
     finetune --model swin-utae --task lpis --level 1 --modalities spot,s2,s1_asc,s1_des  # supervised baseline
 
 Fits on the training shards, keeps the checkpoint with the best validation mIoU (EMA weights),
@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -27,19 +29,31 @@ from finetune.baseline import imagenet_state, is_baseline, preprocess_options
 from finetune.config import ARCHITECTURES, FinetuneConfig, FinetuneTrainerConfig, ModelConfig
 from finetune.module import FinetuneTask
 from finetune.outputs import TestOutputs
+from maestro.config import load_config, to_dict
 from maestro.errors import ConfigError
 from maestro.evaluation import SegmentationScores
 from maestro.hub.sources import load_encoder_weights, restrict
 from maestro.modalities import DEFAULT_INPUTS, with_companions
 from maestro.models.config import EncoderConfig
 from maestro.tasks import TASKS
-from maestro.training.cli import run_cli, stage_parser
+from maestro.training.cli import overrides_from, run_cli, stage_parser
 from maestro.training.data import ShardDataModule, preprocess_for
 from maestro.training.trainer import build_trainer, latest_checkpoint, run_stage
 from shards.reading import resolve_source
 
 log = logging.getLogger("finetune")
 BEST = "best.ckpt"
+EVAL_OVERRIDES = (
+    "data",
+    "eval",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.precision",
+)
+"""Overrides an ``--eval-only`` run applies to the tested run's own config: where the test data
+is, what the test writes and on which devices it runs."""
 
 
 def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[FinetuneConfig, dict | None]:
@@ -56,6 +70,10 @@ def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[Finetune
                 overrides={k: v for k, v in encoder.overrides.items() if k in model.modalities},
             )
         state = None
+    elif not load_weights and model.encoder is not None:
+        # A run's own config (resumed or tested): its encoder is resolved, its checkpoint holds the
+        # weights, and the init source need not exist any more.
+        encoder, state = model.encoder, None
     else:
         weights = load_encoder_weights(model.init, model.weights)
         if model.modalities is not None:
@@ -206,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-pretrained", action="store_true", help="swin-utae: random Swins, no ImageNet weights"
     )
-    parser.add_argument("--eval-only", action="store_true", help="test the best checkpoint of a trained run")
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="test the best checkpoint of a trained run (--output-dir, else the default folder) with its "
+        "own config.yaml; only data.*, eval.* and device settings apply",
+    )
     parser.add_argument("--save-predictions", action="store_true", help="write prediction GeoTIFFs")
     return parser
 
@@ -234,14 +257,63 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def _sections(config: FinetuneConfig) -> dict[str, Any]:
+    """``section.key`` -> value, the granularity at which a tested config is compared."""
+    return {f"{name}.{key}": value for name, part in to_dict(config).items() for key, value in part.items()}
+
+
+def _applies_to_a_test(override: str) -> bool:
+    key = override.partition("=")[0].strip()
+    return key in EVAL_OVERRIDES or key.split(".")[0] in EVAL_OVERRIDES
+
+
+def trained_run_config(config: FinetuneConfig, overrides: Sequence[str]) -> FinetuneConfig:
+    """What ``--eval-only`` tests: the ``config.yaml`` of the run ``config`` names (:func:`run_dir`)
+    with only the user's :data:`EVAL_OVERRIDES`. A task or model the run was not trained with is
+    refused (it names another run); other training keys are ignored, with a warning."""
+    folder = run_dir(config)
+    saved = folder / "config.yaml"
+    if not saved.is_file():
+        log.info("%s has no config.yaml: testing it with the configuration as given", folder)
+        return config
+    kept = [o for o in overrides if _applies_to_a_test(o)]
+    placed = [f"trainer.output_dir={json.dumps(str(folder))}"]  # the run may have been moved or copied
+    tested = load_config(FinetuneConfig, saved, [*kept, *placed])
+    given = _sections(load_config(FinetuneConfig, saved, [*overrides, *placed]))
+    own = _sections(tested)
+    changed = [key for key in given if given[key] != own[key]]
+    fixed = [key for key in changed if key.startswith(("task.", "model."))]
+    if fixed:
+        differences = ", ".join(f"{key}={given[key]} (the run's: {own[key]})" for key in fixed)
+        raise ConfigError(
+            f"--eval-only tests the run in {folder} as it was trained ({saved}), and it was not trained "
+            f"with {differences}. Drop those, or name the run to test with --output-dir"
+        )
+    if changed:
+        log.warning("--eval-only keeps the run's own %s (only data, eval and device settings apply)", changed)
+    log.info("testing the run in %s with its own configuration (%s)", folder, saved)
+    return tested
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, _ = parser.parse_known_args(argv)
+    parsed: list[argparse.Namespace] = []
+
+    def stage_overrides(args: argparse.Namespace) -> list[str]:
+        parsed.append(args)  # run_cli's own parse, for _run below
+        return flag_overrides(args)
 
     def _run(config: FinetuneConfig, resume: str | None) -> SegmentationScores:
+        args = parsed[-1]
+        if args.eval_only:
+            if resume is not None:
+                raise ConfigError(
+                    "--eval-only tests a trained run; it does not take --resume or --resume-from"
+                )
+            config = trained_run_config(config, [*overrides_from(args), *flag_overrides(args)])
         return run(config, resume=resume, eval_only=args.eval_only)
 
-    return run_cli(parser, FinetuneConfig, _run, argv, extra_overrides=flag_overrides)
+    return run_cli(parser, FinetuneConfig, _run, argv, extra_overrides=stage_overrides)
 
 
 if __name__ == "__main__":

@@ -309,6 +309,51 @@ def test_the_default_command_names_the_missing_example_shards(
     assert not (tmp_path / "runs").exists()
 
 
+# ---------------------------------------------------------------------------------- eval-only
+def _copy_run(finetuned_run, dest: Path) -> Path:
+    shutil.copytree(finetuned_run.out, dest, symlinks=True)
+    shutil.rmtree(dest / "test")
+    return dest
+
+
+def test_eval_only_tests_the_run_in_its_default_folder_with_its_own_config(
+    finetuned_run, tmp_path, monkeypatch, caplog
+):
+    """As typed in the README: no --config, no --init; the run (a tiny encoder, 32-channel decoder,
+    not today's defaults) is found in the task's default folder and tested with its config.yaml."""
+    monkeypatch.chdir(tmp_path)
+    run_folder = _copy_run(finetuned_run, tmp_path / "runs" / "finetune" / "lc-level1")
+    assert cli.main(["--task", "lc", "--eval-only", "eval.num_figures=0"]) == 0, _errors(caplog)
+    metrics = yaml.safe_load((run_folder / "test" / "metrics.json").read_text())
+    assert metrics["miou"] == pytest.approx(float(finetuned_run.scores.miou))
+    assert not (run_folder / "test" / "samples.png").exists()  # eval.* overrides apply
+    assert list((run_folder / "test").glob("predictions/*.tif"))  # the run's own eval.save_predictions
+
+
+def test_eval_only_takes_the_run_named_by_output_dir_and_refuses_another_model(
+    finetuned_run, tmp_path, caplog
+):
+    run_folder = _copy_run(finetuned_run, tmp_path / "moved")
+    refused = ["--eval-only", "--output-dir", str(run_folder), "--head", "maestro", "trainer.max_epochs=9"]
+    assert cli.main(refused) == 2
+    errors = _errors(caplog)
+    assert len(errors) == 1 and "model.head=maestro (the run's: uperfuse)" in errors[0], errors
+    assert "max_epochs" not in errors[0] and not (run_folder / "test").exists()
+    caplog.clear()
+    argv = [
+        "--eval-only",
+        "--output-dir",
+        str(run_folder),
+        "eval.save_predictions=false",
+        "data.batch_size=3",
+    ]
+    assert cli.main([*argv, "eval.num_figures=0", "trainer.max_epochs=9"]) == 0, _errors(caplog)
+    assert (run_folder / "test" / "metrics.json").is_file()
+    assert not (run_folder / "test" / "predictions").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("keeps the run's own ['trainer.max_epochs']" in w for w in warnings), warnings
+
+
 # ------------------------------------------------------------------------------- run folders
 @pytest.mark.parametrize(
     ("overrides", "folder"),
