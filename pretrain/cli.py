@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -23,13 +24,16 @@ def run(config: PretrainConfig, resume: str | None = None, callbacks: Sequence[L
     return run_stage(config, MaestroPretrainModule, data, callbacks, resume=resume)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(
+def build_parser() -> argparse.ArgumentParser:
+    return stage_parser(
         "pretrain",
         __doc__,
         epilog="Overrides are dotted keys, e.g. trainer.max_steps=200 model.encoder.size=small data.batch_size=16",
     )
-    return run_cli(parser, PretrainConfig, run, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), PretrainConfig, run, argv)
 
 
 if __name__ == "__main__":

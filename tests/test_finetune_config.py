@@ -185,3 +185,15 @@ def test_the_example_config_anneals_to_half_its_peak_learning_rate():
     path = Path(__file__).parent.parent / "configs" / "finetune" / "toy.yaml"
     optim = load_config(FinetuneConfig, path, ["task.name=lc"]).optim
     assert (optim.base_lr, optim.end_fraction) == (1e-3, 0.5)
+
+
+def test_overrides_may_come_before_between_and_after_the_fine_tuning_flags(config_file, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(
+        cli, "run", lambda config, resume=None, eval_only=False: seen.update(c=config, e=eval_only)
+    )
+    argv = ["--config", str(config_file), "data.batch_size=3", "--modalities", "aerial"]
+    assert cli.main([*argv, "trainer.max_epochs=5", "--eval-only", "eval.num_figures=1", "--probe"]) == 0
+    config = seen["c"]
+    assert (config.data.batch_size, config.trainer.max_epochs, config.eval.num_figures) == (3, 5, 1)
+    assert config.model.modalities == ("aerial",) and config.model.probe and seen["e"]

@@ -4,9 +4,11 @@ import pytest
 import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from finetune import cli as finetune_cli
 from maestro.errors import ConfigError, DataError
-from maestro.training.cli import overrides_from, resume_from, run_cli, stage_parser
+from maestro.training.cli import overrides_from, parse_stage_args, resume_from, run_cli, stage_parser
 from maestro.training.config import TrainerConfig
+from pretrain import cli as pretrain_cli
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,53 @@ def test_run_cli_loads_the_config_and_maps_user_errors_to_exit_2(tmp_path):
 
     with pytest.raises(RuntimeError):
         run_cli(parser, _Config, crashing, ["--config", str(config_file)])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["a.b=1", "c=x", "--resume", "--devices", "2", "-v"],  # overrides before the flags
+        ["--resume", "a.b=1", "--devices", "2", "c=x", "-v"],  # between them
+        ["--resume", "--devices", "2", "-v", "a.b=1", "c=x"],  # after them
+        ["a.b=1", "--resume", "-v", "--devices", "2", "c=x"],
+    ],
+)
+@pytest.mark.parametrize(
+    "build", [pretrain_cli.build_parser, finetune_cli.build_parser], ids=["pretrain", "finetune"]
+)
+def test_overrides_may_come_before_between_or_after_the_flags_of_every_stage(build, argv):
+    args = parse_stage_args(build(), ["--config", "c.yaml", *argv])
+    assert overrides_from(args) == ["a.b=1", "c=x", "trainer.devices=2"]
+    assert resume_from(args) == "last" and args.verbose
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["model.encoder.size=small", "--modalities", "aerial", "data.train=x", "--probe", "--task", "lc"],
+        ["--probe", "model.encoder.size=small", "--task", "lc", "data.train=x", "--modalities", "aerial"],
+        ["--task", "lc", "--modalities", "aerial", "--probe", "model.encoder.size=small", "data.train=x"],
+    ],
+)
+def test_the_fine_tuning_flags_mix_with_overrides(argv):
+    args = parse_stage_args(finetune_cli.build_parser(), argv)
+    assert args.overrides == ["model.encoder.size=small", "data.train=x"]
+    assert finetune_cli.flag_overrides(args) == [
+        "task.name=lc",
+        "model.modalities=[aerial]",
+        "model.probe=true",
+    ]
+
+
+def test_run_cli_takes_overrides_before_a_flag(tmp_path):
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({"name": "base"}))
+    seen = []
+    argv = ["--config", str(config_file), "name=early", "--resume", "trainer.max_steps=1"]
+    assert (
+        run_cli(
+            stage_parser("stage", None), _Config, lambda config, resume: seen.append((config, resume)), argv
+        )
+        == 0
+    )
+    assert seen == [(_Config(name="early", trainer=TrainerConfig(max_steps=1)), "last")]

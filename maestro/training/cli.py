@@ -61,6 +61,14 @@ def stage_parser(
     return parser
 
 
+def parse_stage_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Parse a stage command line whose ``key=value`` overrides may come before, between or after
+    the flags: plain ``parse_args`` takes only the first run of positionals and rejects the rest."""
+    return parser.parse_intermixed_args(argv)
+
+
 def overrides_from(args: argparse.Namespace) -> list[str]:
     """The positional overrides followed by the shortcut flags as ``trainer.*`` overrides."""
     overrides = list(args.overrides)
@@ -94,7 +102,7 @@ def run_cli(
 
     ``extra_overrides`` turns the stage's own flags into dotted overrides (applied last).
     """
-    args = parser.parse_args(argv)
+    args = parse_stage_args(parser, argv)
     setup_logging(args.verbose)
     log = logging.getLogger(parser.prog)
     overrides = overrides_from(args) + list(extra_overrides(args) if extra_overrides is not None else ())
