@@ -33,7 +33,8 @@ from maestro.config import load_config, to_dict
 from maestro.errors import ConfigError
 from maestro.evaluation import SegmentationScores
 from maestro.hub.sources import load_encoder_weights, restrict
-from maestro.modalities import DEFAULT_INPUTS, with_companions
+from maestro.modalities import DEFAULT_INPUTS, MODALITIES, with_companions
+from maestro.modalities import resolve as resolve_modalities
 from maestro.models.config import EncoderConfig
 from maestro.tasks import TASKS
 from maestro.training.cli import overrides_from, run_cli, stage_parser
@@ -62,6 +63,10 @@ def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[Finetune
     only inputs from ``model.encoder`` (default: the registry's for ``model.modalities``) and starts
     from ImageNet Swins (``model.pretrained``)."""
     model = config.model
+    try:
+        resolve_modalities(model.modalities or ())
+    except (KeyError, ValueError) as error:
+        raise ConfigError(f"model.modalities: {error.args[0]}") from None
     if model.init == "random" or is_baseline(model):
         encoder = model.encoder or EncoderConfig(modalities=model.modalities or DEFAULT_INPUTS)
         if model.modalities is not None:
@@ -127,6 +132,53 @@ def check_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
                 f"data.{name} ({urls}, split {split}) has no {absent}: its shards hold {source.modalities}. "
                 f"The {config.task.name} task needs label {label!r} and the model reads {list(inputs)}"
             )
+    check_encoder_fits_shards(config, inputs)
+
+
+def check_encoder_fits_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
+    """Refuse, before anything is written, an encoder built for inputs the shards cannot give.
+
+    Shards hold every modality at the registry's image size with all its bands (the reader and
+    the writer check both), and preprocessing selects bands and dates but never resizes, so an
+    encoder built for other sizes (e.g. a reference checkpoint converted for 128 px aerial) would
+    only fail inside its first training step."""
+    model = config.model
+    source = (
+        "model.encoder" if model.init == "random" or is_baseline(model) else f"the encoder of {model.init}"
+    )
+    problems, sizes, bad = [], [], []
+    for key in inputs:
+        spec, stored = model.encoder.specs[key], MODALITIES[key]
+        before = len(problems)
+        if spec.image_size != stored.size_px:
+            problems.append(f"{key} images of {spec.image_size} px where the shards hold {stored.size_px} px")
+            sizes.append(f"{key}={stored.size_px}")
+        unknown = [band for band in spec.bands if band not in stored.bands]
+        if unknown:
+            problems.append(f"{key} bands {unknown} where the shards hold {list(stored.bands)}")
+        if not stored.temporal and spec.num_dates != 1:
+            problems.append(f"{spec.num_dates} dates of {key} where the shards hold one")
+        if len(problems) > before:
+            bad.append(key)
+    if not problems:
+        return
+    fixes = []
+    if sizes and source == "model.encoder":
+        fixes.append(
+            " ".join(f"model.encoder.overrides.{size.replace('=', '.image_size=')}" for size in sizes)
+        )
+    elif sizes:
+        fixes.append(
+            f"an encoder built for {', '.join(sizes)} px (a converted reference checkpoint: "
+            f"maestro import-reference SOURCE --image-size {' '.join(sizes)})"
+        )
+    kept = [key for key in inputs if key not in bad]
+    if kept:
+        fixes.append(f"leave {bad} out with --modalities {','.join(kept)}")
+    raise ConfigError(
+        f"{source} takes {'; '.join(problems)} (data.train: {config.data.train}). "
+        + ("Fix: " + ", or ".join(fixes) if fixes else "Use an encoder built for these shards")
+    )
 
 
 def datamodule(config: FinetuneConfig, inputs: Sequence[str]) -> ShardDataModule:

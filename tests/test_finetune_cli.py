@@ -232,6 +232,47 @@ def test_shards_without_the_task_label_or_an_input_stop_before_training(
     assert not (tmp_path / "run").exists()
 
 
+def test_an_encoder_built_for_other_image_sizes_stops_before_the_run_folder_exists(
+    config_file, tmp_path, caplog
+):
+    """A converted reference encoder for 128 px aerial on 512 px shards: refused at start, naming
+    the sizes and the flags that fix it, not a ValueError in the first step after writing logs."""
+    from conftest import FINETUNE_ENCODER
+
+    from maestro.models.config import EncoderConfig
+    from maestro.models.encoder import MaestroEncoder
+
+    raw = {**FINETUNE_ENCODER, "overrides": {**FINETUNE_ENCODER["overrides"]}}
+    raw["overrides"]["aerial"] = {"patch_size": 32, "image_size": 128}
+    folder = tmp_path / "encoder-128px"
+    MaestroEncoder(EncoderConfig.from_dict(raw)).save_pretrained(folder)
+    assert cli.main(["--config", str(config_file(init=str(folder)))]) == 2
+    errors = _errors(caplog)
+    assert len(errors) == 1, errors
+    assert "aerial images of 128 px where the shards hold 512 px" in errors[0], errors
+    assert "--image-size aerial=512" in errors[0] and "--modalities dem,s2,s1_asc,s1_des" in errors[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--modalities", "aerial,foo"], "model.modalities: unknown modality 'foo'"),
+        (["--init", "NOTES"], "is not a readable checkpoint: it is not a torch.save zip archive"),
+    ],
+)
+def test_an_unknown_modality_or_a_file_that_is_not_a_checkpoint_says_so(
+    config_file, tiny_pretrain_run, tmp_path, caplog, arguments, message
+):
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("not weights\n")
+    path = config_file(init=str(tiny_pretrain_run))
+    assert cli.main(["--config", str(path), *[str(notes) if a == "NOTES" else a for a in arguments]]) == 2
+    errors = _errors(caplog)
+    assert len(errors) == 1 and message in errors[0] and "mmap" not in errors[0], errors
+    assert not (tmp_path / "run").exists()
+
+
 class _Reached(Exception):
     pass
 

@@ -29,6 +29,7 @@ from maestro.errors import ConfigError
 from maestro.hub.folder import PICKLE_SUFFIXES
 from maestro.models.config import EncoderConfig, MAEConfig
 from maestro.models.legacy import upgrade_pretrain_checkpoint
+from maestro.training.checkpoints import read_checkpoint
 from maestro.training.trainer import latest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,7 @@ def _encoder_config(model: Mapping[str, Any], where: str) -> EncoderConfig:
 
 def from_checkpoint(path: Path, weights: Weights = "ema") -> EncoderWeights:
     """Encoder config and weights of a ``pretrain`` or ``finetune`` Lightning checkpoint."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 - any failure here means "not a checkpoint we can read"
-        raise ConfigError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+    checkpoint = read_checkpoint(path)
     upgrade_pretrain_checkpoint(checkpoint)
     model = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
     if not isinstance(model, Mapping):

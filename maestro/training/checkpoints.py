@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,15 @@ def checkpoint_callbacks(output_dir: Path, config: TrainerConfig) -> list[ModelC
     return callbacks
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """The checkpoint's entries; mmap reads only the pickled structure, not the tensors (GBs)."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The entries of a checkpoint file, loaded with ``weights_only=True``; mmap reads only the
+    pickled structure, not the tensors (GBs). A file that is not a checkpoint at all says so,
+    rather than torch's remark that mmap needs the zip format."""
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"{path} is not a readable checkpoint: it is not a torch.save zip archive, the format of "
+            "every pretrain and finetune checkpoint"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
@@ -92,7 +100,7 @@ def checkpoint_step(path: Path) -> int:
     match = _STEP_NAME.match(path.name)
     if match:
         return int(match.group(1))
-    return int(_read(path).get("global_step", -1))
+    return int(read_checkpoint(path).get("global_step", -1))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -109,7 +117,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def check_unfinished(path: Path) -> None:
     """Refuse to resume a checkpoint written at the end of its learning-rate schedule: there is
     nothing left to train, and continuing would overrun the OneCycle schedule."""
-    checkpoint = _read(path)
+    checkpoint = read_checkpoint(path)
     step = checkpoint.get("global_step")
     schedulers = checkpoint.get("lr_schedulers") or [{}]
     total = schedulers[0].get("total_steps")
