@@ -67,8 +67,10 @@ def write_prediction(
         "nodata": IGNORE_INDEX,
     }
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(classes.astype(np.uint8), 1)
+        # the colour table sets the TIFF's photometric tag, which GDAL cannot change once data is
+        # written (it logs "Cannot modify tag" for every file): colours first
         dst.write_colormap(1, {value: (*rgb, 255) for value, rgb in enumerate(colours)})
+        dst.write(classes.astype(np.uint8), 1)
 
 
 class TestOutputs:

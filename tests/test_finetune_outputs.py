@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from finetune import cli
 from maestro.data.layout import PatchId, raster_relpath
 from maestro.labels import palette
 from maestro.modalities import MODALITIES
+from maestro.tasks import get_task
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -140,3 +142,19 @@ def test_eval_only_without_a_trained_run_names_the_folder(finetune_raw, tmp_path
     path.write_text(yaml.safe_dump(finetune_raw(tmp_path / "never-trained")))
     assert cli.main(["--config", str(path), "--eval-only"]) == 2
     assert any("never-trained holds no trained run" in r.getMessage() for r in caplog.records)
+
+
+def test_a_prediction_geotiff_is_written_without_gdal_warnings(tmp_path, caplog):
+    from affine import Affine
+
+    from finetune.outputs import write_prediction
+
+    colours = palette(get_task("lc").target(1).nomenclature)
+    raster = {"transform": list(Affine(0.2, 0, 700_000, 0, -0.2, 6_600_000)), "crs": "EPSG:2154"}
+    classes = np.arange(64 * 64).reshape(64, 64) % len(colours)
+    with caplog.at_level(logging.DEBUG, logger="rasterio"):
+        write_prediction(tmp_path / "p.tif", classes, raster, colours)
+    gdal = [r.getMessage() for r in caplog.records if "GDAL signalled" in r.getMessage()]
+    assert not gdal  # e.g. "Cannot modify tag PhotometricInterpretation while writing", once per patch
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert (src.read(1) == classes).all() and src.colormap(1)[1][:3] == colours[1]
