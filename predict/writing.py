@@ -167,8 +167,8 @@ class MapWriter:
         window = Window(col, row, classes.shape[1], classes.shape[0])
         self.map.write(classes, 1, window=window)
         if self.prob is not None and probabilities is not None:
-            if self.probability_type == "uint8":
-                values = np.rint(probabilities * 255.0).astype(np.uint8)
+            if self.probability_type == "uint8":  # NaN (nodata) -> 0, before the cast
+                values = np.rint(np.nan_to_num(probabilities, nan=0.0) * 255.0).astype(np.uint8)
             else:
                 values = probabilities.astype(np.float16).astype(np.float32)
             self.prob.write(values, window=window)
