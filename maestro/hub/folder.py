@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -37,6 +38,13 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 MODEL_TYPES = ("maestro-encoder", "maestro-mae", "maestro-segmenter")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _umask_mode() -> int:
+    """The mode a plain ``open`` gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def suite_version() -> str:
@@ -81,7 +89,9 @@ def write_model_folder(
     if extra:
         document.update(extra)
     tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
-    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
+    weights = folder / WEIGHTS_NAME
+    save_file(tensors, str(weights), metadata={"format": "pt", "model_type": model_type})
+    weights.chmod(_umask_mode())  # safetensors creates it 0600; every other file follows the umask
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
     return folder
 
