@@ -21,7 +21,7 @@ from maestro.hub.card import (
     scaling_table,
 )
 from maestro.hub.pretrained import segmentation_task
-from maestro.modalities import DEFAULT_INPUTS, MODALITIES
+from maestro.modalities import DEFAULT_INPUTS, MODALITIES, ModalityOverride
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.models.synthetic import tiny_config
 
@@ -175,3 +175,24 @@ def test_readme_publish_commands_parse():
     for argv in commands:
         build_parser().parse_args(argv)
     assert 'from_pretrained("org/name' in section and "finetune --task lc --init hf:org/name" in section
+
+
+def test_the_card_text_gives_this_models_dates_and_patch_sizes_not_the_defaults():
+    overrides = {
+        "aerial": ModalityOverride(image_size=32, patch_size=4),
+        "dem": ModalityOverride(image_size=32, patch_size=16),
+        "s2": ModalityOverride(image_size=4, num_dates=5),
+        "s1_asc": ModalityOverride(image_size=4, num_dates=2),
+        "s1_des": ModalityOverride(image_size=4, num_dates=2),
+    }
+    encoder = tiny_config(overrides=overrides, grid_size=32).encoder
+    text = str(build_card(CardFacts(model_type="maestro-encoder", config=encoder.to_dict())))
+    model = text.split("\n## Model\n", 1)[1].split("\n## ", 1)[0]
+    inputs = text.split("\n## Inputs\n", 1)[1].split("\n## ", 1)[0]
+    assert "`aerial` 4 px" in model and "`dem` 16 px" in model and "32 × 32 grid" in model
+    assert "16 px at 0.2 m" not in model and "160 × 160" not in model
+    assert "`s2` (B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12; 5 dates kept)" in inputs
+    assert (
+        "`s1_asc` (VV, VH; 2 dates kept)" in inputs and "16 dates" not in inputs and "4 dates" not in inputs
+    )
+    assert "<!--" not in model + inputs

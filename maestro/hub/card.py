@@ -6,13 +6,16 @@ was tested on FLAIR-HUB's own splits: scores on toy or unrecorded data are shown
 then the generated sections (this model's architecture, inputs with their scaling from the modality
 registry, classes, scores, usage lines naming the repo), then the sections of the repository's
 ``MODEL_CARD.md`` between the ``hub-card`` markers (intended use, data, limits, citations), so the
-generic text is written once and the numbers always come from the code.
+generic text is written once and the numbers always come from the code: where that text gives the
+suite's defaults (patch sizes, dates, position grid), ``<!-- model:NAME -->...<!-- /model -->``
+spans are replaced by this model's values.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,8 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "MODEL_CARD.md"
 BEGIN, END = "<!-- hub-card:begin -->", "<!-- hub-card:end -->"
 PLACEHOLDER = "org/name"
 """Written in the template wherever the repo id goes; replaced by the real id in a card."""
+MODEL_TEXT = re.compile(r"<!-- model:(?P<name>\w+) -->.*?<!-- /model -->", re.S)
+"""A span of the template that states a default; replaced by the model's own value in a card."""
 
 LICENSE = "apache-2.0"
 LIBRARY = "maestro-eo"
@@ -123,6 +128,46 @@ def inputs_table(encoder: EncoderConfig) -> str:
             f"| `{key}` | {', '.join(spec.bands)} | {spec.image_size} | {spec.patch_size} | {spec.num_dates} | {rule} |"
         )
     return "\n".join(lines)
+
+
+def _dates(count: int) -> str:
+    return f"{count} date{'s' if count != 1 else ''} kept"
+
+
+def _patch_sizes(encoder: EncoderConfig) -> str:
+    sizes = ", ".join(f"`{key}` {spec.patch_size} px" for key, spec in encoder.specs.items())
+    return f"this model: {sizes}"
+
+
+def _input_list(encoder: EncoderConfig) -> str:
+    parts = [
+        f"`{key}` ({', '.join(spec.bands)}"
+        + (f"; {_dates(spec.num_dates)})" if MODALITIES[key].temporal else ")")
+        for key, spec in encoder.specs.items()
+    ]
+    return f"This model reads {', '.join(parts)}, bands in network order."
+
+
+MODEL_TEXTS = {
+    "patches": _patch_sizes,
+    "grid": lambda encoder: f"{encoder.grid_size} × {encoder.grid_size}",
+    "inputs": _input_list,
+}
+"""Generators of the template's ``model:NAME`` spans, from the model's encoder config."""
+
+
+def fill_model_text(body: str, encoder: EncoderConfig) -> str:
+    """The template text with every ``model:NAME`` span replaced by the model's own value."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in MODEL_TEXTS:
+            raise ConfigError(
+                f"the card template has an unknown <!-- model:{name} --> span; known: {sorted(MODEL_TEXTS)}"
+            )
+        return MODEL_TEXTS[name](encoder)
+
+    return MODEL_TEXT.sub(replace, body)
 
 
 # ---------------------------------------------------------------------------------------- scores
@@ -348,7 +393,7 @@ def build_card(facts: CardFacts, template: Path | None = None) -> ModelCard:
     if facts.metrics:
         sections.append(_results(facts))
     sections.append(_usage(facts, row))
-    body = template_body(template)
+    body = fill_model_text(template_body(template), row.encoder_config(config))
     if facts.repo_id:
         body = body.replace(PLACEHOLDER, facts.repo_id)
     sections.append(body)
