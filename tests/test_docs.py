@@ -1,5 +1,7 @@
 """The project's documents stand alone: nothing points readers to files outside the repository."""
 
+import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -40,3 +42,21 @@ def test_the_docs_the_readme_links_exist():
     ):
         assert doc in readme or doc == "MODEL_CARD.md", doc
         assert (ROOT / doc).is_file(), doc
+
+
+def test_what_the_readme_commands_write_in_the_clone_is_git_ignored():
+    text = (ROOT / "README.md").read_text()
+    lines = [
+        line.split("#")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+    ]
+    outputs = set()
+    for argv in (shlex.split(line) for line in lines if line):
+        for flag, value in zip(argv, argv[1:], strict=False):
+            if flag in ("--out", "--zone", "--output-dir") and not value.startswith(("/", "~", "$")):
+                outputs.add(value)
+    assert {"zones/toy", "maps/toy_lc.tif"} <= outputs
+    for path in sorted(outputs):
+        ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, f"{path} (written by a README command) is not git-ignored"
