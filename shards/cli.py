@@ -1,4 +1,4 @@
-"""``shards`` command line: toy dataset, build, verify, stats (see ``docs/shards.md``).
+"""``shards`` command line: toy dataset, dates tables, build, verify, stats (see ``docs/shards.md``).
 
 User mistakes and bad data end with one ``error:`` line and exit status 2 (the traceback only
 with ``--verbose``); ``verify`` exits 1 when it finds problems.
@@ -39,6 +39,17 @@ def _cmd_toy(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
         raise
     log.info("%s", summary)
+    return 0
+
+
+def _cmd_dates(args: argparse.Namespace) -> int:
+    from maestro.data.dates_csv import read_dates_csv, write_dates_geopackages
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise DataError("dataset root is not a directory", path=root)
+    tables = read_dates_csv(Path(args.from_csv), root, split_name=args.split_name)
+    write_dates_geopackages(tables, root, force=args.force)
     return 0
 
 
@@ -124,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--patches", type=int, default=200, help="number of patches (default 200)")
     toy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     toy.set_defaults(func=_cmd_toy)
+
+    dates = sub.add_parser(
+        "dates", help="write the dates GeoPackages (GLOBAL_ALL_MTD/) of a FLAIR-HUB tree from a CSV"
+    )
+    dates.add_argument("--root", required=True, help="FLAIR-HUB root directory holding the rasters")
+    dates.add_argument(
+        "--from-csv",
+        required=True,
+        metavar="CSV",
+        help="UTF-8 CSV with columns patch_id,modality,dates (dates: YYYYMMDD separated by spaces or "
+        "semicolons, in raster order); see docs/shards.md",
+    )
+    dates.add_argument(
+        "--split-name", default=SPLIT_NAME, help="split folder listing raster paths (default %(default)s)"
+    )
+    dates.add_argument("--force", action="store_true", help="replace existing dates GeoPackages")
+    dates.set_defaults(func=_cmd_dates)
 
     from shards.writer import DEFAULT_MODALITIES
 
