@@ -2,7 +2,7 @@
 
     finetune --task lpis --level 2                       # on the built-in example's outputs
     finetune --task lc --init runs/pretrain --config configs/finetune/flairhub.yaml
-    finetune --task lc --probe                           # linear probe: the encoder stays frozen
+    finetune --task lc --probe                           # linear probe: one linear layer on frozen encoder tokens
     finetune --task lc --eval-only --save-predictions    # test runs/finetune/lc-level1 again (its config.yaml)
     finetune --model swin-utae --task lpis --level 1 --modalities spot,s2,s1_asc,s1_des  # supervised baseline
 
@@ -108,7 +108,8 @@ def run_dir(config: FinetuneConfig) -> Path:
     if is_baseline(model):
         return out / f"{name}-swin-utae"
     name += "-probe" if model.probe else ""
-    name += f"-{model.head}-head" if model.head != ModelConfig.head else ""
+    usual = "linear" if model.probe else ModelConfig.head  # --probe trains the linear head
+    name += f"-{model.head}-head" if model.head != usual else ""
     return out / name
 
 
@@ -268,8 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--level", type=int, help="nomenclature level (lpis: 1, 2 or 3)")
     parser.add_argument("--modalities", help="comma-separated inputs, a subset of the encoder's")
     parser.add_argument("--init", help="PATH.ckpt, run dir, model folder, hf:org/name[@rev] or random")
-    parser.add_argument("--head", help="uperfuse (default) or maestro")
-    parser.add_argument("--probe", action="store_true", help="freeze the encoder (linear probe)")
+    parser.add_argument("--head", help="uperfuse (default), maestro or linear")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="linear probe: freeze the encoder and train the linear head (with --head: that head instead)",
+    )
     parser.add_argument(
         "--model", choices=ARCHITECTURES, help="maestro (default) or swin-utae (supervised baseline)"
     )
@@ -302,6 +307,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"model.modalities=[{args.modalities}]")
     if args.probe:
         overrides.append("model.probe=true")
+        if args.head is None:
+            overrides.append("model.head=linear")
     if args.no_pretrained:
         overrides.append("model.pretrained=false")
     if args.save_predictions:

@@ -55,6 +55,8 @@ class ModelConfig:
     modalities: tuple[str, ...] | None = None
     """Inputs to fine-tune on, a subset of the encoder's (None: all of them)."""
     head: str = "uperfuse"
+    """``uperfuse``, ``maestro`` or ``linear`` (the linear probe's one linear layer on the mean of
+    each input's final tokens; ``--probe`` selects it): :data:`~maestro.models.heads.registry.HEADS`."""
     feature_indices: tuple[int, ...] | None = None
     """Encoder blocks the uperfuse head reads (None: 4 evenly spaced, ending at the last)."""
     date_pooling: DatePooling = "attentive"
@@ -66,7 +68,8 @@ class ModelConfig:
     modality_dropout: float = 0.0
     """Training only: probability that a sample loses all dates of a modality."""
     probe: bool = False
-    """Linear probe: the encoder is frozen (no gradients, eval mode) and only the head trains."""
+    """Freeze the encoder (no gradients, eval mode): only the head trains. With ``head: linear``
+    (what ``finetune --probe`` sets unless ``--head`` names another) this is the linear probe."""
     architecture: Literal["maestro", "swin-utae"] = "maestro"
     """``swin-utae``: the supervised baseline (:mod:`maestro.models.baseline`) on the same data,
     metrics and outputs; it reads ``modalities`` / ``encoder`` (inputs only), ``pretrained``,

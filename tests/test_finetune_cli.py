@@ -401,7 +401,8 @@ def test_eval_only_takes_the_run_named_by_output_dir_and_refuses_another_model(
     [
         ((), "lc-level1"),
         (("model.head=maestro",), "lc-level1-maestro-head"),
-        (("model.probe=true",), "lc-level1-probe"),
+        (("model.probe=true", "model.head=linear"), "lc-level1-probe"),  # what --probe sets
+        (("model.probe=true",), "lc-level1-probe-uperfuse-head"),
         (("model.probe=true", "model.head=maestro"), "lc-level1-probe-maestro-head"),
         (
             ("model.architecture=swin-utae", "model.pretrained=false", "task.name=lpis"),

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from finetune import cli
 from finetune.cli import datamodule, resolve
 from finetune.module import FinetuneTask, segmentation_loss
 from maestro.errors import DataError
@@ -206,6 +207,21 @@ def test_the_frozen_probe_encoder_gets_no_gradients_and_stays_in_eval_mode(finet
     assert grads and not any(name.startswith("model.encoder.") for name in grads)
     trainable = {name for name, p in task.named_parameters() if p.requires_grad}
     assert trainable and not any(name.startswith("model.encoder.") for name in trainable)
+
+
+def test_the_probe_is_a_linear_layer_on_frozen_encoder_tokens(finetune_config, tmp_path, batch):
+    """``--probe`` (``model.probe=true model.head=linear``) trains one linear layer, (inputs x
+    width + 1) x classes parameters, on the mean of each input's frozen final tokens: no decoder,
+    no pooling queries, and the encoder gets no gradient."""
+    task = _task(finetune_config, tmp_path, *cli.flag_overrides(cli.build_parser().parse_args(["--probe"])))
+    assert task.config.model.probe and task.config.model.head == "linear"
+    features = len(task.config.inputs) * task.config.model.encoder.transformer.width  # 5 x 64
+    trainable = {name: p for name, p in task.named_parameters() if p.requires_grad}
+    assert set(trainable) == {"model.head.linear.weight", "model.head.linear.bias"}
+    assert sum(p.numel() for p in trainable.values()) == (features + 1) * task.target.num_classes
+    grads = _step_gradients(task, batch, seed=0)
+    assert set(grads) == set(trainable) and all(g.abs().sum() > 0 for g in grads.values())
+    assert all(p.grad is None for p in task.model.encoder.parameters())
 
 
 def test_validation_and_test_never_predict_an_ignored_class_whose_logit_wins(finetune_config, tmp_path):

@@ -7,17 +7,18 @@ from maestro.models.synthetic import tiny_config
 
 
 def test_rows_are_keyed_by_name_and_describe_themselves():
-    assert set(HEADS) == {"uperfuse", "maestro"}
+    assert set(HEADS) == {"uperfuse", "maestro", "linear"}
     for name, spec in HEADS.items():
         assert spec.name == name
         assert spec.description and "\n" not in spec.description
     assert HEADS["uperfuse"].num_depths == 4
     assert HEADS["maestro"].num_depths == 0  # final token maps only
+    assert HEADS["linear"].num_depths == 0
 
 
 def test_get_head_error_lists_the_valid_names():
     assert get_head("maestro") is HEADS["maestro"]
-    with pytest.raises(KeyError, match=r"unknown head 'upernet'.*\['maestro', 'uperfuse'\]"):
+    with pytest.raises(KeyError, match=r"unknown head 'upernet'.*\['linear', 'maestro', 'uperfuse'\]"):
         get_head("upernet")
 
 

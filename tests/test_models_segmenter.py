@@ -39,7 +39,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
 
 
-@pytest.mark.parametrize("head", ["uperfuse", "maestro"])
+@pytest.mark.parametrize("head", ["uperfuse", "maestro", "linear"])
 @pytest.mark.parametrize("mode", MODES)
 def test_logits_at_the_label_size_for_every_head_and_fusion_mode(head, mode):
     model = _segmenter(mode, head=head).eval()

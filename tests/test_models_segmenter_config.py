@@ -23,7 +23,7 @@ def test_default_blocks_are_evenly_spaced_and_end_at_the_last():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"head": "upernet"}, r"unknown head 'upernet'; known heads: \['maestro', 'uperfuse'\]"),
+        ({"head": "upernet"}, r"unknown head 'upernet'; known heads: \['linear', 'maestro', 'uperfuse'\]"),
         ({"num_classes": 1}, "num_classes: 1 must be >= 2"),
         ({"modality_dropout": 1.0}, r"modality_dropout: 1.0 must be in \[0, 1\)"),
         ({"modality_dropout": -0.1}, "modality_dropout"),

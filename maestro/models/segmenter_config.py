@@ -31,13 +31,15 @@ class SegmenterConfig(ConfigMixin):
     num_classes: int
     """Output channels of the logits (the largest trained label value + 1)."""
     head: str = "uperfuse"
+    """A row of :data:`~maestro.models.heads.registry.HEADS`: ``uperfuse``, ``maestro`` or ``linear``."""
     label_size: int = 512
     """Height = width of the logits, i.e. of the label raster."""
     feature_indices: tuple[int, ...] | None = None
     """0-based encoder blocks the head reads (negative counts from the end); ``None``: evenly
     spaced ending at the last block, (2, 5, 8, 11) for depth 12. Only for heads that read depths."""
     date_pooling: DatePooling = "attentive"
-    """How a location's (date x band group) tokens become one vector: learned query or mean."""
+    """How a location's (date x band group) tokens become one vector: learned query or mean (the
+    ``linear`` head always takes the mean: it learns nothing but its linear layer)."""
     decoder_channels: int = 256
     """Width of the UPerNet pyramid (uperfuse)."""
     aux_heads: bool = False
@@ -45,7 +47,8 @@ class SegmenterConfig(ConfigMixin):
     modality_dropout: float = 0.0
     """Training only: per sample and modality, the probability that all its dates become invalid."""
     freeze_encoder: bool = False
-    """Linear probe / frozen backbone: no encoder gradients, encoder always in eval mode."""
+    """Frozen backbone: no encoder gradients, encoder always in eval mode. With head ``linear``
+    this is the linear probe: the linear layer is then the only thing that trains."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder", config_io.nested(EncoderConfig, self.encoder, "encoder"))

@@ -8,9 +8,9 @@ Data flow (FLAIR-HUB defaults: aerial grid 32, labels 512 px, f = 16)::
     -> attentive pooling (LayerNorm, one learned query, 8 heads, LayerNorm)            (B, D, 32, 32)
     -> 1x1 conv to K * f^2, pixel shuffle by f                                        (B, K, 512, 512)
 
-Padded, dropped and missing modalities' dates are excluded from the stack by the key mask. A linear
-probe is this head on a frozen encoder. The shuffle reads channels in the reference's order
-``(f_row, f_col, class)`` so its converted 1x1 convolution needs no permutation.
+Padded, dropped and missing modalities' dates are excluded from the stack by the key mask. The
+shuffle reads channels in the reference's order ``(f_row, f_col, class)`` so its converted 1x1
+convolution needs no permutation. (The linear probe is the ``linear`` head, :mod:`.linear`.)
 """
 
 from __future__ import annotations

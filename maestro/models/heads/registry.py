@@ -17,6 +17,7 @@ from torch import nn
 
 from maestro.errors import ConfigError
 from maestro.models.heads.attentive import PixelShuffleHead, StackedPool
+from maestro.models.heads.linear import LinearHead, TokenMeans
 from maestro.models.heads.pooling import reference_grid
 from maestro.models.heads.uperfuse import PYRAMID_LEVELS, SegmentationHead, UPerFuseDecoder
 
@@ -66,6 +67,13 @@ def build_maestro(config: SegmenterConfig) -> HeadParts:
     )
 
 
+def build_linear(config: SegmenterConfig) -> HeadParts:
+    encoder = config.encoder
+    grid = reference_grid(encoder.specs)
+    decoder = TokenMeans(encoder.modalities, encoder.transformer.width, grid)
+    return HeadParts(decoder, LinearHead(decoder.out_channels, config.num_classes, config.label_size))
+
+
 def check_maestro(config: SegmenterConfig) -> None:
     """Pixel shuffle needs a whole number of label pixels per reference token."""
     grid = reference_grid(config.encoder.specs)
@@ -91,6 +99,12 @@ HEADS: dict[str, HeadSpec] = {
             description="the paper's head: attentive pooling over modalities and dates, pixel shuffle",
             num_depths=0,
             check=check_maestro,
+        ),
+        HeadSpec(
+            name="linear",
+            builder=build_linear,
+            description="the linear probe: one linear layer on the mean of each modality's final tokens",
+            num_depths=0,
         ),
     )
 }
