@@ -11,9 +11,9 @@ Data flow (FLAIR-HUB defaults: aerial grid 32, labels 512 px, f = 16)::
     -> every label pixel takes the logits of the token it lies in (nearest)      (B, K, 512, 512)
 
 The features are those of ``finetune/linear_probe.py`` (mean of the valid tokens on the finest
-grid, standardised), and so is the target: the pixel-wise cross-entropy of a token's logits over
-its pixels is the cross-entropy against the token's label histogram. The linear layer's weight and
-bias are the only parameters; the mean and the standardisation learn nothing, so the scores
+grid, standardised), and so is the kind of target: the pixel-wise cross-entropy of a token's
+logits over its pixels is the cross-entropy against the token's label histogram (weighted by its
+labelled pixels). The linear layer's weight and bias are the only parameters; the mean and the standardisation learn nothing, so the scores
 measure what the frozen features hold, not what a decoder can add.
 """
 
