@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 from maestro.errors import ConfigError
@@ -118,7 +119,8 @@ def test_trainer_has_checkpoints_lr_monitor_loggers_and_the_stage_callbacks(tmp_
     assert names == [("best", 1, "val/loss"), ("step{step:07d}", 1, "step")]
     assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
     assert any(isinstance(c, StageCallback) for c in trainer.callbacks)
-    assert sorted(type(lg).__name__ for lg in trainer.loggers) == ["CSVLogger", "TensorBoardLogger"]
+    [tensorboard, csv_logger] = trainer.loggers
+    assert isinstance(tensorboard, TensorBoardLogger) and isinstance(csv_logger, CSVLogger)
     assert trainer.limit_val_batches == 3 and trainer.num_sanity_val_steps == 0
     assert (
         build_trainer(_Stage(data=DataConfig(train="unused"), trainer=config.trainer)).limit_val_batches == 0
@@ -176,3 +178,42 @@ def test_the_step_loss_reaches_the_progress_bar_without_a_per_step_conversion(tm
     assert "train/loss" not in trainer.progress_bar_metrics
     shown = bar.get_metrics(trainer, trainer.lightning_module)
     assert shown["train/loss"] == pytest.approx(trainer.callback_metrics["train/loss"].item())
+
+
+class _CrashAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def _logged_steps(out: Path, key: str) -> list[int]:
+    import csv
+
+    [metrics] = list((out / "csv").glob("*/metrics.csv"))
+    with metrics.open() as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get(key)]
+
+
+def test_a_resumed_run_has_one_last_checkpoint_and_continues_its_own_logs(tmp_path):
+    """Crash at step 3, after the first checkpoint (step 2, which also logged step 2 before the
+    crash), resume: last.ckpt links to the newest, no last-v1.ckpt, and one log folder per logger
+    whose CSV holds every step once (the interrupted run's rows past the checkpoint are replaced)."""
+    from test_training_task import ToyData, ToyTask, _config
+
+    from maestro.training.trainer import run_stage
+
+    config = _config(tmp_path, checkpoint_every_n_steps=2, keep_checkpoints=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_stage(config, ToyTask, ToyData(4), [_CrashAt(3)])
+    assert _logged_steps(tmp_path, "train/loss") == [0, 1, 2]
+    run_stage(config, ToyTask, ToyData(4), resume="last")
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step0000006.ckpt", "step0000008.ckpt"]
+    assert (folder / "last.ckpt").resolve() == (folder / "step0000008.ckpt").resolve()
+    assert [p.name for p in (tmp_path / "csv").iterdir()] == ["version_0"]
+    assert [p.name for p in (tmp_path / "tensorboard").iterdir()] == ["version_0"]
+    assert _logged_steps(tmp_path, "train/loss") == list(range(8))
+    assert _logged_steps(tmp_path, "val/loss") == [3, 7]

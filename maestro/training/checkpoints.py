@@ -50,7 +50,19 @@ class RunCheckpoints(ModelCheckpoint):
             save_top_k=keep,
             save_last="link",
             save_on_train_epoch_end=True,
+            # Names are unique by step: a resumed run replaces last.ckpt (and a step it trains
+            # again) rather than starting last-v1.ckpt beside the interrupted run's link.
+            enable_version_counter=False,
         )
+
+    def _should_remove_checkpoint(self, trainer: L.Trainer, previous: str, current: str) -> bool:
+        """Lightning never deletes the checkpoint a run resumed from; here it leaves like any other
+        once ``keep`` newer ones are written (removal is only asked after a newer one is saved),
+        so a resumed run still keeps ``keep`` checkpoints, as documented. Files outside the run's
+        checkpoint folder (``--resume-from`` elsewhere) are never touched."""
+        if previous == current:
+            return False
+        return Path(self.dirpath).absolute() in Path(previous).absolute().parents
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._should_skip_saving_checkpoint(trainer):  # skipped when the step trigger just saved

@@ -17,13 +17,18 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import Strategy
 
 from maestro.config import to_dict
 from maestro.errors import ConfigError
-from maestro.training.checkpoints import checkpoint_callbacks, latest_checkpoint, resolve_resume
+from maestro.training.checkpoints import (
+    checkpoint_callbacks,
+    checkpoint_step,
+    latest_checkpoint,
+    resolve_resume,
+)
 from maestro.training.config import StageConfig, TrainerConfig
+from maestro.training.logs import run_loggers
 from maestro.training.profiling import StepProfiler
 from maestro.training.signals import HostSideStopSignal
 from maestro.training.task import TrainingTask
@@ -121,8 +126,12 @@ def default_precision(config: TrainerConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """Lightning trainer for ``config``; ``callbacks`` are the stage's own (images, metrics, ...)."""
+def build_trainer(
+    config: StageConfig, callbacks: Sequence[L.Callback] = (), from_step: int | None = None
+) -> L.Trainer:
+    """Lightning trainer for ``config``; ``callbacks`` are the stage's own (images, metrics, ...).
+    ``from_step`` is the optimizer step training starts from: the run's logs keep what was logged
+    before it (:func:`maestro.training.logs.run_loggers`; None keeps everything, for a test)."""
     trainer_config = config.trainer
     out = Path(trainer_config.output_dir)
     on_cpu = trainer_config.accelerator == "cpu" or not torch.cuda.is_available()
@@ -139,8 +148,6 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
     ]
     if trainer_config.profile_steps is not None:
         defaults.append(StepProfiler(*trainer_config.profile_steps, out_dir=out / "profile"))
-    # A new version_N per launch: a resumed run never overwrites the logs of the interrupted one.
-    loggers = [TensorBoardLogger(save_dir=out, name="tensorboard"), CSVLogger(save_dir=out, name="csv")]
     return L.Trainer(
         default_root_dir=out,
         accelerator=trainer_config.accelerator,
@@ -158,7 +165,7 @@ def build_trainer(config: StageConfig, callbacks: Sequence[L.Callback] = ()) -> 
         limit_val_batches=0 if config.data.val is None else config.data.val_batches,
         deterministic=trainer_config.deterministic,
         callbacks=[*defaults, *callbacks],
-        logger=loggers,
+        logger=run_loggers(out, from_step),
         use_distributed_sampler=False,  # the shard loader splits by rank itself
         num_sanity_val_steps=0,
     )
@@ -179,7 +186,8 @@ def run_stage(
         torch.set_float32_matmul_precision("high")
     ckpt_path = resolve_resume(Path(config.trainer.output_dir), resume)
     task = task_class(config)
-    trainer = build_trainer(config, [WriteRunConfig(config), *callbacks])
+    from_step = 0 if ckpt_path is None else checkpoint_step(ckpt_path)
+    trainer = build_trainer(config, [WriteRunConfig(config), *callbacks], from_step=from_step)
     with warnings.catch_warnings():
         # resolve_resume already refuses a fresh run into a directory with checkpoints; what else a
         # checkpoint directory holds (a resumed run's files, the run's own logs beside a stage's
