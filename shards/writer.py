@@ -103,10 +103,6 @@ def _init_worker(config: BuildConfig) -> None:
     _WORKER["reader"] = _open_reader(config)
 
 
-_encoded = encoded
-"""Module-level name so tests can simulate a crash mid-shard."""
-
-
 # ------------------------------------------------------------------------------------ resuming
 
 
@@ -121,7 +117,7 @@ def _retry_skipped(config: BuildConfig, reader: Any, skipped: list[SkippedPatch]
     errors = []
     for patch in skipped:
         try:
-            _encoded(reader, patch.patch_id, config.modalities)
+            encoded(reader, patch.patch_id, config.modalities)
         except DataError as error:
             errors.append(SkippedPatch(patch.patch_id, str(error)))
             continue
@@ -204,7 +200,7 @@ def write_shard(
         with wds.TarWriter(hashing, encoder=False, mtime=TAR_MTIME) as tar:
             for patch_id in task.patch_ids:
                 try:
-                    tar.write(_encoded(reader, patch_id, config.modalities))
+                    tar.write(encoded(reader, patch_id, config.modalities))
                     count += 1
                 except DataError as error:
                     if not config.skip_bad:

@@ -125,7 +125,7 @@ def test_resume_after_interrupted_build(
     light_tree: FlairHubTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "shards"
-    real = writer._encoded
+    real = writer.encoded
     calls = {"n": 0}
 
     def crash_on_fifth(*args: object) -> object:
@@ -134,7 +134,7 @@ def test_resume_after_interrupted_build(
             raise KeyboardInterrupt("simulated kill")
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(writer, "_encoded", crash_on_fifth)
+    monkeypatch.setattr(writer, "encoded", crash_on_fifth)
     monkeypatch.setattr(plan, "PROBE_SAMPLES", 0)
     with pytest.raises(KeyboardInterrupt):
         build(light_config(light_tree, out))
@@ -143,7 +143,7 @@ def test_resume_after_interrupted_build(
     finished = {n: (out / n).stat() for n in ("train-000000.tar", "train-000001.tar")}
     (out / "train-000002.tar.partial").write_bytes(b"left by a SIGKILL")  # no cleanup ran
 
-    monkeypatch.setattr(writer, "_encoded", real)
+    monkeypatch.setattr(writer, "encoded", real)
     result = build(light_config(light_tree, out))
     assert (result.reused, result.written) == (2, 2)
     for name, before in finished.items():
