@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import time
 from types import SimpleNamespace
 
@@ -20,7 +21,9 @@ from maestro.training.throughput import (
     PEAK_MEMORY,
     SAMPLES_PER_SEC,
     STEP_SECONDS,
+    TrainingEta,
     TrainingThroughput,
+    duration,
     samples_in,
 )
 
@@ -163,3 +166,30 @@ def test_samples_are_counted_in_model_batches_and_plain_tuples():
     model_batch = {"inputs": {"aerial": torch.zeros(3, 1, 4, 8, 8)}, "times": {}, "meta": [{}] * 3}
     assert samples_in(model_batch) == 3
     assert samples_in((torch.zeros(5, 2), torch.zeros(5))) == 5
+
+
+def test_a_run_logs_its_planned_steps_and_an_eta_after_its_first_steps(tmp_path, caplog):
+    """Step 1 (start-up) is not timed; steps 2-5 are, across the first epoch's validation, whose
+    1 s sleep is left out of the pace; the ETA is logged once."""
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[TrainingEta(after_steps=4)],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    with caplog.at_level(logging.INFO, logger="maestro.training.throughput"):
+        trainer.fit(_Linear(validation_seconds=1.0, step_seconds=0.05), _loader(4, 5), _loader(1, 5))
+    messages = [r.getMessage() for r in caplog.records if r.name == "maestro.training.throughput"]
+    assert messages[0] == "planned: 8 optimizer steps (2 epochs of 4 batches)", messages
+    [eta] = [m for m in messages if "ETA" in m]
+    match = re.match(r"step 5 of 8: (\S+) s per optimizer step, about (\d+) s of training left", eta)
+    assert match, eta
+    assert 0.05 <= float(match.group(1)) < 0.5 and int(match.group(2)) < 2, eta
+
+
+def test_durations_read_at_an_eta_precision():
+    assert [duration(s) for s in (12.4, 250, 7500)] == ["12 s", "4 min 10 s", "2 h 05 min"]

@@ -1,5 +1,6 @@
 import logging
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from maestro.errors import ConfigError
 from maestro.training.checkpoints import RunCheckpoints, checkpoint_step
 from maestro.training.config import DataConfig, TrainerConfig
 from maestro.training.optim import OptimConfig
+from maestro.training.throughput import TrainingEta
 from maestro.training.trainer import (
     build_strategy,
     build_trainer,
@@ -118,6 +120,7 @@ def test_trainer_has_checkpoints_lr_monitor_loggers_and_the_stage_callbacks(tmp_
     names = sorted((c.filename, c.save_top_k, c.monitor) for c in build_trainer(best).checkpoint_callbacks)
     assert names == [("best", 1, "val/loss"), ("step{step:07d}", 1, "step")]
     assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
+    assert any(isinstance(c, TrainingEta) for c in trainer.callbacks)  # planned steps and an ETA
     assert any(isinstance(c, StageCallback) for c in trainer.callbacks)
     [tensorboard, csv_logger] = trainer.loggers
     assert isinstance(tensorboard, TensorBoardLogger) and isinstance(csv_logger, CSVLogger)
@@ -217,3 +220,42 @@ def test_a_resumed_run_has_one_last_checkpoint_and_continues_its_own_logs(tmp_pa
     assert [p.name for p in (tmp_path / "tensorboard").iterdir()] == ["version_0"]
     assert _logged_steps(tmp_path, "train/loss") == list(range(8))
     assert _logged_steps(tmp_path, "val/loss") == [3, 7]
+
+
+class _Terminate(Callback):
+    """A SIGTERM (a preempted job) arriving before the batch of optimizer step ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class _NoConfig:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("step", "advice"),
+    [
+        (1, "nothing was saved yet: there is no checkpoint to --resume from"),
+        (3, "--resume continues the run from its newest checkpoint, step0000003.ckpt (step 3)"),
+    ],
+)
+def test_a_sigterm_says_whether_resume_has_anything_to_continue(tmp_path, caplog, step, advice):
+    from test_training_task import ToyData, ToyTask, _config
+
+    from maestro.training.cli import run_cli, stage_parser
+    from maestro.training.trainer import run_stage
+
+    def run(config, resume):
+        run_stage(_config(tmp_path), ToyTask, ToyData(4), [_Terminate(step)])  # checkpoints every 3 steps
+
+    assert run_cli(stage_parser("stage", None, config_required=False), _NoConfig, run, []) == 143
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "stopped by SIGTERM" in warning and advice in warning, warning
+    if step == 1:
+        assert "--resume continues" not in warning

@@ -158,3 +158,16 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     check_unfinished(ckpt_path)
     log.info("resuming from %s (step %d)", ckpt_path, checkpoint_step(ckpt_path))
     return ckpt_path
+
+
+def resume_advice(run_dir: Path) -> str:
+    """What ``--resume`` would do for the run in ``run_dir`` now: continue from its newest
+    checkpoint, or nothing at all when none was written yet (a run stopped in its first steps)."""
+    newest = latest_checkpoint(run_dir)
+    if newest is None:
+        return (
+            f"nothing was saved yet: there is no checkpoint to --resume from in {Path(run_dir) / CHECKPOINT_DIR} "
+            "(the first is written after trainer.checkpoint_every_n_steps steps or at the end of the first "
+            "epoch); start the run again"
+        )
+    return f"--resume continues the run from its newest checkpoint, {newest.name} (step {checkpoint_step(newest)})"

@@ -116,9 +116,9 @@ def run_cli(
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
-    except SIGTERMException:  # a SystemExit, which would exit 0 as if the run had finished
-        log.warning(
-            "stopped by SIGTERM (every rank at the same step); --resume continues the run from its newest checkpoint"
-        )
+    except SIGTERMException as stopped:  # a SystemExit, which would exit 0 as if the run had finished
+        # run_stage says whether a checkpoint exists to resume from (nothing is saved before the first)
+        advice = getattr(stopped, "advice", "--resume continues the run from its newest checkpoint")
+        log.warning("stopped by SIGTERM (every rank at the same step); %s", advice)
         return 143
     return 0

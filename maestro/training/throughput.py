@@ -15,6 +15,7 @@ also log their peak memory, so a configuration's footprint is read off its first
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ PEAK_MEMORY = "perf/peak_memory_gib"
 allocator, without its cached free blocks), the largest over ranks."""
 INPUT_BOUND = 0.2
 """Input wait above which a GPU run warns once that the loader, not the GPU, sets its pace."""
+ETA_AFTER_STEPS = 5
+"""Optimizer steps timed for the run's ETA, after its first (worker start-up, compilation)."""
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +148,78 @@ class TrainingThroughput(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
             self._restart(trainer)
+
+
+def duration(seconds: float) -> str:
+    """``2 h 05 min``, ``4 min 10 s`` or ``12 s``: an ETA's precision."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class TrainingEta(L.Callback):
+    """Logs the optimizer steps a run plans when training starts, and once, after its first
+    ``after_steps`` steps past the first one, the time the remaining steps should take at the pace
+    measured (validation excluded): a long run says at once whether it fits its time limit."""
+
+    def __init__(self, after_steps: int = ETA_AFTER_STEPS):
+        if after_steps < 1:
+            raise ValueError("after_steps must be >= 1")
+        self.after_steps = after_steps
+        self._first_step = 0
+        self._mark: tuple[int, float] | None = None
+        self._excluded = 0.0
+        self._validation_start: float | None = None
+        self._done = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total, done = int(trainer.estimated_stepping_batches), trainer.global_step
+        self._first_step, self._mark, self._excluded, self._done = done, None, 0.0, False
+        if not trainer.is_global_zero:
+            return
+        if trainer.max_steps != -1 and trainer.max_steps <= total:
+            how = f"trainer.max_steps={trainer.max_steps}"
+        else:
+            how = f"{trainer.max_epochs} epochs of {trainer.num_training_batches} batches"
+        resumed = f", resuming after step {done}" if done else ""
+        log.info("planned: %d optimizer steps (%s)%s", total, how, resumed)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._done or trainer.global_step <= self._first_step:
+            return
+        if self._mark is None:  # the first step (loader start-up, compilation) is not timed
+            sync_device(trainer)
+            self._mark, self._excluded = (trainer.global_step, time.perf_counter()), 0.0
+            return
+        steps = trainer.global_step - self._mark[0]
+        if steps < self.after_steps:
+            return
+        self._done = True
+        total = int(trainer.estimated_stepping_batches)
+        if not trainer.is_global_zero or trainer.global_step >= total:
+            return
+        sync_device(trainer)
+        per_step = (time.perf_counter() - self._mark[1] - self._excluded) / steps
+        left = per_step * (total - trainer.global_step)
+        finish = datetime.datetime.now() + datetime.timedelta(seconds=left)
+        log.info(
+            "step %d of %d: %.3g s per optimizer step, about %s of training left (ETA %s; validation "
+            "not included)",
+            trainer.global_step,
+            total,
+            per_step,
+            duration(left),
+            finish.strftime("%Y-%m-%d %H:%M"),
+        )
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._validation_start is not None:
+            self._excluded += time.perf_counter() - self._validation_start
+            self._validation_start = None

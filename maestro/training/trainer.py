@@ -18,6 +18,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from maestro.config import to_dict
 from maestro.errors import ConfigError
@@ -26,13 +27,14 @@ from maestro.training.checkpoints import (
     checkpoint_step,
     latest_checkpoint,
     resolve_resume,
+    resume_advice,
 )
 from maestro.training.config import StageConfig, TrainerConfig
 from maestro.training.logs import run_loggers
 from maestro.training.profiling import StepProfiler
 from maestro.training.signals import HostSideStopSignal
 from maestro.training.task import TrainingTask
-from maestro.training.throughput import TrainingThroughput
+from maestro.training.throughput import TrainingEta, TrainingThroughput
 
 __all__ = ["build_trainer", "latest_checkpoint", "resolve_resume", "run_stage"]
 
@@ -142,6 +144,7 @@ def build_trainer(
         *checkpoint_callbacks(out, trainer_config),
         LearningRateMonitor(logging_interval="step"),
         TrainingThroughput(every_n_steps=trainer_config.log_every_n_steps),
+        TrainingEta(),
         # Each refresh reads the logged losses off the device (a sync): once per logging window, not per step.
         ProgressBar(refresh_rate=trainer_config.log_every_n_steps),
         HostSideStopSignal(),  # no host-device sync per step for the SIGTERM agreement between ranks
@@ -193,5 +196,9 @@ def run_stage(
         # checkpoint directory holds (a resumed run's files, the run's own logs beside a stage's
         # best checkpoint) is expected, so Lightning's warning about it says nothing new.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException as stopped:
+            stopped.advice = resume_advice(Path(config.trainer.output_dir))  # for the CLI's last line
+            raise
     return trainer
