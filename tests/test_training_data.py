@@ -152,3 +152,19 @@ def test_batches_are_pinned_on_gpus_unless_turned_off(toy_shards, monkeypatch, p
     config = DataConfig(train=str(toy_shards), num_workers=0, pin_memory=pin_memory)
     module = ShardDataModule(config, build_preprocess_config(["aerial"]))
     assert module.train_dataloader().shards.config.pin_memory is pinned
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (16, 4)])
+def test_loader_workers_default_to_the_cores_this_process_may_use(monkeypatch, cores, workers):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert DataConfig(train="unused").num_workers == workers
+    assert DataConfig(train="unused", num_workers=8).num_workers == 8  # an explicit count is kept
+
+
+def test_the_default_loader_on_two_cores_draws_no_worker_count_warning(toy_shards, monkeypatch, recwarn):
+    """torch warns at every loader start (each epoch, validation, test) when there are more
+    workers than cores; the default (4 before) now fits the machine."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    data = DataConfig(train=str(toy_shards), batch_size=1, batches_per_epoch=1, shuffle_buffer=1)
+    next(iter(ShardDataModule(data, preprocess_for(ENCODER.specs)).train_dataloader()))
+    assert not [w for w in recwarn if "worker" in str(w.message)], [str(w.message) for w in recwarn]

@@ -259,3 +259,15 @@ def test_a_sigterm_says_whether_resume_has_anything_to_continue(tmp_path, caplog
     assert "stopped by SIGTERM" in warning and advice in warning, warning
     if step == 1:
         assert "--resume continues" not in warning
+
+
+def test_fewer_batches_per_epoch_than_the_logging_interval_draw_no_warning(tmp_path, recwarn):
+    """Steps are counted across epochs, so every logging window is still logged: Lightning's
+    warning about it says nothing a user can act on."""
+    from test_training_task import ToyData, ToyTask, _config
+
+    from maestro.training.trainer import run_stage
+
+    run_stage(_config(tmp_path, log_every_n_steps=5), ToyTask, ToyData(4))  # 4 batches per epoch
+    assert not [w for w in recwarn if "logging interval" in str(w.message)], [str(w.message) for w in recwarn]
+    assert _logged_steps(tmp_path, "train/loss") == [4]  # the step-5 window was logged all the same

@@ -7,12 +7,22 @@ is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 from maestro.errors import ConfigError
 from maestro.training.optim import OptimConfig
+
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_num_workers() -> int:
+    """The CPU cores this process may use, at most :data:`MAX_DEFAULT_WORKERS`: more loader
+    workers than cores only compete for them (and torch warns at every loader start)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores))
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,8 @@ class DataConfig:
     test_split: str = "test"
     batch_size: int = 32
     """Per device."""
-    num_workers: int = 4
+    num_workers: int = field(default_factory=default_num_workers)
+    """Loader processes per device; default: the CPU cores this process may use, at most 4."""
     pin_memory: bool | None = None
     """Copy each batch into page-locked memory in a loader thread, so that the copy to the GPU runs
     asynchronously. None: on when training on GPUs. Off, the copy to the GPU reads the batch where

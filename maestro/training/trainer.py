@@ -196,6 +196,9 @@ def run_stage(
         # checkpoint directory holds (a resumed run's files, the run's own logs beside a stage's
         # best checkpoint) is expected, so Lightning's warning about it says nothing new.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # Logging windows count optimizer steps across epochs: a run with fewer batches per epoch
+        # than trainer.log_every_n_steps still logs every window, whatever this warning suggests.
+        warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException as stopped:
