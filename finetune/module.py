@@ -91,6 +91,9 @@ class FinetuneTask(TrainingTask):
         self.test_writer = None
         """Set by the stage before testing (:class:`finetune.outputs.TestOutputs`)."""
 
+    def single_sample_hint(self) -> str:
+        return "" if is_baseline(self.config.model) else ", or --head maestro, whose head has no BatchNorm"
+
     def build_model(self) -> MaestroSegmenter | SwinUTAE:
         config = segmenter_config(self.config)
         return SwinUTAE(config) if isinstance(config, SwinUTAEConfig) else MaestroSegmenter(config)

@@ -273,6 +273,38 @@ def test_an_unknown_modality_or_a_file_that_is_not_a_checkpoint_says_so(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_training_batch_of_one_is_refused_before_the_run_folder_exists(config_file, tmp_path, caplog):
+    """UPerNet's pooled 1x1 branch normalises with BatchNorm, which has one value per channel in a
+    training batch of one: refused at start, with the settings that work, not a traceback."""
+    assert cli.main(["--config", str(config_file()), "data.batch_size=1"]) == 2
+    errors = _errors(caplog)
+    assert len(errors) == 1 and "data.batch_size=1" in errors[0] and "BatchNorm" in errors[0], errors
+    assert "data.batch_size=2" in errors[0] and "--head maestro" in errors[0], errors
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_last_evaluation_batch_of_one_is_fine(finetune_config, tmp_path, monkeypatch):
+    """Training batches are always full (the stream is resampled); validation and test batches of
+    one, the end of a 4-patch split in batches of 3, use BatchNorm's running statistics."""
+    seen = []
+    original = FinetuneTask.test_step
+
+    def spy(self, batch, batch_idx):
+        seen.append(batch["labels"]["lc"].shape[0])
+        return original(self, batch, batch_idx)
+
+    config = finetune_config(
+        tmp_path,
+        "data.batch_size=3",
+        "data.batches_per_epoch=1",
+        "trainer.max_epochs=1",
+        "eval.num_figures=0",
+    )
+    monkeypatch.setattr(FinetuneTask, "test_step", spy)
+    scores = run(config)
+    assert sorted(seen) == [1, 3] and scores.support.sum() > 0
+
+
 class _Reached(Exception):
     pass
 

@@ -58,6 +58,28 @@ class TrainingTask(L.LightningModule, ABC):
     def build_model(self) -> nn.Module:
         """The trained network, from ``self.config`` (called once, in ``__init__``)."""
 
+    # ------------------------------------------------------------------ batch size
+    def single_sample_hint(self) -> str:
+        """What else than a larger batch lets this stage train on one sample per batch."""
+        return ""
+
+    def check_batch_size(self) -> None:
+        """Refuse training batches of one sample when a BatchNorm layer trains: it normalises with
+        the batch's own statistics, which one sample cannot give wherever a feature map is 1 x 1
+        (UPerNet's pooled branch), so the first step would fail. Checked before anything is
+        written. Evaluation batches of one (a split's last) use the running statistics and work."""
+        if self.config.data.batch_size > 1:
+            return
+        for name, module in self.model.named_modules():
+            trains = any(p.requires_grad for p in module.parameters(recurse=False))
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and trains:
+                raise ConfigError(
+                    f"data.batch_size=1: model.{name} is a BatchNorm layer, which cannot normalise a "
+                    "training batch of one sample (one value per channel where the map is 1 x 1). "
+                    "Use data.batch_size=2 or more (trainer.accumulate_grad_batches adds samples per "
+                    f"optimizer step without more memory){self.single_sample_hint()}"
+                )
+
     # ------------------------------------------------------------------ EMA
     @property
     def uses_ema(self) -> bool:

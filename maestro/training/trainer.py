@@ -189,6 +189,7 @@ def run_stage(
         torch.set_float32_matmul_precision("high")
     ckpt_path = resolve_resume(Path(config.trainer.output_dir), resume)
     task = task_class(config)
+    task.check_batch_size()
     from_step = 0 if ckpt_path is None else checkpoint_step(ckpt_path)
     trainer = build_trainer(config, [WriteRunConfig(config), *callbacks], from_step=from_step)
     with warnings.catch_warnings():
