@@ -28,7 +28,7 @@ from maestro.errors import DataError
 from maestro.modalities import MODALITIES
 from maestro.sample import DATES, META, Sample
 from predict.tiling import Grid, Tile
-from predict.zone import Zone, ZoneRaster, open_in
+from predict.zone import Zone, ZoneRaster, open_in, warp_alpha
 
 try:  # GDAL errors surfaced outside RasterioError (as in maestro.data.flairhub)
     from rasterio._err import CPLE_BaseError
@@ -92,14 +92,17 @@ class _Source:
     An alpha band is not a mask: GDAL marks band 4 of a 4-band uint8 TIFF as alpha by default, and
     there it is NIR, a data band. A declared nodata value marks a pixel only when every band holds
     it (GDAL's convention is per band, so a dark pixel whose blue is 0 stays data); a non-finite
-    value in any band of a float raster always marks it, since the network cannot read one.
+    value in any band of a float raster always marks it, since the network cannot read one. A
+    raster warped from another CRS also brings the warp's alpha (:func:`predict.zone.warp_alpha`,
+    read with the data), 0 outside its footprint, where the warp's values are zeros, not data.
     """
 
     def __init__(self, raster: ZoneRaster, dataset: Any):
         self.raster, self.dataset = raster, dataset
         first = dataset.mask_flag_enums[0]
         self.mask_band = MaskFlags.per_dataset in first and MaskFlags.alpha not in first
-        self.nodata = dataset.nodata
+        self.alpha = warp_alpha(dataset)
+        self.nodata = dataset.src_dataset.nodata if self.alpha is not None else dataset.nodata
         self.floating = np.issubdtype(np.dtype(raster.dtype), np.floating)
 
     def read(self, window: SourceWindow, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,12 +116,15 @@ class _Source:
             return values, valid
         sy, sx = window.height / size, window.width / size
         inner = Window(window.col + j0 * sx, window.row + i0 * sy, (j1 - j0) * sx, (i1 - i0) * sy)
-        shape = (raster.count, i1 - i0, j1 - j0)
+        shape = (raster.count + (self.alpha is not None), i1 - i0, j1 - j0)
         native = abs(sx - 1) < _EPS and abs(sy - 1) < _EPS
         options = {} if native else {"out_shape": shape, "resampling": Resampling.nearest}
         try:
             part = self.dataset.read(window=inner, **options)
             ok = np.ones(shape[1:], dtype=bool)
+            if self.alpha is not None:
+                ok &= part[-1] > 0
+                part = part[:-1]
             if self.nodata is not None:
                 hole = np.isnan(part) if math.isnan(self.nodata) else part == self.nodata
                 ok &= ~hole.all(axis=0)

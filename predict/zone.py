@@ -12,7 +12,8 @@ Layout (only the rasters the model needs are read; see the README, "Mapping a wh
 
 A raster may be ``.tif``, ``.tiff`` or ``.vrt``. Rasters may use any metric CRS; the finest input
 (aerial at default sizes) sets the zone's CRS and the output grid, the others are warped to it on
-read when their CRS differs. All rasters must cover the same area, within one of their pixels.
+read when their CRS differs. All rasters must cover the same area, within one of their pixels; the
+parts of the zone a warped raster's (rotated) footprint misses are nodata, known from the warp.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.dtypes import dtype_rev, typename_fwd
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 
@@ -55,6 +58,7 @@ class ZoneRaster:
     width: int
     height: int
     count: int
+    """Data bands (a warp's alpha is not counted)."""
     dtype: str
     warped: bool
     dates: np.ndarray | None
@@ -83,18 +87,53 @@ class Zone:
 
 @contextlib.contextmanager
 def open_in(path: Path, crs: CRS | None) -> Iterator[Any]:
-    """A raster for reading in ``crs``: itself, or warped to it (nearest) when its CRS differs."""
+    """A raster for reading in ``crs``: itself, or warped to it (nearest) when its CRS differs.
+
+    A warped raster has one band more than the file, last: the warp's own alpha (see
+    :func:`warp_alpha`). Without it the warp fills the zone outside the raster's footprint with
+    zeros that read as data.
+    """
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(path) as src, contextlib.ExitStack() as stack:
             if src.crs is None:
                 raise ConfigError(f"zone raster {path} has no CRS; assign one (e.g. EPSG:2154)")
             if crs is None or src.crs == crs:
                 yield src
-            else:
-                with WarpedVRT(src, crs=crs, resampling=Resampling.nearest) as vrt:
-                    yield vrt
+                return
+            source = src
+            if ColorInterp.alpha in src.colorinterp:  # NIR of a 4-band uint8 TIFF: data, not the warp's mask
+                source = stack.enter_context(rasterio.open(_bands_as_data(src)))
+            # Nodata only where every band holds the declared value, as for rasters read unwarped.
+            options = {"UNIFIED_SRC_NODATA": "YES"}
+            yield stack.enter_context(
+                WarpedVRT(source, crs=crs, resampling=Resampling.nearest, add_alpha=True, **options)
+            )
     except RasterioError as error:
         raise ConfigError(f"zone raster {path}: cannot be read ({error})") from None
+
+
+def warp_alpha(dataset: Any) -> int | None:
+    """The band :func:`open_in` adds to a warped raster, > 0 where the zone pixel has source data
+    (inside the footprint, not declared nodata, not masked); ``None`` for a raster read as is."""
+    return dataset.count if isinstance(dataset, WarpedVRT) else None
+
+
+def _bands_as_data(src: Any) -> str:
+    """A VRT (XML text) of ``src`` with no band marked alpha, so the warp reads every band as data."""
+    kind = typename_fwd[dtype_rev[src.dtypes[0]]]
+    nodata = "" if src.nodata is None else f"<NoDataValue>{src.nodata!r}</NoDataValue>"
+    source = f'<SourceFilename relativeToVRT="0">{escape(src.name)}</SourceFilename>'
+    bands = "".join(
+        f'<VRTRasterBand dataType="{kind}" band="{band}"><ColorInterp>Undefined</ColorInterp>{nodata}'
+        f"<SimpleSource>{source}<SourceBand>{band}</SourceBand></SimpleSource></VRTRasterBand>"
+        for band in src.indexes
+    )
+    geotransform = ", ".join(repr(value) for value in src.transform.to_gdal())
+    return (
+        f'<VRTDataset rasterXSize="{src.width}" rasterYSize="{src.height}">'
+        f"<SRS>{escape(src.crs.to_wkt())}</SRS><GeoTransform>{geotransform}</GeoTransform>"
+        f"{bands}</VRTDataset>"
+    )
 
 
 def find_raster(root: Path, key: str) -> Path:
@@ -242,15 +281,16 @@ def open_zone(
     for key in ordered:
         path = paths[key]
         with open_in(path, crs) as src:
+            warped = warp_alpha(src) is not None
             raster = ZoneRaster(
                 key,
                 path,
                 src.transform,
                 src.width,
                 src.height,
-                src.count,
+                src.count - warped,
                 src.dtypes[0],
-                isinstance(src, WarpedVRT),
+                warped,
                 _dates_for(root, key, dates_cache),
             )
         _check_north_up(raster)

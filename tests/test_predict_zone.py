@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import rasterio
 from predict_fixtures import FOOTPRINT, LABEL_PIXEL, write_raster, write_tiny_model, write_zone
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from maestro.errors import ConfigError
 from maestro.models.synthetic import tiny_config
 from predict.engine import PredictOptions, predict_zone
 from predict.model import load_model
-from predict.zone import open_zone
+from predict.zone import open_in, open_zone
 
 KEYS = (*tiny_config().encoder.modalities, "s2_mask")
 PIXELS = {key: FOOTPRINT / spec.image_size for key, spec in tiny_config().encoder.specs.items()}
@@ -94,4 +96,21 @@ def test_a_raster_in_another_crs_is_warped_to_the_zone(zone: Path, tmp_path: Pat
     assert opened.grid.crs.to_epsg() == 2154
     model = load_model(str(write_tiny_model(tmp_path / "model")[0]))
     summary = predict_zone(model, zone, tmp_path / "map.tif", PredictOptions(progress=False), "cpu")
-    assert (summary.width, summary.height) == (64, 64) and summary.nodata_fraction < 0.05
+    assert (summary.width, summary.height) == (64, 64)
+    assert summary.nodata_fraction == 0.0  # the warped dem covers the whole zone: its alpha is 255 there
+
+
+def test_a_warped_rgba_tiff_keeps_band_4_as_data_and_gets_the_warps_alpha(tmp_path: Path) -> None:
+    """Band 4 of a 4-band uint8 TIFF (GDAL's alpha, NIR here) must not drive the warp's mask."""
+    values = np.full((4, 40, 40), 90, np.uint8)
+    values[3, 10:30, 10:30] = 0  # NIR 0: data, not a hole
+    path = tmp_path / "rgbn.tif"
+    write_raster(path, values, rasterio.Affine(0.2, 0, 500_000.0, 0, -0.2, 5_200_000.0), crs="EPSG:32631")
+    with rasterio.open(path) as src:
+        assert MaskFlags.alpha in src.mask_flag_enums[0]
+    with open_in(path, CRS.from_epsg(2154)) as warped:
+        assert warped.count == 5 and warped.colorinterp[4] == ColorInterp.alpha
+        read = warped.read()
+    inside = read[4] > 0
+    assert inside.mean() > 0.5 and (read[:3][:, inside] == 90).all()  # RGB kept under NIR 0
+    assert (read[3][inside] == 0).any() and (read[3][inside] == 90).any()
