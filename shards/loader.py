@@ -20,8 +20,14 @@ attached as a note, which only a printed traceback shows.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import random
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -30,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 import webdataset as wds
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import make_seed, pytorch_worker_info
 
 from maestro.errors import ConfigError, DataError
@@ -339,6 +345,45 @@ def _default_batches(source: ShardSource, world_size: int, batch_size: int | Non
     return max(1, source.num_samples // (world_size * (batch_size or 1)))
 
 
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process receives when its parent dies."""
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+@dataclass
+class DieWithParent:
+    """``worker_init_fn`` of the shard loader: a worker dies with the process that started it,
+    whatever kills that (the kernel's OOM killer, SIGKILL). torch's workers only check for a dead
+    parent while they wait for work, and one blocked writing a batch into a pipe that its sibling
+    workers also hold open never does: they outlived a killed trainer, holding GBs each. On Linux
+    the kernel sends the worker SIGKILL (``PR_SET_PDEATHSIG``); elsewhere a thread polls the
+    parent. ``then`` is the loader's previous ``worker_init_fn`` (Lightning's seeding), run after."""
+
+    parent: int
+    then: Callable[[int], None] | None = None
+
+    def __call__(self, worker_id: int) -> None:
+        if not (sys.platform.startswith("linux") and _set_parent_death_signal()):
+            threading.Thread(target=_watch_parent, args=(self.parent,), daemon=True).start()
+        if os.getppid() != self.parent:  # the parent died before the kernel could be told
+            os._exit(1)
+        if self.then is not None:
+            self.then(worker_id)
+
+
+def _set_parent_death_signal() -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _as_is(item: Any) -> Any:
     """Batches are collated in the workers; keep DataLoader from converting raw numpy samples."""
     return item
@@ -418,6 +463,12 @@ class ShardLoader(wds.WebLoader):
                 stage.epoch = -1
         if skip:
             log.info("resuming epoch %d: skipping the %d batches already trained on", epoch, skip)
+        # Set here, where the workers are started: the process iterating is their parent.
+        torch_loader = next(stage for stage in self.pipeline if isinstance(stage, DataLoader))
+        init = torch_loader.worker_init_fn
+        torch_loader.worker_init_fn = DieWithParent(
+            os.getpid(), init.then if isinstance(init, DieWithParent) else init
+        )
         for batch in super().__iter__():
             if isinstance(batch, WorkerDataError):
                 raise batch.error()

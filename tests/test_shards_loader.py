@@ -333,3 +333,67 @@ def test_data_error_in_a_worker_arrives_as_the_same_one_line_error(five_shards: 
     assert "\n" not in message and "Caught" not in message and "train-000001.tar" in message
     assert in_worker.value.path == in_process.value.path
     assert any("data-loader worker" in note for note in getattr(in_worker.value, "__notes__", []))
+
+
+# ------------------------------------------------------------------------------ worker lifetime
+def _live_children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` and that still run (zombies are dead, waiting to be reaped)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(parent) == pid and state not in ("Z", "X"):
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_loader_workers_die_with_a_killed_trainer(finetune_raw, tmp_path):
+    """A real ``finetune`` with 2 loader workers on the toy shards, SIGKILLed mid-training (as the
+    kernel's OOM killer does): its workers die at once instead of living on with parent 1."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    raw = finetune_raw(tmp_path / "run")
+    raw["data"].update(num_workers=2, batches_per_epoch=10_000, val=None)
+    raw["trainer"].update(max_epochs=1, checkpoint_every_n_steps=10_000)
+    config = tmp_path / "finetune.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "finetune.cli", "--config", str(config)]
+    trainer = subprocess.Popen(
+        command, cwd=Path(__file__).parents[1], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _live_children(trainer.pid)) < 2:
+            assert trainer.poll() is None, trainer.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the trainer started no loader workers in 120 s"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the workers are producing batches
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+        time.sleep(1.0)
+        survivors = [pid for pid in workers if _running(pid)]
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)  # leave nothing behind, then fail
+        assert not survivors, f"loader workers {survivors} outlived their killed trainer"
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
+        trainer.stderr.close()
