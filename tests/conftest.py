@@ -248,3 +248,47 @@ def label_histogram(toy_root: Path):
         return counts
 
     return make
+
+
+@pytest.fixture(scope="session")
+def example_tree(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder laid out as the repository root after `make example` (examples/run_toy.sh), at test
+    scale: ``configs/`` (a link), ``example/flairhub`` (a link to ``toy_root``), ``example/shards``
+    (train, val, test), ``example/runs/pretrain`` and ``example/runs/finetune/lc``, both from the
+    example's configs made narrower and shorter (width 64, two blocks, two steps). Read-only: copy
+    what a test writes into."""
+    from finetune.cli import run as finetune
+    from finetune.config import FinetuneConfig
+    from maestro.config import load_config
+    from pretrain.cli import run as pretrain
+    from pretrain.config import PretrainConfig
+    from shards.cli import main
+
+    root = tmp_path_factory.mktemp("example_tree")
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    (root / "configs").symlink_to(configs)
+    example = root / "example"
+    example.mkdir()
+    (example / "flairhub").symlink_to(toy_root)
+    shards, runs = example / "shards", example / "runs"
+    args = ["build", "--root", str(toy_root), "--split", "train", "val", "test", "--out", str(shards)]
+    assert main([*args, "--max-count", "4", "--no-progress"]) == 0
+    small = ["data.batch_size=2", "data.num_workers=0", "data.batches_per_epoch=2", "data.shuffle_buffer=2"]
+    small += ["trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.devices=1"]
+    pretraining = [*small, f"data.train={shards}", "data.val=null", f"trainer.output_dir={runs / 'pretrain'}"]
+    pretraining += [
+        "model.encoder.width=64",
+        "model.encoder.depth=2",
+        "trainer.reconstruction_every_n_steps=0",
+    ]
+    finetuning = [*small, *(f"data.{split}={shards}" for split in ("train", "val", "test"))]
+    finetuning += [f"model.init={runs / 'pretrain'}", f"trainer.output_dir={runs / 'finetune' / 'lc'}"]
+    finetuning += ["data.val_batches=1", "model.decoder_channels=32", "eval.num_figures=1"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretrain(load_config(PretrainConfig, configs / "pretrain" / "toy.yaml", pretraining))
+        finetune(load_config(FinetuneConfig, configs / "finetune" / "toy.yaml", finetuning))
+    finally:
+        torch.set_num_threads(threads)
+    return root
