@@ -13,11 +13,10 @@ from typing import Literal
 from maestro.errors import ConfigError
 from maestro.models.baseline.config import BaselineOptions
 from maestro.models.config import EncoderConfig
-from maestro.models.heads.pooling import DatePooling
+from maestro.models.heads.options import DatePooling
 from maestro.models.heads.registry import HEADS
 from maestro.tasks import LabelTarget, get_task
-from maestro.training.config import DataConfig, TrainerConfig
-from maestro.training.optim import OptimConfig
+from maestro.training.config import DataConfig, OptimConfig, TrainerConfig
 
 EXAMPLE_SHARDS = "example/shards"
 EXAMPLE_PRETRAIN_RUN = "example/runs/pretrain"

@@ -24,7 +24,8 @@ from finetune.module import FinetuneTask
 from maestro.config import load_config
 from maestro.evaluation.metrics import SegmentationMetrics, SegmentationScores
 from maestro.modalities import with_companions
-from maestro.models.heads.pooling import MeanPool, reference_grid, token_sets
+from maestro.models.heads.options import reference_grid
+from maestro.models.heads.pooling import MeanPool, token_sets
 from maestro.tasks import LabelTarget, get_task
 from maestro.training.data import ShardDataModule, preprocess_for
 

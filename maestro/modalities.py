@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
 
 from maestro.labels import LABEL_SETS
+
+if TYPE_CHECKING:  # the registry is read by every command's start-up: no torch import at run time
+    import torch
 
 Kind = Literal["image", "mask", "label"]
 
@@ -26,7 +28,8 @@ class Scaling(Protocol):
     512 px rasters are never copied again), anything else into a new float32 array by its first
     operation (no copy before it). ``tensor`` is the same formula on torch tensors, for rasters
     shipped in their on-disk dtype and scaled on the device after the transfer; both live here so
-    the scaling stays in one place.
+    the scaling stays in one place. ``tensor`` uses tensor methods only: the registry is imported
+    by every command at start-up, before torch is needed.
     """
 
     def __call__(self, values: np.ndarray, bands: tuple[str, ...]) -> np.ndarray: ...
@@ -53,7 +56,8 @@ class Divide:
         return _first_pass(np.divide, values, self.factor)
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
-        return values.float() / torch.tensor(self.factor, dtype=torch.float32)
+        values = values.float()
+        return values / values.new_tensor(self.factor)
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,8 @@ class LogBackscatter:
         return np.divide(values, np.float32(self.divisor), out=values)
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
-        return values.float().clamp_min(torch.tensor(self.eps, dtype=torch.float32)).log() / self.divisor
+        values = values.float()
+        return values.clamp_min(values.new_tensor(self.eps)).log() / self.divisor
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ class ElevationWithHeight:
         return values
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
-        values = values.float() / torch.tensor(self.divisor, dtype=torch.float32)
+        values = values.float()
+        values = values / values.new_tensor(self.divisor)
         if self.surface_band in bands and self.terrain_band in bands:
             surface, terrain = bands.index(self.surface_band), bands.index(self.terrain_band)
             height = (values[..., surface, :, :] - values[..., terrain, :, :]) * self.height_gain

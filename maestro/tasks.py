@@ -17,15 +17,17 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from maestro.errors import ConfigError, DataError
 from maestro.labels import IGNORE_INDEX, LABEL_SETS, LabelLevel, LabelSet
 from maestro.modalities import MODALITIES
+
+if TYPE_CHECKING:  # tensor methods only at run time: the commands read this registry before torch loads
+    import torch
+    from torch import Tensor
 
 
 def mask_ignored(logits: Tensor, ignored: Collection[int], dim: int = 1) -> Tensor:
@@ -33,8 +35,10 @@ def mask_ignored(logits: Tensor, ignored: Collection[int], dim: int = 1) -> Tens
     argmax, probability 0 after a softmax. The input is left as it is (masking makes a copy)."""
     if not ignored:
         return logits
-    channels = torch.as_tensor(sorted(ignored), dtype=torch.long, device=logits.device)
-    return logits.index_fill(dim, channels, float("-inf"))
+    masked = logits.clone()
+    for channel in ignored:
+        masked.select(dim, channel).fill_(float("-inf"))
+    return masked
 
 
 def predicted_classes(logits: Tensor, ignored: Collection[int], dim: int = 1) -> Tensor:
@@ -107,14 +111,16 @@ class LabelTarget:
         Values were checked in the data workers (:meth:`check`); here only the table lookup runs,
         without a host sync.
         """
-        return self._table(labels.device)[labels[:, self.band].long()]
+        values = labels[:, self.band].long()
+        return self._table(values)[values]
 
-    def _table(self, device: torch.device) -> Tensor:
-        """The lookup table on ``device``, copied there once (not on every step)."""
-        tables = self.__dict__.setdefault("_tables", {})
-        if device not in tables:
-            tables[device] = torch.as_tensor(self.lookup, device=device)
-        return tables[device]
+    def _table(self, like: Tensor) -> Tensor:
+        """The lookup table as an int64 tensor on the device of ``like`` (int64), copied there once
+        (not on every step)."""
+        tables: dict[torch.device, Tensor] = self.__dict__.setdefault("_tables", {})
+        if like.device not in tables:
+            tables[like.device] = like.new_tensor(self.lookup)
+        return tables[like.device]
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maestro.models.config import MAEConfig
-from maestro.training.config import DataConfig, TrainerConfig
-from maestro.training.optim import OptimConfig
+from maestro.training.config import DataConfig, OptimConfig, TrainerConfig
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from einops import rearrange
 from maestro.labels import IGNORE_INDEX
 from maestro.models.encoder import EncoderOutput
 from maestro.models.heads.linear import LinearHead, TokenMeans
-from maestro.models.heads.pooling import MeanPool, reference_grid, token_sets
+from maestro.models.heads.options import reference_grid
+from maestro.models.heads.pooling import MeanPool, token_sets
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.models.synthetic import synthetic_batch, tiny_config

@@ -2,15 +2,8 @@ import pytest
 import torch
 
 from maestro.models.config import EncoderConfig
-from maestro.models.heads.pooling import (
-    AttentivePool,
-    DatePool,
-    MeanPool,
-    make_pool,
-    reference_grid,
-    resample,
-    token_sets,
-)
+from maestro.models.heads.options import reference_grid
+from maestro.models.heads.pooling import AttentivePool, DatePool, MeanPool, make_pool, resample, token_sets
 from maestro.models.synthetic import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -25,6 +25,6 @@ def test_get_head_error_lists_the_valid_names():
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_builders_give_a_decoder_and_a_head(name):
     config = SegmenterConfig(encoder=tiny_config().encoder, num_classes=3, head=name, label_size=32)
-    parts = get_head(name).builder(config)
+    parts = get_head(name).build(config)
     assert isinstance(parts, HeadParts)
     assert isinstance(parts.decoder, nn.Module) and isinstance(parts.head, nn.Module)

@@ -767,7 +767,7 @@ def _plan_segmenter(
     target: str | None,
     num_classes: int | None,
 ) -> tuple[Any, dict[str, Any] | None]:
-    from maestro.models.heads.pooling import reference_grid
+    from maestro.models.heads.options import reference_grid
     from maestro.models.segmenter_config import SegmenterConfig
 
     if not layout.heads:

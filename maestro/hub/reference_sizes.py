@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES, ModalityOverride
 from maestro.models.config import EncoderConfig
-from maestro.models.heads.pooling import reference_grid
+from maestro.models.heads.options import reference_grid
 from maestro.tasks import get_task
 
 log = logging.getLogger(__name__)

@@ -107,7 +107,7 @@ class MaestroSegmenter(nn.Module, HubModel):
         self.config = config
         self.encoder = MaestroEncoder(config.encoder)
         self.blocks: tuple[int, ...] = config.blocks
-        parts = config.head_spec.builder(config)
+        parts = config.head_spec.build(config)
         self.decoder, self.head = parts.decoder, parts.head
         initialize_decoder(self.decoder)
         initialize_head(self.head)

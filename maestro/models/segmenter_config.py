@@ -13,7 +13,7 @@ from maestro import config as config_io
 from maestro.config import ConfigMixin
 from maestro.errors import ConfigError
 from maestro.models.config import EncoderConfig
-from maestro.models.heads.pooling import DATE_POOLINGS, POOL_HEADS, DatePooling
+from maestro.models.heads.options import DATE_POOLINGS, POOL_HEADS, DatePooling
 from maestro.models.heads.registry import HEADS, HeadSpec
 
 

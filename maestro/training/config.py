@@ -1,4 +1,5 @@
-"""Config sections every training stage shares: the shards it reads and how Lightning runs it.
+"""Config sections every training stage shares: the shards it reads, the optimiser and schedule
+(built by :mod:`maestro.training.optim`) and how Lightning runs it.
 
 Each section checks its own values when built and raises :class:`~maestro.errors.ConfigError`
 without its own key path (the loader names the section), so a bad value fails before any data
@@ -7,13 +8,13 @@ is read.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 from maestro.errors import ConfigError
-from maestro.training.optim import OptimConfig
 
 MAX_DEFAULT_WORKERS = 4
 
@@ -122,6 +123,39 @@ class TrainerConfig:
             raise ConfigError(
                 f"devices must be 'auto', an integer or a list like '0,1'; got {self.devices!r}"
             )
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The ``optim`` section: AdamW + OneCycle, built by :func:`maestro.training.optim.build_optimizer`."""
+
+    base_lr: float = 3e-5
+    """Learning rate for a global batch of 3; scaled by sqrt(global_batch / 3)."""
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_fraction: float = 0.2
+    start_div: float = 1000.0
+    """Warm-up starts at lr / start_div."""
+    end_fraction: float = 0.0
+    """Final lr as a fraction of the peak: ~0 for pretraining and probing, 0.5 for fine-tuning."""
+    layer_decay: float = 1.0
+    """Layer-wise lr decay: a parameter ``k`` layers below the top gets lr x layer_decay**k
+    (models that define ``layer_id(name)`` and ``num_layers``); 1 turns it off."""
+
+    def __post_init__(self) -> None:
+        if self.base_lr <= 0:
+            raise ConfigError("base_lr must be > 0")
+        if not 0.0 < self.warmup_fraction < 1.0:
+            raise ConfigError("warmup_fraction must be in (0, 1)")
+        if not 0.0 <= self.end_fraction < 1.0:
+            raise ConfigError("end_fraction must be in [0, 1)")
+        if self.start_div < 1:
+            raise ConfigError("start_div must be >= 1")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError("layer_decay must be in (0, 1]")
+
+    def peak_lr(self, global_batch: int) -> float:
+        return self.base_lr * math.sqrt(global_batch / 3)
 
 
 class StageConfig(Protocol):

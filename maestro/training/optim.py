@@ -1,45 +1,15 @@
-"""AdamW + OneCycle, the optimiser and schedule of the reference MAESTRO training (docs/method.md, "Optimisation")."""
+"""AdamW + OneCycle, the optimiser and schedule of the reference MAESTRO training (docs/method.md, "Optimisation").
+
+Their settings, :class:`~maestro.training.config.OptimConfig`, live with the other config sections
+so that configs load without torch.
+"""
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from maestro.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    base_lr: float = 3e-5
-    """Learning rate for a global batch of 3; scaled by sqrt(global_batch / 3)."""
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.99)
-    warmup_fraction: float = 0.2
-    start_div: float = 1000.0
-    """Warm-up starts at lr / start_div."""
-    end_fraction: float = 0.0
-    """Final lr as a fraction of the peak: ~0 for pretraining and probing, 0.5 for fine-tuning."""
-    layer_decay: float = 1.0
-    """Layer-wise lr decay: a parameter ``k`` layers below the top gets lr x layer_decay**k
-    (models that define ``layer_id(name)`` and ``num_layers``); 1 turns it off."""
-
-    def __post_init__(self) -> None:
-        if self.base_lr <= 0:
-            raise ConfigError("base_lr must be > 0")
-        if not 0.0 < self.warmup_fraction < 1.0:
-            raise ConfigError("warmup_fraction must be in (0, 1)")
-        if not 0.0 <= self.end_fraction < 1.0:
-            raise ConfigError("end_fraction must be in [0, 1)")
-        if self.start_div < 1:
-            raise ConfigError("start_div must be >= 1")
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise ConfigError("layer_decay must be in (0, 1]")
-
-    def peak_lr(self, global_batch: int) -> float:
-        return self.base_lr * math.sqrt(global_batch / 3)
+from maestro.training.config import OptimConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:

@@ -5,21 +5,31 @@
 day offsets, monthly averages), ``fusion`` (per-stage fusion, per-task UPerNet), ``model``
 (:class:`SwinUTAE`) and ``paper`` (the paper's configurations as data). docs/method.md,
 "Supervised baseline: Swin-UTAE", has the method.
+
+The names below are imported lazily: :mod:`.config` (read by the fine-tuning config at every
+start-up) loads without torch, the networks only when used.
 """
 
-from maestro.models.baseline.config import BaselineOptions, SwinConfig, SwinUTAEConfig, UTAEConfig
-from maestro.models.baseline.model import SwinUTAE
-from maestro.models.baseline.paper import PAPER_CONFIGURATIONS, baseline_config, count_parameters
-from maestro.models.baseline.swin import PretrainedWeightsError
+from __future__ import annotations
 
-__all__ = [
-    "PAPER_CONFIGURATIONS",
-    "BaselineOptions",
-    "PretrainedWeightsError",
-    "SwinConfig",
-    "SwinUTAE",
-    "SwinUTAEConfig",
-    "UTAEConfig",
-    "baseline_config",
-    "count_parameters",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "PAPER_CONFIGURATIONS": "maestro.models.baseline.paper",
+    "BaselineOptions": "maestro.models.baseline.config",
+    "PretrainedWeightsError": "maestro.models.baseline.swin",
+    "SwinConfig": "maestro.models.baseline.config",
+    "SwinUTAE": "maestro.models.baseline.model",
+    "SwinUTAEConfig": "maestro.models.baseline.config",
+    "UTAEConfig": "maestro.models.baseline.config",
+    "baseline_config": "maestro.models.baseline.paper",
+    "count_parameters": "maestro.models.baseline.paper",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'maestro.models.baseline' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -4,31 +4,39 @@
 pyramid and smp's UPerNet decoder. ``maestro``: the paper's attentive pooling over modalities and
 dates with a pixel-shuffle output. ``linear``: the linear probe, one linear layer on the mean of
 each modality's final tokens. All are described in docs/method.md, "Fine-tuning heads".
+
+The names below are imported lazily: the registry and :mod:`.options` load without torch, the
+modules (:mod:`.uperfuse`, :mod:`.attentive`, :mod:`.linear`, ...) only when used.
 """
 
-from maestro.models.heads.attentive import PixelShuffleHead, StackedPool
-from maestro.models.heads.aux import AuxHead, AuxHeads
-from maestro.models.heads.linear import LinearHead, TokenMeans
-from maestro.models.heads.pooling import AttentivePool, DatePool, MeanPool, reference_grid
-from maestro.models.heads.registry import HEADS, HeadParts, HeadSpec, get_head
-from maestro.models.heads.uperfuse import SegmentationHead, SimplePyramid, UPerFuseDecoder
+from __future__ import annotations
 
-__all__ = [
-    "HEADS",
-    "AttentivePool",
-    "AuxHead",
-    "AuxHeads",
-    "DatePool",
-    "HeadParts",
-    "HeadSpec",
-    "LinearHead",
-    "MeanPool",
-    "PixelShuffleHead",
-    "SegmentationHead",
-    "SimplePyramid",
-    "StackedPool",
-    "TokenMeans",
-    "UPerFuseDecoder",
-    "get_head",
-    "reference_grid",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "HEADS": "maestro.models.heads.registry",
+    "AttentivePool": "maestro.models.heads.pooling",
+    "AuxHead": "maestro.models.heads.aux",
+    "AuxHeads": "maestro.models.heads.aux",
+    "DatePool": "maestro.models.heads.pooling",
+    "HeadParts": "maestro.models.heads.registry",
+    "HeadSpec": "maestro.models.heads.registry",
+    "LinearHead": "maestro.models.heads.linear",
+    "MeanPool": "maestro.models.heads.pooling",
+    "PixelShuffleHead": "maestro.models.heads.attentive",
+    "SegmentationHead": "maestro.models.heads.uperfuse",
+    "SimplePyramid": "maestro.models.heads.uperfuse",
+    "StackedPool": "maestro.models.heads.attentive",
+    "TokenMeans": "maestro.models.heads.linear",
+    "UPerFuseDecoder": "maestro.models.heads.uperfuse",
+    "get_head": "maestro.models.heads.registry",
+    "reference_grid": "maestro.models.heads.options",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'maestro.models.heads' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -16,13 +16,19 @@ convolution needs no permutation. (The linear probe is the ``linear`` head, :mod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from maestro.models.encoder import EncoderOutput
-from maestro.models.heads.pooling import DatePooling, make_pool, token_sets
+from maestro.models.heads.options import DatePooling, reference_grid
+from maestro.models.heads.pooling import make_pool, token_sets
+from maestro.models.heads.registry import HeadParts
+
+if TYPE_CHECKING:
+    from maestro.models.segmenter_config import SegmenterConfig
 
 
 class StackedPool(nn.Module):
@@ -58,3 +64,13 @@ class PixelShuffleHead(nn.Module):
         return rearrange(
             self.conv(features), "b (p q k) h w -> b k (h p) (w q)", p=self.factor, q=self.factor
         )
+
+
+def build_maestro(config: SegmenterConfig) -> HeadParts:
+    """The ``maestro`` row of :data:`~maestro.models.heads.registry.HEADS`."""
+    encoder = config.encoder
+    grid = reference_grid(encoder.specs)
+    decoder = StackedPool(encoder.modalities, encoder.transformer.width, grid, config.date_pooling)
+    return HeadParts(
+        decoder, PixelShuffleHead(decoder.out_channels, config.num_classes, config.label_size // grid)
+    )

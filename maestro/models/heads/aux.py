@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from maestro.models.encoder import EncoderOutput
-from maestro.models.heads.pooling import DatePool, DatePooling
+from maestro.models.heads.options import DatePooling
+from maestro.models.heads.pooling import DatePool
 from maestro.models.heads.uperfuse import SegmentationHead
 
 

@@ -20,13 +20,19 @@ measure what the frozen features hold, not what a decoder can add.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maestro.models.encoder import EncoderOutput
+from maestro.models.heads.options import reference_grid
 from maestro.models.heads.pooling import DatePool
+from maestro.models.heads.registry import HeadParts
+
+if TYPE_CHECKING:
+    from maestro.models.segmenter_config import SegmenterConfig
 
 
 class TokenMeans(nn.Module):
@@ -61,3 +67,11 @@ class LinearHead(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         logits = self.linear(self.norm(features))
         return F.interpolate(logits, size=self.label_size, mode="nearest-exact")
+
+
+def build_linear(config: SegmenterConfig) -> HeadParts:
+    """The ``linear`` row of :data:`~maestro.models.heads.registry.HEADS`."""
+    encoder = config.encoder
+    grid = reference_grid(encoder.specs)
+    decoder = TokenMeans(encoder.modalities, encoder.transformer.width, grid)
+    return HeadParts(decoder, LinearHead(decoder.out_channels, config.num_classes, config.label_size))

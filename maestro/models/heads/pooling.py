@@ -12,25 +12,12 @@ with a key mask added).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from maestro.models.config import ModalitySpec
-
-DatePooling = Literal["attentive", "mean"]
-DATE_POOLINGS: tuple[str, ...] = ("attentive", "mean")
-POOL_HEADS = 8
-"""Attention heads of every attentive pool (the MAESTRO paper's head)."""
-
-
-def reference_grid(specs: Mapping[str, ModalitySpec]) -> int:
-    """Side of the finest token grid among the inputs: heads work at this resolution (aerial 32)."""
-    return max(spec.grid for spec in specs.values())
+from maestro.models.heads.options import DATE_POOLINGS, POOL_HEADS, DatePooling
 
 
 def bilinear_weights(source: int, target: int, like: Tensor) -> Tensor:

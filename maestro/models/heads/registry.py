@@ -4,24 +4,24 @@ can carry, looked up by the name in :class:`~maestro.models.segmenter_config.Seg
 A head is two modules in smp's order encoder -> decoder -> head: a *decoder* that turns the
 encoder output into one feature map, and a *head* that turns that map into logits at the label
 size. A row also says which encoder features the decoder reads (``num_depths`` intermediate block
-outputs, or only the final token maps) and any config check of its own. Adding a head is one row.
+outputs, or only the final token maps) and any config check of its own. Adding a head is one row
+and the module that builds it. Rows name their builder (``module:function``), imported when a
+network is built: configs and every command read this table at start-up, before torch loads.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from torch import nn
-
 from maestro.errors import ConfigError
-from maestro.models.heads.attentive import PixelShuffleHead, StackedPool
-from maestro.models.heads.linear import LinearHead, TokenMeans
-from maestro.models.heads.pooling import reference_grid
-from maestro.models.heads.uperfuse import PYRAMID_LEVELS, SegmentationHead, UPerFuseDecoder
+from maestro.models.heads.options import PYRAMID_LEVELS, reference_grid
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from maestro.models.segmenter_config import SegmenterConfig
 
 
@@ -37,7 +37,8 @@ class HeadSpec:
     """One segmentation head: how to build it and what it needs from the encoder."""
 
     name: str
-    builder: Callable[[SegmenterConfig], HeadParts]
+    builder: str
+    """``module:function`` that builds the parts from a :class:`SegmenterConfig` (:meth:`build`)."""
     description: str
     """One line, for listings and errors."""
     num_depths: int
@@ -45,33 +46,10 @@ class HeadSpec:
     check: Callable[[SegmenterConfig], None] | None = None
     """Head-specific config validation, raising :class:`~maestro.errors.ConfigError`."""
 
-
-def build_uperfuse(config: SegmenterConfig) -> HeadParts:
-    encoder = config.encoder
-    decoder = UPerFuseDecoder(
-        modalities=encoder.modalities,
-        width=encoder.transformer.width,
-        grid=reference_grid(encoder.specs),
-        pooling=config.date_pooling,
-        decoder_channels=config.decoder_channels,
-    )
-    return HeadParts(decoder, SegmentationHead(decoder.out_channels, config.num_classes, config.label_size))
-
-
-def build_maestro(config: SegmenterConfig) -> HeadParts:
-    encoder = config.encoder
-    grid = reference_grid(encoder.specs)
-    decoder = StackedPool(encoder.modalities, encoder.transformer.width, grid, config.date_pooling)
-    return HeadParts(
-        decoder, PixelShuffleHead(decoder.out_channels, config.num_classes, config.label_size // grid)
-    )
-
-
-def build_linear(config: SegmenterConfig) -> HeadParts:
-    encoder = config.encoder
-    grid = reference_grid(encoder.specs)
-    decoder = TokenMeans(encoder.modalities, encoder.transformer.width, grid)
-    return HeadParts(decoder, LinearHead(decoder.out_channels, config.num_classes, config.label_size))
+    def build(self, config: SegmenterConfig) -> HeadParts:
+        """The decoder and head of ``config``, from the builder this row names."""
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)(config)
 
 
 def check_maestro(config: SegmenterConfig) -> None:
@@ -89,20 +67,20 @@ HEADS: dict[str, HeadSpec] = {
     for spec in (
         HeadSpec(
             name="uperfuse",
-            builder=build_uperfuse,
+            builder="maestro.models.heads.uperfuse:build_uperfuse",
             description="four encoder depths, date pooling and modality fusion, simple pyramid, UPerNet",
             num_depths=PYRAMID_LEVELS,
         ),
         HeadSpec(
             name="maestro",
-            builder=build_maestro,
+            builder="maestro.models.heads.attentive:build_maestro",
             description="the paper's head: attentive pooling over modalities and dates, pixel shuffle",
             num_depths=0,
             check=check_maestro,
         ),
         HeadSpec(
             name="linear",
-            builder=build_linear,
+            builder="maestro.models.heads.linear:build_linear",
             description="the linear probe: one linear layer on the mean of each modality's final tokens",
             num_depths=0,
         ),

@@ -22,6 +22,7 @@ decodes its Swin stages with them).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
@@ -29,9 +30,12 @@ from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
 from maestro.models.encoder import EncoderOutput
-from maestro.models.heads.pooling import DatePool, DatePooling, resample
+from maestro.models.heads.options import PYRAMID_LEVELS, DatePooling, reference_grid
+from maestro.models.heads.pooling import DatePool, resample
+from maestro.models.heads.registry import HeadParts
 
-PYRAMID_LEVELS = 4
+if TYPE_CHECKING:
+    from maestro.models.segmenter_config import SegmenterConfig
 
 
 def upernet(channels: Sequence[int], decoder_channels: int = 256) -> UPerNetDecoder:
@@ -143,3 +147,16 @@ class SegmentationHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return resample(self.conv(features), self.label_size)
+
+
+def build_uperfuse(config: SegmenterConfig) -> HeadParts:
+    """The ``uperfuse`` row of :data:`~maestro.models.heads.registry.HEADS`."""
+    encoder = config.encoder
+    decoder = UPerFuseDecoder(
+        modalities=encoder.modalities,
+        width=encoder.transformer.width,
+        grid=reference_grid(encoder.specs),
+        pooling=config.date_pooling,
+        decoder_channels=config.decoder_channels,
+    )
+    return HeadParts(decoder, SegmentationHead(decoder.out_channels, config.num_classes, config.label_size))
