@@ -1,7 +1,9 @@
 """``shards`` command line: toy dataset, dates tables, build, verify, stats (see ``docs/shards.md``).
 
 User mistakes and bad data end with one ``error:`` line and exit status 2 (the traceback only
-with ``--verbose``); ``verify`` exits 1 when it finds problems.
+with ``--verbose``); ``verify`` exits 1 when it finds problems. Each command imports its module
+when it runs, after its arguments are checked: the shard writer and readers load torch (through
+webdataset), which ``--help`` and a mistyped argument should not wait for.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 from maestro.data.layout import SPLIT_NAME
 from maestro.errors import ConfigError, DataError
+from shards.manifest import read_manifest
+from shards.plan import DEFAULT_MODALITIES, BuildConfig, parse_size
 
 log = logging.getLogger("shards")
 
@@ -54,8 +58,6 @@ def _cmd_dates(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from shards.writer import BuildConfig, build, parse_size
-
     if args.split_csv and len(args.split) > 1:
         raise ConfigError(
             f"--split-csv lists the patches of one split, but --split names {args.split}; "
@@ -79,7 +81,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
             allow_nan=args.allow_nan,
         )
         for split in args.split
-    ]  # all validated before the first split is written
+    ]  # all validated before the first split is written, and before the writer loads torch (webdataset)
+    from shards.writer import build
+
     for config in configs:
         build(config)
     return 0
@@ -95,6 +99,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    read_manifest(Path(args.out))  # a missing or broken manifest is refused before the readers load torch
     from shards.stats import compute_stats, write_stats
 
     stats = compute_stats(Path(args.out), args.split, modalities=args.modalities, workers=args.workers)
@@ -152,8 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dates.add_argument("--force", action="store_true", help="replace existing dates GeoPackages")
     dates.set_defaults(func=_cmd_dates)
-
-    from shards.writer import DEFAULT_MODALITIES
 
     build = sub.add_parser("build", help="write WebDataset shards of one or more splits")
     build.add_argument("--root", required=True, help="FLAIR-HUB root directory")
