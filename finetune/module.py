@@ -25,9 +25,17 @@ from maestro.models.baseline import SwinUTAE, SwinUTAEConfig
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.tasks import LabelTarget
+from maestro.training.memory import SampleMemory, encoder_activation_bytes
 from maestro.training.task import TrainingTask, batch_size_of
 
 log = logging.getLogger(__name__)
+
+UPERNET_CHANNEL_BYTES = 4.7
+"""Activation bytes per label pixel and decoder channel of the UPerNet decoder in a training step
+(its maps at a quarter of the label size; measured on CPU, see :mod:`maestro.training.memory`)."""
+HEAD_CLASS_BYTES = 46
+"""Activation bytes per label pixel and class of a head's full-resolution output (logits,
+upsampling, the loss); measured likewise."""
 
 
 def segmenter_config(config: FinetuneConfig) -> SegmenterConfig | SwinUTAEConfig:
@@ -90,6 +98,22 @@ class FinetuneTask(TrainingTask):
         self.outputs_dir = Path(self.config.trainer.output_dir) / "test"
         self.test_writer = None
         """Set by the stage before testing (:class:`finetune.outputs.TestOutputs`)."""
+
+    def sample_memory(self) -> SampleMemory | None:
+        """Activations of the MAESTRO encoder (:func:`encoder_activation_bytes`; one block's worth
+        when frozen) and of the head at label resolution, plus the sample's fp32 inputs; no
+        estimate for the Swin-UTAE baseline."""
+        if isinstance(self.model, SwinUTAE):
+            return None
+        model = self.config.model
+        pixels = MODALITIES[self.target.label_modality].size_px ** 2
+        per_pixel = HEAD_CLASS_BYTES * self.target.num_classes
+        if model.head == "uperfuse":
+            per_pixel += UPERNET_CHANNEL_BYTES * model.decoder_channels
+        specs = self.model.encoder.specs.values()
+        inputs = sum(4 * s.num_dates * s.num_bands * s.image_size**2 for s in specs) + 8 * pixels
+        activations = encoder_activation_bytes(self.model.encoder, trains=not model.probe)
+        return SampleMemory(activations=activations + int(pixels * per_pixel), inputs=inputs)
 
     def single_sample_hint(self) -> str:
         return "" if is_baseline(self.config.model) else ", or --head maestro, whose head has no BatchNorm"

@@ -20,6 +20,7 @@ from maestro.config import from_dict, to_dict
 from maestro.errors import ConfigError
 from maestro.models.ema import create_ema
 from maestro.training.config import StageConfig
+from maestro.training.memory import SampleMemory
 from maestro.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ class TrainingTask(L.LightningModule, ABC):
         """The trained network, from ``self.config`` (called once, in ``__init__``)."""
 
     # ------------------------------------------------------------------ batch size
+    def sample_memory(self) -> SampleMemory | None:
+        """What one training sample costs in host memory (activations kept for the backward pass
+        and the inputs), for the estimate a CPU run logs before it starts
+        (:mod:`maestro.training.memory`). None, the default: the stage makes no estimate."""
+        return None
+
     def single_sample_hint(self) -> str:
         """What else than a larger batch lets this stage train on one sample per batch."""
         return ""

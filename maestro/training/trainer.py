@@ -19,9 +19,11 @@ import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from maestro.config import to_dict
 from maestro.errors import ConfigError
+from maestro.training import memory
 from maestro.training.checkpoints import (
     checkpoint_callbacks,
     checkpoint_step,
@@ -128,6 +130,10 @@ def default_precision(config: TrainerConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
+def runs_on_cpu(config: TrainerConfig) -> bool:
+    return config.accelerator == "cpu" or not torch.cuda.is_available()
+
+
 def build_trainer(
     config: StageConfig, callbacks: Sequence[L.Callback] = (), from_step: int | None = None
 ) -> L.Trainer:
@@ -136,8 +142,9 @@ def build_trainer(
     before it (:func:`maestro.training.logs.run_loggers`; None keeps everything, for a test)."""
     trainer_config = config.trainer
     out = Path(trainer_config.output_dir)
-    on_cpu = trainer_config.accelerator == "cpu" or not torch.cuda.is_available()
-    if trainer_config.strategy == "fsdp" and on_cpu:  # Lightning's own error is a traceback
+    if trainer_config.strategy == "fsdp" and runs_on_cpu(
+        trainer_config
+    ):  # Lightning's own error is a traceback
         raise ConfigError("strategy 'fsdp' needs GPUs (Lightning's FSDP runs on CUDA only); use 'ddp' on CPU")
     quiet_lightning()
     defaults = [
@@ -190,6 +197,9 @@ def run_stage(
     ckpt_path = resolve_resume(Path(config.trainer.output_dir), resume)
     task = task_class(config)
     task.check_batch_size()
+    sample = task.sample_memory()
+    if sample is not None and runs_on_cpu(config.trainer) and rank_zero_only.rank == 0:
+        memory.report(memory.step_memory(task.model, sample, config.data), memory.available_memory())
     from_step = 0 if ckpt_path is None else checkpoint_step(ckpt_path)
     trainer = build_trainer(config, [WriteRunConfig(config), *callbacks], from_step=from_step)
     with warnings.catch_warnings():
