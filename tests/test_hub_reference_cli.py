@@ -14,7 +14,8 @@ from reference_fixture import CHECKPOINT, DECODER_HEADS, OVERRIDES, model_batch,
 import maestro.hub.reference as reference
 from maestro.errors import ConfigError
 from maestro.hub.folder import read_model_folder
-from maestro.hub.reference import SourceInfo, add_import_reference_parser, import_reference
+from maestro.hub.reference import SourceInfo, import_reference
+from maestro.hub.reference_cli import add_import_reference_parser
 from maestro.hub.reference_keys import ConversionOptions, _pixel_rows
 from maestro.hub.reference_unpickle import read_reference_checkpoint as read_checkpoint
 from maestro.hub.sources import load_encoder_weights

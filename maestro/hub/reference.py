@@ -23,12 +23,10 @@ in ``$MAESTRO_CACHE/reference`` (default ``~/.cache/maestro/reference``), which 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +50,6 @@ log = logging.getLogger(__name__)
 HUB_PREFIX = "hf:"
 REFERENCE_REPO = "https://github.com/IGNF/MAESTRO"
 CHECKPOINT_SUFFIX = ".ckpt"
-MODEL_TYPES: tuple[str, ...] = ("maestro-mae", "maestro-encoder", "maestro-segmenter")
 LICENCE_UNKNOWN = (
     "The licence is not stated in the checkpoint: check the licence on the source's model card (for a Hub "
     "repo, the `license` field of its README.md) before using or redistributing these weights."
@@ -426,104 +423,3 @@ def converted_hub_checkpoint(spec: str, weights: Weights = "ema", reason: Except
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-# --------------------------------------------------------------------------------------------
-# Command line: `maestro import-reference`
-# --------------------------------------------------------------------------------------------
-
-
-def _assignments(values: Sequence[str] | None, flag: str) -> dict[str, int]:
-    out = {}
-    for value in values or ():
-        key, sep, number = value.partition("=")
-        if not sep or not key or not number.isdigit():
-            raise ConfigError(f"{flag} {value!r}: expected MODALITY=INTEGER (e.g. aerial=512)")
-        out[key] = int(number)
-    return out
-
-
-def add_import_reference_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``import-reference`` to a ``maestro`` sub-command parser; its handler is
-    :func:`run_import_reference` (set as both the ``func`` and the ``handler`` default)."""
-    parser = subparsers.add_parser(
-        "import-reference",
-        help="convert a MAESTRO checkpoint of IGN's reference code into a model folder",
-        description=(
-            "Convert a Lightning checkpoint of the reference MAESTRO code (e.g. IGN's published "
-            "hf:IGNF/MAESTRO_FLAIR-HUB_base) into a model folder (config.json + model.safetensors + README.md). "
-            "The checkpoint is read without running any code it contains."
-        ),
-    )
-    parser.add_argument("source", help="a .ckpt file or hf:org/name[@revision]")
-    parser.add_argument("--out", required=True, help="model folder to write")
-    parser.add_argument(
-        "--weights", choices=["ema", "model"], default="ema", help="EMA weights (default) or the trained ones"
-    )
-    parser.add_argument(
-        "--model-type",
-        choices=MODEL_TYPES,
-        default="maestro-mae",
-        help="what to write: encoder + pretraining decoder (default), encoder only, or encoder + "
-        "the checkpoint's segmentation head",
-    )
-    parser.add_argument("--target", help="segmentation head of the checkpoint to convert (maestro-segmenter)")
-    parser.add_argument(
-        "--num-classes", type=int, help="classes of that head, when the converter does not know them"
-    )
-    parser.add_argument(
-        "--image-size",
-        action="append",
-        metavar="MOD=PX",
-        help="image size of a modality, when it differs from the registry (repeatable)",
-    )
-    parser.add_argument(
-        "--num-dates",
-        action="append",
-        metavar="MOD=N",
-        help="dates of a time series, when they differ from the registry (repeatable)",
-    )
-    parser.add_argument(
-        "--grid-size", type=int, help="position grid (default 160, the reference's FLAIR-HUB value)"
-    )
-    parser.add_argument(
-        "--num-heads", type=int, help="encoder attention heads (default: the reference size's)"
-    )
-    parser.add_argument(
-        "--decoder-heads", type=int, help="decoder attention heads (default: decoder width / 32)"
-    )
-    parser.add_argument("--licence", help="licence to state on the card (default: the source card's)")
-    parser.add_argument("--force", action="store_true", help="replace an existing model folder")
-    parser.set_defaults(func=run_import_reference, handler=run_import_reference)
-    return parser
-
-
-def run_import_reference(args: argparse.Namespace) -> int:
-    """Handler of ``maestro import-reference``: 0 on success, 2 on a user error (logged)."""
-    try:
-        out = Path(args.out)
-        if (out / WEIGHTS_NAME).exists() and not args.force:
-            raise FileExistsError(f"{out} already holds a {WEIGHTS_NAME}; pass --force to replace it")
-        overrides: dict[str, dict[str, int]] = {}
-        for flag, name, values in (
-            ("--image-size", "image_size", args.image_size),
-            ("--num-dates", "num_dates", args.num_dates),
-        ):
-            for mod, number in _assignments(values, flag).items():
-                overrides.setdefault(mod, {})[name] = number
-        options = ConversionOptions(
-            weights=args.weights,
-            model_type=args.model_type,
-            overrides=overrides,
-            grid_size=args.grid_size,
-            num_heads=args.num_heads,
-            decoder_heads=args.decoder_heads,
-            target=args.target,
-            num_classes=args.num_classes,
-        )
-        folder = import_reference(args.source, out, options, licence=args.licence)
-    except (ConfigError, FileExistsError, FileNotFoundError) as error:
-        log.error("%s", error)
-        return 2
-    sys.stdout.write(f"wrote {folder}\n")
-    return 0
