@@ -17,10 +17,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rasterio.errors import RasterioError
 
 from maestro.errors import ConfigError, DataError
+from predict.options import PredictOptions, check_device_name, check_output, check_zone, find_model
 
 log = logging.getLogger("predict")
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, FileExistsError)
@@ -71,22 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def checked_options(args: argparse.Namespace) -> PredictOptions:
+    """The options, once every flag and path that can be checked without the model is good."""
+    options = PredictOptions(
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        probabilities=args.probabilities,
+        cloud_avoidance=not args.no_cloud_avoidance,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    if args.device is not None:
+        check_device_name(args.device)
+    check_output(Path(args.out), options.overwrite, options.probabilities is not None)
+    check_zone(Path(args.zone))
+    find_model(args.model)
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    from predict.engine import PredictOptions, TileError, predict_zone, resolve_device
+    try:
+        options = checked_options(args)
+    except USER_ERRORS as error:
+        log.error("error: %s", error)
+        return 2
+    # torch and the network load once the arguments are known to be good: mistakes are refused at once
+    from predict.engine import TileError, predict_zone, resolve_device
     from predict.model import load_model
 
     try:
-        options = PredictOptions(
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            probabilities=args.probabilities,
-            cloud_avoidance=not args.no_cloud_avoidance,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
         device = resolve_device(args.device)
         model = load_model(args.model, args.weights, device)
         predict_zone(model, args.zone, args.out, options, device)

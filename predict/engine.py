@@ -32,9 +32,10 @@ from maestro.modalities import MODALITIES
 from maestro.tasks import mask_ignored
 from predict.blending import Strip, StripAccumulator
 from predict.model import PredictModel
+from predict.options import PredictOptions, check_device_name, check_output
 from predict.reading import TileData, TileReader
 from predict.tiling import Chunk, Tile, blend_window, chunk_columns, plan_tiles, stride_for
-from predict.writing import BLOCK, GDAL_ENV, NODATA, MapWriter, ProbabilityType, check_output
+from predict.writing import BLOCK, GDAL_ENV, NODATA, MapWriter
 from predict.zone import Zone, open_zone
 
 log = logging.getLogger(__name__)
@@ -46,34 +47,6 @@ class TileError(RuntimeError):
     def __init__(self, where: str, cause: BaseException):
         self.where, self.cause = where, cause
         super().__init__(f"{where}: {type(cause).__name__}: {cause}")
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    overlap: float = 0.25
-    """Fraction of a tile shared with each neighbour; overlapping logits are blended."""
-    batch_size: int = 8
-    probabilities: ProbabilityType | None = None
-    """Also write per-class probabilities (``{out}_probabilities.tif``) as uint8 or float16."""
-    cloud_avoidance: bool = True
-    workers: int = 2
-    """Threads reading and preprocessing tiles."""
-    buffer_mib: int = 1024
-    """Memory for the blending buffers; wider zones are processed in column chunks."""
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
-        if self.probabilities not in (None, "uint8", "float16"):
-            raise ConfigError(f"--probabilities must be uint8 or float16, got {self.probabilities!r}")
-        if self.buffer_mib < 1:
-            raise ConfigError(f"buffer_mib must be >= 1, got {self.buffer_mib}")
 
 
 @dataclass(frozen=True)
@@ -95,10 +68,9 @@ class PredictSummary:
 def resolve_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device_name(name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ConfigError(f"--device must be cpu or cuda[:N], got {name!r}")
     return torch.device(name)
 
 
@@ -288,6 +260,7 @@ def predict_zone(
             model.label_pixel_m,
         )
         out = check_output(Path(out), options.overwrite, options.probabilities is not None)
+        out.parent.mkdir(parents=True, exist_ok=True)
         grid = zone.grid
         stride = stride_for(size, options.overlap)
         per_column = (model.num_classes * 4 + 5) * (size + BLOCK)

@@ -28,14 +28,11 @@ from maestro.models.config import ModalitySpec
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.tasks import LabelTarget, get_task
+from predict.options import FOLDER_CONFIG, HUB_PREFIX, RUN_CONFIG, find_model, run_checkpoint
 
 log = logging.getLogger(__name__)
 
 Weights = Literal["ema", "model"]
-HUB_PREFIX = "hf:"
-RUN_CONFIG = "config.yaml"
-BEST = "best.ckpt"
-FOLDER_CONFIG = "config.json"
 SEGMENTER = "maestro-segmenter"
 
 
@@ -137,11 +134,7 @@ def load_run(run: Path, weights: Weights = "ema") -> PredictModel:
     from finetune.module import segmenter_config
     from maestro.config import load_config
 
-    ckpt = run / BEST
-    if not ckpt.is_file():
-        raise FileNotFoundError(
-            f"{run} is a fine-tuning run without {BEST} (was it trained with a validation split?)"
-        )
+    ckpt = run_checkpoint(run)
     config = load_config(FinetuneConfig, run / RUN_CONFIG)
     if config.model.encoder is None:
         raise ConfigError(
@@ -185,25 +178,15 @@ def load_folder(folder: Path, source: str | None = None) -> PredictModel:
 
 def load_model(spec: str, weights: Weights = "ema", device: str | torch.device = "cpu") -> PredictModel:
     """``RUN`` directory, model ``FOLDER`` or ``hf:org/name[@revision]`` -> a model on ``device``."""
-    if spec.startswith(HUB_PREFIX):
+    kind, path = find_model(spec)
+    if kind == "hub":
         from maestro.hub.remote import download
 
         model = load_folder(download(spec[len(HUB_PREFIX) :]), source=spec)
+    elif kind == "folder":
+        model = load_folder(path)
     else:
-        path = Path(spec).expanduser()
-        if (path / FOLDER_CONFIG).is_file():
-            model = load_folder(path)
-        elif (path / RUN_CONFIG).is_file():
-            model = load_run(path, weights)
-        elif path.exists():
-            raise ConfigError(
-                f"--model {spec}: neither a fine-tuning run ({RUN_CONFIG} + {BEST}) nor a model folder "
-                f"({FOLDER_CONFIG} + model.safetensors)"
-            )
-        else:
-            raise FileNotFoundError(
-                f"--model {spec}: no such run directory or model folder (Hub models: hf:org/name)"
-            )
+        model = load_run(path, weights)
     model.network.to(device)
     log.info(
         "model: %s (%s level %d, %d classes, tiles of %.1f m)",

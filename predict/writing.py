@@ -16,20 +16,19 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.shutil import copy as copy_raster
 from rasterio.windows import Window
 
-from maestro.errors import ConfigError
 from maestro.labels import RGB
+from predict.options import ProbabilityType, probabilities_path
 from predict.tiling import Grid
 
 log = logging.getLogger(__name__)
 
-ProbabilityType = Literal["uint8", "float16"]
 NODATA = 255
 BLOCK = 256
 """Block side of the streamed files; strips and chunks are whole blocks, so each is written once."""
@@ -41,25 +40,6 @@ def _padding_warnings(record: logging.LogRecord) -> bool:
     """Drop GDAL's "beyond range of float16" warnings: half-float COGs convert whole edge blocks,
     whose padding beyond the raster holds arbitrary values; the pixels of the map are exact."""
     return "beyond range of float16" not in record.getMessage()
-
-
-def probabilities_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}_probabilities{out.suffix}")
-
-
-def check_output(out: Path, overwrite: bool, probabilities: bool) -> Path:
-    """The resolved output path; refuses what is not a GeoTIFF name or would replace a file silently."""
-    out = Path(out).expanduser()
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise ConfigError(f"--out {out}: the map is a GeoTIFF, give a .tif path")
-    if out.is_dir():
-        raise FileExistsError(f"--out {out} is a directory; give a file path such as {out / 'map.tif'}")
-    targets = [out, probabilities_path(out)] if probabilities else [out]
-    existing = [str(p) for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.resolve()
 
 
 class MapWriter:

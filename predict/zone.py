@@ -39,6 +39,7 @@ from rasterio.vrt import WarpedVRT
 from maestro.dates import parse_yyyymmdd
 from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES
+from predict.options import check_zone
 from predict.tiling import Grid
 
 log = logging.getLogger(__name__)
@@ -269,8 +270,7 @@ def open_zone(
     reference. A raster at another resolution is resampled on read (nearest), with a warning.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--zone {root}: no such directory")
+    check_zone(root)
     reference_key = min(input_pixel_m, key=lambda k: input_pixel_m[k])
     ordered = [reference_key, *(k for k in keys if k != reference_key)]
     paths = {key: find_raster(root, key) for key in ordered}
