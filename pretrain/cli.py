@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-import lightning as L
+from typing import TYPE_CHECKING
 
 from maestro.training.cli import run_cli, stage_parser
-from maestro.training.data import ShardDataModule, preprocess_for
-from maestro.training.trainer import run_stage
-from pretrain.callbacks import ReconstructionImages
 from pretrain.config import PretrainConfig
-from pretrain.module import MaestroPretrainModule
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 def run(config: PretrainConfig, resume: str | None = None, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """Train; ``resume`` is a checkpoint path, or ``"last"`` for the run's newest checkpoint."""
-    data = ShardDataModule(config.data, preprocess_for(config.model.encoder.specs), seed=config.trainer.seed)
-    if config.trainer.reconstruction_every_n_steps > 0:
-        callbacks = [ReconstructionImages(config.trainer.output_dir), *callbacks]
-    return run_stage(config, MaestroPretrainModule, data, callbacks, resume=resume)
+    # torch and Lightning load once the config has been checked, for a fast --help and refusal
+    from pretrain import stage
+
+    return stage.run(config, resume, callbacks)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,6 +93,13 @@ def test_run_cli_loads_the_config_and_maps_user_errors_to_exit_2(tmp_path):
 
     assert run_cli(parser, _Config, preempted, ["--config", str(config_file)]) == 143
 
+    def exiting(config, resume):
+        raise SystemExit(3)  # any other exit is the run's own, not a preemption
+
+    with pytest.raises(SystemExit) as exited:
+        run_cli(parser, _Config, exiting, ["--config", str(config_file)])
+    assert exited.value.code == 3
+
     def crashing(config, resume):
         raise RuntimeError("a bug, not a user error")
 

@@ -2,7 +2,9 @@
 
 A stage CLI builds :func:`stage_parser`, adds its own flags and hands everything to
 :func:`run_cli`; flags become dotted ``trainer.*`` overrides, so the YAML config stays the one
-description of a run.
+description of a run. The config is loaded and checked before ``run`` is called, and nothing here
+imports torch or Lightning: a stage's ``run`` imports its training module, so ``--help`` and a
+config mistake answer at once.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from maestro.config import load_config
 from maestro.errors import ConfigError, DataError
@@ -116,7 +116,12 @@ def run_cli(
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
-    except SIGTERMException as stopped:  # a SystemExit, which would exit 0 as if the run had finished
+    except SystemExit as stopped:  # Lightning's SIGTERMException would exit 0 as if the run had finished
+        # Imported here, where the run has loaded Lightning: every stage's --help and config errors skip it.
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(stopped, SIGTERMException):
+            raise
         # run_stage says whether a checkpoint exists to resume from (nothing is saved before the first)
         advice = getattr(stopped, "advice", "--resume continues the run from its newest checkpoint")
         log.warning("stopped by SIGTERM (every rank at the same step); %s", advice)
