@@ -57,7 +57,7 @@ def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Commands whose module registers itself (``add_*_parser`` setting ``func``), when installed:
     ``import-reference`` (checkpoints of IGN's reference MAESTRO code -> model folders)."""
     try:
-        from maestro.hub.reference_cli import add_import_reference_parser
+        from maestro.reference.cli import add_import_reference_parser
     except ImportError:
         return
     add_import_reference_parser(commands)

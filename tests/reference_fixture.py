@@ -1,5 +1,5 @@
 """The reference MAESTRO fixture (a reduced checkpoint written by IGN's reference code, one input
-batch and the reference's outputs), shared by the ``test_hub_reference*`` modules."""
+batch and the reference's outputs), shared by the ``test_reference_*`` modules."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ and its weights (keys in the encoder's own layout, :mod:`maestro.models.encoder`
 - ``hf:org/name`` or ``hf:org/name@revision`` (downloaded into the normal Hugging Face cache); a
   repo that holds a checkpoint of IGN's reference MAESTRO code instead of ``model.safetensors``
   (``hf:IGNF/MAESTRO_FLAIR-HUB_base``) is converted once, without running any of its code, and
-  the converted folder is cached (:func:`maestro.hub.reference.converted_hub_checkpoint`).
+  the converted folder is cached (:func:`maestro.reference.convert.converted_hub_checkpoint`).
 
 From training checkpoints the EMA weights are taken when present (``weights="model"`` for the live
 ones); the returned :attr:`EncoderWeights.note` says which.
@@ -114,7 +114,7 @@ def load_encoder_weights(source: str | Path, weights: Weights = "ema") -> Encode
         try:
             folder = download(spec)
         except ConfigError as error:  # no model.safetensors: maybe a reference checkpoint
-            from maestro.hub.reference import converted_hub_checkpoint
+            from maestro.reference.convert import converted_hub_checkpoint
 
             folder = converted_hub_checkpoint(spec, weights, reason=error)
         return from_folder(folder)

@@ -7,7 +7,7 @@ cells it covers, and co-located tokens of different resolutions share one positi
 :data:`~maestro.models.config.DATE_CHANNELS` channels carry the acquisition date instead.
 
 Two options reproduce the date code of the reference implementation exactly, for models converted
-from it (:mod:`maestro.hub.reference`): ``day_of_year_origin=1`` (it numbers 1 January as day 1,
+from it (:mod:`maestro.reference`): ``day_of_year_origin=1`` (it numbers 1 January as day 1,
 the suite's ``times`` as day 0) and ``date_offset="float32"`` (it forms the year offset from
 absolute fractional years in float32, which rounds it by up to about 1e-4 year).
 """

@@ -19,7 +19,7 @@ attention heads                    not in any shape: the reference factory of ``
 Image sizes, dates per series and band order are not stored either (the reference keeps them in
 its dataset config, outside the checkpoint): they come from the modality registry, which follows
 the reference's FLAIR-HUB config, unless overridden. The report notes which ones were assumed, and a
-segmentation head's shape checks them (:mod:`maestro.hub.reference_sizes`).
+segmentation head's shape checks them (:mod:`maestro.reference.sizes`).
 
 Key mapping (``<p>`` is ``model.`` or ``ema_model.``; vit-pytorch blocks become timm-named blocks)::
 
@@ -55,9 +55,9 @@ import torch
 from torch import Tensor
 
 from maestro.errors import ConfigError
-from maestro.hub.reference_sizes import KNOWN_TARGETS, ask, assumed_sizes, check_head_sizes
 from maestro.modalities import MODALITIES, ModalityOverride
 from maestro.models.config import SIZES, EncoderConfig, MAEConfig
+from maestro.reference.sizes import KNOWN_TARGETS, ask, assumed_sizes, check_head_sizes
 
 log = logging.getLogger(__name__)
 

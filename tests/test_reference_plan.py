@@ -28,15 +28,15 @@ from reference_fixture import (
 
 from maestro.errors import ConfigError
 from maestro.hub.folder import read_model_folder
-from maestro.hub.reference import convert_checkpoint, import_reference
-from maestro.hub.reference_keys import ConversionOptions, plan_conversion
-from maestro.hub.reference_unpickle import read_reference_checkpoint
 from maestro.hub.sources import load_encoder_weights
 from maestro.models.encoder import MaestroEncoder
 from maestro.models.fusion import group_tokens
 from maestro.models.loss import normalise_patches
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
+from maestro.reference.convert import convert_checkpoint, import_reference
+from maestro.reference.plan import ConversionOptions, plan_conversion
+from maestro.reference.unpickle import read_reference_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,4 +1,4 @@
-"""``maestro import-reference``: its flags and handler; the conversion is :mod:`maestro.hub.reference`.
+"""``maestro import-reference``: its flags and handler; the conversion is :mod:`maestro.reference.convert`.
 
 Apart from the converter (which loads torch) so that ``maestro --help`` and a mistyped flag answer
 at once; the handler imports the converter when the command runs.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from maestro.errors import ConfigError
 
-log = logging.getLogger("maestro.hub.reference")  # the converter's: its lines read as before
+log = logging.getLogger(__name__)
 
 MODEL_TYPES: tuple[str, ...] = ("maestro-mae", "maestro-encoder", "maestro-segmenter")
 
@@ -96,7 +96,7 @@ def run_import_reference(args: argparse.Namespace) -> int:
                 overrides.setdefault(mod, {})[name] = number
         # The converter loads torch: imported once the flags are known to be good, for a fast answer.
         from maestro.hub.folder import WEIGHTS_NAME
-        from maestro.hub.reference import ConversionOptions, import_reference
+        from maestro.reference.convert import ConversionOptions, import_reference
 
         out = Path(args.out)
         if (out / WEIGHTS_NAME).exists() and not args.force:

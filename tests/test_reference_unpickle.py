@@ -13,8 +13,8 @@ from reference_fixture import CHECKPOINT, require_fixture
 from torch.serialization import get_safe_globals
 
 from maestro.errors import ConfigError
-from maestro.hub.reference import import_reference
-from maestro.hub.reference_unpickle import StandIn, read_reference_checkpoint
+from maestro.reference.convert import import_reference
+from maestro.reference.unpickle import StandIn, read_reference_checkpoint
 
 
 class RunsCommand:

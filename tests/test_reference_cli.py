@@ -11,17 +11,17 @@ import torch
 from einops import rearrange
 from reference_fixture import CHECKPOINT, DECODER_HEADS, OVERRIDES, model_batch, require_fixture
 
-import maestro.hub.reference as reference
+import maestro.reference.convert as reference
 from maestro.errors import ConfigError
 from maestro.hub.folder import read_model_folder
-from maestro.hub.reference import SourceInfo, import_reference
-from maestro.hub.reference_cli import add_import_reference_parser
-from maestro.hub.reference_keys import ConversionOptions, _pixel_rows
-from maestro.hub.reference_unpickle import read_reference_checkpoint as read_checkpoint
 from maestro.hub.sources import load_encoder_weights
 from maestro.models.config import EncoderConfig, MAEConfig
 from maestro.models.mae import MaestroMAE
 from maestro.models.pixels import PixelHead
+from maestro.reference.cli import add_import_reference_parser
+from maestro.reference.convert import SourceInfo, import_reference
+from maestro.reference.plan import ConversionOptions, _pixel_rows
+from maestro.reference.unpickle import read_reference_checkpoint as read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

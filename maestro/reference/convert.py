@@ -6,9 +6,9 @@ Lightning checkpoints of its reference implementation (https://github.com/IGNF/M
 ``model.safetensors`` + ``README.md``):
 
 1. the checkpoint is read by a restricted unpickler that never runs code from the file
-   (:mod:`maestro.hub.reference_unpickle`);
+   (:mod:`maestro.reference.unpickle`);
 2. the architecture is read from its tensors and stored hyper-parameters, and every tensor is
-   mapped to the suite's layout or reported (:mod:`maestro.hub.reference_keys`);
+   mapped to the suite's layout or reported (:mod:`maestro.reference.plan`);
 3. the folder is written with a card naming the source, its revision and its licence.
 
 The converted encoder reproduces the reference's features to float32 precision: it uses the
@@ -36,14 +36,14 @@ import yaml
 
 from maestro.errors import ConfigError
 from maestro.hub.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, write_model_folder
-from maestro.hub.reference_keys import (
+from maestro.reference.plan import (
     DEFAULT_OPTIONS,
     Conversion,
     ConversionOptions,
     Weights,
     plan_conversion,
 )
-from maestro.hub.reference_unpickle import ReferenceCheckpoint, read_reference_checkpoint
+from maestro.reference.unpickle import ReferenceCheckpoint, read_reference_checkpoint
 
 log = logging.getLogger(__name__)
 

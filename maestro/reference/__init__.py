@@ -1,0 +1,33 @@
+"""Checkpoints of IGN's reference MAESTRO code, converted into this suite's model folders.
+
+A converter, apart from publishing (:mod:`maestro.hub`): it reads the reference's Lightning
+checkpoints without running their code, maps every tensor to the suite's layout (or says why
+not) and writes the folder that :mod:`maestro.hub` then loads like any other. ``maestro
+import-reference`` is its command (:mod:`maestro.reference.cli`).
+
+Public API (imported lazily, so that ``maestro --help`` does not load torch)::
+
+    from maestro.reference import import_reference, ConversionOptions
+    import_reference("hf:IGNF/MAESTRO_FLAIR-HUB_base", "hub/base", ConversionOptions(model_type="maestro-encoder"))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ConversionOptions": "maestro.reference.plan",
+    "convert_checkpoint": "maestro.reference.convert",
+    "converted_hub_checkpoint": "maestro.reference.convert",
+    "import_reference": "maestro.reference.convert",
+    "plan_conversion": "maestro.reference.plan",
+    "read_reference_checkpoint": "maestro.reference.unpickle",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'maestro.reference' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
