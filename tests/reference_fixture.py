@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from maestro.reference import sources
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "maestro_ref"
 """Kept in the repository (7 MB; gzip saves ~10 %, not worth a decompression step), so every
 clone runs the equivalence tests instead of skipping them."""
@@ -21,6 +23,10 @@ DECODER_HEADS = 2
 """The fixture's decoder has 2 heads of 8 (the reference sizes use heads of 32)."""
 ATOL, RTOL = 2e-5, 1e-5
 """Tolerance of the fixture's README for a port with the reference's float32 date arithmetic."""
+REPO = "IGNF/MAESTRO_FLAIR-HUB_base"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CARD = "---\nlicense: etalab-2.0\ntags:\n- earth-observation\n---\n# MAESTRO base\n"
+"""A Hub repo of reference weights as :func:`fake_hub` serves it: name, commit and model card."""
 
 
 def require_fixture() -> Path:
@@ -54,3 +60,16 @@ def model_batch() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
 def max_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     return (ours.double() - theirs.double()).abs().max().item()
+
+
+def fake_hub(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    """Hub sources resolve to the fixture checkpoint at :data:`COMMIT` with :data:`CARD`, without a
+    network; each resolution is recorded in ``calls`` as ``repo@revision``."""
+
+    def resolve(repo_id: str, revision: str | None) -> sources.SourceInfo:
+        calls.append(f"{repo_id}@{revision}")
+        return sources.SourceInfo(
+            path=CHECKPOINT, repo_id=repo_id, revision=COMMIT, filename="maestro_base.ckpt", card=CARD
+        )
+
+    monkeypatch.setattr(sources, "resolve_hub_checkpoint", resolve)

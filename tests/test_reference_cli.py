@@ -1,4 +1,4 @@
-"""`maestro import-reference`, Hub sources, the model card and `finetune --init hf:...` conversion."""
+"""`maestro import-reference`: its flags, its messages and the folder it writes."""
 
 from __future__ import annotations
 
@@ -8,26 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from einops import rearrange
 from reference_fixture import CHECKPOINT, DECODER_HEADS, OVERRIDES, model_batch, require_fixture
 
-import maestro.reference.convert as reference
 from maestro.errors import ConfigError
-from maestro.hub.folder import read_model_folder
-from maestro.hub.sources import load_encoder_weights
-from maestro.models.config import EncoderConfig, MAEConfig
+from maestro.hub.folder import MODEL_TYPES, read_model_folder
+from maestro.models.config import MAEConfig
 from maestro.models.mae import MaestroMAE
-from maestro.models.pixels import PixelHead
 from maestro.reference.cli import add_import_reference_parser
-from maestro.reference.convert import SourceInfo, import_reference
-from maestro.reference.plan import ConversionOptions, _pixel_rows
-from maestro.reference.unpickle import read_reference_checkpoint as read_checkpoint
+from maestro.reference.convert import import_reference
+from maestro.reference.options import TARGET_TYPES, ConversionOptions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-REPO = "IGNF/MAESTRO_FLAIR-HUB_base"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-CARD = "---\nlicense: etalab-2.0\ntags:\n- earth-observation\n---\n# MAESTRO base\n"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -161,117 +152,10 @@ def _import_help() -> str:
     return add_import_reference_parser(root.add_subparsers(dest="command")).format_help()
 
 
-def fake_hub(monkeypatch, calls: list[str]) -> None:
-    def resolve(repo_id, revision):
-        calls.append(f"{repo_id}@{revision}")
-        return SourceInfo(
-            path=CHECKPOINT, repo_id=repo_id, revision=COMMIT, filename="maestro_base.ckpt", card=CARD
-        )
-
-    monkeypatch.setattr(reference, "resolve_hub_checkpoint", resolve)
-
-
-def test_a_hub_source_names_repo_revision_and_licence(tmp_path, monkeypatch):
-    require_fixture()
-    calls: list[str] = []
-    fake_hub(monkeypatch, calls)
-    folder = import_reference(
-        f"hf:{REPO}@v1",
-        tmp_path / "out",
-        ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES),
-    )
-    assert calls == [f"{REPO}@v1"]
-    card = (folder / "README.md").read_text()
-    assert REPO in card and COMMIT in card and "maestro_base.ckpt" in card
-    assert "etalab-2.0, as stated on the source's model card" in card
-    provenance = read_model_folder(folder).extra["converted_from"]
-    assert (provenance["repo"], provenance["revision"]) == (REPO, COMMIT)
-    assert provenance["licence"].startswith("etalab-2.0")
-
-
-def test_finetune_init_converts_a_reference_hub_repo_once(tmp_path, monkeypatch):
-    require_fixture()
-    calls: list[str] = []
-    fake_hub(monkeypatch, calls)
-    monkeypatch.setenv("MAESTRO_CACHE", str(tmp_path / "cache"))
-
-    def no_safetensors(spec, *args, **kwargs):
-        raise ConfigError(f"Hub repo {spec} has no model.safetensors")
-
-    monkeypatch.setattr("maestro.hub.remote.download", no_safetensors)
-    first = load_encoder_weights(f"hf:{REPO}")
-    assert first.config.date_offset == "float32" and first.config.day_of_year_origin == 1
-    cached = tmp_path / "cache" / "reference" / f"IGNF--MAESTRO_FLAIR-HUB_base@{COMMIT}" / "ema"
-    assert (cached / "model.safetensors").is_file()
-
-    def must_not_convert(*args, **kwargs):
-        raise AssertionError("converted again instead of using the cache")
-
-    monkeypatch.setattr(reference, "read_reference_checkpoint", must_not_convert)
-    second = load_encoder_weights(f"hf:{REPO}")
-    assert second.state.keys() == first.state.keys()
-    assert all(torch.equal(second.state[k], first.state[k]) for k in first.state)
-    direct = reference.convert_checkpoint(
-        read_checkpoint(CHECKPOINT), ConversionOptions(model_type="maestro-encoder")
-    )
-    assert all(torch.equal(direct.state[k], first.state[k]) for k in direct.state)
-
-
-def test_a_hub_repo_without_a_reference_checkpoint_keeps_the_original_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("MAESTRO_CACHE", str(tmp_path / "cache"))
-
-    def no_safetensors(spec, *args, **kwargs):
-        raise ConfigError("original: no model.safetensors")
-
-    def no_checkpoint(repo_id, revision):
-        raise ConfigError("Hub repo holds no .ckpt checkpoint")
-
-    monkeypatch.setattr("maestro.hub.remote.download", no_safetensors)
-    monkeypatch.setattr(reference, "resolve_hub_checkpoint", no_checkpoint)
-    with pytest.raises(ConfigError, match="original: no model.safetensors"):
-        load_encoder_weights("hf:org/plain")
-
-
-def test_pixel_head_rows_follow_the_reference_channel_order():
-    """The reference's reconstruction conv emits (p1, p2, band) per token; the suite's head
-    (band, p1, p2): converted weights give the same pixels."""
-    torch.manual_seed(0)
-    bands, patch, width, grid = 3, 4, 16, 2
-    weight, bias = torch.randn(bands * patch * patch, width, 1, 1), torch.randn(bands * patch * patch)
-    tokens = torch.randn(1, 1, 1, grid * grid, width)  # (B, T, G, N, D)
-    reference_out = torch.nn.functional.conv2d(
-        rearrange(tokens[:, :, 0], "b t (h w) d -> (b t) d h w", h=grid), weight, bias
-    )
-    reference_pixels = rearrange(reference_out, "n (p1 p2 c) h w -> n c (h p1) (w p2)", p1=patch, p2=patch)
-
-    spec = EncoderConfig(
-        modalities=("spot",),
-        overrides={"spot": {"bands": ("R", "G", "B"), "image_size": grid * patch}},
-        size="tiny",
-        depth=2,
-        inter_depth=0,
-    ).specs["spot"]
-    head = PixelHead(spec, width)
-    head.groups[0].weight.data = _pixel_rows(weight, bands, patch, "w")
-    head.groups[0].bias.data = _pixel_rows(bias, bands, patch, "b")
-    torch.testing.assert_close(head(tokens)[:, 0], reference_pixels)
-
-
-def test_offline_a_checkpoint_in_the_hugging_face_cache_is_used(tmp_path, monkeypatch):
-    """No network call: the checkpoint and its card are taken from the Hub cache's snapshot."""
-    require_fixture()
-    from huggingface_hub import constants
-
-    storage = tmp_path / "hub" / "models--test-org--maestro-reference"
-    snapshot = storage / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (storage / "refs").mkdir()
-    (storage / "refs" / "main").write_text(COMMIT)
-    (snapshot / "maestro.ckpt").symlink_to(CHECKPOINT)
-    (snapshot / "README.md").write_text(CARD)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    info = reference.resolve_hub_checkpoint("test-org/maestro-reference", None)
-    assert (info.revision, info.filename, info.card) == (COMMIT, "maestro.ckpt", CARD)
-    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
-        reference.resolve_hub_checkpoint("test-org/never-downloaded", None)
+def test_the_model_types_offered_are_the_converter_targets_and_folder_types():
+    """One list of what the converter writes: the flag's choices are it, and a folder takes each."""
+    root = argparse.ArgumentParser(prog="maestro")
+    parser = add_import_reference_parser(root.add_subparsers(dest="command"))
+    flag = next(action for action in parser._actions if action.dest == "model_type")
+    assert tuple(flag.choices) == TARGET_TYPES and flag.default == "maestro-mae"
+    assert set(TARGET_TYPES) <= set(MODEL_TYPES)

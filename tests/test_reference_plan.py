@@ -35,7 +35,8 @@ from maestro.models.loss import normalise_patches
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.reference.convert import convert_checkpoint, import_reference
-from maestro.reference.plan import ConversionOptions, plan_conversion
+from maestro.reference.options import TARGET_TYPES, ConversionOptions
+from maestro.reference.plan import TARGETS, plan_conversion
 from maestro.reference.unpickle import read_reference_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -223,36 +224,6 @@ def test_modalities_outside_the_registry_are_named_and_the_rest_converted(checkp
     assert set(report.used) | set(report.skipped) == set(state)
 
 
-def test_a_segmenter_on_sizes_that_its_head_contradicts_is_refused(checkpoint):
-    """The fixture's head predicts 32x32 label pixels per aerial token (6.4 m tokens); on the
-    registry's 512-px aerial (3.2 m tokens) it would emit 1024-px labels for 512-px lc labels."""
-    with pytest.raises(ConfigError) as caught:
-        convert_checkpoint(checkpoint, ConversionOptions(model_type="maestro-segmenter"))
-    message = str(caught.value)
-    assert "'cosia'" in message and "32x32 label pixels" in message and "1024" in message
-    assert "--image-size aerial=256" in message and "ConversionOptions.overrides" in message
-
-
-def test_sizes_not_in_the_checkpoint_are_noted_and_a_contradicting_head_warned(checkpoint, caplog):
-    with caplog.at_level("WARNING", logger="maestro.hub"):
-        conversion = convert_checkpoint(checkpoint, ConversionOptions(model_type="maestro-encoder"))
-    notes = " | ".join(conversion.report.notes)
-    assert "assumed from the registry: image size aerial 512 px, dem 512 px, s2 10 px" in notes
-    assert "dates s2 16, s1_asc 4, s1_des 4" in notes
-    assert "'cosia'" in caplog.text and "--image-size aerial=256" in caplog.text
-    assert any("'cosia'" in note and "aerial=256" in note for note in conversion.report.notes)
-
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="maestro.hub"):
-        given = convert_checkpoint(
-            checkpoint, ConversionOptions(model_type="maestro-encoder", overrides=OVERRIDES)
-        )
-    notes = " | ".join(given.report.notes)
-    assert "assumed from the registry: image size s2 10 px, s1_asc 10 px, s1_des 10 px" in notes
-    assert "aerial 512" not in notes and "'cosia'" not in caplog.text
-    assert "256-px labels" in notes  # the given sizes' label size is stated, not refused
-
-
 def _base_layout() -> dict[str, torch.Tensor]:
     """keys_base.tsv as a state dict of shapes only (meta tensors: 2 x 336 M parameters)."""
     rows = (require_fixture() / "keys_base.tsv").read_text().splitlines()[1:]
@@ -327,3 +298,13 @@ def test_date_options_are_validated():
     with pytest.raises(ConfigError, match="day_of_year_origin"):
         EncoderConfig(day_of_year_origin=2)
     assert EncoderConfig().date_offset == "exact" and EncoderConfig().day_of_year_origin == 0
+
+
+def test_every_target_type_has_its_steps(checkpoint):
+    assert set(TARGETS) == set(TARGET_TYPES)
+    with pytest.raises(
+        ConfigError, match="model_type 'maestro-baseline' is not maestro-encoder, maestro-mae"
+    ):
+        plan_conversion(
+            checkpoint.state, checkpoint.hyper_parameters, ConversionOptions(model_type="maestro-baseline")
+        )

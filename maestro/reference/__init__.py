@@ -17,7 +17,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ConversionOptions": "maestro.reference.plan",
+    "ConversionOptions": "maestro.reference.options",
     "convert_checkpoint": "maestro.reference.convert",
     "converted_hub_checkpoint": "maestro.reference.convert",
     "import_reference": "maestro.reference.convert",

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maestro.errors import ConfigError
+from maestro.reference.options import TARGET_TYPES, ConversionOptions
 
 log = logging.getLogger(__name__)
-
-MODEL_TYPES: tuple[str, ...] = ("maestro-mae", "maestro-encoder", "maestro-segmenter")
 
 
 def _assignments(values: Sequence[str] | None, flag: str) -> dict[str, int]:
@@ -48,7 +47,7 @@ def add_import_reference_parser(subparsers: argparse._SubParsersAction) -> argpa
     )
     parser.add_argument(
         "--model-type",
-        choices=MODEL_TYPES,
+        choices=TARGET_TYPES,
         default="maestro-mae",
         help="what to write: encoder + pretraining decoder (default), encoder only, or encoder + "
         "the checkpoint's segmentation head",
@@ -96,7 +95,7 @@ def run_import_reference(args: argparse.Namespace) -> int:
                 overrides.setdefault(mod, {})[name] = number
         # The converter loads torch: imported once the flags are known to be good, for a fast answer.
         from maestro.hub.folder import WEIGHTS_NAME
-        from maestro.reference.convert import ConversionOptions, import_reference
+        from maestro.reference.convert import import_reference
 
         out = Path(args.out)
         if (out / WEIGHTS_NAME).exists() and not args.force:

@@ -1,4 +1,4 @@
-"""What a reference checkpoint leaves to the converter: options asked by flag, and sizes.
+"""The image sizes and dates a reference checkpoint leaves out, assumed or given, and checked.
 
 The reference keeps image sizes and dates per series in its dataset config, outside the
 checkpoint, and its position tables are non-persistent buffers, so no stored tensor holds them.
@@ -20,25 +20,13 @@ from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES, ModalityOverride
 from maestro.models.config import EncoderConfig
 from maestro.models.heads.options import reference_grid
+from maestro.reference.options import ask
 from maestro.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 KNOWN_TARGETS = {"cosia": ("lc", 1)}
 """Reference segmentation targets -> (suite task, level) with the same classes."""
-OPTION_FLAGS = {
-    "num_heads": "--num-heads N",
-    "decoder_heads": "--decoder-heads N",
-    "target": "--target NAME",
-    "num_classes": "--num-classes K",
-    "overrides": "--image-size MOD=PX, --num-dates MOD=N",
-}
-"""Command-line flags of the :class:`ConversionOptions` fields that messages ask for."""
-
-
-def ask(option: str) -> str:
-    """How to give a conversion option, in a message read by CLI and Python users alike."""
-    return f"{OPTION_FLAGS[option]} (ConversionOptions.{option} in Python)"
 
 
 def assumed_sizes(config: EncoderConfig, given: Mapping[str, ModalityOverride]) -> str | None:
