@@ -7,7 +7,7 @@ defaults for ``model.modalities``, or ``model.encoder``) so that ``preprocess_fo
 models identical samples; the Sentinel-2 cloudy-date filter is the one preprocessing option it adds.
 The ImageNet weights are fetched when the run is resolved, like the MAESTRO encoder's pretrained
 weights, so a missing network fails before any data is read and a resumed or re-tested run never
-needs them again. The CLI trains one task; :mod:`finetune.multitask` has the multi-task loss.
+needs them again. The CLI trains one task: the model's ``tasks`` holds only the configured one.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Data flow (docs/method.md, "Supervised baseline: Swin-UTAE")::
 It takes the same ``(inputs, times, valid)`` batches as :class:`~maestro.models.segmenter.MaestroSegmenter`
 and ``forward`` returns the same ``{"logits", "aux"}`` (for the first task), so fine-tuning trains,
 evaluates and checkpoints either model with one code path. :meth:`SwinUTAE.forward_tasks` returns
-every task's output for multi-task training (:mod:`finetune.multitask`).
+every task's output, one decoder per entry of ``config.tasks`` (the ``finetune`` command configures one).
 
 Missing and dropped modalities. As in the MAESTRO segmenter, a modality without any valid date
 (absent with ``allow_missing``, or removed by modality dropout in training) contributes zeros:
