@@ -8,7 +8,6 @@ test writes the report, figures and optional prediction GeoTIFFs through :mod:`f
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,7 +94,6 @@ class FinetuneTask(TrainingTask):
         self.target: LabelTarget = self.config.task.target
         self.val_metrics = SegmentationMetrics.for_level(self.target.nomenclature)
         self.test_metrics = SegmentationMetrics.for_level(self.target.nomenclature)
-        self.outputs_dir = Path(self.config.trainer.output_dir) / "test"
         self.test_writer = None
         """Set by the stage before testing (:class:`finetune.outputs.TestOutputs`)."""
 
