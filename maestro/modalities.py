@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from maestro.errors import ConfigError
 from maestro.labels import LABEL_SETS
 
 if TYPE_CHECKING:  # the registry is read by every command's start-up: no torch import at run time
@@ -391,7 +392,7 @@ def get_modality(key: str) -> Modality:
     try:
         return MODALITIES[key]
     except KeyError:
-        raise KeyError(f"unknown modality {key!r}; known modalities: {sorted(MODALITIES)}") from None
+        raise ConfigError(f"unknown modality {key!r}; valid keys are {sorted(MODALITIES)}") from None
 
 
 def resolve(keys: Iterable[str]) -> list[Modality]:
@@ -399,7 +400,7 @@ def resolve(keys: Iterable[str]) -> list[Modality]:
     keys = list(keys)
     duplicates = {k for k in keys if keys.count(k) > 1}
     if duplicates:
-        raise ValueError(f"modalities listed twice: {sorted(duplicates)}")
+        raise ConfigError(f"modalities listed twice: {sorted(duplicates)}")
     return [get_modality(k) for k in keys]
 
 

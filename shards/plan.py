@@ -65,10 +65,7 @@ def _modality_keys(modalities: Sequence[str]) -> list[str]:
     if unknown:
         raise ConfigError(f"unknown modalities {unknown}; valid keys are {sorted(MODALITIES)}")
     keys = with_companions(modalities)
-    try:
-        resolve(keys)
-    except ValueError as error:  # listed twice
-        raise ConfigError(str(error)) from None
+    resolve(keys)  # ConfigError: listed twice
     return keys
 
 

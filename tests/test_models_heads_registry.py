@@ -1,6 +1,7 @@
 import pytest
 from torch import nn
 
+from maestro.errors import ConfigError
 from maestro.models.heads.registry import HEADS, HeadParts, get_head
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.models.synthetic import tiny_config
@@ -18,7 +19,9 @@ def test_rows_are_keyed_by_name_and_describe_themselves():
 
 def test_get_head_error_lists_the_valid_names():
     assert get_head("maestro") is HEADS["maestro"]
-    with pytest.raises(KeyError, match=r"unknown head 'upernet'.*\['linear', 'maestro', 'uperfuse'\]"):
+    with pytest.raises(
+        ConfigError, match=r"unknown head 'upernet'; valid names are \['linear', 'maestro', 'uperfuse'\]"
+    ):
         get_head("upernet")
 
 

@@ -94,4 +94,4 @@ def get_head(name: str) -> HeadSpec:
     try:
         return HEADS[name]
     except KeyError:
-        raise KeyError(f"unknown head {name!r}; known heads: {sorted(HEADS)}") from None
+        raise ConfigError(f"unknown head {name!r}; valid names are {sorted(HEADS)}") from None
