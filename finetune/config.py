@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from maestro.errors import ConfigError
+from maestro.modalities import resolve as resolve_modalities
 from maestro.models.baseline.config import BaselineOptions
 from maestro.models.config import EncoderConfig
 from maestro.models.heads.options import DatePooling
@@ -94,6 +95,10 @@ class ModelConfig:
         if self.modalities is not None:
             if not self.modalities:
                 raise ConfigError("modalities: at least one input modality is required")
+            try:
+                resolve_modalities(self.modalities)
+            except (KeyError, ValueError) as error:  # unknown or listed twice
+                raise ConfigError(f"modalities: {error.args[0]}") from None
             object.__setattr__(self, "modalities", tuple(self.modalities))
         if self.aux_weight < 0:
             raise ConfigError(f"aux_weight: {self.aux_weight} must be >= 0")

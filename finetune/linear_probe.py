@@ -18,9 +18,9 @@ from einops import rearrange
 from torch import Tensor
 
 from finetune.baseline import preprocess_options
-from finetune.cli import resolve
 from finetune.config import FinetuneConfig
 from finetune.module import FinetuneTask
+from finetune.stage import resolve
 from maestro.config import load_config
 from maestro.evaluation.metrics import SegmentationMetrics, SegmentationScores
 from maestro.modalities import with_companions

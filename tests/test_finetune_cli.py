@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
-from finetune import cli
-from finetune.cli import resolve, run
+from finetune import cli, stage
+from finetune.cli import run
 from finetune.config import FinetuneTrainerConfig
 from finetune.module import FinetuneTask
+from finetune.stage import resolve
 from maestro.hub.sources import load_encoder_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -257,7 +258,7 @@ def test_an_encoder_built_for_other_image_sizes_stops_before_the_run_folder_exis
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--modalities", "aerial,foo"], "model.modalities: unknown modality 'foo'"),
+        (["--modalities", "aerial,foo"], "model: modalities: unknown modality 'foo'"),
         (["--init", "NOTES"], "is not a readable checkpoint: it is not a torch.save zip archive"),
     ],
 )
@@ -315,7 +316,7 @@ def test_the_same_shards_pass_the_checks_for_the_inputs_and_label_they_hold(
     def reached(*args, **kwargs):
         raise _Reached
 
-    monkeypatch.setattr(cli, "run_stage", reached)
+    monkeypatch.setattr(stage, "run_stage", reached)
     path = config_file(shards=shards_without_lpis_and_s1_des, split="val")
     with pytest.raises(_Reached):  # the checks passed and training would start
         cli.main(["--config", str(path), "--task", "lc", "--modalities", "aerial,dem,s2,s1_asc"])

@@ -117,7 +117,7 @@ def test_missing_modalities_are_checked_against_an_encoder_taken_from_init(
 ):
     """With the encoder from ``--init`` the check can only run once the init is read; it still
     comes before any shard is read or any run directory is made."""
-    import finetune.cli as stage
+    import finetune.stage as stage
 
     def forbidden(*args, **kwargs):
         raise AssertionError("shards were read")

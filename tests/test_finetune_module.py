@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from finetune import cli
-from finetune.cli import datamodule, resolve
 from finetune.module import FinetuneTask, segmentation_loss
+from finetune.stage import datamodule, resolve
 from maestro.errors import DataError
 from maestro.labels import IGNORE_INDEX
 from maestro.tasks import CheckedLabels, get_task

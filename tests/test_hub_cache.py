@@ -170,7 +170,8 @@ def test_finetune_starts_from_an_hf_id_in_the_offline_cache(
     hub_cache, tiny_pretrain_run, finetune_config, tmp_path
 ):
     """`finetune --init hf:org/run` with HF_HUB_OFFLINE=1: the published encoder, read from the cache."""
-    from finetune.cli import resolve, run
+    from finetune.cli import run
+    from finetune.stage import resolve
     from maestro.hub.sources import load_encoder_weights
 
     published = load_encoder_weights(tiny_pretrain_run)  # EMA weights of the run's newest checkpoint

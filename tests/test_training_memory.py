@@ -10,9 +10,10 @@ import re
 import lightning as L
 import pytest
 
-from finetune.cli import resolve, run
+from finetune.cli import run
 from finetune.config import FinetuneConfig
 from finetune.module import FinetuneTask
+from finetune.stage import resolve
 from maestro.config import load_config
 from maestro.training import memory
 from maestro.training.config import DataConfig

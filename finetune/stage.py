@@ -1,0 +1,213 @@
+"""The fine-tuning run itself: resolve the encoder, check the shards, fit, test the best checkpoint.
+
+:mod:`finetune.cli` parses the command line and checks the config before importing this module
+(torch, Lightning, the models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from finetune.baseline import imagenet_state, is_baseline, preprocess_options
+from finetune.config import FinetuneConfig
+from finetune.module import FinetuneTask
+from finetune.outputs import TestOutputs
+from finetune.runs import run_dir
+from maestro.errors import ConfigError
+from maestro.evaluation import SegmentationScores
+from maestro.hub.sources import load_encoder_weights, restrict
+from maestro.modalities import DEFAULT_INPUTS, MODALITIES, with_companions
+from maestro.models.config import EncoderConfig
+from maestro.training.data import ShardDataModule, preprocess_for
+from maestro.training.trainer import build_trainer, latest_checkpoint, run_stage
+from shards.reading import resolve_source
+
+log = logging.getLogger("finetune")
+BEST = "best.ckpt"
+
+
+def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[FinetuneConfig, dict | None]:
+    """Fill ``model.encoder`` from ``model.init`` (restricted to ``model.modalities``) and return the
+    pretrained encoder weights a fresh run starts from (None with ``init: random``). swin-utae reads
+    only inputs from ``model.encoder`` (default: the registry's for ``model.modalities``) and starts
+    from ImageNet Swins (``model.pretrained``)."""
+    model = config.model
+    if model.init == "random" or is_baseline(model):
+        encoder = model.encoder or EncoderConfig(modalities=model.modalities or DEFAULT_INPUTS)
+        if model.modalities is not None:
+            encoder = encoder.replace(
+                modalities=model.modalities,
+                overrides={k: v for k, v in encoder.overrides.items() if k in model.modalities},
+            )
+        state = None
+    elif not load_weights and model.encoder is not None:
+        # A run's own config (resumed or tested): its encoder is resolved, its checkpoint holds the
+        # weights, and the init source need not exist any more.
+        encoder, state = model.encoder, None
+    else:
+        weights = load_encoder_weights(model.init, model.weights)
+        if model.modalities is not None:
+            weights = restrict(weights, model.modalities)
+        if model.encoder is not None and model.encoder != weights.config:
+            raise ConfigError(
+                f"model.encoder {model.encoder.to_dict()} does not match the encoder of {model.init} "
+                f"({weights.config.to_dict()}); drop model.encoder to take it from the init weights"
+            )
+        log.info("starting from %s", weights.note)
+        encoder, state = weights.config, weights.state if load_weights else None
+    resolved = dataclasses.replace(config, model=dataclasses.replace(model, encoder=encoder))
+    if is_baseline(model) and load_weights:
+        state = imagenet_state(resolved)
+    trainer = dataclasses.replace(resolved.trainer, output_dir=run_dir(config))
+    return dataclasses.replace(resolved, trainer=trainer), state
+
+
+def check_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
+    """Refuse, before training, shards that lack the task's labels or the model's inputs."""
+    label = config.task.target.label_modality
+    data = config.data
+    for name, urls, split in (
+        ("train", data.train, data.train_split),
+        ("val", data.val, data.val_split),
+        ("test", data.test, data.test_split),
+    ):
+        if urls is None:
+            continue
+        source = resolve_source(urls, split)
+        if source.modalities is None:  # remote shards without a manifest: checked per sample
+            continue
+        absent = [key for key in (*inputs, label) if key not in source.modalities]
+        if absent:
+            raise ConfigError(
+                f"data.{name} ({urls}, split {split}) has no {absent}: its shards hold {source.modalities}. "
+                f"The {config.task.name} task needs label {label!r} and the model reads {list(inputs)}"
+            )
+    check_encoder_fits_shards(config, inputs)
+
+
+def check_encoder_fits_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
+    """Refuse, before anything is written, an encoder built for inputs the shards cannot give.
+
+    Shards hold every modality at the registry's image size with all its bands (the reader and
+    the writer check both), and preprocessing selects bands and dates but never resizes, so an
+    encoder built for other sizes (e.g. a reference checkpoint converted for 128 px aerial) would
+    only fail inside its first training step."""
+    model = config.model
+    source = (
+        "model.encoder" if model.init == "random" or is_baseline(model) else f"the encoder of {model.init}"
+    )
+    problems, sizes, bad = [], [], []
+    for key in inputs:
+        spec, stored = model.encoder.specs[key], MODALITIES[key]
+        before = len(problems)
+        if spec.image_size != stored.size_px:
+            problems.append(f"{key} images of {spec.image_size} px where the shards hold {stored.size_px} px")
+            sizes.append(f"{key}={stored.size_px}")
+        unknown = [band for band in spec.bands if band not in stored.bands]
+        if unknown:
+            problems.append(f"{key} bands {unknown} where the shards hold {list(stored.bands)}")
+        if not stored.temporal and spec.num_dates != 1:
+            problems.append(f"{spec.num_dates} dates of {key} where the shards hold one")
+        if len(problems) > before:
+            bad.append(key)
+    if not problems:
+        return
+    fixes = []
+    if sizes and source == "model.encoder":
+        fixes.append(
+            " ".join(f"model.encoder.overrides.{size.replace('=', '.image_size=')}" for size in sizes)
+        )
+    elif sizes:
+        fixes.append(
+            f"an encoder built for {', '.join(sizes)} px (a converted reference checkpoint: "
+            f"maestro import-reference SOURCE --image-size {' '.join(sizes)})"
+        )
+    kept = [key for key in inputs if key not in bad]
+    if kept:
+        fixes.append(f"leave {bad} out with --modalities {','.join(kept)}")
+    raise ConfigError(
+        f"{source} takes {'; '.join(problems)} (data.train: {config.data.train}). "
+        + ("Fix: " + ", or ".join(fixes) if fixes else "Use an encoder built for these shards")
+    )
+
+
+def datamodule(config: FinetuneConfig, inputs: Sequence[str]) -> ShardDataModule:
+    """Shards -> batches with the model's inputs, their masks and the task's labels (checked in workers)."""
+    from maestro.tasks import CheckedLabels
+
+    specs = {key: spec for key, spec in config.model.encoder.specs.items() if key in inputs}
+    target = config.task.target
+    return ShardDataModule(
+        config.data,
+        preprocess_for(specs, **preprocess_options(config.model)),
+        members=[*with_companions(list(specs)), target.label_modality],
+        seed=config.trainer.seed,
+        wrap=functools.partial(CheckedLabels, target=target),
+    )
+
+
+def test(
+    config: FinetuneConfig, task: FinetuneTask, trainer: L.Trainer, ckpt_path: Path | None
+) -> SegmentationScores:
+    """Test ``ckpt_path`` (or the task's current weights) on ``data.test`` and write the outputs."""
+    if config.data.test is None:
+        raise ConfigError("data.test is not set: there is no test split to evaluate")
+    inputs = [key for key in config.inputs if key not in config.eval.missing_modalities]
+    if config.eval.missing_modalities:
+        log.info(
+            "testing without %s (they count as having no valid date)", list(config.eval.missing_modalities)
+        )
+    task.test_writer = TestOutputs(
+        Path(config.trainer.output_dir) / "test",
+        config.task.target,
+        {key: spec.bands for key, spec in config.model.encoder.specs.items()},
+        num_figures=config.eval.num_figures,
+        save_predictions=config.eval.save_predictions,
+    )
+    trainer.test(task, datamodule=datamodule(config, inputs), ckpt_path=ckpt_path, weights_only=True)
+    return task.test_scores
+
+
+def run(
+    config: FinetuneConfig,
+    resume: str | None = None,
+    eval_only: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+) -> SegmentationScores:
+    """Fit (or, with ``eval_only``, reuse a trained run), then test its best checkpoint."""
+    config, state = resolve(config, load_weights=resume is None and not eval_only)
+    out = Path(config.trainer.output_dir)
+    check_shards(config, config.inputs)
+    if eval_only:
+        ckpt = out / BEST if (out / BEST).is_file() else latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(f"--eval-only: {out} holds no trained run (no {BEST}, no checkpoints/)")
+        task = FinetuneTask(config)
+        trainer = build_trainer(config, callbacks)
+        return test(config, task, trainer, ckpt)
+    best = ModelCheckpoint(
+        dirpath=out,
+        filename="best",
+        monitor="val/miou",
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    trainer = run_stage(
+        config,
+        functools.partial(FinetuneTask, encoder_state=state),
+        datamodule(config, config.inputs),
+        [best, *callbacks] if config.data.val is not None else list(callbacks),
+        resume=resume,
+    )
+    ckpt = Path(best.best_model_path) if best.best_model_path else None
+    log.info("testing %s", ckpt or "the final weights (no validation split to pick a best checkpoint)")
+    return test(config, trainer.lightning_module, trainer, ckpt)
