@@ -8,8 +8,8 @@
 (b) inputs: crop type (LPIS levels 1 and 2) trained from scratch on aerial + Sentinel-2 vs aerial
     alone (the toy's crops look alike from above on one date and differ by their S2 phenology).
 
-Everything runs on CPU with the tiny encoder of the stage tests (width 64, two blocks; 4 x 4 aerial
-tokens, one token per 10 m S2 pixel): a toy dataset of ``--patches`` patches (seed 0) is written,
+Everything runs on CPU with a tiny encoder (width 64, two blocks; 4 x 4 aerial tokens, one token
+per 10 m S2 pixel): a toy dataset of ``--patches`` patches (seed 0) is written,
 sharded, fine-tuned on its train split and tested on its val split (no validation, no EMA: the
 last weights are tested). Prints a markdown table (mIoU, OA per arm and seed) and writes
 ``--json`` (default ``$OUT/finetune_comparisons.json`` or ``./finetune_comparisons.json``).
@@ -18,16 +18,45 @@ last weights are tested). Prints a markdown table (mIoU, OA per arm and seed) an
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
-from tests.conftest import FINETUNE_ENCODER as ENCODER  # the stage tests' tiny encoder
-from tests.conftest import dotted
+from maestro.config import apply_override, from_dict
+
+T = TypeVar("T")
+
+# Small enough for minutes on CPU: 4 x 4 aerial/DEM tokens (patch 128 of 512 px), S2 tokens of one
+# 10 m pixel (10 x 10, where the toy's crop phenology is), 2 x 2 S1 tokens, width 64, two blocks.
+ENCODER: dict[str, Any] = {
+    "modalities": ["aerial", "dem", "s2", "s1_asc", "s1_des"],
+    "overrides": {
+        "aerial": {"patch_size": 128},
+        "dem": {"patch_size": 128},
+        "s2": {"num_dates": 4, "patch_size": 1},
+        "s1_asc": {"num_dates": 2, "patch_size": 5},
+        "s1_des": {"num_dates": 2, "patch_size": 5},
+    },
+    "size": "tiny",
+    "width": 64,
+    "depth": 2,
+    "inter_depth": 1,
+    "grid_size": 20,
+}
+
+
+def build_config(cls: type[T], raw: dict[str, Any], overrides: tuple[str, ...] = ()) -> T:
+    """``cls`` from ``raw`` and then ``key.sub=value`` overrides, checked as a config file is."""
+    raw = copy.deepcopy(raw)  # an override must not edit ENCODER
+    for override in overrides:
+        apply_override(raw, override)
+    return from_dict(cls, raw)
 
 
 def build_data(work: Path, patches: int) -> Path:
@@ -43,7 +72,6 @@ def build_data(work: Path, patches: int) -> Path:
 
 
 def pretrain(shards: Path, out: Path, steps: int) -> Path:
-    from maestro.config import load_config
     from pretrain.cli import run
     from pretrain.config import PretrainConfig
 
@@ -61,14 +89,13 @@ def pretrain(shards: Path, out: Path, steps: int) -> Path:
             "devices": 1,
         },
     }
-    run(load_config(PretrainConfig, None, dotted(raw)))
+    run(build_config(PretrainConfig, raw))
     return out
 
 
 def finetune(shards: Path, out: Path, steps: int, seed: int, *overrides: str) -> dict:
     from finetune.cli import run
     from finetune.config import FinetuneConfig
-    from maestro.config import load_config
 
     raw = {
         "data": {
@@ -95,7 +122,7 @@ def finetune(shards: Path, out: Path, steps: int, seed: int, *overrides: str) ->
         "eval": {"num_figures": 0},
     }
     start = time.perf_counter()
-    scores = run(load_config(FinetuneConfig, None, dotted(raw) + list(overrides)))
+    scores = run(build_config(FinetuneConfig, raw, overrides))
     return {
         "miou": float(scores.miou),
         "oa": float(scores.overall_accuracy),
