@@ -97,7 +97,7 @@ class ModelConfig:
                 raise ConfigError("modalities: at least one input modality is required")
             try:
                 resolve_modalities(self.modalities)
-            except (KeyError, ValueError) as error:  # unknown or listed twice
+            except ConfigError as error:  # unknown or listed twice
                 raise ConfigError(f"modalities: {error.args[0]}") from None
             object.__setattr__(self, "modalities", tuple(self.modalities))
         if self.aux_weight < 0:
