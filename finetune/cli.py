@@ -1,10 +1,12 @@
 """``finetune``: train a segmentation head on the pretrained MAESTRO encoder, then test the best checkpoint.
 
-    finetune --task lpis --level 2                       # on the built-in example's outputs
-    finetune --task lc --init runs/pretrain --config configs/finetune/flairhub.yaml
+    finetune --task lpis --level 2 --config configs/finetune/toy.yaml   # the example's scale (about a minute)
+    finetune --task lc --init runs/pretrain data.train=/data/shards data.val=/data/shards data.test=/data/shards
     finetune --task lc --probe                           # linear probe: one linear layer on frozen encoder tokens
-    finetune --task lc --eval-only --save-predictions    # test runs/finetune/lc-level1 again (its config.yaml)
-    finetune --model swin-utae --task lpis --level 1 --modalities spot,s2,s1_asc,s1_des  # supervised baseline
+    finetune --eval-only --output-dir example/runs/finetune/lc --save-predictions   # test a run again
+    finetune --model swin-utae --no-pretrained --task lpis --level 1 --modalities aerial,s2,s1_asc,s1_des
+
+Without --config the full recipe runs (50 epochs at batch 32: over an hour a run on 2 CPU cores).
 
 Fits on the training shards, keeps the checkpoint with the best validation mIoU (EMA weights),
 and tests it: metrics.json, per_class.md, confusion.png and samples.png in ``{run}/test/``.

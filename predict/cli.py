@@ -1,6 +1,6 @@
 """``predict``: map a whole zone with a fine-tuned MAESTRO segmenter into one seamless GeoTIFF.
 
-    predict --model runs/finetune/lc-level1 --zone zones/D033 --out maps/D033_lc.tif
+    predict --model example/runs/finetune/lc --zone zones/D033 --out maps/D033_lc.tif   # a finetune run
     predict --model hf:org/maestro-lc --zone zones/D033 --out maps/D033_lc.tif --probabilities float16
     shards toy --zone zones/toy && predict --model FOLDER --zone zones/toy --out toy.tif --device cpu
 
