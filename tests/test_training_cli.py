@@ -140,6 +140,7 @@ def test_the_fine_tuning_flags_mix_with_overrides(argv):
         "task.name=lc",
         "model.modalities=[aerial]",
         "model.probe=true",
+        "model.head=linear",  # --probe is a linear probe unless --head names another head
     ]
 
 
