@@ -17,10 +17,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from finetune.baseline import preprocess_options
 from finetune.config import FinetuneConfig
 from finetune.module import FinetuneTask
-from finetune.stage import resolve
+from finetune.stage import preprocess_options, resolve
 from maestro.config import load_config
 from maestro.evaluation.metrics import SegmentationMetrics, SegmentationScores
 from maestro.modalities import with_companions
@@ -57,9 +56,7 @@ def token_features(
     ``(len(TARGETS), N, pixels per token)`` of those locations."""
     specs = dict(config.model.encoder.specs)
     members = [*with_companions(list(specs)), "lc", "lpis"]
-    data = ShardDataModule(
-        config.data, preprocess_for(specs, **preprocess_options(config.model)), members, seed=0
-    )
+    data = ShardDataModule(config.data, preprocess_for(specs, **preprocess_options(config)), members, seed=0)
     data.setup("fit")
     loader = data.train_dataloader() if split == "train" else data.val_dataloader()
     grid = reference_grid(specs)

@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from finetune.baseline import baseline_config, is_baseline
 from finetune.config import FinetuneConfig
 from maestro.evaluation import SegmentationMetrics
 from maestro.hub.folder import load_strict
 from maestro.labels import IGNORE_INDEX
 from maestro.modalities import MODALITIES
-from maestro.models.baseline import SwinUTAE, SwinUTAEConfig
+from maestro.models.baseline.model import SwinUTAE
+from maestro.models.finetuning import network_config
+from maestro.models.registry import model_type_of_config
 from maestro.models.segmenter import MaestroSegmenter
-from maestro.models.segmenter_config import SegmenterConfig
 from maestro.tasks import LabelTarget
 from maestro.training.memory import SampleMemory, encoder_activation_bytes
 from maestro.training.task import TrainingTask, batch_size_of
@@ -35,27 +35,6 @@ UPERNET_CHANNEL_BYTES = 4.7
 HEAD_CLASS_BYTES = 46
 """Activation bytes per label pixel and class of a head's full-resolution output (logits,
 upsampling, the loss); measured likewise."""
-
-
-def segmenter_config(config: FinetuneConfig) -> SegmenterConfig | SwinUTAEConfig:
-    """The network a fine-tuning config describes (its encoder must be resolved)."""
-    model, target = config.model, config.task.target
-    if model.encoder is None:
-        raise ValueError("model.encoder must be resolved from model.init before building the network")
-    if is_baseline(model):
-        return baseline_config(config)
-    return SegmenterConfig(
-        encoder=model.encoder,
-        num_classes=target.num_classes,
-        head=model.head,
-        label_size=MODALITIES[target.label_modality].size_px,
-        feature_indices=model.feature_indices,
-        date_pooling=model.date_pooling,
-        decoder_channels=model.decoder_channels,
-        aux_heads=model.aux_heads,
-        modality_dropout=model.modality_dropout,
-        freeze_encoder=model.probe,
-    )
 
 
 def segmentation_loss(
@@ -114,11 +93,12 @@ class FinetuneTask(TrainingTask):
         return SampleMemory(activations=activations + int(pixels * per_pixel), inputs=inputs)
 
     def single_sample_hint(self) -> str:
-        return "" if is_baseline(self.config.model) else ", or --head maestro, whose head has no BatchNorm"
+        return "" if self.config.model.is_baseline else ", or --head maestro, whose head has no BatchNorm"
 
     def build_model(self) -> MaestroSegmenter | SwinUTAE:
-        config = segmenter_config(self.config)
-        return SwinUTAE(config) if isinstance(config, SwinUTAEConfig) else MaestroSegmenter(config)
+        """The network the run's ``model`` and ``task`` sections describe, built by its registry row."""
+        config = network_config(self.config.model, self.config.task)
+        return model_type_of_config(config).build(config)
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: dict[str, Any], model: torch.nn.Module | None = None) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.baseline import is_baseline
 from finetune.config import FinetuneConfig, FinetuneTrainerConfig, ModelConfig
 from maestro.config import load_config, to_dict
 from maestro.errors import ConfigError
@@ -38,7 +37,7 @@ def run_dir(config: FinetuneConfig) -> Path:
         return out
     model = config.model
     name = f"{config.task.name}-level{config.task.level}"
-    if is_baseline(model):
+    if model.is_baseline:
         return out / f"{name}-swin-utae"
     name += "-probe" if model.probe else ""
     usual = "linear" if model.probe else ModelConfig.head  # --probe trains the linear head

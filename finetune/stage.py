@@ -15,22 +15,38 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from finetune.baseline import imagenet_state, is_baseline, preprocess_options
-from finetune.config import FinetuneConfig
+from finetune.baseline import imagenet_state
+from finetune.config import EXAMPLE_PRETRAIN_RUN, FinetuneConfig
 from finetune.module import FinetuneTask
 from finetune.outputs import TestOutputs
 from finetune.runs import run_dir
 from maestro.errors import ConfigError
 from maestro.evaluation import SegmentationScores
-from maestro.hub.sources import load_encoder_weights, restrict
+from maestro.hub.sources import BEST
+from maestro.hub.weights import Pick, Weights
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, with_companions
+from maestro.models import zoo
 from maestro.models.config import EncoderConfig
+from maestro.models.encoder import restrict
+from maestro.models.finetuning import network_config
+from maestro.models.registry import model_type_of_config
+from maestro.tasks import CheckedLabels
 from maestro.training.data import ShardDataModule, preprocess_for
 from maestro.training.trainer import build_trainer, latest_checkpoint, run_stage
 from shards.reading import resolve_source
 
 log = logging.getLogger("finetune")
-BEST = "best.ckpt"
+
+
+def encoder_weights(init: str, pick: Pick) -> Weights:
+    """The pretrained encoder ``model.init`` names (any source of :mod:`maestro.hub.sources`)."""
+    try:
+        return zoo.load_encoder_weights(init, pick, user="model.init")
+    except FileNotFoundError as error:
+        example = (
+            "; run `make example` for the example's pretraining run" if init == EXAMPLE_PRETRAIN_RUN else ""
+        )
+        raise FileNotFoundError(f"no pretrained weights at {init} ({error}){example}") from None
 
 
 def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[FinetuneConfig, dict | None]:
@@ -39,7 +55,7 @@ def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[Finetune
     only inputs from ``model.encoder`` (default: the registry's for ``model.modalities``) and starts
     from ImageNet Swins (``model.pretrained``)."""
     model = config.model
-    if model.init == "random" or is_baseline(model):
+    if model.init == "random" or model.is_baseline:
         encoder = model.encoder or EncoderConfig(modalities=model.modalities or DEFAULT_INPUTS)
         if model.modalities is not None:
             encoder = encoder.replace(
@@ -52,7 +68,7 @@ def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[Finetune
         # weights, and the init source need not exist any more.
         encoder, state = model.encoder, None
     else:
-        weights = load_encoder_weights(model.init, model.weights)
+        weights = encoder_weights(model.init, model.weights)
         if model.modalities is not None:
             weights = restrict(weights, model.modalities)
         if model.encoder is not None and model.encoder != weights.config:
@@ -63,7 +79,7 @@ def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[Finetune
         log.info("starting from %s", weights.note)
         encoder, state = weights.config, weights.state if load_weights else None
     resolved = dataclasses.replace(config, model=dataclasses.replace(model, encoder=encoder))
-    if is_baseline(model) and load_weights:
+    if model.is_baseline and load_weights:
         state = imagenet_state(resolved)
     trainer = dataclasses.replace(resolved.trainer, output_dir=run_dir(config))
     return dataclasses.replace(resolved, trainer=trainer), state
@@ -101,7 +117,7 @@ def check_encoder_fits_shards(config: FinetuneConfig, inputs: Sequence[str]) -> 
     only fail inside its first training step."""
     model = config.model
     source = (
-        "model.encoder" if model.init == "random" or is_baseline(model) else f"the encoder of {model.init}"
+        "model.encoder" if model.init == "random" or model.is_baseline else f"the encoder of {model.init}"
     )
     problems, sizes, bad = [], [], []
     for key in inputs:
@@ -139,18 +155,23 @@ def check_encoder_fits_shards(config: FinetuneConfig, inputs: Sequence[str]) -> 
 
 
 def datamodule(config: FinetuneConfig, inputs: Sequence[str]) -> ShardDataModule:
-    """Shards -> batches with the model's inputs, their masks and the task's labels (checked in workers)."""
-    from maestro.tasks import CheckedLabels
-
+    """Shards -> batches with the model's inputs, their masks and the task's labels (checked in
+    workers), preprocessed as the network's type asks (the baseline adds its cloudy-date filter)."""
     specs = {key: spec for key, spec in config.model.encoder.specs.items() if key in inputs}
     target = config.task.target
     return ShardDataModule(
         config.data,
-        preprocess_for(specs, **preprocess_options(config.model)),
+        preprocess_for(specs, **preprocess_options(config)),
         members=[*with_companions(list(specs)), target.label_modality],
         seed=config.trainer.seed,
         wrap=functools.partial(CheckedLabels, target=target),
     )
+
+
+def preprocess_options(config: FinetuneConfig) -> dict:
+    """What the run's network adds to the shared preprocessing (its registry row says)."""
+    network = network_config(config.model, config.task)
+    return model_type_of_config(network).preprocess_options(network)
 
 
 def test(

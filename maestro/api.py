@@ -2,7 +2,7 @@
 
     from maestro.api import load_encoder
 
-    model = load_encoder("runs/pretrain")          # a run, a .ckpt, a model folder or hf:org/name
+    model = load_encoder("runs/pretrain")          # a run, a .ckpt, a model folder, org/name or hf:org/name
     reader = model.reader("/data/FLAIR-HUB", split="test")
     features = model.encode(model.batch(reader[i] for i in range(4)))
 
@@ -23,10 +23,11 @@ import torch
 from maestro.data.collate import collate_model_samples
 from maestro.data.flairhub import FlairHubReader
 from maestro.data.preprocess import MaestroTransform
-from maestro.errors import ConfigError
-from maestro.hub.sources import Weights, load_encoder_weights
+from maestro.hub.pretrained import build
+from maestro.hub.weights import Pick
 from maestro.modalities import with_companions
 from maestro.models.encoder import EncoderOutput, MaestroEncoder
+from maestro.models.zoo import load_encoder_weights
 from maestro.sample import Sample
 from maestro.training.data import preprocess_for
 from shards.loader import ShardLoader, make_loader
@@ -101,21 +102,18 @@ class LoadedEncoder:
 
 
 def load_encoder(
-    source: str | Path, weights: Weights = "ema", device: str | torch.device = "cpu"
+    source: str | Path, weights: Pick = "ema", device: str | torch.device = "cpu"
 ) -> LoadedEncoder:
-    """The encoder of a ``pretrain``/``finetune`` run directory (its newest checkpoint), a ``.ckpt``
-    file, a model folder or ``hf:org/name[@revision]``, with its preprocessing.
+    """The encoder of a ``pretrain``/``finetune`` run directory (a fine-tuning run's ``best.ckpt``,
+    else the newest checkpoint), a ``.ckpt`` file, a model folder or a Hub model (``org/name`` or
+    ``hf:org/name``, ``@revision`` optional), with its preprocessing.
 
     Training checkpoints give their EMA weights unless ``weights="model"``; :attr:`LoadedEncoder.note`
     (also logged) says which were taken.
     """
-    loaded = load_encoder_weights(source, weights)
-    encoder = MaestroEncoder(loaded.config)
-    try:
-        encoder.load_state_dict(loaded.state, strict=True)
-    except RuntimeError as error:
-        raise ConfigError(f"{source}: the weights do not fit the stored encoder config ({error})") from None
-    encoder.eval().to(device)
+    loaded = load_encoder_weights(source, weights, user="load_encoder")
+    encoder = build(loaded, hint="")
+    encoder.to(device)
     log.info("loaded %s", loaded.note)
     preprocess = MaestroTransform(preprocess_for(loaded.config.specs), train=False)
     return LoadedEncoder(encoder, preprocess, loaded.note)

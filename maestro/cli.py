@@ -4,6 +4,7 @@
     maestro publish runs/pretrain --repo org/name                               # EMA encoder -> the Hub
     maestro publish runs/pretrain --repo org/name --what mae --revision mae     # the whole MAE, on a branch
     maestro publish runs/finetune/lc-level1 --repo org/name-lc --private        # segmenter + test scores
+    maestro publish runs/finetune/lc-level1-swin-utae --repo org/swin-utae-lc   # the supervised baseline
     maestro download org/name@v1.0                                              # into the HF cache
     maestro import-reference hf:IGNF/MAESTRO_FLAIR-HUB_base --out hub/reference # IGN's reference weights
 
@@ -24,7 +25,8 @@ USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError)
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from maestro.hub.publish import publish
+    # Publishing builds the run's network to check its weights: the zoo imports (and registers) them.
+    from maestro.models.zoo import publish
 
     result = publish(
         args.source,
@@ -71,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     publish = commands.add_parser("publish", help="publish a pretrain or finetune run's weights on the Hub")
-    publish.add_argument("source", metavar="RUN_OR_CKPT", help="run directory or .ckpt file")
+    publish.add_argument(
+        "source", metavar="RUN_OR_CKPT", help="run directory or .ckpt file (pretrain or finetune)"
+    )
     publish.add_argument("--repo", required=True, help="Hub repo id org/name (created if needed)")
     publish.add_argument(
         "--what",

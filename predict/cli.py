@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         metavar="RUN|FOLDER|hf:org/name",
-        help="fine-tuning run directory, model folder, or Hub model hf:org/name[@revision]",
+        help="fine-tuning run directory, model folder, or Hub model hf:org/name[@revision] (or org/name)",
     )
     parser.add_argument("--zone", required=True, help="zone folder (one raster per modality)")
     parser.add_argument("--out", required=True, help="output map, a .tif path (its folder is created)")

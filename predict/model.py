@@ -1,39 +1,35 @@
 """The network to map with and everything it dictates: inputs, footprint, classes, colours.
 
-Three sources, all read without unpickling anything:
-
-* a fine-tuning run directory: ``config.yaml`` (the resolved :class:`~finetune.config.FinetuneConfig`)
-  and ``best.ckpt`` (``ema_state_dict`` with ``module.*`` keys, ``state_dict`` with ``model.*``),
-  read with ``torch.load(weights_only=True)``; EMA weights unless ``weights="model"``;
-* a model folder (``config.json`` with ``model_type: maestro-segmenter`` + ``model.safetensors``);
-* ``hf:org/name[@revision]``: that folder from the Hugging Face Hub (or its local cache).
+``--model`` names a fine-tuning run (its ``best.ckpt``; EMA weights unless ``weights="model"``), a
+model folder or a Hub model (``hf:org/name[@revision]``, or ``org/name``); all are read by
+:func:`maestro.hub.weights.load_weights` without unpickling anything. Any registered segmenter
+maps: the MAESTRO segmenter or the Swin-UTAE baseline, each fed the preprocessing it was trained
+with (its registry row says what that adds to the shared one).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from maestro.data.preprocess import PreprocessConfig
 from maestro.errors import ConfigError
-from maestro.hub.folder import load_strict, read_model_folder
+from maestro.hub.pretrained import build
+from maestro.hub.weights import Pick, Weights
 from maestro.labels import RGB, palette
 from maestro.modalities import MODALITIES, with_companions
 from maestro.models.config import ModalitySpec
-from maestro.models.segmenter import MaestroSegmenter
-from maestro.models.segmenter_config import SegmenterConfig
+from maestro.models.registry import ModelType, model_type_of_config
+from maestro.models.zoo import load_weights
 from maestro.tasks import LabelTarget, get_task
-from predict.options import FOLDER_CONFIG, HUB_PREFIX, RUN_CONFIG, find_model, run_checkpoint
+from maestro.training.data import preprocess_for
+from predict.options import MODEL_SOURCES, find_model
 
 log = logging.getLogger(__name__)
-
-Weights = Literal["ema", "model"]
-SEGMENTER = "maestro-segmenter"
 
 
 @dataclass(frozen=True)
@@ -56,14 +52,19 @@ class PredictModel:
     """A segmenter ready for inference, with the facts of its config the mapping needs."""
 
     network: nn.Module
-    config: SegmenterConfig
+    config: Any
+    """The config of a segmenter type of the registry: ``SegmenterConfig`` or ``SwinUTAEConfig``."""
     task: TaskInfo
     source: str
     """Where the weights came from, in words (logged and written into the map's metadata)."""
 
     @property
+    def model_type(self) -> ModelType:
+        return model_type_of_config(self.config)
+
+    @property
     def specs(self) -> dict[str, ModalitySpec]:
-        return dict(self.config.encoder.specs)
+        return dict(self.model_type.inputs(self.config).specs)
 
     @property
     def num_classes(self) -> int:
@@ -89,10 +90,10 @@ class PredictModel:
         return self.footprint_m / self.specs[key].image_size
 
     def preprocess(self, cloud_avoidance: bool = True) -> PreprocessConfig:
-        """The training preprocessing for this model's inputs (bands and dates from its config)."""
-        from maestro.training.data import preprocess_for
-
-        return preprocess_for(self.specs, cloud_avoidance=cloud_avoidance)
+        """The training preprocessing for this model's inputs (bands and dates from its config,
+        and what its type adds, e.g. the baseline's cloudy-date filter)."""
+        options = self.model_type.preprocess_options(self.config)
+        return preprocess_for(self.specs, cloud_avoidance=cloud_avoidance, **options)
 
     def rasters(self, cloud_avoidance: bool = True) -> list[str]:
         """Zone rasters needed: every input, plus their cloud masks when cloud avoidance is on."""
@@ -118,75 +119,34 @@ def task_info(
     return TaskInfo(target, names, tuple(sorted(int(v) for v in ignored)))
 
 
-def _build(config: SegmenterConfig, state: dict[str, torch.Tensor], where: str) -> nn.Module:
-    network = MaestroSegmenter(config)
-    load_strict(network, state, where)
-    return network.eval()
-
-
-def _sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-
-
-def load_run(run: Path, weights: Weights = "ema") -> PredictModel:
-    """A fine-tuning run directory: its resolved config.yaml and best.ckpt."""
-    from finetune.config import FinetuneConfig
-    from finetune.module import segmenter_config
-    from maestro.config import load_config
-
-    ckpt = run_checkpoint(run)
-    config = load_config(FinetuneConfig, run / RUN_CONFIG)
-    if config.model.encoder is None:
+def predict_model(weights: Weights) -> PredictModel:
+    """A segmenter's weights -> the network in eval mode with its task, checked against its outputs."""
+    row = weights.model_type
+    if not row.needs_task:
         raise ConfigError(
-            f"{run / RUN_CONFIG}: model.encoder is not resolved; is this the run's own config.yaml?"
+            f"{weights.source}: a {row.name} cannot map a zone; give a segmenter (a fine-tuning run or a "
+            "published segmenter)"
         )
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
-        raise ConfigError(f"{ckpt} is not a readable checkpoint ({type(error).__name__}: {error})") from None
-    ema = checkpoint.get("ema_state_dict") if isinstance(checkpoint, dict) else None
-    if weights == "ema" and ema:
-        state, which = _sub_state(ema, "module."), "EMA weights"
-    else:
-        if weights == "ema":
-            log.info("%s holds no EMA weights; using the trained weights", ckpt)
-        state, which = _sub_state(checkpoint.get("state_dict", {}), "model."), "trained weights"
-    segmenter = segmenter_config(config)
-    source = f"{which} of {ckpt} (step {checkpoint.get('global_step')})"
-    task = task_info(config.task.name, config.task.level, segmenter.num_classes, where=str(run / RUN_CONFIG))
-    return PredictModel(_build(segmenter, state, source), segmenter, task, source)
-
-
-def load_folder(folder: Path, source: str | None = None) -> PredictModel:
-    """A model folder (config.json + model.safetensors) holding a segmenter with its task."""
-    read = read_model_folder(folder)
-    where = str(folder / FOLDER_CONFIG)
-    if read.model_type != SEGMENTER:
-        raise ConfigError(
-            f"{where}: a {read.model_type} cannot map a zone; give a {SEGMENTER} (a fine-tuned model)"
-        )
-    config = SegmenterConfig.from_dict(read.config)
-    task = read.task or {}
+    task = weights.task or {}
     if "name" not in task or "level" not in task:
-        raise ConfigError(f"{where}: no task name and level, so the classes of the map are unknown")
+        raise ConfigError(f"{weights.source}: no task name and level, so the classes of the map are unknown")
+    config = weights.config
     info = task_info(
-        task["name"], task["level"], config.num_classes, task.get("class_names"), task.get("ignored"), where
+        task["name"],
+        task["level"],
+        config.num_classes,
+        task.get("class_names"),
+        task.get("ignored"),
+        weights.source,
     )
-    source = source or str(folder)
-    return PredictModel(_build(config, read.state, source), config, info, source)
+    source = weights.note if weights.checkpoint is not None else weights.source
+    return PredictModel(build(weights, source), config, info, source)
 
 
-def load_model(spec: str, weights: Weights = "ema", device: str | torch.device = "cpu") -> PredictModel:
-    """``RUN`` directory, model ``FOLDER`` or ``hf:org/name[@revision]`` -> a model on ``device``."""
-    kind, path = find_model(spec)
-    if kind == "hub":
-        from maestro.hub.remote import download
-
-        model = load_folder(download(spec[len(HUB_PREFIX) :]), source=spec)
-    elif kind == "folder":
-        model = load_folder(path)
-    else:
-        model = load_run(path, weights)
+def load_model(spec: str, weights: Pick = "ema", device: str | torch.device = "cpu") -> PredictModel:
+    """A fine-tuning run, model folder or Hub model (module docstring) -> a model on ``device``."""
+    find_model(spec)
+    model = predict_model(load_weights(spec, None, weights, kinds=MODEL_SOURCES, user="--model"))
     model.network.to(device)
     log.info(
         "model: %s (%s level %d, %d classes, tiles of %.1f m)",

@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 from maestro.errors import ConfigError
+from maestro.hub.sources import BEST, Source, SourceKind, resolve_source
 
 ProbabilityType = Literal["uint8", "float16"]
-ModelKind = Literal["hub", "folder", "run"]
-HUB_PREFIX = "hf:"
-RUN_CONFIG = "config.yaml"
-BEST = "best.ckpt"
-FOLDER_CONFIG = "config.json"
+MODEL_SOURCES: tuple[SourceKind, ...] = ("run", "folder", "hub")
+"""What ``--model`` takes: a fine-tuning run, a model folder, or a Hub model."""
 
 
 @dataclass(frozen=True)
@@ -56,34 +54,15 @@ def check_device_name(name: str) -> None:
         raise ConfigError(f"--device must be cpu or cuda[:N], got {name!r}")
 
 
-def run_checkpoint(run: Path) -> Path:
-    """The checkpoint a fine-tuning run is mapped with."""
-    ckpt = run / BEST
-    if not ckpt.is_file():
+def find_model(spec: str) -> Source:
+    """What ``--model`` names (:mod:`maestro.hub.sources`); a run must be a fine-tuning run with
+    its ``best.ckpt``, the checkpoint a run is mapped with."""
+    source = resolve_source(spec, kinds=MODEL_SOURCES, user="--model")
+    if source.kind == "run" and not (source.path / BEST).is_file():
         raise FileNotFoundError(
-            f"{run} is a fine-tuning run without {BEST} (was it trained with a validation split?)"
+            f"{source.path} is a fine-tuning run without {BEST} (was it trained with a validation split?)"
         )
-    return ckpt
-
-
-def find_model(spec: str) -> tuple[ModelKind, Path | None]:
-    """What ``--model`` names: a Hub model (no local path), a model folder or a fine-tuning run."""
-    if spec.startswith(HUB_PREFIX):
-        return "hub", None
-    path = Path(spec).expanduser()
-    if (path / FOLDER_CONFIG).is_file():
-        return "folder", path
-    if (path / RUN_CONFIG).is_file():
-        run_checkpoint(path)
-        return "run", path
-    if path.exists():
-        raise ConfigError(
-            f"--model {spec}: neither a fine-tuning run ({RUN_CONFIG} + {BEST}) nor a model folder "
-            f"({FOLDER_CONFIG} + model.safetensors)"
-        )
-    raise FileNotFoundError(
-        f"--model {spec}: no such run directory or model folder (Hub models: hf:org/name)"
-    )
+    return source
 
 
 def check_zone(root: Path) -> None:

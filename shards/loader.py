@@ -39,6 +39,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 from webdataset.utils import make_seed, pytorch_worker_info
 
+from maestro.data.collate import collate_model_samples
+from maestro.data.preprocess import MaestroTransform, build_preprocess_config
 from maestro.errors import ConfigError, DataError
 from maestro.modalities import resolve
 from maestro.sample import Sample
@@ -246,8 +248,6 @@ class DecodeAndPreprocess:
 
 def default_preprocess(mode: Mode, modalities: Iterable[str] | None = None, seed: int = 0) -> Preprocess:
     """MAESTRO preprocessing for the given input modalities (default: the FLAIR-HUB inputs)."""
-    from maestro.data.preprocess import MaestroTransform, build_preprocess_config
-
     config = build_preprocess_config(*(() if modalities is None else (list(modalities),)))
     return MaestroTransform(config, train=mode == "train", seed=seed)
 
@@ -255,8 +255,6 @@ def default_preprocess(mode: Mode, modalities: Iterable[str] | None = None, seed
 def _default_collate(preprocess: Preprocess | None) -> Callable[[list[Any]], Any]:
     if preprocess is None:
         return list
-    from maestro.data.collate import collate_model_samples
-
     return collate_model_samples
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
+from maestro.data.flairhub import FlairHubReader
 from maestro.data.layout import dataset_of
 from maestro.errors import DataError
 from shards.manifest import (
@@ -87,8 +88,6 @@ class BuildResult:
 
 
 def _open_reader(config: BuildConfig) -> Any:
-    from maestro.data.flairhub import FlairHubReader
-
     return FlairHubReader(**config.reader_args())
 
 

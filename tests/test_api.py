@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_hub_cache import _encoder, hub_cache  # noqa: F401 - the offline cache fixture
 
 from maestro.api import load_encoder
 from maestro.config import load_config
@@ -60,7 +61,8 @@ def test_the_readme_snippet_runs_as_written(example, monkeypatch, capsys):
     exec(compile(readme_python_api(), "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert (
-        "EMA weights of step0000002.ckpt (step 2)" in printed and "'aerial': (4, 1, 1, 8, 8, 64)" in printed
+        "EMA weights of pretrain/checkpoints/step0000002.ckpt (step 2)" in printed
+        and "'aerial': (4, 1, 1, 8, 8, 64)" in printed
     )
 
 
@@ -89,3 +91,21 @@ def test_a_small_shuffle_buffer_needs_no_other_setting(toy_shards):
         shuffle_buffer=4,
     )
     assert loader.shards.config.shuffle_initial == 4
+
+
+@pytest.mark.usefixtures("hub_cache")
+def test_a_bare_hub_id_loads_from_the_offline_cache(tmp_path, monkeypatch):
+    """``load_encoder("org/name")`` with HF_HUB_OFFLINE=1: the repo's encoder from the cache, with
+    its preprocessing; a local folder of that name would win (as in huggingface_hub)."""
+    monkeypatch.chdir(tmp_path)
+    for spec, seed in (("org/name", 0), ("org/name@v1.0", 1), ("hf:org/name", 0)):
+        model = load_encoder(spec)
+        expected = _encoder(seed).state_dict()
+        assert all(torch.equal(value, expected[key]) for key, value in model.encoder.state_dict().items()), (
+            spec
+        )
+        assert model.note.startswith("maestro-encoder weights of ") and model.preprocess is not None
+    _encoder(1).save_pretrained(tmp_path / "org" / "name")
+    local, expected = load_encoder("org/name"), _encoder(1).state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in local.encoder.state_dict().items())
+    assert local.note == "maestro-encoder weights of org/name"

@@ -21,7 +21,7 @@ from finetune.cli import run
 from finetune.config import FinetuneTrainerConfig
 from finetune.module import FinetuneTask
 from finetune.stage import resolve
-from maestro.hub.sources import load_encoder_weights
+from maestro.models.zoo import load_encoder_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

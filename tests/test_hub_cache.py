@@ -15,10 +15,9 @@ import torch
 from huggingface_hub import constants
 
 from maestro.errors import ConfigError
-from maestro.hub import from_pretrained
 from maestro.hub.folder import read_model_folder
 from maestro.hub.remote import download
-from maestro.models import MaestroEncoder
+from maestro.models import MaestroEncoder, from_pretrained
 from maestro.models.synthetic import tiny_config
 
 MAIN = "a" * 40
@@ -172,7 +171,7 @@ def test_finetune_starts_from_an_hf_id_in_the_offline_cache(
     """`finetune --init hf:org/run` with HF_HUB_OFFLINE=1: the published encoder, read from the cache."""
     from finetune.cli import run
     from finetune.stage import resolve
-    from maestro.hub.sources import load_encoder_weights
+    from maestro.models.zoo import load_encoder_weights
 
     published = load_encoder_weights(tiny_pretrain_run)  # EMA weights of the run's newest checkpoint
     encoder = MaestroEncoder(published.config).eval()

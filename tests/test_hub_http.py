@@ -23,9 +23,9 @@ from huggingface_hub.utils import _http
 
 from maestro.cli import main
 from maestro.errors import ConfigError
-from maestro.hub import from_pretrained, push_to_hub
+from maestro.hub import push_to_hub
 from maestro.hub.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from maestro.models import MaestroEncoder
+from maestro.models import MaestroEncoder, from_pretrained
 from maestro.models.synthetic import tiny_config
 
 TOKEN = "hf_test_token"

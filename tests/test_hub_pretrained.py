@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from maestro.errors import ConfigError
-from maestro.hub import from_pretrained, segmentation_task
+from maestro.hub import segmentation_task
 from maestro.hub.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from maestro.models import MaestroEncoder, MaestroMAE
+from maestro.models import MaestroEncoder, MaestroMAE, from_pretrained
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.models.synthetic import synthetic_batch, tiny_config

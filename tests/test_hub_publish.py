@@ -12,12 +12,11 @@ from fixtures_flairhub import write_flairhub_tree
 from huggingface_hub import ModelCard
 
 from finetune.config import FinetuneConfig, ModelConfig, TaskConfig
-from finetune.module import segmenter_config
 from maestro.cli import main
 from maestro.config import to_dict
-from maestro.hub import from_pretrained
 from maestro.hub.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from maestro.models import MaestroEncoder, MaestroMAE, create_ema
+from maestro.models import MaestroEncoder, MaestroMAE, create_ema, from_pretrained
+from maestro.models.finetuning import network_config
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.synthetic import tiny_config
 from maestro.training.config import DataConfig
@@ -69,9 +68,9 @@ def finetune_run(
     if test is not None:
         config = dataclasses.replace(config, data=DataConfig(train=test, val=test, test=test))
     torch.manual_seed(2)
-    live = MaestroSegmenter(segmenter_config(config))
+    live = MaestroSegmenter(network_config(config.model, config.task))
     torch.manual_seed(3)
-    averaged = MaestroSegmenter(segmenter_config(config))
+    averaged = MaestroSegmenter(network_config(config.model, config.task))
     run.mkdir(parents=True)
     torch.save(_lightning_checkpoint(to_dict(config), live, averaged), run / "best.ckpt")
     (run / "config.yaml").write_text("task: {name: lc}\n")

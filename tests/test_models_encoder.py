@@ -1,10 +1,12 @@
 import pytest
 import torch
 
+from maestro.errors import ConfigError
 from maestro.modalities import ModalityOverride
-from maestro.models.encoder import MaestroEncoder, take_indices
+from maestro.models.encoder import MaestroEncoder, restrict, take_indices
 from maestro.models.mae import MaestroMAE
 from maestro.models.synthetic import synthetic_batch, tiny_config
+from maestro.models.zoo import load_encoder_weights
 
 MODES = ["shared", "monotemp", "mod", "group"]
 
@@ -163,3 +165,28 @@ def test_compiled_encoder_traces_without_graph_breaks_when_padding_is_known():
     batch = synthetic_batch(tiny_config())
     explained = torch._dynamo.explain(encoder.forward_intermediates)(**batch, indices=[-1], padded=False)
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+# ------------------------------------------------------------------ a subset of the inputs
+def test_restrict_keeps_only_the_weights_of_the_chosen_inputs(tiny_pretrain_run):
+    weights = load_encoder_weights(tiny_pretrain_run)
+    subset = restrict(weights, ("aerial", "s2"))
+    assert subset.config.modalities == ("aerial", "s2")
+    assert set(subset.config.overrides) == {"aerial", "s2"}
+    with torch.device("meta"):
+        assert set(subset.state) == set(MaestroEncoder(subset.config, initialise=False).state_dict())
+    assert len(subset.state) < len(weights.state)
+    dropped = set(weights.state) - set(subset.state)
+    assert dropped and all(any(key in name for key in ("dem", "s1")) for name in dropped), sorted(dropped)[:5]
+    for key, value in subset.state.items():
+        assert torch.equal(value, weights.state[key]), key
+    encoder = MaestroEncoder(subset.config)
+    encoder.load_state_dict(subset.state, strict=True)
+    assert restrict(weights, weights.config.modalities) is weights
+    assert "restricted to ['aerial', 's2']" in subset.note
+
+
+def test_restrict_refuses_an_input_the_encoder_never_saw(tiny_pretrain_run):
+    weights = load_encoder_weights(tiny_pretrain_run)
+    with pytest.raises(ConfigError, match=r"no weights\s+for \['spot'\]"):
+        restrict(weights, ("aerial", "spot"))

@@ -14,7 +14,6 @@ from predict_fixtures import write_raster, write_tiny_model, write_zone
 
 from finetune.config import FinetuneConfig, ModelConfig, TaskConfig
 from maestro.config import to_dict
-from maestro.errors import ConfigError
 from maestro.models.synthetic import tiny_config
 from predict.cli import main
 from predict.model import load_model
@@ -99,14 +98,15 @@ def test_a_finetuning_run_loads_its_ema_or_trained_weights(tmp_path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    from finetune.module import segmenter_config
+    from maestro.models.finetuning import network_config
     from maestro.models.segmenter import MaestroSegmenter
 
     torch.manual_seed(0)
-    state = MaestroSegmenter(segmenter_config(config)).state_dict()
+    state = MaestroSegmenter(network_config(config.model, config.task)).state_dict()
     ema = {key: value + 1.0 if value.is_floating_point() else value for key, value in state.items()}
     torch.save(
         {
+            "hyper_parameters": {"config": to_dict(config)},
             "state_dict": {f"model.{k}": v for k, v in state.items()},
             "ema_state_dict": {f"module.{k}": v for k, v in ema.items()},
             "global_step": 7,
@@ -123,7 +123,7 @@ def test_a_finetuning_run_loads_its_ema_or_trained_weights(tmp_path) -> None:
     (run / "best.ckpt").unlink()
     with pytest.raises(FileNotFoundError, match="best.ckpt"):
         load_model(str(run))
-    with pytest.raises(ConfigError, match="neither a fine-tuning run"):
+    with pytest.raises(FileNotFoundError, match="neither a run directory"):
         load_model(str(tmp_path))
 
 

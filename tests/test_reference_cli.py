@@ -11,9 +11,10 @@ import torch
 from reference_fixture import CHECKPOINT, DECODER_HEADS, OVERRIDES, model_batch, require_fixture
 
 from maestro.errors import ConfigError
-from maestro.hub.folder import MODEL_TYPES, read_model_folder
+from maestro.hub.folder import read_model_folder
 from maestro.models.config import MAEConfig
 from maestro.models.mae import MaestroMAE
+from maestro.models.registry import MODEL_TYPES
 from maestro.reference.cli import add_import_reference_parser
 from maestro.reference.convert import import_reference
 from maestro.reference.options import TARGET_TYPES, ConversionOptions

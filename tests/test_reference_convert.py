@@ -8,7 +8,7 @@ from reference_fixture import CHECKPOINT, COMMIT, REPO, fake_hub, require_fixtur
 
 import maestro.reference.convert as convert
 from maestro.errors import ConfigError
-from maestro.hub.sources import load_encoder_weights
+from maestro.models.zoo import load_encoder_weights
 from maestro.reference import sources
 from maestro.reference.options import ConversionOptions
 from maestro.reference.unpickle import read_reference_checkpoint

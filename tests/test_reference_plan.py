@@ -28,12 +28,12 @@ from reference_fixture import (
 
 from maestro.errors import ConfigError
 from maestro.hub.folder import read_model_folder
-from maestro.hub.sources import load_encoder_weights
 from maestro.models.encoder import MaestroEncoder
 from maestro.models.fusion import group_tokens
 from maestro.models.loss import normalise_patches
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
+from maestro.models.zoo import load_encoder_weights
 from maestro.reference.convert import convert_checkpoint, import_reference
 from maestro.reference.options import TARGET_TYPES, ConversionOptions
 from maestro.reference.plan import TARGETS, plan_conversion

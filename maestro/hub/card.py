@@ -24,10 +24,17 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from maestro.errors import ConfigError
+from maestro.hub.card_baseline import baseline_body, baseline_parts, baseline_usage
 from maestro.hub.folder import suite_version
-from maestro.hub.registry import ModelType, get_model_type
 from maestro.modalities import MODALITIES, Divide, ElevationWithHeight, LogBackscatter, Scaling
 from maestro.models.config import EncoderConfig
+from maestro.models.registry import (
+    MAESTRO_MAE,
+    MAESTRO_SEGMENTER,
+    SWIN_UTAE_SEGMENTER,
+    ModelType,
+    get_model_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +123,18 @@ def scaling_table() -> str:
     return "\n".join(lines)
 
 
-def inputs_table(encoder: EncoderConfig) -> str:
-    """Markdown table of what the encoder reads: bands in network order, sizes, dates, scaling."""
+def inputs_table(encoder: EncoderConfig, patches: bool = True) -> str:
+    """Markdown table of what the network reads: bands in network order, sizes, dates, scaling
+    (``patches``: the token patch sizes of a MAESTRO encoder)."""
+    patch = ("| patch px ", "---:|") if patches else ("", "")
     lines = [
-        "| modality | bands (network order) | image px | patch px | dates | scaling |",
-        "|---|---|---:|---:|---:|---|",
+        f"| modality | bands (network order) | image px {patch[0]}| dates | scaling |",
+        f"|---|---|---:|{patch[1]}---:|---|",
     ]
     for key, spec in encoder.specs.items():
         rule = describe_scaling(MODALITIES[key].scaling)
-        lines.append(
-            f"| `{key}` | {', '.join(spec.bands)} | {spec.image_size} | {spec.patch_size} | {spec.num_dates} | {rule} |"
-        )
+        size = f"{spec.image_size} | {spec.patch_size}" if patches else f"{spec.image_size}"
+        lines.append(f"| `{key}` | {', '.join(spec.bands)} | {size} | {spec.num_dates} | {rule} |")
     return "\n".join(lines)
 
 
@@ -224,7 +232,8 @@ def _model_name(facts: CardFacts) -> str:
 def card_data(facts: CardFacts) -> ModelCardData:
     """The card's YAML metadata."""
     row = get_model_type(facts.model_type)
-    tags = [*TAGS, *(["segmentation"] if row.needs_task else [])]
+    tags = [tag for tag in TAGS if row.maestro_card or tag != "masked-autoencoder"]
+    tags += ["segmentation"] if row.needs_task else []
     tested = facts.test_data
     benchmark = facts.metrics and tested is not None and tested.benchmark
     results = eval_results(facts.metrics, facts.task, str(tested.split)) if benchmark else None
@@ -240,35 +249,45 @@ def card_data(facts: CardFacts) -> ModelCardData:
     )
 
 
-def _architecture(row: ModelType, config: Any) -> list[tuple[str, str]]:
-    encoder = row.encoder_config(config)
-    size = encoder.transformer
-    rows = [
+def _decoders(config: Any) -> list[tuple[str, str]]:
+    decoder = config.decoder
+    return [
         (
-            "encoder",
-            f"preset `{encoder.size}`; width {size.width}; depth {size.depth}, of which late fusion "
-            f"{encoder.effective_inter_depth}; attention heads {size.num_heads}; fusion `{encoder.fusion}`",
-        ),
+            "decoders",
+            f"one per encoder stream; width {decoder.width}; depth {decoder.depth}; mask ratio {config.mask_ratio:g}",
+        )
     ]
-    if row.name == "maestro-mae":
-        decoder = config.decoder
+
+
+def _head(config: Any) -> list[tuple[str, str]]:
+    blocks = ", ".join(str(b) for b in config.blocks) or "final tokens"
+    return [
+        (
+            "head",
+            f"`{config.head}` on encoder blocks {blocks}; date pooling `{config.date_pooling}`; "
+            f"{config.num_classes} classes at {config.label_size} px",
+        )
+    ]
+
+
+PARTS = {MAESTRO_MAE: _decoders, MAESTRO_SEGMENTER: _head, SWIN_UTAE_SEGMENTER: baseline_parts}
+"""The card rows of what a model type adds to (or has instead of) a MAESTRO encoder."""
+
+
+def _architecture(row: ModelType, config: Any) -> list[tuple[str, str]]:
+    rows = []
+    if row.encoder_prefix is not None:
+        encoder = row.encoder_config(config)
+        size = encoder.transformer
         rows.append(
             (
-                "decoders",
-                f"one per encoder stream; width {decoder.width}; depth {decoder.depth}; "
-                f"mask ratio {config.mask_ratio:g}",
+                "encoder",
+                f"preset `{encoder.size}`; width {size.width}; depth {size.depth}, of which late fusion "
+                f"{encoder.effective_inter_depth}; attention heads {size.num_heads}; fusion `{encoder.fusion}`",
             )
         )
-    if row.name == "maestro-segmenter":
-        blocks = ", ".join(str(b) for b in config.blocks) or "final tokens"
-        rows.append(
-            (
-                "head",
-                f"`{config.head}` on encoder blocks {blocks}; date pooling `{config.date_pooling}`; "
-                f"{config.num_classes} classes at {config.label_size} px",
-            )
-        )
-    return rows
+    part = PARTS.get(row)
+    return rows + (part(config) if part is not None else [])
 
 
 def _this_model(facts: CardFacts, row: ModelType, config: Any) -> str:
@@ -283,7 +302,7 @@ def _this_model(facts: CardFacts, row: ModelType, config: Any) -> str:
     if facts.base_model:
         lines.append(f"| started from | [{facts.base_model}](https://huggingface.co/{facts.base_model}) |")
     lines.append(f"| suite version | maestro-eo {suite_version()} |")
-    lines += ["", "### Inputs", "", inputs_table(row.encoder_config(config))]
+    lines += ["", "### Inputs", "", inputs_table(row.inputs(config), patches=row.encoder_prefix is not None)]
     if facts.task:
         names: Sequence[str] = facts.task.get("class_names", ())
         ignored = set(facts.task.get("ignored", ()))
@@ -346,6 +365,8 @@ def _results(facts: CardFacts) -> str:
 
 def _usage(facts: CardFacts, row: ModelType) -> str:
     repo = (facts.repo_id or PLACEHOLDER) + (f"@{facts.revision}" if facts.revision else "")
+    if row.encoder_prefix is None:
+        return baseline_usage(row, repo)
     cls = row.model_class.__name__
     lines = [
         "## Usage",
@@ -393,7 +414,10 @@ def build_card(facts: CardFacts, template: Path | None = None) -> ModelCard:
     if facts.metrics:
         sections.append(_results(facts))
     sections.append(_usage(facts, row))
-    body = fill_model_text(template_body(template), row.encoder_config(config))
+    if row.maestro_card:
+        body = fill_model_text(template_body(template), row.encoder_config(config))
+    else:
+        body = baseline_body(config)
     if facts.repo_id:
         body = body.replace(PLACEHOLDER, facts.repo_id)
     sections.append(body)

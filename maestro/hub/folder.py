@@ -4,13 +4,15 @@ This is the Hugging Face Hub layout: a local folder, a Hub repo and a Hub cache 
 same three files. ``config.json`` says what the weights are and everything needed to rebuild the
 network without the suite's training configs::
 
-    {"model_type": "maestro-encoder" | "maestro-mae" | "maestro-segmenter",
-     "config": {...},            # EncoderConfig / MAEConfig / SegmenterConfig as plain data
+    {"model_type": "maestro-encoder",   # a row of maestro.models.registry.MODEL_TYPES
+     "config": {...},                   # that type's config (EncoderConfig, ...) as plain data
      "task": {"name": "lc", "level": 1, "class_names": [...]},   # segmenters only
      "suite_version": "0.1.0"}
 
 Weights are only ever read from safetensors (no pickle, no code from the folder). Loading is
-strict: a missing or unexpected tensor is an error that lists them.
+strict: a missing or unexpected tensor is an error that lists them. A folder is written
+byte-for-byte the same for the same weights and config (:func:`write_model_folder`), so a
+re-published model shows no change on the Hub.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,14 +33,24 @@ from safetensors.torch import save_file
 from torch import nn
 
 from maestro.errors import ConfigError
+from maestro.hub.sources import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME
+from maestro.models.registry import MODEL_TYPES, get_model_type
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
-MODEL_TYPES = ("maestro-encoder", "maestro-mae", "maestro-segmenter")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+__all__ = [  # the file names are :mod:`maestro.hub.sources`'s (read without torch), re-exported
+    "CARD_NAME",
+    "CONFIG_NAME",
+    "PICKLE_SUFFIXES",
+    "WEIGHTS_NAME",
+    "ModelFolder",
+    "load_strict",
+    "mismatches",
+    "read_model_folder",
+    "sort_metadata",
+    "suite_version",
+    "write_model_folder",
+]
 
 
 def _umask_mode() -> int:
@@ -75,8 +88,7 @@ def write_model_folder(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created; files replaced)."""
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type {model_type!r} is not one of {MODEL_TYPES}")
+    get_model_type(model_type)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     document: dict[str, Any] = {
@@ -91,9 +103,28 @@ def write_model_folder(
     tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
     weights = folder / WEIGHTS_NAME
     save_file(tensors, str(weights), metadata={"format": "pt", "model_type": model_type})
+    sort_metadata(weights)
     weights.chmod(_umask_mode())  # safetensors creates it 0600; every other file follows the umask
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
     return folder
+
+
+def sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted, in place.
+
+    safetensors writes the metadata in a random order (a Rust hash map), so the same weights gave
+    files that differ from one save to the next. The header is JSON padded with spaces to a fixed
+    length: the sorted one has the same length, and the tensors do not move."""
+    with path.open("r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length), object_pairs_hook=dict)
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:  # pragma: no cover - JSON of the same content never grows
+            raise ValueError(f"{path}: the sorted safetensors header would not fit")
+        handle.seek(8)
+        handle.write(text.ljust(length))
 
 
 def read_model_folder(folder: str | Path) -> ModelFolder:
@@ -124,8 +155,8 @@ def read_model_folder(folder: str | Path) -> ModelFolder:
     model_type = document.get("model_type")
     if model_type not in MODEL_TYPES or not isinstance(document.get("config"), dict):
         raise ConfigError(
-            f"{config_file}: not a MAESTRO suite model (model_type {model_type!r}; expected one of {MODEL_TYPES} "
-            "and a 'config' mapping)"
+            f"{config_file}: not a MAESTRO suite model (model_type {model_type!r}; expected one of "
+            f"{tuple(MODEL_TYPES)} and a 'config' mapping)"
         )
     extra = {k: v for k, v in document.items() if k not in ("model_type", "config", "task")}
     with safe_open(str(weights), framework="pt", device="cpu") as handle:

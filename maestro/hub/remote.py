@@ -21,21 +21,13 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import repo_folder_name
 
 from maestro.errors import ConfigError
-from maestro.hub.folder import CARD_NAME, CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, suite_version
+from maestro.hub.folder import suite_version
+from maestro.hub.sources import CARD_NAME, CONFIG_NAME, HUB_PREFIX, PICKLE_SUFFIXES, WEIGHTS_NAME, parse_repo
 
 log = logging.getLogger(__name__)
 
 FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 LOGIN = "`hf auth login` (`huggingface-cli login` with huggingface_hub < 1.0) or HF_TOKEN"
-
-
-def parse_repo(spec: str) -> tuple[str, str | None]:
-    """``org/name`` or ``org/name@revision`` (branch, tag or commit) -> (repo id, revision)."""
-    repo_id, _, revision = spec.partition("@")
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts) or (_ and not revision):
-        raise ConfigError(f"{spec!r} is not a Hub model id: expected org/name or org/name@revision")
-    return repo_id, revision or None
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -138,7 +130,7 @@ def download(
             f"Hub repo {shown} has no {WEIGHTS_NAME}{held}: only safetensors weights are loaded, never pickles "
             "(.bin, .ckpt, .pt), because unpickling runs arbitrary code. Ask the publisher for safetensors "
             "weights; a checkpoint of IGN's reference MAESTRO code converts without running it with "
-            f"`maestro import-reference hf:{shown} --out FOLDER`"
+            f"`maestro import-reference {HUB_PREFIX}{shown} --out FOLDER`"
         )
     log.info("%s: %s", shown, path)
     return path

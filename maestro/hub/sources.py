@@ -1,165 +1,148 @@
-"""Where a pretrained encoder comes from: a training checkpoint, a run, a model folder or the Hub.
+"""What a weights source names, read from its text and the file system alone (no torch).
 
-:func:`load_encoder_weights` accepts every form a user has at hand and returns the encoder's config
-and its weights (keys in the encoder's own layout, :mod:`maestro.models.encoder`):
+Every command and function that takes weights takes the same forms, told apart here::
 
-- ``path/to/run`` (a ``pretrain`` or ``finetune`` run directory: its newest checkpoint),
-- ``path/to/step0001000.ckpt`` (a Lightning checkpoint, read with ``weights_only=True``),
-- ``path/to/folder`` holding ``config.json`` + ``model.safetensors`` (any model type),
-- ``hf:org/name`` or ``hf:org/name@revision`` (downloaded into the normal Hugging Face cache); a
-  repo that holds a checkpoint of IGN's reference MAESTRO code instead of ``model.safetensors``
-  (``hf:IGNF/MAESTRO_FLAIR-HUB_base``) is converted once, without running any of its code, and
-  the converted folder is cached (:func:`maestro.reference.convert.converted_hub_checkpoint`).
+    path/to/run               a pretrain or finetune run directory (its best.ckpt, else its newest checkpoint)
+    path/to/step0001000.ckpt  a Lightning checkpoint of this suite
+    path/to/folder            a model folder: config.json + model.safetensors (+ README.md)
+    hf:org/name[@revision]    a Hub model (downloaded into, or read from, the Hugging Face cache)
+    org/name[@revision]       the same, unless a local path of that name exists (it wins, as in
+                              huggingface_hub)
 
-From training checkpoints the EMA weights are taken when present (``weights="model"`` for the live
-ones); the returned :attr:`EncoderWeights.note` says which.
+Loading what a source names is :mod:`maestro.hub.weights`; this module only names it, so that the
+CLIs refuse a mistyped path before torch loads. It also holds the file names of a run and of a
+model folder that both read.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import Literal
 
 from maestro.errors import ConfigError
-from maestro.hub.folder import PICKLE_SUFFIXES
-from maestro.models.config import EncoderConfig, MAEConfig
-from maestro.models.legacy import upgrade_pretrain_checkpoint
-from maestro.training.checkpoints import read_checkpoint
-from maestro.training.trainer import latest_checkpoint
 
-log = logging.getLogger(__name__)
-
-Weights = Literal["ema", "model"]
 HUB_PREFIX = "hf:"
+"""Marks a Hub model id where a local path could also be meant (``finetune --init hf:org/name``)."""
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+RUN_CONFIG = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+BEST = "best.ckpt"
+"""The checkpoint a fine-tuning run keeps for its best validation mIoU, in the run directory."""
+
+SourceKind = Literal["run", "checkpoint", "folder", "hub"]
+KINDS: tuple[SourceKind, ...] = ("run", "checkpoint", "folder", "hub")
+KIND_NAMES: dict[SourceKind, str] = {
+    "run": "run directory",
+    "checkpoint": "training checkpoint",
+    "folder": "model folder",
+    "hub": "Hub model",
+}
+_BARE_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@\S+)?$")
+_PUBLISH_HINT = (
+    ". A training run or checkpoint becomes a model folder with `maestro publish RUN --dry-run --out FOLDER`"
+)
+
+
+def parse_repo(spec: str) -> tuple[str, str | None]:
+    """``org/name`` or ``org/name@revision`` (branch, tag or commit) -> (repo id, revision)."""
+    repo_id, _, revision = spec.partition("@")
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts) or (_ and not revision):
+        raise ConfigError(f"{spec!r} is not a Hub model id: expected org/name or org/name@revision")
+    return repo_id, revision or None
 
 
 @dataclass(frozen=True)
-class EncoderWeights:
-    config: EncoderConfig
-    state: dict[str, torch.Tensor]
-    source: str
-    note: str
-    """Which weights were taken, in words (for logs and model cards)."""
+class Source:
+    """Where weights are, as :func:`resolve_source` read it."""
+
+    kind: SourceKind
+    text: str
+    """What the user wrote."""
+    path: Path | None = None
+    """The local run, checkpoint or folder."""
+    repo_id: str | None = None
+    revision: str | None = None
+    explicit_hub: bool = False
+    """``hf:`` was written (else a bare ``org/name`` that names no local path)."""
+
+    @property
+    def spec(self) -> str:
+        """``org/name[@revision]`` of a Hub model."""
+        return f"{self.repo_id}@{self.revision}" if self.revision else str(self.repo_id)
+
+    @property
+    def run(self) -> Path | None:
+        """The run directory of a run or of a checkpoint inside one."""
+        if self.kind == "run":
+            return self.path
+        if self.kind != "checkpoint" or self.path is None:
+            return None
+        parent = self.path.parent
+        if parent.name == CHECKPOINT_DIR:
+            return parent.parent
+        return parent if (parent / RUN_CONFIG).is_file() else None
 
 
-def _sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+def _directory_kind(path: Path) -> SourceKind:
+    if (path / CONFIG_NAME).is_file() or (path / WEIGHTS_NAME).is_file():
+        return "folder"
+    if (path / CHECKPOINT_DIR).is_dir() or (path / BEST).is_file() or (path / RUN_CONFIG).is_file():
+        return "run"
+    if any(p.suffix in PICKLE_SUFFIXES and p.suffix != ".ckpt" for p in path.iterdir()):
+        return "folder"  # pickled weights only: refused with the reason when read, never unpickled
+    raise FileNotFoundError(
+        f"{path} is neither a run directory (with {CHECKPOINT_DIR}/ or {BEST}) nor a model folder "
+        f"(with {CONFIG_NAME} + {WEIGHTS_NAME})"
+    )
 
 
-def _encoder_config(model: Mapping[str, Any], where: str) -> EncoderConfig:
-    """The encoder section of a stored model config (MAE or fine-tuning)."""
-    try:
-        if "init" in model:  # a fine-tuning run: its resolved encoder
-            if model.get("encoder") is None:
-                raise ConfigError("the run's model.encoder is empty")
-            return EncoderConfig.from_dict(model["encoder"])
-        return MAEConfig.from_dict(model).encoder
-    except ConfigError as error:
-        raise ConfigError(f"{where}: the stored model config does not load ({error})") from None
+def _names(kinds: Collection[SourceKind]) -> str:
+    names = [KIND_NAMES[kind] for kind in KINDS if kind in kinds]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
-def from_checkpoint(path: Path, weights: Weights = "ema") -> EncoderWeights:
-    """Encoder config and weights of a ``pretrain`` or ``finetune`` Lightning checkpoint."""
-    checkpoint = read_checkpoint(path)
-    upgrade_pretrain_checkpoint(checkpoint)
-    model = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
-    if not isinstance(model, Mapping):
-        raise ConfigError(f"{path} is not a MAESTRO suite checkpoint (no stored model config)")
-    config = _encoder_config(model, str(path))
-    ema = checkpoint.get("ema_state_dict")
-    if weights == "ema" and ema:
-        state, note = (
-            _sub_state(ema, "module.encoder."),
-            f"EMA weights of {path.name} (step {checkpoint.get('global_step')})",
-        )
-    else:
-        if weights == "ema":
-            log.info("%s holds no EMA weights; using the trained weights", path)
-        state = _sub_state(checkpoint.get("state_dict", {}), "model.encoder.")
-        note = f"trained (non-EMA) weights of {path.name} (step {checkpoint.get('global_step')})"
-    if not state:
-        raise ConfigError(f"{path} holds no encoder weights (no 'encoder.' tensors)")
-    return EncoderWeights(config, state, str(path), note)
-
-
-def from_folder(path: Path) -> EncoderWeights:
-    """Encoder of a model folder (``config.json`` + ``model.safetensors``) of any model type."""
-    from maestro.hub.folder import read_model_folder
-
-    folder = read_model_folder(path)
-    if folder.model_type == "maestro-encoder":
-        config, state = folder.config, folder.state
-        encoder = EncoderConfig.from_dict(config)
-    else:
-        encoder_config = folder.config.get("encoder")
-        if not isinstance(encoder_config, Mapping):
-            raise ConfigError(f"{path}/config.json: no encoder section in the {folder.model_type} config")
-        encoder = EncoderConfig.from_dict(encoder_config)
-        state = _sub_state(folder.state, "encoder.")
-    return EncoderWeights(encoder, dict(state), str(path), f"{folder.model_type} weights of {path}")
-
-
-def load_encoder_weights(source: str | Path, weights: Weights = "ema") -> EncoderWeights:
-    """Config and weights of a pretrained encoder from any supported source (module docstring)."""
+def resolve_source(
+    source: str | Path,
+    *,
+    revision: str | None = None,
+    kinds: Collection[SourceKind] = KINDS,
+    user: str = "this",
+) -> Source:
+    """Which form ``source`` is (module docstring); ``kinds`` are the forms ``user`` (a command or
+    function, named in errors) takes. Nothing is read but the names of files."""
     text = str(source)
     if text.startswith(HUB_PREFIX):
-        from maestro.hub.remote import download
-
-        spec = text[len(HUB_PREFIX) :]
-        try:
-            folder = download(spec)
-        except ConfigError as error:  # no model.safetensors: maybe a reference checkpoint
-            from maestro.reference.convert import converted_hub_checkpoint
-
-            folder = converted_hub_checkpoint(spec, weights, reason=error)
-        return from_folder(folder)
-    path = Path(source)
-    if path.is_file():
-        return from_checkpoint(path, weights)
-    if path.is_dir():
-        if (path / "config.json").is_file() or (path / "model.safetensors").is_file():
-            return from_folder(path)
-        newest = latest_checkpoint(path)
-        if newest is not None:
-            log.info("using the newest checkpoint of run %s: %s", path, newest.name)
-            return from_checkpoint(newest, weights)
-        if any(p.suffix in PICKLE_SUFFIXES and p.suffix != ".ckpt" for p in path.iterdir()):
-            return from_folder(path)  # pickled weights only: refused with the reason (never unpickled)
-        raise FileNotFoundError(
-            f"{path} is neither a run directory with checkpoints/ nor a model folder with config.json"
-        )
-    raise FileNotFoundError(
-        f"no pretrained weights at {path} (expected a run directory, a .ckpt file, a model folder or "
-        "hf:org/name); run `make example` for the example's pretraining run"
-    )
-
-
-def restrict(weights: EncoderWeights, modalities: tuple[str, ...]) -> EncoderWeights:
-    """The same encoder on a subset of its inputs: unused patch embeddings and streams dropped.
-
-    An input the pretrained encoder never saw cannot be added here: it has no embedding.
-    """
-    config = weights.config
-    unknown = [key for key in modalities if key not in config.modalities]
-    if unknown:
-        raise ConfigError(
-            f"the pretrained encoder ({weights.source}) takes {list(config.modalities)}; it has no weights "
-            f"for {unknown}. Fine-tune on a subset of its inputs or pretrain with them"
-        )
-    if tuple(modalities) == config.modalities:
-        return weights
-    from maestro.models.encoder import MaestroEncoder
-
-    subset = config.replace(
-        modalities=tuple(modalities),
-        overrides={key: value for key, value in config.overrides.items() if key in modalities},
-    )
-    with torch.device("meta"):
-        keys = set(MaestroEncoder(subset, initialise=False).state_dict())
-    state = {key: value for key, value in weights.state.items() if key in keys}
-    return EncoderWeights(subset, state, weights.source, weights.note + f", restricted to {list(modalities)}")
+        repo_id, at = parse_repo(text[len(HUB_PREFIX) :])
+        found = Source("hub", text, repo_id=repo_id, revision=at, explicit_hub=True)
+    else:
+        path = Path(text).expanduser()
+        if revision is not None and path.exists():
+            raise ConfigError(f"revision={revision!r} applies to Hub repos; {path} is a local path")
+        if path.is_file():
+            found = Source("checkpoint", text, path)
+        elif path.is_dir():
+            found = Source(_directory_kind(path), text, path)
+        elif "hub" in kinds and _BARE_REPO.match(text):
+            repo_id, at = parse_repo(text)
+            found = Source("hub", text, path, repo_id=repo_id, revision=at)
+        else:
+            local = _names([kind for kind in kinds if kind != "hub"] or ["folder"])
+            hub = f", and not a Hub id ({HUB_PREFIX}org/name[@revision])" if "hub" in kinds else ""
+            raise FileNotFoundError(f"{text}: no such {local}{hub}")
+    if found.kind not in kinds:
+        hint = _PUBLISH_HINT if found.kind in ("run", "checkpoint") else ""
+        raise ConfigError(f"{text} is a {KIND_NAMES[found.kind]}; {user} takes a {_names(kinds)}{hint}")
+    if revision is not None:
+        if found.revision is not None and found.revision != revision:
+            raise ConfigError(
+                f"{text!r} names revision {found.revision!r} but revision={revision!r} was also given: keep one"
+            )
+        found = Source("hub", text, found.path, found.repo_id, revision, found.explicit_hub)
+    return found

@@ -25,6 +25,7 @@ State-dict layout (what is published; pinned by ``tests/test_models_encoder.py``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from maestro.errors import ConfigError
 from maestro.hub.pretrained import HubModel
+from maestro.hub.weights import Weights
 from maestro.models.config import EncoderConfig, ModalitySpec
 from maestro.models.embed import ModalityEmbed
 from maestro.models.encodings import TokenEncoding
@@ -45,6 +48,7 @@ from maestro.models.fusion import (
     ungroup_tokens,
 )
 from maestro.models.masking import gather_tokens, scatter_tokens, visible_indices
+from maestro.models.registry import register_model_type
 from maestro.models.transformer import Stack
 
 Tensors = Mapping[str, Tensor]
@@ -110,6 +114,7 @@ class EncodedSequences:
     """Visible token indices per sequence, None when nothing was masked."""
 
 
+@register_model_type("maestro-encoder")
 class MaestroEncoder(nn.Module, HubModel):
     """Patch embeddings, fixed codes, stream encoders and late-fusion blocks of MAESTRO."""
 
@@ -336,3 +341,29 @@ def init_weights(module: nn.Module) -> None:
             nn.init.xavier_uniform_(layer.weight.view(layer.weight.shape[0], -1))
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+
+def restrict(weights: Weights, modalities: tuple[str, ...]) -> Weights:
+    """Encoder weights on a subset of their inputs: unused patch embeddings and streams dropped.
+
+    An input the pretrained encoder never saw cannot be added here: it has no embedding.
+    """
+    config = weights.config
+    unknown = [key for key in modalities if key not in config.modalities]
+    if unknown:
+        raise ConfigError(
+            f"the pretrained encoder ({weights.source}) takes {list(config.modalities)}; it has no weights "
+            f"for {unknown}. Fine-tune on a subset of its inputs or pretrain with them"
+        )
+    if tuple(modalities) == config.modalities:
+        return weights
+    subset = config.replace(
+        modalities=tuple(modalities),
+        overrides={key: value for key, value in config.overrides.items() if key in modalities},
+    )
+    with torch.device("meta"):
+        keys = set(MaestroEncoder(subset, initialise=False).state_dict())
+    state = {key: value for key, value in weights.state.items() if key in keys}
+    return dataclasses.replace(
+        weights, config=subset, state=state, note=weights.note + f", restricted to {list(modalities)}"
+    )

@@ -37,11 +37,13 @@ from maestro.models.fusion import group_tokens, ungroup_tokens
 from maestro.models.loss import normalise_patches, reconstruction_loss
 from maestro.models.masking import MaskPriors, Randomness, num_masked, sample_mask
 from maestro.models.pixels import PixelHead, token_mask_to_pixels
+from maestro.models.registry import register_model_type
 from maestro.models.transformer import Stack
 
 Tensors = Mapping[str, Tensor]
 
 
+@register_model_type("maestro-mae")
 class MaestroMAE(nn.Module, HubModel):
     """Multimodal, multitemporal, multispectral masked autoencoder."""
 

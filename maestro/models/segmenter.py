@@ -34,6 +34,7 @@ from maestro.models.config import ModalitySpec
 from maestro.models.encoder import EncoderOutput, MaestroEncoder
 from maestro.models.heads.aux import AuxHeads
 from maestro.models.heads.pooling import AttentivePool
+from maestro.models.registry import register_model_type
 from maestro.models.segmenter_config import SegmenterConfig
 
 Tensors = Mapping[str, Tensor]
@@ -99,6 +100,7 @@ def drop_modalities(valid: Tensors, p: float, generator: torch.Generator | None 
     return {key: valid[key].bool() & ~drop[:, index, None] for index, key in enumerate(keys)}
 
 
+@register_model_type("maestro-segmenter")
 class MaestroSegmenter(nn.Module, HubModel):
     """MAESTRO encoder + a registered head (:mod:`maestro.models.heads.registry`) + optional aux heads."""
 

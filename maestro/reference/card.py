@@ -130,8 +130,8 @@ def model_card(
         "```",
         "",
         "```python",
-        "from maestro.hub.sources import load_encoder_weights",
-        'weights = load_encoder_weights("path/to/this/folder")',
+        "from maestro.api import load_encoder",
+        'model = load_encoder("path/to/this/folder")  # the encoder with its preprocessing',
         "```",
         "",
     ]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maestro.errors import ConfigError
+from maestro.hub.sources import WEIGHTS_NAME
 from maestro.reference.options import TARGET_TYPES, ConversionOptions
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,6 @@ def run_import_reference(args: argparse.Namespace) -> int:
             for mod, number in _assignments(values, flag).items():
                 overrides.setdefault(mod, {})[name] = number
         # The converter loads torch: imported once the flags are known to be good, for a fast answer.
-        from maestro.hub.folder import WEIGHTS_NAME
         from maestro.reference.convert import import_reference
 
         out = Path(args.out)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from maestro.errors import ConfigError
 from maestro.hub.folder import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, write_model_folder
+from maestro.hub.sources import parse_repo
 from maestro.reference import sources
 from maestro.reference.card import REFERENCE_REPO, card_licence, model_card, summary
 from maestro.reference.options import DEFAULT_OPTIONS, ConversionOptions, Weights
@@ -131,8 +132,6 @@ def converted_hub_checkpoint(spec: str, weights: Weights = "ema", reason: Except
     repo, the commit the checkpoint was downloaded at and ``weights``. If the repo holds no
     reference checkpoint either, ``reason`` (the original download error) is raised again.
     """
-    from maestro.hub.remote import parse_repo
-
     repo_id, revision = parse_repo(spec)
     try:
         info = sources.resolve_hub_checkpoint(repo_id, revision)

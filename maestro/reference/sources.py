@@ -15,10 +15,10 @@ from pathlib import Path
 
 from maestro.errors import ConfigError
 from maestro.hub.folder import CARD_NAME, suite_version
+from maestro.hub.sources import HUB_PREFIX, parse_repo
 
 log = logging.getLogger(__name__)
 
-HUB_PREFIX = "hf:"
 CHECKPOINT_SUFFIX = ".ckpt"
 
 
@@ -38,15 +38,13 @@ class SourceInfo:
     def shown(self) -> str:
         if self.repo_id is None:
             return self.path.name  # not the local path: config.json and the card travel
-        return f"hf:{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+        return f"{HUB_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
 
 
 def resolve_source(source: str | Path) -> SourceInfo:
     """A local ``.ckpt`` or ``hf:org/name[@revision]`` (downloaded into the Hugging Face cache)."""
     text = str(source)
     if text.startswith(HUB_PREFIX):
-        from maestro.hub.remote import parse_repo
-
         repo_id, revision = parse_repo(text[len(HUB_PREFIX) :])
         return resolve_hub_checkpoint(repo_id, revision)
     path = Path(text).expanduser()

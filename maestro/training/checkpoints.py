@@ -4,30 +4,27 @@ A checkpoint holds the model, the optimizer state and the EMA copy (about 3x the
 the toy run, 5.3 GB for ``flairhub_medium``), so a run keeps only its newest few plus ``last.ckpt``
 (a link to the newest) instead of every one it wrote. Checkpoints are ranked by optimizer step, read
 from their name (``step0001234.ckpt``) or, for other names, from the file, never by modification
-time (copies and restores change it).
+time (copies and restores change it). Reading checkpoints and finding a run's newest is
+:mod:`maestro.hub.weights`, shared with everything that loads weights from a run.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from maestro.errors import ConfigError
+from maestro.hub.sources import CHECKPOINT_DIR
+from maestro.hub.weights import STEP, checkpoint_step, latest_checkpoint, read_checkpoint
 from maestro.training.config import TrainerConfig
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
 LAST = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
 BEST = "best"
-_STEP_NAME = re.compile(r"^step(\d+)\.ckpt$")
 
 
 class RunCheckpoints(ModelCheckpoint):
@@ -92,45 +89,11 @@ def checkpoint_callbacks(output_dir: Path, config: TrainerConfig) -> list[ModelC
     return callbacks
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The entries of a checkpoint file, loaded with ``weights_only=True``; mmap reads only the
-    pickled structure, not the tensors (GBs). A file that is not a checkpoint at all says so,
-    rather than torch's remark that mmap needs the zip format."""
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(
-            f"{path} is not a readable checkpoint: it is not a torch.save zip archive, the format of "
-            "every pretrain and finetune checkpoint"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
-        raise ConfigError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
-
-
-def checkpoint_step(path: Path) -> int:
-    """The optimizer step a checkpoint was written at: from its name, else from the file."""
-    match = _STEP_NAME.match(path.name)
-    if match:
-        return int(match.group(1))
-    return int(read_checkpoint(path).get("global_step", -1))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint of a run with the highest optimizer step (``last.ckpt`` when it is a copy
-    rather than a link; ``best.ckpt`` only if nothing newer exists)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    candidates = [p for p in folder.glob("*.ckpt") if not p.is_symlink()]
-    if not candidates:
-        return None
-    # On a tie, a step-named file wins over last/best, which hold the same step.
-    return max(candidates, key=lambda p: (checkpoint_step(p), _STEP_NAME.match(p.name) is not None, p.name))
-
-
 def check_unfinished(path: Path) -> None:
     """Refuse to resume a checkpoint written at the end of its learning-rate schedule: there is
     nothing left to train, and continuing would overrun the OneCycle schedule."""
     checkpoint = read_checkpoint(path)
-    step = checkpoint.get("global_step")
+    step = checkpoint.get(STEP)
     schedulers = checkpoint.get("lr_schedulers") or [{}]
     total = schedulers[0].get("total_steps")
     if step is not None and total is not None and step >= total:

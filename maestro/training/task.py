@@ -18,6 +18,7 @@ from torch import nn
 
 from maestro.config import from_dict, to_dict
 from maestro.errors import ConfigError
+from maestro.hub.weights import EMA_STATE, HYPER_PARAMETERS, RUN_CONFIG_KEY
 from maestro.models.ema import create_ema
 from maestro.training.config import StageConfig
 from maestro.training.memory import SampleMemory
@@ -42,10 +43,12 @@ class TrainingTask(L.LightningModule, ABC):
     def __init__(self, config: StageConfig | Mapping[str, Any]):
         super().__init__()
         raw = dict(config) if isinstance(config, Mapping) else to_dict(config)
-        # Plain dict hyperparameters: checkpoints stay loadable with weights_only=True.
-        self.save_hyperparameters({"config": raw})
+        # Plain dict hyperparameters: checkpoints stay loadable with weights_only=True. The layout
+        # of what is saved (this config, ``model.*`` weights, the EMA copy) is read back by
+        # maestro.hub.weights, which names each part.
+        self.save_hyperparameters({RUN_CONFIG_KEY: raw})
         self.config = config if not isinstance(config, Mapping) else from_dict(self.config_class, raw)
-        self.model = self.build_model()
+        self.model = self.build_model()  # its weights are saved as model.* (weights.NETWORK_PREFIX)
         if self.config.trainer.compile:
             self.model.compile()
         # Kept out of the module tree (object.__setattr__) so that DDP/FSDP and the optimizer never
@@ -146,7 +149,7 @@ class TrainingTask(L.LightningModule, ABC):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None:
-            checkpoint["ema_state_dict"] = self.ema.state_dict()
+            checkpoint[EMA_STATE] = self.ema.state_dict()
         loader = self.trainer.train_dataloader
         if hasattr(loader, "state_dict"):
             checkpoint["train_loader_state"] = loader.state_dict()
@@ -155,7 +158,7 @@ class TrainingTask(L.LightningModule, ABC):
         self.check_compatible(checkpoint)
         schedulers = checkpoint.get("lr_schedulers") or [{}]
         self._resumed_total_steps = schedulers[0].get("total_steps")
-        self._pending_ema_state = checkpoint.get("ema_state_dict")
+        self._pending_ema_state = checkpoint.get(EMA_STATE)
         self._pending_loader_state = checkpoint.get("train_loader_state")
         if self.ema is not None:  # already created (e.g. testing the best checkpoint after fitting)
             self.ensure_ema()
@@ -164,7 +167,7 @@ class TrainingTask(L.LightningModule, ABC):
         """Refuse a checkpoint trained with another :attr:`model_section`: its weights (and its
         EMA) belong to another network. Stages with more such sections extend this."""
         section = self.model_section
-        saved = checkpoint.get("hyper_parameters", {}).get("config", {}).get(section)
+        saved = checkpoint.get(HYPER_PARAMETERS, {}).get(RUN_CONFIG_KEY, {}).get(section)
         if saved is None:
             return
         current = getattr(self.config, section)

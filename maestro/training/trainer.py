@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from maestro.config import to_dict
 from maestro.errors import ConfigError
+from maestro.models.transformer import Block
 from maestro.training import memory
 from maestro.training.checkpoints import (
     checkpoint_callbacks,
@@ -115,8 +116,6 @@ def build_strategy(config: TrainerConfig) -> Strategy | str:
         return DDPStrategy(find_unused_parameters=False, broadcast_buffers=False)
     if config.strategy == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
-
-        from maestro.models.transformer import Block
 
         return FSDPStrategy(auto_wrap_policy={Block}, sharding_strategy="FULL_SHARD", state_dict_type="full")
     return "auto"

@@ -145,9 +145,12 @@ class BaselineOptions:
     def __post_init__(self) -> None:
         if self.decoder_channels < 1:
             raise ConfigError(f"decoder_channels {self.decoder_channels} must be > 0")
-        fraction = self.cloudy_date_fraction
-        if fraction is not None and not 0.0 <= fraction <= 1.0:
-            raise ConfigError(f"cloudy_date_fraction {fraction} must be null or in [0, 1]")
+        _check_fraction(self.cloudy_date_fraction)
+
+
+def _check_fraction(fraction: float | None) -> None:
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"cloudy_date_fraction {fraction} must be null or in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,15 @@ class SwinUTAEConfig(ConfigMixin):
     """Per modality and task, an auxiliary classifier on that modality's features alone."""
     modality_dropout: float = 0.0
     """Training only: per sample and modality, the probability that all its dates become invalid."""
+    cloudy_date_fraction: float | None = 0.05
+    """The preprocessing the network is fed with (not a layer): a Sentinel-2 date whose snow / cloud
+    mask flags more than this share of its pixels is invalid; None keeps every selected date. Kept
+    here so that a published baseline is fed as it was trained (``predict``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder", config_io.nested(EncoderConfig, self.encoder, "encoder"))
         object.__setattr__(self, "tasks", _tasks(self.tasks))
+        _check_fraction(self.cloudy_date_fraction)
         if self.label_size < 1 or self.decoder_channels < 1:
             raise ConfigError(
                 f"label_size {self.label_size} and decoder_channels {self.decoder_channels} must be > 0"
@@ -205,3 +213,12 @@ class SwinUTAEConfig(ConfigMixin):
     @property
     def total_classes(self) -> int:
         return sum(self.tasks.values())
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels of ``forward``'s logits: the first task's classes."""
+        return next(iter(self.tasks.values()))
+
+    def preprocess_options(self) -> dict[str, float | None]:
+        """What the baseline's preprocessing adds to the shared one (``preprocess_for`` options)."""
+        return {"cloudy_date_fraction": self.cloudy_date_fraction}

@@ -30,6 +30,7 @@ import torch
 from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
 from torch import Tensor, nn
 
+from maestro.hub.pretrained import HubModel
 from maestro.models.baseline.config import SwinUTAEConfig
 from maestro.models.baseline.fusion import StageFusion, TaskDecoder
 from maestro.models.baseline.inputs import Standardise, day_offsets, monthly_average
@@ -37,13 +38,15 @@ from maestro.models.baseline.swin import SwinBackbone
 from maestro.models.baseline.utae import UTAE
 from maestro.models.heads.pooling import resample
 from maestro.models.heads.uperfuse import SegmentationHead
+from maestro.models.registry import register_model_type
 from maestro.models.segmenter import SegmenterOutput, complete_batch, drop_modalities
 
 Tensors = Mapping[str, Tensor]
 log = logging.getLogger(__name__)
 
 
-class SwinUTAE(nn.Module):
+@register_model_type("swin-utae-segmenter")
+class SwinUTAE(nn.Module, HubModel):
     """Swin per single-date modality, U-TAE per time series, stage fusion, one UPerNet per task."""
 
     def __init__(self, config: SwinUTAEConfig):

@@ -17,6 +17,7 @@ import torch
 
 from maestro.modalities import MODALITIES
 from maestro.models.baseline.config import SwinUTAEConfig
+from maestro.models.baseline.model import SwinUTAE
 from maestro.models.config import EncoderConfig
 from maestro.tasks import get_task
 
@@ -98,8 +99,6 @@ def baseline_config(key: str, encoder: EncoderConfig | None = None, **changes: A
 
 def count_parameters(config: SwinUTAEConfig) -> int:
     """Parameters of the model ``config`` describes, built on the meta device (no memory, no weights)."""
-    from maestro.models.baseline.model import SwinUTAE
-
     config = config.replace(pretrained=False)
     with torch.device("meta"):
         model = SwinUTAE(config)
