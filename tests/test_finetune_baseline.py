@@ -76,3 +76,71 @@ def test_missing_imagenet_weights_stop_the_run_with_one_line(shards, tmp_path, m
         assert main([*COMMAND, "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
     assert "--no-pretrained" in caplog.text and "swin_tiny_patch4_window7_224" in caplog.text
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------ published and mapped
+@pytest.fixture(scope="module")
+def swin_utae_run(shards, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained Swin-UTAE run (random Swins, one epoch) of the tiny baseline on the toy shards."""
+    tmp = tmp_path_factory.mktemp("swin_utae")
+    out = tmp / "run"
+    argv = [*COMMAND, "--no-pretrained", "--config", str(write_config(tmp, shards)), "--output-dir", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_a_swin_utae_run_is_published_and_maps_a_zone_like_its_run(swin_utae_run, tmp_path) -> None:
+    import numpy as np
+    import rasterio
+    from huggingface_hub import ModelCard
+
+    from maestro.cli import main as maestro
+    from maestro.models import from_pretrained
+    from maestro.models.baseline.model import SwinUTAE
+    from predict.cli import main as predict
+    from predict.model import load_model
+    from shards.cli import main as shards
+
+    folder = tmp_path / "published"
+    assert (
+        maestro(["publish", str(swin_utae_run), "--repo", "org/swin-utae", "--dry-run", "--out", str(folder)])
+        == 0
+    )
+    document = json.loads((folder / "config.json").read_text())
+    assert document["model_type"] == "swin-utae-segmenter" and document["task"]["name"] == "lpis"
+    assert document["config"]["cloudy_date_fraction"] == TINY_OPTIONS.cloudy_date_fraction
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.pipeline_tag == "image-segmentation" and "masked-autoencoder" not in card.data.tags
+    assert (
+        "Swin-UTAE" in card.text
+        and "predict --model hf:org/swin-utae" in card.text
+        and "## Results" in card.text
+    )
+    assert isinstance(from_pretrained(folder), SwinUTAE)
+
+    published, run = load_model(str(folder)), load_model(str(swin_utae_run))
+    assert published.preprocess() == run.preprocess()
+    assert published.preprocess().cloudy_date_fraction == TINY_OPTIONS.cloudy_date_fraction
+    zone = tmp_path / "zone"
+    assert shards(["toy", "--zone", str(zone), "--size-m", "120", "--seed", "2"]) == 0
+    maps = {}
+    for name, source in (("folder", folder), ("run", swin_utae_run)):
+        out = tmp_path / f"{name}.tif"
+        args = [
+            "--model",
+            str(source),
+            "--zone",
+            str(zone),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+        assert predict(args) == 0
+        with rasterio.open(out) as src:
+            maps[name] = src.read(1)
+            assert src.tags()["task"] == "lpis"
+    classes = set(np.unique(maps["folder"]).tolist()) - {255}
+    assert classes and max(classes) < run.num_classes and not classes & set(run.task.ignored)
+    np.testing.assert_array_equal(maps["folder"], maps["run"])  # the same EMA weights, fed the same way
