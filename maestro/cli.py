@@ -1,9 +1,9 @@
 """``maestro``: the suite's model commands (the training stages have their own: pretrain, finetune).
 
-    maestro publish runs/pretrain --repo org/name --dry-run --out hub/encoder   # look before uploading
-    maestro publish runs/pretrain --repo org/name                               # EMA encoder -> the Hub
-    maestro publish runs/pretrain --repo org/name --what mae --revision mae     # the whole MAE, on a branch
-    maestro publish runs/finetune/lc-level1 --repo org/name-lc --private        # segmenter + test scores
+    maestro publish example/runs/pretrain --repo org/name --dry-run --out hub/encoder   # look first
+    maestro publish example/runs/pretrain --repo org/name                       # EMA encoder -> the Hub
+    maestro publish example/runs/pretrain --repo org/name --what mae --revision mae   # the MAE, on a branch
+    maestro publish example/runs/finetune/lc --repo org/name-lc --private       # segmenter + test scores
     maestro publish runs/finetune/lc-level1-swin-utae --repo org/swin-utae-lc   # the supervised baseline
     maestro download org/name@v1.0                                              # into the HF cache
     maestro import-reference hf:IGNF/MAESTRO_FLAIR-HUB_base --out hub/reference # IGN's reference weights
