@@ -11,8 +11,7 @@ import :mod:`maestro.hub.sources` at start-up do not load torch with this packag
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from maestro.lazy import lazy_exports
 
 _EXPORTS = {
     "HubModel": "maestro.hub.pretrained",
@@ -37,8 +36,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'maestro.hub' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ needed)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from maestro.lazy import lazy_exports
 
 _EXPORTS = {
     "EncoderConfig": "maestro.models.config",
@@ -32,8 +31,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'maestro.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

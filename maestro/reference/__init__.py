@@ -13,8 +13,7 @@ Public API (imported lazily, so that ``maestro --help`` does not load torch)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from maestro.lazy import lazy_exports
 
 _EXPORTS = {
     "ConversionOptions": "maestro.reference.options",
@@ -26,8 +25,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'maestro.reference' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -12,8 +12,7 @@ start-up) loads without torch, the networks only when used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from maestro.lazy import lazy_exports
 
 _EXPORTS = {
     "PAPER_CONFIGURATIONS": "maestro.models.baseline.paper",
@@ -28,8 +27,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'maestro.models.baseline' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

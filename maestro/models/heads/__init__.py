@@ -11,8 +11,7 @@ modules (:mod:`.uperfuse`, :mod:`.attentive`, :mod:`.linear`, ...) only when use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from maestro.lazy import lazy_exports
 
 _EXPORTS = {
     "HEADS": "maestro.models.heads.registry",
@@ -35,8 +34,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'maestro.models.heads' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
