@@ -7,6 +7,7 @@ itself, before any weights, shards or run directory are touched.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -181,10 +182,12 @@ def test_an_optim_override_keeps_the_rest_of_the_fine_tuning_recipe():
     assert (config.optim.base_lr, config.optim.end_fraction, config.optim.weight_decay) == (1e-5, 0.5, 0.05)
 
 
-def test_the_example_config_anneals_to_half_its_peak_learning_rate():
+def test_the_example_config_changes_only_the_optim_keys_it_names():
     path = Path(__file__).parent.parent / "configs" / "finetune" / "toy.yaml"
     optim = load_config(FinetuneConfig, path, ["task.name=lc"]).optim
-    assert (optim.base_lr, optim.end_fraction) == (1e-3, 0.5)
+    recipe = FinetuneConfig().optim
+    assert (optim.base_lr, optim.end_fraction) == (1e-3, 0.0)  # the two keys toy.yaml sets
+    assert dataclasses.replace(optim, base_lr=recipe.base_lr, end_fraction=recipe.end_fraction) == recipe
 
 
 def test_overrides_may_come_before_between_and_after_the_fine_tuning_flags(config_file, monkeypatch):
