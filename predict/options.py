@@ -17,6 +17,8 @@ from maestro.hub.sources import BEST, Source, SourceKind, resolve_source
 
 ProbabilityType = Literal["uint8", "float16"]
 MODEL_SOURCES: tuple[SourceKind, ...] = ("run", "folder", "hub")
+UNIT_ALIGN = 256
+"""Units' edges fall on multiples of the output files' block side (:data:`predict.writing.BLOCK`)."""
 """What ``--model`` takes: a fine-tuning run, a model folder, or a Hub model."""
 
 
@@ -24,28 +26,36 @@ MODEL_SOURCES: tuple[SourceKind, ...] = ("run", "folder", "hub")
 class PredictOptions:
     overlap: float = 0.25
     """Fraction of a tile shared with each neighbour; overlapping logits are blended."""
-    batch_size: int = 8
+    batch_size: int | None = None
+    """Tiles per batch; ``None``: 8 on CPU, 32 on a GPU, halved while a forward pass runs out of memory."""
     probabilities: ProbabilityType | None = None
     """Also write per-class probabilities (``{out}_probabilities.tif``) as uint8 or float16."""
     cloud_avoidance: bool = True
-    workers: int = 2
-    """Threads reading and preprocessing tiles."""
-    buffer_mib: int = 1024
-    """Memory for the blending buffers; wider zones are processed in column chunks."""
+    workers: int | None = None
+    """Processes reading and preprocessing tiles; ``None``: the cores of this process's share of
+    the node, less one; 0 reads them in the mapping process itself."""
+    unit_px: int = 10240
+    """Side of a work unit in output pixels (a multiple of 256): what is scheduled, written,
+    recorded and resumed; its blending buffer is one unit wide."""
+    compile: bool = False
+    """``torch.compile`` the network (the last batch of a unit is padded: one shape compiles once)."""
     overwrite: bool = False
     progress: bool = True
+    unit_px: int = 10240
+    """Side of a work unit in output pixels (a multiple of 256): what is scheduled, written,
+    recorded as done and resumed (2.048 km at 0.2 m)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         if self.probabilities not in (None, "uint8", "float16"):
             raise ConfigError(f"--probabilities must be uint8 or float16, got {self.probabilities!r}")
-        if self.buffer_mib < 1:
-            raise ConfigError(f"buffer_mib must be >= 1, got {self.buffer_mib}")
+        if self.unit_px < 256 or self.unit_px % 256:
+            raise ConfigError(f"--unit-px must be a positive multiple of 256, got {self.unit_px}")
 
 
 def check_device_name(name: str) -> None:
@@ -93,4 +103,49 @@ def check_output(out: Path, overwrite: bool, probabilities: bool) -> Path:
         raise ConfigError(f"--out {out}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: {folder} is not writable")
+    return out.resolve()
+
+
+def zone_folders(spec: Path) -> dict[str, Path]:
+    """``--zones``: a folder whose sub-folders are zones, or a text file with one zone folder per
+    line (relative to the file; ``#`` starts a comment). Zone names (folder names) name the outputs,
+    so they must be unique."""
+    spec = Path(spec).expanduser()
+    if spec.is_dir():
+        folders = sorted(p for p in spec.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise ConfigError(f"--zones {spec}: no zone folder in it (one sub-folder per zone)")
+    elif spec.is_file():
+        lines = [line.split("#", 1)[0].strip() for line in spec.read_text(encoding="utf-8").splitlines()]
+        folders = [(spec.parent / line).resolve() for line in lines if line]
+        if not folders:
+            raise ConfigError(f"--zones {spec}: lists no zone folder (one per line)")
+        for folder in folders:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"--zones {spec}: {folder} is not a directory")
+    else:
+        raise FileNotFoundError(f"--zones {spec}: no such file or directory")
+    zones: dict[str, Path] = {}
+    for folder in folders:
+        if folder.name in zones:
+            raise ConfigError(
+                f"--zones {spec}: two zones are named {folder.name} ({zones[folder.name]} and {folder}); "
+                "zone names name the outputs, rename one folder"
+            )
+        zones[folder.name] = folder.resolve()
+    return zones
+
+
+def check_outdir(out: Path) -> Path:
+    """``--out`` of ``--zones``: a folder (created when missing) that can be written."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; with --zones, --out is a folder")
+    if out.suffix.lower() in (".tif", ".tiff"):
+        raise ConfigError(f"--out {out}: with --zones, --out is a folder (one map per zone), not a .tif")
+    folder = out.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {folder} is not a writable folder")
     return out.resolve()
