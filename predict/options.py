@@ -17,9 +17,9 @@ from maestro.hub.sources import BEST, Source, SourceKind, resolve_source
 
 ProbabilityType = Literal["uint8", "float16"]
 MODEL_SOURCES: tuple[SourceKind, ...] = ("run", "folder", "hub")
+"""What ``--model`` takes: a fine-tuning run, a model folder, or a Hub model."""
 UNIT_ALIGN = 256
 """Units' edges fall on multiples of the output files' block side (:data:`predict.writing.BLOCK`)."""
-"""What ``--model`` takes: a fine-tuning run, a model folder, or a Hub model."""
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,13 @@ class PredictOptions:
     workers: int | None = None
     """Processes reading and preprocessing tiles; ``None``: the cores of this process's share of
     the node, less one; 0 reads them in the mapping process itself."""
-    unit_px: int = 10240
-    """Side of a work unit in output pixels (a multiple of 256): what is scheduled, written,
-    recorded and resumed; its blending buffer is one unit wide."""
     compile: bool = False
     """``torch.compile`` the network (the last batch of a unit is padded: one shape compiles once)."""
     overwrite: bool = False
     progress: bool = True
     unit_px: int = 10240
     """Side of a work unit in output pixels (a multiple of 256): what is scheduled, written,
-    recorded as done and resumed (2.048 km at 0.2 m)."""
+    recorded as done and resumed (2.048 km at 0.2 m); its blending buffer is one unit wide."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -54,8 +51,8 @@ class PredictOptions:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         if self.probabilities not in (None, "uint8", "float16"):
             raise ConfigError(f"--probabilities must be uint8 or float16, got {self.probabilities!r}")
-        if self.unit_px < 256 or self.unit_px % 256:
-            raise ConfigError(f"--unit-px must be a positive multiple of 256, got {self.unit_px}")
+        if self.unit_px < UNIT_ALIGN or self.unit_px % UNIT_ALIGN:
+            raise ConfigError(f"--unit-px must be a positive multiple of {UNIT_ALIGN}, got {self.unit_px}")
 
 
 def check_device_name(name: str) -> None:
