@@ -1,20 +1,29 @@
-"""Window-weighted logit accumulation over the rows of tiles in flight, flushed strip by strip.
+"""Window-weighted logit accumulation on the device over a unit's rows in flight, flushed strip by strip.
 
-A chunk's buffer is a ring of output rows: it holds the rows from ``top`` down to the bottom of
-the lowest tile added, at most one tile height plus one flush quantum. Tiles arrive row by row,
-so when a tile row starts at output row ``y`` no later tile touches the rows above ``y``: those
-are final and are handed out (in whole ``quantum`` rows, so that every block of the file is
-written once, whole), and their ring rows are cleared for the rows to come; rows in flight are
-never moved. Memory is set by the chunk width and the tile size, never by the zone's height.
+A unit's buffer is a ring of its output rows, as wide as the unit: it holds the rows from ``top``
+down to the bottom of the lowest tile added, at most one tile height plus one flush quantum. Tiles
+arrive row by row, so when a tile row starts at output row ``y`` no later tile touches the rows
+above ``y``: those are final and are handed out (in whole ``quantum`` rows from the unit's top, so
+that every block of the unit's file is written once, whole), and their ring rows are cleared for
+the rows to come. Memory is set by the unit's width and the tile size, never by the zone.
+
+The sums live on the network's device, so only uint8 classes (and encoded probabilities) cross
+back to the host. Every operation is the float32 elementwise arithmetic of the former numpy
+accumulator (add, divide, softmax over the same strip shapes), so a CPU map is bit-identical to it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
+import torch
+
+from maestro.tasks import mask_ignored
+from predict.options import ProbabilityType
+from predict.writing import NODATA
 
 
 @dataclass(frozen=True)
@@ -23,9 +32,10 @@ class Strip:
 
     row: int
     col: int
-    logits: np.ndarray
-    """(K, height, width) float32 blended logits (sum of weighted logits / sum of weights)."""
-    invalid: np.ndarray
+    logits: Any
+    """(K, height, width) float32 blended logits (sum of weighted logits / sum of weights): a
+    tensor on the accumulator's device (a numpy array is accepted by :func:`classify`)."""
+    invalid: Any
     """(height, width) bool: an input was nodata or outside the zone there."""
 
     @property
@@ -34,41 +44,58 @@ class Strip:
 
 
 class StripAccumulator:
-    """Sums of weighted logits and of weights for one column chunk, streamed top to bottom."""
+    """Sums of weighted logits and of weights for the columns of one unit, streamed top to bottom.
+
+    Rows ``[row_start, row_stop)`` and columns ``[col_start, col_stop)`` are the unit's, in the
+    zone's output pixels; tiles reaching beyond them add only their part inside.
+    """
 
     def __init__(
-        self, num_classes: int, col_start: int, col_stop: int, grid_height: int, tile_size: int, quantum: int
+        self,
+        num_classes: int,
+        rows: tuple[int, int],
+        cols: tuple[int, int],
+        tile_size: int,
+        quantum: int,
+        device: torch.device | str = "cpu",
     ):
-        self.col_start, self.width = col_start, col_stop - col_start
-        self.grid_height, self.tile_size, self.quantum = grid_height, tile_size, quantum
-        self.capacity = min(math.ceil((tile_size + quantum) / quantum) * quantum, grid_height)
-        self.sums = np.zeros((num_classes, self.capacity, self.width), dtype=np.float32)
-        self.weights = np.zeros((self.capacity, self.width), dtype=np.float32)
-        self.invalid = np.zeros((self.capacity, self.width), dtype=bool)
-        self.top = 0
+        (self.row_start, self.row_stop), (self.col_start, col_stop) = rows, cols
+        self.width, self.tile_size, self.quantum = col_stop - self.col_start, tile_size, quantum
+        height = self.row_stop - self.row_start
+        self.capacity = min(math.ceil((tile_size + quantum) / quantum) * quantum, height)
+        shape = (self.capacity, self.width)
+        self.sums = torch.zeros((num_classes, *shape), dtype=torch.float32, device=device)
+        self.weights = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.invalid = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.uncovered = torch.zeros((), dtype=torch.bool, device=device)
+        """Some handed-out pixel had no weight (a planning bug): checked once, by :meth:`check`,
+        since testing it at every flush would wait for the device each time."""
+        self.top = self.row_start
         """First output row not yet handed out."""
 
     @property
     def nbytes(self) -> int:
-        return self.sums.nbytes + self.weights.nbytes + self.invalid.nbytes
+        return sum(t.numel() * t.element_size() for t in (self.sums, self.weights, self.invalid))
 
     def _segments(self, start: int, stop: int) -> Iterator[tuple[int, slice]]:
         """(first output row, ring rows) of the contiguous pieces of output rows [start, stop)."""
         while start < stop:
-            position = start % self.capacity
+            position = (start - self.row_start) % self.capacity
             count = min(stop - start, self.capacity - position)
             yield start, slice(position, position + count)
             start += count
 
-    def add(self, row: int, col: int, weighted: np.ndarray, window: np.ndarray, invalid: np.ndarray) -> None:
+    def add(
+        self, row: int, col: int, weighted: torch.Tensor, window: torch.Tensor, invalid: torch.Tensor
+    ) -> None:
         """Add one tile: ``weighted`` (K, L, L) logits already multiplied by ``window`` (L, L)."""
         size = self.tile_size
-        r0, r1 = row, min(row + size, self.grid_height)
+        r0, r1 = max(row, self.row_start), min(row + size, self.row_stop)
         c0, c1 = max(col, self.col_start), min(col + size, self.col_start + self.width)
-        if row < self.top or r1 - self.top > self.capacity:
-            raise RuntimeError(f"tile at row {row} is outside the rows in flight ({self.top} onwards)")
         if r1 <= r0 or c1 <= c0:
             return
+        if r0 < self.top or r1 - self.top > self.capacity:
+            raise RuntimeError(f"tile at row {row} is outside the rows in flight ({self.top} onwards)")
         tile_cols = slice(c0 - col, c1 - col)
         cols = slice(c0 - self.col_start, c1 - self.col_start)
         for first, ring in self._segments(r0, r1):
@@ -80,22 +107,20 @@ class StripAccumulator:
     def flush(self, until: int, *, final: bool = False) -> Strip | None:
         """Hand out the finished rows above ``until`` (rounded down to whole quanta; every row left
         with ``final``) and clear them in the ring."""
-        stop = self.grid_height if final else min(until, self.grid_height)
-        if not final and stop < self.grid_height:
+        stop = self.row_stop if final else min(until, self.row_stop)
+        if not final and stop < self.row_stop:
             stop = self.top + ((stop - self.top) // self.quantum) * self.quantum
         count = stop - self.top
         if count <= 0:
             return None
-        logits = np.empty((self.sums.shape[0], count, self.width), dtype=np.float32)
-        invalid = np.empty((count, self.width), dtype=bool)
+        device = self.sums.device
+        logits = torch.empty((self.sums.shape[0], count, self.width), dtype=torch.float32, device=device)
+        invalid = torch.empty((count, self.width), dtype=torch.bool, device=device)
         for first, ring in self._segments(self.top, stop):
             rows = slice(first - self.top, first - self.top + ring.stop - ring.start)
             weights = self.weights[ring]
-            if (weights <= 0).any():
-                raise RuntimeError(
-                    f"rows {first}-{first + rows.stop - rows.start - 1} hold pixels no tile covered"
-                )
-            np.divide(self.sums[:, ring], weights, out=logits[:, rows])
+            self.uncovered |= (weights <= 0).any()
+            torch.div(self.sums[:, ring], weights, out=logits[:, rows])
             invalid[rows] = self.invalid[ring]
             self.sums[:, ring] = 0
             self.weights[ring] = 0
@@ -103,3 +128,33 @@ class StripAccumulator:
         strip = Strip(self.top, self.col_start, logits, invalid)
         self.top = stop
         return strip
+
+    def check(self) -> None:
+        """Refuse a unit some of whose pixels no tile covered (waits for the device)."""
+        if bool(self.uncovered):
+            raise RuntimeError(
+                f"rows {self.row_start}-{self.row_stop - 1}, cols {self.col_start}-"
+                f"{self.col_start + self.width - 1} hold pixels no tile covered"
+            )
+
+
+def classify(
+    strip: Strip, ignored: Sequence[int], probabilities: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(h, w) uint8 classes (NODATA where invalid) and optionally (K, h, w) softmax probabilities
+    (NaN where invalid), on the strip's device; ignored channels are never predicted and get
+    probability 0 (the masking of the test's metrics, :func:`maestro.tasks.mask_ignored`)."""
+    logits = mask_ignored(torch.as_tensor(strip.logits), ignored, dim=0)
+    invalid = torch.as_tensor(strip.invalid, device=logits.device)
+    classes = logits.argmax(dim=0).to(torch.uint8).masked_fill_(invalid, NODATA)
+    if not probabilities:
+        return classes, None
+    return classes, torch.softmax(logits, dim=0).masked_fill_(invalid, math.nan)
+
+
+def encode_probabilities(probabilities: torch.Tensor, kind: ProbabilityType) -> torch.Tensor:
+    """Probabilities in the file's encoding, on their device: uint8 0-255 (0 where NaN) or float16;
+    the same roundings as :meth:`predict.writing.MapWriter.write` applies to float32 values."""
+    if kind == "uint8":
+        return torch.round(torch.nan_to_num(probabilities, nan=0.0) * 255.0).to(torch.uint8)
+    return probabilities.to(torch.float16)

@@ -1,52 +1,351 @@
-"""``predict_zone``: tiles read in threads -> batched inference -> blended strips -> the map files.
+"""Units of a zone mapped at the device's pace: loader workers -> batched inference -> blend on the device.
 
-Tiles stream in chunk-then-row order (:mod:`predict.tiling`) through a small pool of reader
-threads (in order, a few batches ahead), are collated like training batches and run under bf16
-autocast on a GPU. Each tile's logits are multiplied by the blending window on the device and
-added to the chunk's strip buffer (:mod:`predict.blending`); finished strips become classes (and
-probabilities) and are written at once (:mod:`predict.writing`). A failure anywhere names the
-tile and leaves no output file.
+A :class:`UnitMapper` holds the network on its device (under ``torch.compile`` when asked) and
+maps :class:`UnitJob` s in order. Tiles come from worker processes (:mod:`predict.loader`), batch
+by batch within a unit; integer rasters travel unscaled to a GPU and are scaled there, as in
+pretraining. Each batch runs under bf16 autocast on a GPU, its logits are weighted by the blending
+window and added to the unit's ring buffer on the device (:mod:`predict.blending`); finished strips
+become classes (and probabilities) there and only those bytes are copied back, without waiting,
+to a writer thread. A unit's files appear complete (renamed into place) before ``on_done`` hears
+of them; a failure names the tile and leaves no file of the unit.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import threading
+import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import rasterio
 import torch
 from tqdm import tqdm
 
-from maestro.data.collate import collate_model_samples
+from maestro.data.preprocess import PreprocessConfig, scale_batch
 from maestro.errors import ConfigError
 from maestro.hub.folder import suite_version
 from maestro.modalities import MODALITIES
-from maestro.tasks import mask_ignored
-from predict.blending import Strip, StripAccumulator
+from predict.blending import Strip, StripAccumulator, classify, encode_probabilities
+from predict.loader import TileBatch, TileError, TileLoader, default_workers
 from predict.model import PredictModel
 from predict.options import PredictOptions, check_device_name, check_output
-from predict.reading import TileData, TileReader
-from predict.tiling import Chunk, Tile, blend_window, chunk_columns, plan_tiles, stride_for
-from predict.writing import BLOCK, GDAL_ENV, NODATA, MapWriter
+from predict.tiling import Tile, blend_window, stride_for
+from predict.units import Unit, plan_units, unit_tiles
+from predict.writing import BLOCK, GDAL_ENV, NODATA, MapWriter, copy_units
 from predict.zone import Zone, open_zone
 
 log = logging.getLogger(__name__)
 
+CPU_BATCH = 8
+"""Tiles per batch on CPU (the map is bit-identical to the one batched so before units existed)."""
+CUDA_BATCH = 32
+"""First batch size tried on a GPU; halved while a forward pass runs out of memory."""
+PENDING_WRITES = 4
+"""Strips copied back and waiting for the writer thread before the main loop waits for it."""
 
-class TileError(RuntimeError):
-    """A tile could not be read, preprocessed or predicted: names it and keeps the cause."""
+__all__ = [
+    "PredictOptions",
+    "PredictSummary",
+    "TileError",
+    "UnitJob",
+    "UnitMapper",
+    "UnitStats",
+    "predict_zone",
+]
 
-    def __init__(self, where: str, cause: BaseException):
-        self.where, self.cause = where, cause
-        super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+
+@dataclass(frozen=True)
+class UnitJob:
+    zone: Zone
+    unit: Unit
+    tiles: tuple[Tile, ...]
+    out: Path
+    """The unit's class-map GeoTIFF; probabilities at ``probabilities_path(out)``."""
+
+
+@dataclass(frozen=True)
+class UnitStats:
+    job: UnitJob
+    seconds: float
+    """Wall time of the unit, from its first batch received to its files in place."""
+    wait_seconds: float
+    """Time the main loop waited for the loader: the unit was input-bound for that long."""
+    busy_seconds: float
+    """Device time in forward passes and blending (CUDA events on a GPU, wall time on CPU)."""
+    tiles: int
+    nodata_pixels: int
+
+    @property
+    def km2(self) -> float:
+        return self.job.unit.pixels * self.job.zone.grid.pixel_size**2 / 1e6
+
+    @property
+    def km2_per_hour(self) -> float:
+        return self.km2 / max(self.seconds, 1e-9) * 3600.0
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    if isinstance(name, torch.device):
+        return name
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device_name(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    return torch.device(name)
+
+
+def _thread_env() -> None:
+    """A GDAL environment for the writer thread's lifetime."""
+    rasterio.Env(**GDAL_ENV).__enter__()
+
+
+def _take(batch: dict[str, Any], part: slice, pad: int) -> dict[str, Any]:
+    """Tiles ``part`` of a collated batch, the last one repeated ``pad`` times (one compiled shape)."""
+    out = {}
+    for field, values in batch.items():
+        taken = {key: tensor[part] for key, tensor in values.items()}
+        if pad:
+            taken = {key: torch.cat([t, t[-1:].expand(pad, *t.shape[1:])]) for key, t in taken.items()}
+        out[field] = taken
+    return out
+
+
+class _Unit:
+    """One unit in flight: its ring buffer, its writer, pending strip writes and counters."""
+
+    def __init__(self, mapper: UnitMapper, job: UnitJob, io: ThreadPoolExecutor):
+        unit, model, options = job.unit, mapper.model, mapper.options
+        self.job, self.mapper, self.io = job, mapper, io
+        self.started = time.perf_counter()
+        self.accumulator = StripAccumulator(
+            model.num_classes,
+            (unit.row, unit.row + unit.height),
+            (unit.col, unit.col + unit.width),
+            model.tile_size,
+            BLOCK,
+            mapper.device,
+        )
+        grid = unit.grid(job.zone.grid)
+        job.out.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = MapWriter(
+            job.out, grid, model.task.class_names, model.task.palette, mapper.tags, options.probabilities
+        )
+        self.writer.__enter__()
+        self.pixel_km2 = job.zone.grid.pixel_size**2 / 1e6
+        self.pending: list[Future[None]] = []
+        self.nodata = torch.zeros((), dtype=torch.int64, device=mapper.device)
+        self.events: list[tuple[Any, Any]] = []
+        self.wait = self.busy = 0.0
+        self.tiles = 0
+
+    def add(self, tiles: Sequence[Tile], weighted: torch.Tensor, invalid: torch.Tensor) -> None:
+        window = self.mapper.window
+        for tile, logits, mask in zip(tiles, weighted, invalid, strict=True):
+            self.emit(self.accumulator.flush(tile.row))
+            self.accumulator.add(tile.row, tile.col, logits, window, mask)
+        self.tiles += len(tiles)
+
+    def emit(self, strip: Strip | None) -> None:
+        if strip is None:
+            return
+        kind = self.mapper.options.probabilities
+        classes, probs = classify(strip, self.mapper.model.task.ignored, kind is not None)
+        self.nodata += (classes == NODATA).sum()
+        encoded = encode_probabilities(probs, kind) if probs is not None and kind is not None else None
+        host = [t.to("cpu", non_blocking=True) if t is not None else None for t in (classes, encoded)]
+        event = None
+        if classes.is_cuda:
+            event = torch.cuda.Event()
+            event.record()
+        row, col = strip.row - self.job.unit.row, strip.col - self.job.unit.col
+        self.pending.append(self.io.submit(self._write, event, row, col, *host))
+        while len(self.pending) > PENDING_WRITES:
+            self.pending.pop(0).result()
+        bar = self.mapper.progress
+        if bar is not None:
+            area = classes.numel() * self.pixel_km2
+            bar.update(min(area, bar.total - bar.n) if bar.total else area)  # no float overshoot
+
+    def _write(
+        self, event: Any, row: int, col: int, classes: torch.Tensor, probs: torch.Tensor | None
+    ) -> None:
+        if event is not None:
+            event.synchronize()
+        self.writer.write(row, col, classes.numpy(), probs.numpy() if probs is not None else None)
+
+    def finish(self) -> UnitStats:
+        self.emit(self.accumulator.flush(self.accumulator.row_stop, final=True))
+        for future in self.pending:
+            future.result()
+        self.pending.clear()
+        self.accumulator.check()
+        self.writer.commit(cog=False)
+        if self.events:
+            torch.cuda.synchronize(self.mapper.device)
+            self.busy = sum(start.elapsed_time(end) for start, end in self.events) / 1000.0
+        seconds = time.perf_counter() - self.started
+        return UnitStats(self.job, seconds, self.wait, self.busy, self.tiles, int(self.nodata))
+
+    def abort(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        for future in self.pending:
+            with contextlib.suppress(Exception):
+                future.result()
+        self.writer.abort()
+
+
+class UnitMapper:
+    """One per process: the network on its device (compiled when asked), one DataLoader whose
+    worker processes read tiles of every job in order (batches never cross a unit)."""
+
+    def __init__(
+        self, model: PredictModel, options: PredictOptions, device: torch.device | str | None = None
+    ):
+        self.model, self.options = model, options
+        self.device = resolve_device(device)
+        cuda = self.device.type == "cuda"
+        network = model.network.to(self.device).eval()
+        self.network: Any = torch.compile(network, dynamic=False) if options.compile else network
+        self.batch_size = options.batch_size or (CUDA_BATCH if cuda else CPU_BATCH)
+        self.split = self.batch_size
+        """Tiles per forward pass: the batch size, halved on a GPU while a pass runs out of memory."""
+        self.workers = default_workers() if options.workers is None else options.workers
+        self.window = torch.from_numpy(blend_window(model.tile_size)).to(self.device)
+        # Integers travel unscaled to a GPU (fewer bytes through workers and PCIe); on CPU the
+        # workers scale them in parallel, exactly as before.
+        self.preprocess: PreprocessConfig = replace(
+            model.preprocess(options.cloud_avoidance), scale_on_device=cuda
+        )
+        self.sizes = {key: model.specs[key].image_size for key in model.specs}
+        for key in model.rasters(options.cloud_avoidance):  # masks are read at the size of their image
+            if key not in self.sizes:
+                self.sizes[key] = self.sizes[str(MODALITIES[key].companion_of)]
+        self.tags = {
+            "task": model.task.target.task,
+            "level": model.task.target.level,
+            "model": model.source,
+            "overlap": options.overlap,
+            "software": f"maestro-eo {suite_version()} predict",
+        }
+        self.progress: tqdm | None = None
+
+    def run(
+        self,
+        jobs: Sequence[UnitJob],
+        *,
+        on_done: Callable[[UnitStats], None],
+        should_stop: Callable[[], bool] = lambda: False,
+        progress: tqdm | None = None,
+    ) -> bool:
+        """Map ``jobs`` in order; ``False`` when ``should_stop()`` turned true (checked between
+        batches: the unit in flight is dropped with its temporary files)."""
+        self.progress = progress
+        log.info(
+            "%d unit(s), %d tiles, batches of %d on %s, %d reader process(es)%s",
+            len(jobs),
+            sum(len(job.tiles) for job in jobs),
+            self.batch_size,
+            self.device,
+            self.workers,
+            ", compiled" if self.options.compile else "",
+        )
+        work = [(job.zone, job.tiles) for job in jobs]
+        cuda = self.device.type == "cuda"
+        loader = TileLoader(
+            work, self.sizes, self.preprocess, self.model.tile_size, self.batch_size, self.workers, cuda
+        )
+        current: _Unit | None = None
+        io: ThreadPoolExecutor | None = None
+        try:
+            with rasterio.Env(**GDAL_ENV), loader:
+                batches = iter(loader)
+                while True:
+                    waited = time.perf_counter()
+                    batch = next(batches, None)  # the workers start at the first one
+                    waited = time.perf_counter() - waited
+                    if batch is None:
+                        return True
+                    if should_stop():
+                        return False
+                    if io is None:  # threads only once the workers are forked
+                        io = ThreadPoolExecutor(
+                            1, thread_name_prefix="predict-write", initializer=_thread_env
+                        )
+                    if current is None:
+                        current = _Unit(self, jobs[batch.job], io)
+                    current.wait += waited
+                    self._map_batch(current, batch)
+                    if batch.start + len(batch.tiles) == len(current.job.tiles):
+                        stats, current = current.finish(), None
+                        on_done(stats)
+        finally:
+            if current is not None:
+                current.abort()
+            if io is not None:
+                io.shutdown(wait=True)
+
+    def _map_batch(self, unit: _Unit, batch: TileBatch) -> None:
+        cuda = self.device.type == "cuda"
+        started = time.perf_counter()
+        events = (
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) if cuda else None
+        )
+        if events is not None:
+            events[0].record()
+        try:
+            weighted = self._forward(batch.batch)
+            unit.add(batch.tiles, weighted, batch.invalid.to(self.device, non_blocking=True))
+        except Exception as error:  # noqa: BLE001 - re-raised with the tiles named
+            size = self.model.tile_size
+            count = len(batch.tiles)
+            raise TileError(
+                batch.tiles[0].name(size) + (f" and the {count - 1} next" if count > 1 else ""), error
+            ) from error
+        if events is not None:
+            events[1].record()
+            unit.events.append(events)
+        else:
+            unit.busy += time.perf_counter() - started
+
+    def _forward(self, collated: dict[str, Any]) -> torch.Tensor:
+        """(B, K, L, L) float32 logits x the blending window, on the device."""
+        moved = {
+            part: {k: v.to(self.device, non_blocking=True) for k, v in collated[part].items()}
+            for part in ("inputs", "times", "valid")
+        }
+        if self.preprocess.scale_on_device:
+            scale_batch(moved, self.preprocess)
+        count = next(iter(moved["inputs"].values())).shape[0]
+        outputs, start = [], 0
+        while start < count:
+            size = min(self.split, count - start)
+            pad = self.split - size if self.options.compile else 0
+            part = moved if size == count and not pad else _take(moved, slice(start, start + size), pad)
+            try:
+                outputs.append(self._network(part)[:size])
+            except torch.cuda.OutOfMemoryError:
+                if self.split == 1:
+                    raise
+                self.split //= 2
+                torch.cuda.empty_cache()
+                log.warning("out of GPU memory: forward passes of %d tiles from now on", self.split)
+                continue
+            start += size
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _network(self, batch: dict[str, Any]) -> torch.Tensor:
+        cuda = self.device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            logits = self.network(batch["inputs"], batch["times"], batch["valid"])["logits"]
+            return logits.float() * self.window
 
 
 @dataclass(frozen=True)
@@ -56,188 +355,14 @@ class PredictSummary:
     height: int
     area_km2: float
     tiles: int
+    """Tiles predicted (those straddling two units count twice)."""
     seconds: float
     nodata_fraction: float
-    chunks: int = 1
+    units: int = 1
 
     @property
     def km2_per_hour(self) -> float:
         return self.area_km2 / max(self.seconds, 1e-9) * 3600.0
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    check_device_name(name)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    return torch.device(name)
-
-
-class ReaderPool:
-    """Reads tiles in ``workers`` threads, each with its own raster handles, yielding them in order."""
-
-    def __init__(self, zone: Zone, model: PredictModel, cloud_avoidance: bool, workers: int):
-        sizes = {key: model.specs[key].image_size for key in model.specs}
-        for key in zone.rasters:  # masks are read at the size of their image
-            if key not in sizes:
-                sizes[key] = sizes[str(MODALITIES[key].companion_of)]
-        self.tile_size = model.tile_size
-        self._args = (zone, sizes, model.preprocess(cloud_avoidance), model.tile_size)
-        self._local = threading.local()
-        self._readers: list[TileReader] = []
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
-            workers, thread_name_prefix="predict-read", initializer=_thread_env
-        )
-        self.ahead = 4 * workers
-
-    def _read(self, tile: Tile) -> TileData:
-        try:
-            reader = getattr(self._local, "reader", None)
-            if reader is None:
-                reader = self._local.reader = TileReader(*self._args)
-                with self._lock:
-                    self._readers.append(reader)
-            return reader.read(tile)
-        except Exception as error:  # noqa: BLE001 - re-raised with the tile named
-            raise TileError(tile.name(self.tile_size), error) from error
-
-    def imap(self, tiles: Iterable[Tile], ahead: int) -> Iterator[TileData]:
-        pending: collections.deque[Future[TileData]] = collections.deque()
-        source = iter(tiles)
-        for tile in source:
-            pending.append(self._executor.submit(self._read, tile))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        for reader in self._readers:
-            reader.close()
-
-
-def _thread_env() -> None:
-    """A GDAL environment for the reader thread's lifetime: datasets opened inside an existing one
-    own no environment, so the main thread may close them."""
-    rasterio.Env(**GDAL_ENV).__enter__()
-
-
-def _batched(items: Iterable[TileData], size: int) -> Iterator[list[TileData]]:
-    batch: list[TileData] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def run_batch(
-    network: torch.nn.Module, batch: Sequence[TileData], device: torch.device, window: torch.Tensor
-) -> np.ndarray:
-    """(B, K, L, L) float32 logits x the blending window for a batch of tiles."""
-    collated = collate_model_samples([data.sample for data in batch])
-    moved = {
-        part: {k: v.to(device, non_blocking=True) for k, v in collated[part].items()}
-        for part in ("inputs", "times", "valid")
-    }
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
-        logits = network(moved["inputs"], moved["times"], moved["valid"])["logits"]
-        return (logits.float() * window).cpu().numpy()
-
-
-def classify(
-    strip: Strip, ignored: Sequence[int], probabilities: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(h, w) uint8 classes (NODATA where invalid) and optionally (K, h, w) softmax probabilities
-    (NaN where invalid); ignored channels are never predicted and get probability 0 (the masking
-    of the test's metrics, :func:`maestro.tasks.mask_ignored`)."""
-    logits = mask_ignored(torch.from_numpy(strip.logits), ignored, dim=0)
-    classes = logits.argmax(dim=0).numpy().astype(np.uint8)
-    classes[strip.invalid] = NODATA
-    if not probabilities:
-        return classes, None
-    probs = torch.softmax(logits, dim=0).numpy()
-    probs[:, strip.invalid] = np.nan
-    return classes, probs
-
-
-class _Mapping:
-    """The state of one run: the chunk buffer in use, the writer, the progress bar, counters."""
-
-    def __init__(
-        self,
-        model: PredictModel,
-        grid_height: int,
-        chunks: Sequence[Chunk],
-        writer: MapWriter,
-        bar: tqdm,
-        pixel_area_km2: float,
-        probabilities: bool,
-    ):
-        self.model, self.grid_height, self.chunks = model, grid_height, chunks
-        self.writer, self.bar, self.pixel_area_km2 = writer, bar, pixel_area_km2
-        self.probabilities = probabilities
-        self.window = blend_window(model.tile_size)
-        self.accumulator: StripAccumulator | None = None
-        self.chunk = -1
-        self.nodata = 0
-
-    def add(self, data: TileData, weighted: np.ndarray) -> None:
-        """Blend one tile, after writing every row no later tile of its chunk can touch."""
-        tile = data.tile
-        if tile.chunk != self.chunk:
-            self.finish_chunk()
-            chunk = self.chunks[tile.chunk]
-            self.accumulator = StripAccumulator(
-                self.model.num_classes, chunk.start, chunk.stop, self.grid_height, self.model.tile_size, BLOCK
-            )
-            self.chunk = tile.chunk
-        assert self.accumulator is not None
-        self.emit(self.accumulator.flush(tile.row))
-        self.accumulator.add(tile.row, tile.col, weighted, self.window, data.invalid)
-
-    def finish_chunk(self) -> None:
-        if self.accumulator is not None:
-            self.emit(self.accumulator.flush(self.grid_height, final=True))
-            self.accumulator = None
-
-    def emit(self, strip: Strip | None) -> None:
-        if strip is None:
-            return
-        classes, probs = classify(strip, self.model.task.ignored, self.probabilities)
-        self.writer.write(strip.row, strip.col, classes, probs)
-        self.nodata += int((classes == NODATA).sum())
-        self.bar.update(min(classes.size * self.pixel_area_km2, self.bar.total - self.bar.n))
-
-
-def _stream(
-    pool: ReaderPool,
-    tiles: Sequence[Tile],
-    mapping: _Mapping,
-    network: torch.nn.Module,
-    device: torch.device,
-    batch_size: int,
-) -> None:
-    """Tiles -> batches -> weighted logits -> chunk buffers -> written strips, in order."""
-    size = mapping.model.tile_size
-    window = torch.from_numpy(mapping.window).to(device)
-    for batch in _batched(pool.imap(tiles, 2 * batch_size + pool.ahead), batch_size):
-        try:
-            weighted = run_batch(network, batch, device, window)
-        except Exception as error:  # noqa: BLE001 - re-raised with the tiles named
-            where = batch[0].tile.name(size) + (f" and the {len(batch) - 1} next" if len(batch) > 1 else "")
-            raise TileError(where, error) from error
-        for data, logits in zip(batch, weighted, strict=True):
-            mapping.add(data, logits)
-    mapping.finish_chunk()
 
 
 def predict_zone(
@@ -247,9 +372,10 @@ def predict_zone(
     options: PredictOptions | None = None,
     device: str | torch.device | None = None,
 ) -> PredictSummary:
-    """Map a whole zone with ``model`` into ``out`` (module docstring)."""
+    """Map a whole zone with ``model`` into the COG ``out``: its units are mapped into a hidden
+    folder next to ``out``, then copied into the map, and the folder is removed."""
     options = options or PredictOptions()
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     started = time.perf_counter()
     size = model.tile_size
     with rasterio.Env(**GDAL_ENV):
@@ -261,30 +387,21 @@ def predict_zone(
         )
         out = check_output(Path(out), options.overwrite, options.probabilities is not None)
         out.parent.mkdir(parents=True, exist_ok=True)
-        grid = zone.grid
-        stride = stride_for(size, options.overlap)
-        per_column = (model.num_classes * 4 + 5) * (size + BLOCK)
-        chunks = chunk_columns(grid.width, size, stride, options.buffer_mib * 2**20 // per_column, BLOCK)
-        tiles = plan_tiles(grid, size, stride, chunks)
+        grid, stride = zone.grid, stride_for(size, options.overlap)
+        work = out.with_name(f".{out.name}.units")
+        units = plan_units(zone.root.name, grid, options.unit_px)
+        jobs = [
+            UnitJob(zone, u, tuple(unit_tiles(grid, size, stride, u)), work / f"{u.name}.tif") for u in units
+        ]
         log.info(
-            "%d tiles of %d px (%.1f m), stride %d px, %d column chunk(s), batches of %d on %s",
-            len(tiles),
+            "%d tiles of %d px (%.1f m), stride %d px",
+            len({t for j in jobs for t in j.tiles}),
             size,
             model.footprint_m,
             stride,
-            len(chunks),
-            options.batch_size,
-            device,
         )
-        network = model.network.to(device).eval()
-        tags = {
-            "task": model.task.target.task,
-            "level": model.task.target.level,
-            "model": model.source,
-            "overlap": options.overlap,
-            "software": f"maestro-eo {suite_version()} predict",
-        }
-        writer = MapWriter(out, grid, model.task.class_names, model.task.palette, tags, options.probabilities)
+        mapper = UnitMapper(model, options, device)
+        done: list[UnitStats] = []
         bar = tqdm(
             total=grid.area_km2,
             unit="km2",
@@ -292,32 +409,27 @@ def predict_zone(
             disable=not options.progress,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km2 [{elapsed}<{remaining}]",
         )
-        with writer, bar:
-            mapping = _Mapping(
-                model,
-                grid.height,
-                chunks,
-                writer,
-                bar,
-                grid.pixel_size**2 / 1e6,
-                options.probabilities is not None,
-            )
-            pool = ReaderPool(zone, model, options.cloud_avoidance, options.workers)
-            try:
-                _stream(pool, tiles, mapping, network, device, options.batch_size)
-            finally:
-                pool.close()
-            paths = writer.commit()
+        try:
+            with bar:
+                mapper.run(jobs, on_done=done.append, progress=bar)
+            with MapWriter(
+                out, grid, model.task.class_names, model.task.palette, mapper.tags, options.probabilities
+            ) as writer:
+                copy_units(writer, [(s.job.unit.row, s.job.unit.col, s.job.out) for s in done])
+                paths = writer.commit()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - started
+    nodata = sum(s.nodata_pixels for s in done)
     summary = PredictSummary(
         paths,
         grid.width,
         grid.height,
         grid.area_km2,
-        len(tiles),
+        sum(s.tiles for s in done),
         seconds,
-        mapping.nodata / (grid.width * grid.height),
-        len(chunks),
+        nodata / (grid.width * grid.height),
+        len(units),
     )
     log.info(
         "wrote %s: %d x %d px, %.4g km2 in %.1f s (%.4g km2/h), %d tiles, %.1f%% nodata",
@@ -327,7 +439,7 @@ def predict_zone(
         grid.area_km2,
         seconds,
         summary.km2_per_hour,
-        len(tiles),
+        summary.tiles,
         100 * summary.nodata_fraction,
     )
     return summary

@@ -1,10 +1,9 @@
-"""Where the model's footprint is laid over the output grid: tiles, column chunks, blending window.
+"""Where the model's footprint is laid over the output grid: tiles and the blending window.
 
 Tiles are ``size`` x ``size`` output pixels (the label size), one every ``stride`` pixels; the
 last tile of a row or column is moved back so that it ends on the zone's edge (no tile reads
-mostly outside the zone). Column chunks bound the blending buffers: a chunk holds every tile that
-touches its columns, so the few tiles straddling two chunks are predicted twice rather than held
-in memory for the whole height of the zone.
+mostly outside the zone). The tile grid is the zone's, whatever piece of it is mapped
+(:mod:`predict.units` picks a unit's tiles from it).
 """
 
 from __future__ import annotations
@@ -51,23 +50,12 @@ class Tile:
     col: int
     index: tuple[int, int]
     """(tile row, tile column) for messages."""
-    chunk: int
-    """Column chunk whose buffer it is blended into."""
 
     def name(self, size: int) -> str:
         return (
             f"tile r{self.index[0]} c{self.index[1]} (rows {self.row}-{self.row + size - 1}, "
             f"cols {self.col}-{self.col + size - 1})"
         )
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Output columns ``[start, stop)`` blended together, and the tile columns that touch them."""
-
-    start: int
-    stop: int
-    tile_cols: tuple[int, ...]
 
 
 def stride_for(size: int, overlap: float) -> int:
@@ -85,31 +73,6 @@ def origins(length: int, size: int, stride: int) -> list[int]:
     out = list(range(0, last, stride))
     out.append(last)
     return out
-
-
-def chunk_columns(width: int, size: int, stride: int, max_width: int, align: int) -> list[Chunk]:
-    """Split the output columns into chunks of at most ``max_width`` (multiples of ``align``)."""
-    cols = origins(width, size, stride)
-    span = max(align, (max_width // align) * align)
-    chunks = []
-    for start in range(0, width, span):
-        stop = min(width, start + span)
-        touching = tuple(c for c in cols if c < stop and c + size > start)
-        chunks.append(Chunk(start, stop, touching))
-    return chunks
-
-
-def plan_tiles(grid: Grid, size: int, stride: int, chunks: list[Chunk]) -> list[Tile]:
-    """Every tile in processing order: chunk by chunk, then row by row (what streaming needs)."""
-    rows = origins(grid.height, size, stride)
-    all_cols = origins(grid.width, size, stride)
-    column_index = {c: k for k, c in enumerate(all_cols)}
-    return [
-        Tile(row, col, (r, column_index[col]), number)
-        for number, chunk in enumerate(chunks)
-        for r, row in enumerate(rows)
-        for col in chunk.tile_cols
-    ]
 
 
 def blend_window(size: int) -> np.ndarray:

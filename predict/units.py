@@ -72,7 +72,7 @@ def unit_tiles(grid: Grid, tile_size: int, stride: int, unit: Unit) -> list[Tile
     rows = origins(grid.height, tile_size, stride)
     cols = origins(grid.width, tile_size, stride)
     return [
-        Tile(row, col, (r, c), 0)
+        Tile(row, col, (r, c))
         for r, row in enumerate(rows)
         if row < unit.row + unit.height and row + tile_size > unit.row
         for c, col in enumerate(cols)

@@ -1,20 +1,23 @@
-"""The output files: strips streamed into temporary GeoTIFFs, published as COGs only when complete.
+"""The output files: strips streamed into temporary GeoTIFFs, published only when complete.
 
 Everything is written inside the output's directory: ``.{name}.{id}.stream.tif`` (tiled, written
-strip by strip, each block once) and ``.{name}.{id}.cog.tif`` (its Cloud-Optimised copy with
-overviews), renamed over the output at the very end. Any failure removes them: a map either
-appears complete or not at all. The class map is uint8 with nodata 255, a colour table, the class
+strip by strip, each block once) and, for a map, ``.{name}.{id}.cog.tif`` (its Cloud-Optimised
+copy with overviews), renamed over the output at the very end. A unit's file is the stream itself,
+renamed into place (:meth:`MapWriter.commit` with ``cog=False``): the mosaic reads it once more,
+so overviews there would be wasted. Any failure removes them: a file either appears complete or
+not at all. The class map is uint8 with nodata 255, a colour table, the class
 names in its metadata and mode-resampled overviews; ``--probabilities`` adds a second file with one
 band per class (uint8 0-255, or half floats with NaN as nodata), nearest-resampled overviews.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,20 +146,36 @@ class MapWriter:
         return dataset
 
     def write(self, row: int, col: int, classes: np.ndarray, probabilities: np.ndarray | None) -> None:
-        """Write one strip: (h, w) uint8 classes and, when kept, (K, h, w) probabilities in [0, 1]."""
+        """Write one strip: (h, w) uint8 classes and, when kept, (K, h, w) probabilities, either in
+        [0, 1] (float32, encoded here) or already in the file's encoding (uint8 0-255, or float16:
+        :func:`predict.blending.encode_probabilities` does it on the device, so fewer bytes cross
+        to the host)."""
         window = Window(col, row, classes.shape[1], classes.shape[0])
         self.map.write(classes, 1, window=window)
         if self.prob is not None and probabilities is not None:
-            if self.probability_type == "uint8":  # NaN (nodata) -> 0, before the cast
+            if probabilities.dtype == np.uint8 or probabilities.dtype == np.float16:
+                values = (
+                    probabilities.astype(np.float32) if probabilities.dtype == np.float16 else probabilities
+                )
+            elif self.probability_type == "uint8":  # NaN (nodata) -> 0, before the cast
                 values = np.rint(np.nan_to_num(probabilities, nan=0.0) * 255.0).astype(np.uint8)
             else:
                 values = probabilities.astype(np.float16).astype(np.float32)
             self.prob.write(values, window=window)
 
-    def commit(self) -> list[Path]:
-        """Close the streams, convert them to COGs next to the output, rename them into place."""
+    def commit(self, cog: bool = True) -> list[Path]:
+        """Close the streams, convert them to COGs next to the output (``cog``; else keep them as
+        they are), rename them into place, the class map last."""
         for dataset in self._open_files:
             dataset.close()
+        if not cog:
+            streams = [(self.map_stream, self.out)]
+            if self.prob_stream is not None:
+                streams.append((self.prob_stream, probabilities_path(self.out)))
+            for stream, final in reversed(streams):
+                os.replace(stream, final)
+            self._remove_temporary()
+            return [final for _, final in streams]
         published: list[tuple[Path, Path, dict[str, Any]]] = [
             (self.map_stream, self.out, {"OVERVIEW_RESAMPLING": "MODE"})
         ]
@@ -199,3 +218,18 @@ class MapWriter:
         for path in self._temporary:
             for leftover in (path, path.with_name(path.name + ".ovr.tmp")):
                 leftover.unlink(missing_ok=True)
+
+
+def copy_units(writer: MapWriter, pieces: Sequence[tuple[int, int, Path]]) -> None:
+    """Copy unit files (each with its top-left pixel in ``writer``'s grid) into ``writer``, BLOCK rows
+    at a time, so every block of the map is written once and memory stays at one strip of a unit."""
+    for row, col, path in pieces:
+        with contextlib.ExitStack() as stack:
+            classes = stack.enter_context(rasterio.open(path))
+            prob = stack.enter_context(rasterio.open(probabilities_path(path))) if writer.prob else None
+            for top in range(0, classes.height, BLOCK):
+                window = Window(0, top, classes.width, min(BLOCK, classes.height - top))
+                values = prob.read(window=window) if prob is not None else None
+                if values is not None and values.dtype == np.float32:  # half floats read back as float32
+                    values = values.astype(np.float16)
+                writer.write(row + top, col, classes.read(1, window=window), values)

@@ -19,8 +19,11 @@ from maestro.data.collate import collate_model_samples
 from maestro.data.preprocess import preprocess_sample
 from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES
-from predict.engine import PredictOptions, predict_zone
+from predict.engine import PredictOptions, UnitJob, UnitMapper, UnitStats, predict_zone
 from predict.model import PredictModel, load_model
+from predict.tiling import stride_for
+from predict.units import plan_units, unit_tiles
+from predict.zone import open_zone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -165,14 +168,88 @@ def test_blending_leaves_no_seams(model, zone, tmp_path) -> None:
     assert jumps[0.5] < 0.15 * jumps[0.0]
 
 
-def test_column_chunks_give_the_same_map(model, tmp_path) -> None:
-    zone = write_zone(tmp_path / "zone", tiles=(20, 2))
-    whole = _read(_run(model, zone, tmp_path / "whole.tif", probabilities="uint8"))
-    chunked = _read(_run(model, zone, tmp_path / "chunked.tif", probabilities="uint8", buffer_mib=1))
-    np.testing.assert_array_equal(whole, chunked)
-    np.testing.assert_array_equal(
-        _read(tmp_path / "whole_probabilities.tif"), _read(tmp_path / "chunked_probabilities.tif")
+class _PixelsAndTiles(nn.Module):
+    """Logits from each pixel's DSM and red value plus a per-tile constant: tiles disagree where they
+    overlap (so blending matters) and, elementwise, a tile's logits do not depend on its batch."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, inputs, times, valid=None, allow_missing=False):
+        aerial = inputs["aerial"][:, 0].float()
+        per_tile = aerial.mean(dim=(1, 2, 3))[:, None, None, None] * 10.0
+        first = (inputs["dem"][:, 0, :1].float() - 0.2) * 400.0 + per_tile
+        second = aerial[:, :1] * 20.0 - per_tile
+        rest = torch.zeros_like(first).expand(-1, self.num_classes - 2, -1, -1)
+        return {"logits": torch.cat([first, second, rest], 1)}
+
+
+def test_units_smaller_than_the_zone_give_the_same_map_bit_for_bit(model, tmp_path) -> None:
+    """Unit edges at output rows and columns 256 cut through tiles (overlap 0.25): blended from the
+    same tiles in the same order by whichever unit holds the pixel, the map has no seam. (A real
+    network's logits for a tile may differ on CPU in the last bit with the other tiles of its
+    batch, and the batches next to a unit edge are not the whole zone's: hence a network that
+    computes each tile alone, as one with batches of 1 would.)"""
+    zone = write_zone(tmp_path / "zone", tiles=(10, 9))  # 320 x 288 px: 2 x 2 units of 256
+    network = dataclasses.replace(model, network=_PixelsAndTiles(model.num_classes))
+    whole = _run(network, zone, tmp_path / "whole.tif", probabilities="float16")
+    units = _run(network, zone, tmp_path / "units.tif", probabilities="float16", unit_px=256)
+    np.testing.assert_array_equal(_read(whole), _read(units))
+    probabilities = _read(tmp_path / "whole_probabilities.tif")
+    np.testing.assert_array_equal(probabilities, _read(tmp_path / "units_probabilities.tif"))
+    assert len(np.unique(_read(whole))) > 1 and np.isfinite(probabilities).all()
+
+
+def _jobs(model: PredictModel, zone_dir: Path, out: Path, unit_px: int) -> list[UnitJob]:
+    zone = open_zone(
+        zone_dir, model.rasters(), {key: model.input_pixel_m(key) for key in model.specs}, model.label_pixel_m
     )
+    stride = stride_for(model.tile_size, 0.25)
+    return [
+        UnitJob(
+            zone, unit, tuple(unit_tiles(zone.grid, model.tile_size, stride, unit)), out / f"{unit.name}.tif"
+        )
+        for unit in plan_units("zone", zone.grid, unit_px)
+    ]
+
+
+def test_unit_files_are_in_place_before_on_done(model, tmp_path) -> None:
+    zone = write_zone(tmp_path / "zone", tiles=(10, 2))  # 320 x 64 px: units of 256 and 64 columns
+    jobs = _jobs(model, zone, tmp_path / "units", 256)
+    assert len(jobs) == 2
+    mapper = UnitMapper(model, PredictOptions(probabilities="uint8", workers=0, progress=False), "cpu")
+    seen: list[list[str]] = []
+
+    def on_done(stats: UnitStats) -> None:
+        seen.append(sorted(p.name for p in (tmp_path / "units").iterdir()))
+        assert stats.tiles == len(stats.job.tiles) and stats.busy_seconds > 0 and stats.seconds > 0
+        assert stats.km2 == pytest.approx(stats.job.unit.pixels * 0.2**2 / 1e6)
+
+    assert mapper.run(jobs, on_done=on_done)
+    names = [[job.out.name, job.out.name.replace(".tif", "_probabilities.tif")] for job in jobs]
+    assert seen == [names[0], sorted(names[0] + names[1])]  # complete, and nothing temporary left
+    with rasterio.open(jobs[0].out) as src:
+        assert (src.width, src.height) == (256, 64) and src.nodata == 255
+        assert src.transform == jobs[0].unit.grid(jobs[0].zone.grid).transform
+        assert src.tags()["class_0"] == "building"
+
+
+def test_a_stop_between_batches_leaves_no_file_of_the_unit_in_flight(model, tmp_path) -> None:
+    zone = write_zone(tmp_path / "zone", tiles=(10, 2))
+    jobs = _jobs(model, zone, tmp_path / "units", 256)
+    mapper = UnitMapper(model, PredictOptions(batch_size=2, workers=0, progress=False), "cpu")
+    done: list[UnitStats] = []
+    asked_since_done: list[int] = []
+
+    def should_stop() -> bool:  # two batches into the second unit
+        if done:
+            asked_since_done.append(1)
+        return len(asked_since_done) == 3
+
+    assert not mapper.run(jobs, on_done=done.append, should_stop=should_stop)
+    assert [s.job for s in done] == jobs[:1]
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [jobs[0].out.name]
 
 
 def test_rasters_not_covering_the_same_area_are_refused(model, tmp_path) -> None:

@@ -1,0 +1,234 @@
+"""Tiles of a run's units read and preprocessed in worker processes, one batch of one unit at a time.
+
+Reading a tile (windowed reads, decompression, date selection, padding) is Python and GDAL work
+that a thread pool cannot spread over cores; a ``torch`` DataLoader's worker processes can, so the
+GPU, not the host, sets the pace. Each batch holds consecutive tiles of *one* unit (the batch
+sampler never crosses a unit), so a unit is computed from the same batches whichever process or
+run maps it: the invariant that keeps maps bit-identical across ranks and resumes. Workers open
+their own raster handles lazily (a few zones at a time) and die with the process that started them
+(:class:`shards.loader.DieWithParent`). A tile that fails comes back as an item naming it and is
+raised in the main process as :class:`TileError`, with the original cause (a user's
+``DataError`` stays one, so the command line still exits 2 on bad data).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from maestro.data.collate import collate_model_samples
+from maestro.data.preprocess import PreprocessConfig
+from predict.ranks import from_env
+from predict.reading import TileData, TileReader
+from predict.tiling import Tile
+from predict.writing import GDAL_ENV
+from predict.zone import Zone
+from shards.loader import DieWithParent
+
+MAX_WORKERS = 16
+"""More workers than this per GPU only add memory: a batch a few deep per worker is plenty."""
+OPEN_ZONES = 4
+"""Zones whose rasters a worker keeps open: a unit's tiles come from one zone, and units run in order."""
+
+
+class TileError(RuntimeError):
+    """A tile could not be read, preprocessed or predicted: names it and keeps the cause."""
+
+    def __init__(self, where: str, cause: BaseException):
+        self.where, self.cause = where, cause
+        super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+
+
+def default_workers(local_world: int | None = None) -> int:
+    """Worker processes per mapping process: the cores this process may use, shared with the other
+    processes of the node (one per GPU), less one for the process feeding the GPU."""
+    local_world = local_world or from_env().local_world
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores // local_world - 1))
+
+
+@dataclass(frozen=True)
+class TileBatch:
+    """Consecutive tiles ``[start, start + len(tiles))`` of job ``job``, collated."""
+
+    job: int
+    start: int
+    tiles: tuple[Tile, ...]
+    batch: dict[str, Any]
+    """``inputs``, ``times``, ``valid`` as :func:`collate_model_samples` gives them (pinned on CUDA)."""
+    invalid: torch.Tensor
+    """(B, L, L) bool at output pixels: some input was nodata or outside the zone."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failed batch, sent back as data: torch re-raises a worker's exception as ``type(text)``
+    with the worker's traceback as text, which would lose the cause and the one-line message."""
+
+    where: str
+    cause: BaseException
+    worker_traceback: str
+
+    def error(self) -> TileError:
+        error = TileError(self.where, self.cause)
+        error.add_note(f"raised while reading tiles:\n{self.worker_traceback.rstrip()}")
+        return error
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling (to cross from a worker), else a RuntimeError saying it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any pickling failure
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+class TileDataset(Dataset):
+    """Tiles of every job, indexed by (job, tile); :meth:`__getitems__` reads and collates a batch."""
+
+    def __init__(
+        self,
+        work: Sequence[tuple[Zone, Sequence[Tile]]],
+        sizes: dict[str, int],
+        preprocess: PreprocessConfig,
+        tile_size: int,
+    ):
+        self.work = [(zone, tuple(tiles)) for zone, tiles in work]
+        self.sizes, self.preprocess, self.tile_size = sizes, preprocess, tile_size
+        self._readers: collections.OrderedDict[Any, TileReader] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(tiles) for _, tiles in self.work)
+
+    def _reader(self, zone: Zone) -> TileReader:
+        reader = self._readers.get(zone.root)
+        if reader is None:
+            while len(self._readers) >= OPEN_ZONES:
+                self._readers.popitem(last=False)[1].close()
+            reader = self._readers[zone.root] = TileReader(zone, self.sizes, self.preprocess, self.tile_size)
+        self._readers.move_to_end(zone.root)
+        return reader
+
+    def __getitem__(self, index: tuple[int, int]) -> TileData:
+        zone, tiles = self.work[index[0]]
+        return self._reader(zone).read(tiles[index[1]])
+
+    def __getitems__(self, indices: Sequence[tuple[int, int]]) -> dict[str, Any] | _Failure:
+        job, start = indices[0]
+        tiles = self.work[job][1]
+        where = tiles[start].name(self.tile_size)
+        try:
+            read = []
+            for index in indices:
+                where = tiles[index[1]].name(self.tile_size)
+                read.append(self[index])
+            where = f"{tiles[start].name(self.tile_size)} and the {len(indices) - 1} next"
+            batch = collate_model_samples([data.sample for data in read])
+            invalid = torch.from_numpy(np.stack([data.invalid for data in read]))
+        except Exception as error:  # noqa: BLE001 - sent to the main process, raised there
+            return _Failure(where, _portable(error), traceback.format_exc())
+        parts = {part: batch[part] for part in ("inputs", "times", "valid")}
+        return {"job": job, "start": start, "count": len(indices), "invalid": invalid, **parts}
+
+    def close(self) -> None:
+        while self._readers:
+            self._readers.popitem()[1].close()
+
+
+class JobBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of ``batch_size`` consecutive tiles of each job in turn, never two jobs in one."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int):
+        self.lengths, self.batch_size = list(lengths), batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for job, length in enumerate(self.lengths):
+            for start in range(0, length, self.batch_size):
+                yield [(job, tile) for tile in range(start, min(length, start + self.batch_size))]
+
+    def __len__(self) -> int:
+        return sum(-(-length // self.batch_size) for length in self.lengths)
+
+
+@dataclass
+class _WorkerInit:
+    """A worker's setup: die with the parent, and one GDAL environment for the worker's lifetime
+    (no .aux.xml side files next to the zone rasters)."""
+
+    parent: int
+
+    def __call__(self, worker_id: int) -> None:
+        DieWithParent(self.parent)(worker_id)
+        rasterio.Env(**GDAL_ENV).__enter__()
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class TileLoader:
+    """Iterates the :class:`TileBatch` es of ``work`` in order; ``workers=0`` reads in this process.
+
+    Use as a context manager: leaving it stops the workers and closes the rasters opened here.
+    """
+
+    def __init__(
+        self,
+        work: Sequence[tuple[Zone, Sequence[Tile]]],
+        sizes: dict[str, int],
+        preprocess: PreprocessConfig,
+        tile_size: int,
+        batch_size: int,
+        workers: int,
+        pin_memory: bool = False,
+    ):
+        self.dataset = TileDataset(work, sizes, preprocess, tile_size)
+        sampler = JobBatches([len(tiles) for _, tiles in self.dataset.work], batch_size)
+        options: dict[str, Any] = {}
+        if workers > 0:
+            options = {"prefetch_factor": 4, "worker_init_fn": _WorkerInit(os.getpid())}
+        self.loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            collate_fn=_as_is,
+            pin_memory=pin_memory,
+            **options,
+        )
+        self._iterator: Iterator[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __enter__(self) -> TileLoader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[TileBatch]:
+        self._iterator = iter(self.loader)  # workers start here, before the caller's threads do
+        for item in self._iterator:
+            if isinstance(item, _Failure):
+                raise item.error()
+            tiles = self.dataset.work[item["job"]][1][item["start"] : item["start"] + item["count"]]
+            batch = {part: item[part] for part in ("inputs", "times", "valid")}
+            yield TileBatch(item["job"], item["start"], tiles, batch, item["invalid"])
+
+    def close(self) -> None:
+        iterator, self._iterator = self._iterator, None
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:  # now, rather than whenever the iterator is collected
+            shutdown()
+        self.dataset.close()
