@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,11 @@ import rasterio
 import torch
 from tqdm import tqdm
 
-from maestro.data.preprocess import PreprocessConfig, scale_batch
+from maestro.data.preprocess import scale_batch
 from maestro.errors import ConfigError
 from maestro.hub.folder import suite_version
-from maestro.modalities import MODALITIES
 from predict.blending import Strip, StripAccumulator, classify, encode_probabilities
-from predict.loader import TileBatch, TileError, TileLoader, default_workers
+from predict.loader import TileBatch, TileError, TileLoader, default_workers, model_inputs
 from predict.model import PredictModel
 from predict.options import PredictOptions, check_device_name, check_output
 from predict.tiling import Tile, blend_window, stride_for
@@ -218,15 +217,7 @@ class UnitMapper:
         """Tiles per forward pass: the batch size, halved on a GPU while a pass runs out of memory."""
         self.workers = default_workers() if options.workers is None else options.workers
         self.window = torch.from_numpy(blend_window(model.tile_size)).to(self.device)
-        # Integers travel unscaled to a GPU (fewer bytes through workers and PCIe); on CPU the
-        # workers scale them in parallel, exactly as before.
-        self.preprocess: PreprocessConfig = replace(
-            model.preprocess(options.cloud_avoidance), scale_on_device=cuda
-        )
-        self.sizes = {key: model.specs[key].image_size for key in model.specs}
-        for key in model.rasters(options.cloud_avoidance):  # masks are read at the size of their image
-            if key not in self.sizes:
-                self.sizes[key] = self.sizes[str(MODALITIES[key].companion_of)]
+        self.sizes, self.preprocess = model_inputs(model, options.cloud_avoidance, self.device)
         self.tags = {
             "task": model.task.target.task,
             "level": model.task.target.level,

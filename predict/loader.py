@@ -18,7 +18,7 @@ import os
 import pickle
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maestro.data.collate import collate_model_samples
 from maestro.data.preprocess import PreprocessConfig
+from maestro.modalities import MODALITIES
+from predict.model import PredictModel
 from predict.ranks import from_env
 from predict.reading import TileData, TileReader
 from predict.tiling import Tile
@@ -47,6 +49,21 @@ class TileError(RuntimeError):
     def __init__(self, where: str, cause: BaseException):
         self.where, self.cause = where, cause
         super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+
+
+def model_inputs(
+    model: PredictModel, cloud_avoidance: bool, device: torch.device
+) -> tuple[dict[str, int], PreprocessConfig]:
+    """Pixels per tile side of each raster read (masks at the size of their image) and the
+    model's preprocessing. Integers travel unscaled to a GPU (fewer bytes through the workers and
+    PCIe; :func:`maestro.data.preprocess.scale_batch` scales them there); on CPU the workers scale
+    them in parallel, exactly as before."""
+    sizes = {key: model.specs[key].image_size for key in model.specs}
+    for key in model.rasters(cloud_avoidance):
+        if key not in sizes:
+            sizes[key] = sizes[str(MODALITIES[key].companion_of)]
+    preprocess = replace(model.preprocess(cloud_avoidance), scale_on_device=device.type == "cuda")
+    return sizes, preprocess
 
 
 def default_workers(local_world: int | None = None) -> int:
