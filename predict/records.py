@@ -216,10 +216,16 @@ def unit_outputs(layout: Layout, files: Iterable[Path]) -> dict[str, int]:
 
 
 def write_done(
-    layout: Layout, unit: Unit, key: str, inputs: Mapping[str, list[int]], files: Iterable[Path]
+    layout: Layout,
+    unit: Unit,
+    key: str,
+    inputs: Mapping[str, list[int]],
+    files: Iterable[Path],
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """The unit's done record, once its files are in place."""
+    """The unit's done record, once its files are in place (``extra``: facts kept for summaries)."""
     record = {
+        **(extra or {}),
         "key": key,
         "unit": [unit.row, unit.col, unit.height, unit.width],
         "inputs": dict(inputs),
