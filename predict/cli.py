@@ -239,8 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ", ".join(map(str, summary.paths)), summary.width, summary.height, summary.area_km2,
                 summary.seconds, summary.km2_per_hour, summary.tiles, 100 * summary.nodata_fraction,
             )  # fmt: skip
-    elif outcome.done < outcome.total:
-        log.info("%d of %d units done; the other ranks map the rest", outcome.done, outcome.total)
     return 0
 
 

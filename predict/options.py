@@ -81,6 +81,11 @@ def probabilities_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_probabilities{out.suffix}")
 
 
+def item_path(out: Path) -> Path:
+    """The STAC Item describing the map ``out``."""
+    return out.with_suffix(".json")
+
+
 def check_output(out: Path, overwrite: bool, probabilities: bool) -> Path:
     """The resolved output path; refuses what is not a GeoTIFF name, would replace a file silently
     or cannot be written (nothing is created: the engine makes the folder when it starts)."""
@@ -90,6 +95,7 @@ def check_output(out: Path, overwrite: bool, probabilities: bool) -> Path:
     if out.is_dir():
         raise FileExistsError(f"--out {out} is a directory; give a file path such as {out / 'map.tif'}")
     targets = [out, probabilities_path(out)] if probabilities else [out]
+    targets.append(item_path(out))
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from maestro.hub.folder import suite_version
 from predict import mosaic
 from predict.engine import UnitJob, UnitMapper, UnitStats, resolve_device
 from predict.model import PredictModel
-from predict.options import PredictOptions, check_output, probabilities_path
+from predict.options import PredictOptions, check_output, item_path, probabilities_path
 from predict.ranks import Ranks
 from predict.records import (
     Layout,
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 VRT_MEDIA = "application/xml"
 """GDAL VRTs are XML; STAC has no media type of their own."""
+COG_MEDIA = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,6 @@ def _open(model: PredictModel, options: PredictOptions, folders: Mapping[str, Pa
     return {name: open_zone(folder, keys, pixels, model.label_pixel_m) for name, folder in folders.items()}
 
 
-def _outputs(out: Path, probabilities: bool) -> list[Path]:
-    return [out, probabilities_path(out)] if probabilities else [out]
-
-
 def _lock(layout: Layout, name: str, launch: str) -> bool:
     """Take ``name``'s lock for this launch (one rank wins; a later launch has its own)."""
     stem = f"{name}.{hashlib.sha256(launch.encode()).hexdigest()[:12]}"
@@ -164,6 +161,83 @@ def _lock(layout: Layout, name: str, launch: str) -> bool:
         return True
     except FileExistsError:
         return False
+
+
+class _Rank:
+    """One rank's view of a run: the zones, the plan, its share, the records; it maps its units and
+    builds the products it completes."""
+
+    def __init__(
+        self,
+        model: PredictModel,
+        request: Request,
+        options: PredictOptions,
+        device: torch.device,
+        ranks: Ranks,
+        launch: str,
+    ):
+        self.model, self.request, self.options = model, request, options
+        self.device, self.ranks, self.launch = device, ranks, launch
+        self.layout = request.layout
+        self.zones = _open(model, options, request.zones)
+        self.run = identity(model, options, request.weights)
+        self.key = self.run["key"]
+        self.plan = {name: plan_units(name, zone.grid, options.unit_px) for name, zone in self.zones.items()}
+        self.stamps = {name: input_stamps(zone) for name, zone in self.zones.items()}
+        self.units = [unit for units in self.plan.values() for unit in units]
+        self.mine = share(self.units, ranks.rank, ranks.world)
+        self.timings: list[UnitTiming] = []
+
+    def done(self, unit: Unit) -> bool:
+        return is_done(self.layout, unit, self.key, self.stamps[unit.zone])
+
+    def km2(self, units: Sequence[Unit]) -> float:
+        return sum(u.pixels * self.zones[u.zone].grid.pixel_size ** 2 / 1e6 for u in units)
+
+    def finished(self, stats: UnitStats) -> None:
+        """A unit's files are in place: record it as done, keep its timing for the report."""
+        unit = stats.job.unit
+        files = _outputs(stats.job.out, self.options.probabilities is not None)
+        extra = {"tiles": stats.tiles, "nodata_pixels": stats.nodata_pixels}
+        write_done(self.layout, unit, self.key, self.stamps[unit.zone], files, extra)
+        self.timings.append(
+            UnitTiming(unit.zone, unit.name, stats.km2, stats.seconds, stats.wait_seconds,
+                       stats.busy_seconds, stats.tiles)
+        )  # fmt: skip
+
+    def map(self, todo: Sequence[Unit], should_stop: Callable[[], bool]) -> bool:
+        """Map ``todo`` with one UnitMapper and a progress bar in km2; True when stopped."""
+        if not todo:
+            return False
+        size = self.model.tile_size
+        stride = stride_for(size, self.options.overlap)
+        jobs = []
+        for unit in todo:
+            grid = self.zones[unit.zone].grid
+            tiles = tuple(unit_tiles(grid, size, stride, unit))
+            jobs.append(UnitJob(self.zones[unit.zone], unit, tiles, self.layout.unit_map(unit)))
+        bar = tqdm(
+            total=self.km2(todo),
+            unit="km2",
+            desc=f"rank {self.ranks.rank}",
+            position=self.ranks.rank,
+            disable=not self.options.progress,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km2 [{elapsed}<{remaining}]",
+        )
+        with bar:
+            mapper = UnitMapper(self.model, self.options, self.device)
+            return not mapper.run(jobs, on_done=self.finished, should_stop=should_stop, progress=bar)
+
+    def build(self) -> list[Path]:
+        """The products of every zone this rank took part in and whose units are all done (the
+        first rank to take the zone's lock builds them), then the country mosaic."""
+        products = []
+        for name in dict.fromkeys(u.zone for u in self.mine):
+            if all(self.done(u) for u in self.plan[name]) and _lock(self.layout, name, self.launch):
+                products += _zone_products(self, name)
+        if not self.request.single:
+            products += _country_products(self)
+        return products
 
 
 def map_units(
@@ -182,187 +256,112 @@ def map_units(
             f"{ranks.world} processes but no launch id in the environment: start them with torchrun or srun"
         )
     launch = launch or uuid.uuid4().hex
-    layout = request.layout
     with rasterio.Env(**GDAL_ENV):
-        zones = _open(model, options, request.zones)
-        run = identity(model, options, request.weights)
-        open_run(
-            layout, run, zones, rank=ranks.rank, launch=launch, resume=request.resume, force=request.force
-        )
-        key, size = run["key"], model.tile_size
-        stride = stride_for(size, options.overlap)
-        plan = {name: plan_units(name, zone.grid, options.unit_px) for name, zone in zones.items()}
-        stamps = {name: input_stamps(zone) for name, zone in zones.items()}
-        units = [unit for name in zones for unit in plan[name]]
-        mine = share(units, ranks.rank, ranks.world)
-        todo = [u for u in mine if not is_done(layout, u, key, stamps[u.zone])]
-        km2 = {name: zone.grid.pixel_size**2 / 1e6 for name, zone in zones.items()}
+        rank = _Rank(model, request, options, device, ranks, launch)
+        layout = rank.layout
+        open_run(layout, rank.run, rank.zones, rank=ranks.rank, launch=launch, resume=request.resume,
+                 force=request.force)  # fmt: skip
+        todo = [u for u in rank.mine if not rank.done(u)]
         log.info(
             "rank %d of %d: %d of the run's %d units (%d already done), %.4g km2 to map on %s",
-            ranks.rank, ranks.world, len(mine), len(units), len(mine) - len(todo),
-            sum(u.pixels * km2[u.zone] for u in todo), device,
+            ranks.rank, ranks.world, len(rank.mine), len(rank.units), len(rank.mine) - len(todo),
+            rank.km2(todo), device,
         )  # fmt: skip
-        timings: list[UnitTiming] = []
-
-        def finished(stats: UnitStats) -> None:
-            unit = stats.job.unit
-            extra = {"tiles": stats.tiles, "nodata_pixels": stats.nodata_pixels}
-            files = _outputs(stats.job.out, options.probabilities is not None)
-            write_done(layout, unit, key, stamps[unit.zone], files, extra)
-            timings.append(
-                UnitTiming(unit.zone, unit.name, stats.km2, stats.seconds, stats.wait_seconds,
-                           stats.busy_seconds, stats.tiles)
-            )  # fmt: skip
-
-        stopped = False
         try:
-            stopped = _map(
-                model, options, device, ranks, todo, zones, layout, size, stride, km2, finished, should_stop
-            )
+            stopped = rank.map(todo, should_stop)
         except Exception:
             if request.single and not ranks.launched:  # as before units: a failed map leaves no file
                 shutil.rmtree(layout.root, ignore_errors=True)
             raise
-        outcome = Outcome(total=len(units), stopped=stopped)
-        if not stopped:
-            ours = {u.zone for u in mine}
-            for name in zones:
-                complete = name in ours and all(is_done(layout, u, key, stamps[name]) for u in plan[name])
-                if complete and _lock(layout, name, launch):
-                    outcome.products += _zone_products(model, request, options, zones[name], plan[name], run)
-            if not request.single:
-                outcome.products += _country_products(request, zones, launch)
-        outcome.done = sum(is_done(layout, u, key, stamps[u.zone]) for u in units)
+        outcome = Outcome(total=len(rank.units), stopped=stopped)
+        if stopped or request.single:
+            outcome.done = sum(rank.done(u) for u in rank.units)
+        else:
+            outcome.products = rank.build()
         outcome.seconds = time.perf_counter() - started
         if request.single and outcome.done == outcome.total:
-            _summarise(outcome, layout, units, km2)
-            grid = next(iter(zones.values())).grid
-            outcome.width, outcome.height = grid.width, grid.height
+            outcome.products = rank.build()
+            _summarise(outcome, rank)
             if request.out in outcome.products:
                 shutil.rmtree(layout.root, ignore_errors=True)
         elif not request.single and not stopped:
-            part = rank_report(ranks.rank, ranks.world, launch, str(device), started_wall, time.time(), timings,
-                               len(mine) - len(todo))  # fmt: skip
+            part = rank_report(ranks.rank, ranks.world, launch, str(device), started_wall, time.time(),
+                               rank.timings, len(rank.mine) - len(todo))  # fmt: skip
             if publish(layout, part):
                 outcome.products.append(layout.report)
     return outcome
 
 
-def _map(
-    model: PredictModel,
-    options: PredictOptions,
-    device: torch.device,
-    ranks: Ranks,
-    todo: list[Unit],
-    zones: Mapping[str, Zone],
-    layout: Layout,
-    size: int,
-    stride: int,
-    km2: Mapping[str, float],
-    finished: Callable[[UnitStats], None],
-    should_stop: Callable[[], bool],
-) -> bool:
-    """Map ``todo`` with one UnitMapper and a progress bar; True when stopped before the end."""
-    if not todo:
-        return False
-    for name in {u.zone for u in todo}:
-        (layout.root / name).mkdir(parents=True, exist_ok=True)
-    jobs = [
-        UnitJob(
-            zones[u.zone],
-            u,
-            tuple(unit_tiles(zones[u.zone].grid, size, stride, u)),
-            layout.unit_map(u),
-        )
-        for u in todo
-    ]
-    bar = tqdm(
-        total=sum(u.pixels * km2[u.zone] for u in todo),
-        unit="km2",
-        desc=f"rank {ranks.rank}",
-        position=ranks.rank,
-        disable=not options.progress,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km2 [{elapsed}<{remaining}]",
-    )
-    with bar:
-        return not UnitMapper(model, options, device).run(
-            jobs, on_done=finished, should_stop=should_stop, progress=bar
-        )
+def _outputs(out: Path, probabilities: bool) -> list[Path]:
+    return [out, probabilities_path(out)] if probabilities else [out]
 
 
-def _summarise(outcome: Outcome, layout: Layout, units: list[Unit], km2: Mapping[str, float]) -> None:
-    for unit in units:
-        record = read_json(layout.unit_record(unit)) or {}
+def _summarise(outcome: Outcome, rank: _Rank) -> None:
+    """Tiles, nodata and area of the single map, from its units' done records."""
+    for unit in rank.units:
+        record = read_json(rank.layout.unit_record(unit)) or {}
         outcome.tiles += int(record.get("tiles", 0))
         outcome.nodata_pixels += int(record.get("nodata_pixels", 0))
-        outcome.area_km2 += unit.pixels * km2[unit.zone]
+    grid = next(iter(rank.zones.values())).grid
+    outcome.area_km2, outcome.width, outcome.height = grid.area_km2, grid.width, grid.height
 
 
-def _item(
-    model: PredictModel, zone: Zone, name: str, run: Mapping[str, Any], assets: dict[str, tuple[str, str]]
-):
-    dates = [raster.dates for raster in zone.rasters.values() if raster.dates is not None]
-    return mosaic.stac_item(
-        name, zone.grid, dates, {"source": run["model"]["source"], "id": run["model"]["id"]},
-        model.task.class_names, model.task.palette, assets, NODATA,
-    )  # fmt: skip
-
-
-def _zone_products(
-    model: PredictModel,
-    request: Request,
-    options: PredictOptions,
-    zone: Zone,
-    units: list[Unit],
-    run: Mapping[str, Any],
-) -> list[Path]:
+def _zone_products(rank: _Rank, name: str) -> list[Path]:
     """The zone's VRT(s) and STAC Item; in single-map mode, the map itself (a COG) and its Item."""
-    layout, name = request.layout, units[0].zone
-    kinds = [("map", None)] + ([("probabilities", options.probabilities)] if options.probabilities else [])
-    products, assets = [], {}
+    request, layout, zone, units = rank.request, rank.layout, rank.zones[name], rank.plan[name]
+    kinds = [("map", None)] + (
+        [("probabilities", rank.options.probabilities)] if rank.options.probabilities else []
+    )
+    finals, assets = [], {}
     for kind, probability_type in kinds:
-        sources = []
-        for unit in units:
-            path = layout.unit_map(unit)
-            path = probabilities_path(path) if probability_type else path
-            sources.append(mosaic.place(zone.grid, path, unit.grid(zone.grid)))
-        vrt = layout.zone_vrt(name)
-        vrt = probabilities_path(vrt) if probability_type else vrt
-        mosaic.write_vrt(vrt, zone.grid, sources)
+        pick = probabilities_path if probability_type else (lambda path: path)
+        sources = [mosaic.place(zone.grid, pick(layout.unit_map(u)), u.grid(zone.grid)) for u in units]
+        vrt = mosaic.write_vrt(pick(layout.zone_vrt(name)), zone.grid, sources)
         if request.single:
-            final = probabilities_path(request.out) if probability_type else request.out
-            products.append((final, probability_type))
-            assets[kind] = (f"./{final.name}", "image/tiff; application=geotiff; profile=cloud-optimized")
+            final = pick(request.out)
+            finals.append((vrt, final, probability_type))
+            assets[kind] = (f"./{final.name}", COG_MEDIA)
         else:
-            products.append((vrt, None))
+            finals.append((vrt, vrt, None))
             assets[kind] = (f"./{vrt.name}", VRT_MEDIA)
-    item_path = request.out.with_suffix(".json") if request.single else layout.zone_item(name)
-    item = _item(model, zone, request.out.stem if request.single else name, run, assets)
-    written = []
-    for path, probability_type in reversed(products):  # the class map last: its presence means done
+    for vrt, final, probability_type in reversed(finals):  # the class map last: its presence means done
         if request.single:
-            vrt = layout.zone_vrt(name)
-            mosaic.cog_from_vrt(probabilities_path(vrt) if probability_type else vrt, path, probability_type)
-        written.append(path)
-    write_json(item_path, item.to_dict(include_self_link=False))
-    log.info("zone %s: wrote %s", name, ", ".join(str(p) for p in [*reversed(written), item_path]))
-    return [*reversed(written), item_path]
+            mosaic.cog_from_vrt(vrt, final, probability_type)
+    item_file = item_path(request.out) if request.single else layout.zone_item(name)
+    dates = [raster.dates for raster in zone.rasters.values() if raster.dates is not None]
+    model = {"source": rank.run["model"]["source"], "id": rank.run["model"]["id"]}
+    item = mosaic.stac_item(
+        item_file.stem,
+        zone.grid,
+        dates,
+        model,
+        rank.model.task.class_names,
+        rank.model.task.palette,
+        assets,
+        NODATA,
+    )
+    write_json(item_file, item.to_dict(include_self_link=False))
+    written = [final for _, final, _ in finals] + [item_file]
+    log.info("zone %s: wrote %s", name, ", ".join(map(str, written)))
+    return written
 
 
-def _country_products(request: Request, zones: Mapping[str, Zone], launch: str) -> list[Path]:
-    """``mosaic.vrt`` over every zone's units once every zone's VRT is there (one rank builds it);
-    zones in several CRSs get one mosaic per CRS, ``mosaic_EPSG_2154.vrt``, ..."""
-    layout = request.layout
-    if not all(layout.zone_vrt(name).is_file() for name in zones) or not _lock(layout, "mosaic", launch):
+def _country_products(rank: _Rank) -> list[Path]:
+    """``mosaic.vrt`` over every zone's VRT once they are all there (one rank builds it); zones in
+    several CRSs get one mosaic per CRS, ``mosaic_EPSG_2154.vrt``, ..."""
+    layout, zones = rank.layout, rank.zones
+    if not all(layout.zone_vrt(name).is_file() for name in zones) or not _lock(layout, "mosaic", rank.launch):
         return []
     by_crs: dict[str, list[str]] = {}
     for name, zone in zones.items():
         by_crs.setdefault(zone.crs.to_string(), []).append(name)
     written = []
     for crs, names in by_crs.items():
-        path = layout.mosaic
-        if len(by_crs) > 1:
-            path = path.with_name(f"mosaic_{crs.replace(':', '_')}.vrt")
+        path = (
+            layout.mosaic
+            if len(by_crs) == 1
+            else layout.mosaic.with_name(f"mosaic_{crs.replace(':', '_')}.vrt")
+        )
         grid = mosaic.union_grid([zones[n].grid for n in names])
         sources = [mosaic.place(grid, layout.zone_vrt(n), zones[n].grid) for n in names]
         written.append(mosaic.write_vrt(path, grid, sources, skip_nodata=True))
@@ -376,7 +375,7 @@ def predict_zone(
     out: str | Path,
     options: PredictOptions | None = None,
     device: str | torch.device | None = None,
-) -> Outcome:
+) -> PredictSummary:
     """Map one zone into one COG, ``out``, in this process (the library's entry point)."""
     options = options or PredictOptions()
     device = device if isinstance(device, torch.device) else resolve_device(device)
