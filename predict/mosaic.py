@@ -1,13 +1,13 @@
 """The products built from finished units: VRT indexes, the single-map COG, STAC Items.
 
-At country scale a zone's product is its folder of unit COGs plus a VRT index over them
-(``{zone}.vrt``): the units are written in parallel by every rank and each is already a COG with
-overviews, whereas one COG of a whole department would be copied and its overviews computed by one
-process, serially, after every rank has finished. GDAL and QGIS read the VRT as one raster (with the
-units' overviews). ``mosaic.vrt`` indexes every zone's units the same way (one per CRS when zones
-use several). In single-map mode (``--zone Z --out map.tif``) the zone's VRT is copied into one COG
-with overviews, today's product. The VRTs carry the units' colour table, band names and metadata
-and reference the units by relative paths, so the output folder can be moved.
+At country scale a zone's product is its folder of unit GeoTIFFs (tiled, DEFLATE) with a VRT index
+over them (``{zone}.vrt``): every rank writes its units in parallel and nothing is copied again,
+whereas one COG per zone would be re-read, re-written and given overviews by one process, serially,
+after every rank has finished (tens of minutes for a department). GDAL and QGIS open the VRT as one raster.
+``mosaic.vrt`` indexes the zones' VRTs the same way (one per CRS when zones use several). In
+single-map mode (``--zone Z --out map.tif``) the zone's VRT is copied into one COG with overviews,
+the map ``predict`` has always written. The VRTs carry the units' colour table, band names and
+metadata and name their sources by relative paths, so an output folder can be moved.
 """
 
 from __future__ import annotations
