@@ -167,6 +167,16 @@ USER_ERRORS = {
         ["--model", "{run}", "--zone", "{zone}", "--out", "{tmp}/map.tif", "--device", "tpu"],
         "--device must be cpu or cuda",
     ),
+    "predict-zones-missing": (
+        "predict",
+        ["--model", "{run}", "--zones", "{tmp}/absent", "--out", "{tmp}/maps"],
+        "no such file or directory",
+    ),
+    "predict-zones-out-a-tif": (
+        "predict",
+        ["--model", "{run}", "--zones", "{tmp}", "--out", "{tmp}/maps.tif"],
+        "--out is a folder",
+    ),
     "shards-unknown-modality": (
         "shards",
         ["build", "--root", "{tmp}", "--out", "{tmp}/shards", "--modalities", "sentinel2", "--no-progress"],

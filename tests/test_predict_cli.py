@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,11 @@ from predict_fixtures import write_raster, write_tiny_model, write_zone
 
 from finetune.config import FinetuneConfig, ModelConfig, TaskConfig
 from maestro.config import to_dict
+from maestro.errors import ConfigError
 from maestro.models.synthetic import tiny_config
-from predict.cli import main
+from predict.cli import EXIT_SIGNAL, StopFlag, main
 from predict.model import load_model
+from predict.options import zone_folders
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -139,3 +143,65 @@ def test_ignored_classes_are_never_predicted(tmp_path) -> None:
     assert classes[0, 0] == 255 and (classes.ravel()[1:] != 2).all()
     assert np.isnan(probabilities[:, 0, 0]).all() and (probabilities[2, 1] == 0).all()
     np.testing.assert_allclose(probabilities[:, 1].sum(axis=0), 1.0, rtol=1e-6)
+
+
+def test_zones_are_a_folder_or_a_list_with_unique_names(tmp_path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / "zones" / name).mkdir(parents=True)
+    (tmp_path / "zones" / ".hidden").mkdir()
+    assert list(zone_folders(tmp_path / "zones")) == ["a", "b"]
+    (tmp_path / "other" / "a").mkdir(parents=True)
+    listing = tmp_path / "lists" / "zones.txt"
+    listing.parent.mkdir()
+    listing.write_text("# departments\n../zones/b\n\n../zones/a  # the first\n")
+    assert zone_folders(listing) == {"b": tmp_path / "zones" / "b", "a": tmp_path / "zones" / "a"}
+    listing.write_text("../zones/a\n../other/a\n")
+    with pytest.raises(ConfigError, match=r"two zones are named a .*zones/a and .*other/a"):
+        zone_folders(listing)
+    listing.write_text("../zones/c\n")
+    with pytest.raises(FileNotFoundError, match="zones/c is not a directory"):
+        zone_folders(listing)
+
+
+def test_zones_mode_refuses_bad_flags_before_loading_anything(folder, tmp_path, caplog) -> None:
+    (tmp_path / "zones" / "a").mkdir(parents=True)
+    base = ["--model", str(folder), "--zones", str(tmp_path / "zones"), "--device", "cpu"]
+    cases = {
+        "--overwrite is for --zone": [*base, "--out", str(tmp_path / "out"), "--overwrite"],
+        "--out is a folder": [*base, "--out", str(tmp_path / "maps.tif")],
+        "--unit-px must be a positive multiple of 256": [
+            *base,
+            "--out",
+            str(tmp_path / "o"),
+            "--unit-px",
+            "300",
+        ],
+        "no such file or directory": [
+            "--model",
+            str(folder),
+            "--zones",
+            str(tmp_path / "nope"),
+            "--out",
+            "o",
+        ],
+    }
+    for message, args in cases.items():
+        caplog.clear()
+        assert main(args) == 2, message
+        assert message in caplog.text
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_sigterm_and_ctrl_c_set_the_stop_flag_and_the_handlers_come_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop() and EXIT_SIGNAL[stop.signal] == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop() and EXIT_SIGNAL[stop.signal] == 130
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C interrupts at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
