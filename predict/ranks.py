@@ -20,7 +20,14 @@ from maestro.errors import ConfigError
 
 TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 SLURM = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE")
-LAUNCH = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_STEP_ID")
+LAUNCH = (
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+)
 """Variables the launcher sets alike on every rank of one launch, and differently on the next."""
 
 
@@ -66,9 +73,32 @@ def from_env(env: Mapping[str, str] | None = None) -> Ranks:
     return Ranks()
 
 
-def launch_id(env: Mapping[str, str] | None = None) -> str | None:
-    """The same string on every rank of one launch (``None`` when the launcher says nothing), so
-    ranks tell the run they start together from one left by an earlier launch."""
+def launch_id(env: Mapping[str, str] | None = None, agent: int | None = None) -> str | None:
+    """The same string on every rank of one launch and a different one on the next (``None`` when
+    the launcher says nothing), so ranks tell the run they start together from an earlier one.
+
+    srun: the job and step ids. torchrun: its run id (``--rdzv-id``, a fresh one with
+    ``--standalone``) and restart count; without a run id on one node, the torchrun agent (the
+    ranks' parent) and its start time. Several nodes under torchrun need ``--rdzv-id`` per launch.
+    """
     env = os.environ if env is None else env
     parts = [f"{name}={env[name]}" for name in LAUNCH if env.get(name) not in (None, "", "none")]
+    torchrun = "TORCHELASTIC_RUN_ID" in env
+    if (
+        torchrun
+        and env["TORCHELASTIC_RUN_ID"] in ("", "none")
+        and "WORLD_SIZE" in env
+        and env.get("LOCAL_WORLD_SIZE") == env["WORLD_SIZE"]
+    ):
+        parent = os.getppid() if agent is None else agent
+        parts.append(f"agent={parent}@{_started(parent)}")
     return ";".join(parts) or None
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc; empty elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""

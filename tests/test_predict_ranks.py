@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from maestro.errors import ConfigError
@@ -41,3 +43,18 @@ def test_launch_id_is_shared_by_the_ranks_of_one_launch_only() -> None:
         {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "1"}
     )
     assert launch_id({}) is None and launch_id({"TORCHELASTIC_RUN_ID": "none"}) is None
+
+
+def test_torchrun_without_a_run_id_is_told_apart_by_its_agent_on_one_node() -> None:
+    static = {"TORCHELASTIC_RUN_ID": "none", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    one_node = {**static, "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    me, parent = os.getpid(), os.getppid()
+    assert launch_id(one_node, agent=me) == launch_id({**one_node, "RANK": "1"}, agent=me)
+    assert launch_id(one_node, agent=me) != launch_id(one_node, agent=parent)  # another launch
+    # several nodes: no common parent; the ranks agree on the launcher's variables alone
+    nodes = {**static, "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}
+    assert (
+        launch_id(nodes, agent=me)
+        == launch_id(nodes, agent=parent)
+        == "MASTER_ADDR=127.0.0.1;MASTER_PORT=29500"
+    )
