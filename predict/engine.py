@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,11 +31,11 @@ from maestro.hub.folder import suite_version
 from predict.blending import Strip, StripAccumulator, classify, encode_probabilities
 from predict.loader import TileBatch, TileError, TileLoader, default_workers, model_inputs
 from predict.model import PredictModel
-from predict.options import PredictOptions, check_device_name, check_output
-from predict.tiling import Tile, blend_window, stride_for
-from predict.units import Unit, plan_units, unit_tiles
-from predict.writing import BLOCK, GDAL_ENV, NODATA, MapWriter, copy_units
-from predict.zone import Zone, open_zone
+from predict.options import PredictOptions, check_device_name
+from predict.tiling import Tile, blend_window
+from predict.units import Unit
+from predict.writing import BLOCK, GDAL_ENV, NODATA, MapWriter
+from predict.zone import Zone
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,7 @@ CUDA_BATCH = 32
 PENDING_WRITES = 4
 """Strips copied back and waiting for the writer thread before the main loop waits for it."""
 
-__all__ = [
-    "PredictOptions",
-    "PredictSummary",
-    "TileError",
-    "UnitJob",
-    "UnitMapper",
-    "UnitStats",
-    "predict_zone",
-]
+__all__ = ["TileError", "UnitJob", "UnitMapper", "UnitStats", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -210,6 +201,8 @@ class UnitMapper:
         self.model, self.options = model, options
         self.device = resolve_device(device)
         cuda = self.device.type == "cuda"
+        if cuda and self.device.index is not None:  # events, pinned copies: on this GPU, not cuda:0
+            torch.cuda.set_device(self.device)
         network = model.network.to(self.device).eval()
         self.network: Any = torch.compile(network, dynamic=False) if options.compile else network
         self.batch_size = options.batch_size or (CUDA_BATCH if cuda else CPU_BATCH)
@@ -337,100 +330,3 @@ class UnitMapper:
         with torch.inference_mode(), autocast:
             logits = self.network(batch["inputs"], batch["times"], batch["valid"])["logits"]
             return logits.float() * self.window
-
-
-@dataclass(frozen=True)
-class PredictSummary:
-    paths: list[Path]
-    width: int
-    height: int
-    area_km2: float
-    tiles: int
-    """Tiles predicted (those straddling two units count twice)."""
-    seconds: float
-    nodata_fraction: float
-    units: int = 1
-
-    @property
-    def km2_per_hour(self) -> float:
-        return self.area_km2 / max(self.seconds, 1e-9) * 3600.0
-
-
-def predict_zone(
-    model: PredictModel,
-    zone_dir: str | Path,
-    out: str | Path,
-    options: PredictOptions | None = None,
-    device: str | torch.device | None = None,
-) -> PredictSummary:
-    """Map a whole zone with ``model`` into the COG ``out``: its units are mapped into a hidden
-    folder next to ``out``, then copied into the map, and the folder is removed."""
-    options = options or PredictOptions()
-    device = resolve_device(device)
-    started = time.perf_counter()
-    size = model.tile_size
-    with rasterio.Env(**GDAL_ENV):
-        zone = open_zone(
-            zone_dir,
-            model.rasters(options.cloud_avoidance),
-            {key: model.input_pixel_m(key) for key in model.specs},
-            model.label_pixel_m,
-        )
-        out = check_output(Path(out), options.overwrite, options.probabilities is not None)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        grid, stride = zone.grid, stride_for(size, options.overlap)
-        work = out.with_name(f".{out.name}.units")
-        units = plan_units(zone.root.name, grid, options.unit_px)
-        jobs = [
-            UnitJob(zone, u, tuple(unit_tiles(grid, size, stride, u)), work / f"{u.name}.tif") for u in units
-        ]
-        log.info(
-            "%d tiles of %d px (%.1f m), stride %d px",
-            len({t for j in jobs for t in j.tiles}),
-            size,
-            model.footprint_m,
-            stride,
-        )
-        mapper = UnitMapper(model, options, device)
-        done: list[UnitStats] = []
-        bar = tqdm(
-            total=grid.area_km2,
-            unit="km2",
-            desc="mapping",
-            disable=not options.progress,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km2 [{elapsed}<{remaining}]",
-        )
-        try:
-            with bar:
-                mapper.run(jobs, on_done=done.append, progress=bar)
-            with MapWriter(
-                out, grid, model.task.class_names, model.task.palette, mapper.tags, options.probabilities
-            ) as writer:
-                copy_units(writer, [(s.job.unit.row, s.job.unit.col, s.job.out) for s in done])
-                paths = writer.commit()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    nodata = sum(s.nodata_pixels for s in done)
-    summary = PredictSummary(
-        paths,
-        grid.width,
-        grid.height,
-        grid.area_km2,
-        sum(s.tiles for s in done),
-        seconds,
-        nodata / (grid.width * grid.height),
-        len(units),
-    )
-    log.info(
-        "wrote %s: %d x %d px, %.4g km2 in %.1f s (%.4g km2/h), %d tiles, %.1f%% nodata",
-        ", ".join(map(str, paths)),
-        grid.width,
-        grid.height,
-        grid.area_km2,
-        seconds,
-        summary.km2_per_hour,
-        summary.tiles,
-        100 * summary.nodata_fraction,
-    )
-    return summary

@@ -12,12 +12,11 @@ band per class (uint8 0-255, or half floats with NaN as nodata), nearest-resampl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -218,18 +217,3 @@ class MapWriter:
         for path in self._temporary:
             for leftover in (path, path.with_name(path.name + ".ovr.tmp")):
                 leftover.unlink(missing_ok=True)
-
-
-def copy_units(writer: MapWriter, pieces: Sequence[tuple[int, int, Path]]) -> None:
-    """Copy unit files (each with its top-left pixel in ``writer``'s grid) into ``writer``, BLOCK rows
-    at a time, so every block of the map is written once and memory stays at one strip of a unit."""
-    for row, col, path in pieces:
-        with contextlib.ExitStack() as stack:
-            classes = stack.enter_context(rasterio.open(path))
-            prob = stack.enter_context(rasterio.open(probabilities_path(path))) if writer.prob else None
-            for top in range(0, classes.height, BLOCK):
-                window = Window(0, top, classes.width, min(BLOCK, classes.height - top))
-                values = prob.read(window=window) if prob is not None else None
-                if values is not None and values.dtype == np.float32:  # half floats read back as float32
-                    values = values.astype(np.float16)
-                writer.write(row + top, col, classes.read(1, window=window), values)

@@ -19,8 +19,10 @@ from maestro.data.collate import collate_model_samples
 from maestro.data.preprocess import preprocess_sample
 from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES
-from predict.engine import PredictOptions, UnitJob, UnitMapper, UnitStats, predict_zone
+from predict.engine import UnitJob, UnitMapper, UnitStats
 from predict.model import PredictModel, load_model
+from predict.options import PredictOptions
+from predict.run import predict_zone
 from predict.tiling import stride_for
 from predict.units import plan_units, unit_tiles
 from predict.zone import open_zone
@@ -88,7 +90,11 @@ def test_with_overlap_pixels_seen_by_one_tile_keep_its_prediction(model, zone, t
 
 def test_output_is_a_cog_on_the_finest_input_grid_with_classes_and_colours(model, zone, tmp_path) -> None:
     out = _run(model, zone, tmp_path / "maps" / "map.tif", probabilities="uint8")
-    assert sorted(p.name for p in out.parent.iterdir()) == ["map.tif", "map_probabilities.tif"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "map.json",
+        "map.tif",
+        "map_probabilities.tif",
+    ]  # + STAC Item
     with rasterio.open(zone / "aerial.tif") as aerial, rasterio.open(out) as result:
         assert result.transform == aerial.transform and result.crs == aerial.crs
         assert (result.width, result.height) == (aerial.width, aerial.height)

@@ -14,8 +14,9 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.warp import reproject, transform_bounds
 from rasterio.warp import transform as warp_transform
 
-from predict.engine import PredictOptions, predict_zone
 from predict.model import PredictModel, load_model
+from predict.options import PredictOptions
+from predict.run import predict_zone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,8 +13,9 @@ from predict_fixtures import write_tiny_model
 from rasterio.enums import MaskFlags
 
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, with_companions
-from predict.engine import PredictOptions, predict_zone
 from predict.model import load_model
+from predict.options import PredictOptions
+from predict.run import predict_zone
 from predict.zone import open_zone
 from shards.cli import main
 

@@ -15,8 +15,9 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from maestro.errors import ConfigError
 from maestro.models.synthetic import tiny_config
-from predict.engine import PredictOptions, predict_zone
 from predict.model import load_model
+from predict.options import PredictOptions
+from predict.run import predict_zone
 from predict.zone import open_in, open_zone
 
 KEYS = (*tiny_config().encoder.modalities, "s2_mask")
