@@ -54,7 +54,13 @@ from maestro.hub.publish import publish
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("Fine-tuning", "Pretrained weights", "IGN's published weights", "Mapping a whole zone")
+SECTIONS = (
+    "Fine-tuning",
+    "Pretrained weights",
+    "IGN's published weights",
+    "Mapping a whole zone",
+    "Mapping many zones (a department, a country)",
+)
 PROGRAMS: dict[str, Callable[[list[str]], int]] = {
     "finetune": finetune.cli.main,
     "maestro": maestro.cli.main,
