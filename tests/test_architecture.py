@@ -50,6 +50,7 @@ DEFERRED = {
     "predict.cli": {
         "predict.engine": "predict checks flags and paths before torch and rasterio's mapping load",
         "predict.model": "predict checks flags and paths before torch and the network load",
+        "predict.run": "predict checks flags and paths before torch and the driver (engine, loader) load",
     },
 }
 """Function-level imports of product modules kept on purpose: every one makes a command answer
