@@ -233,7 +233,9 @@ class _Rank:
         first rank to take the zone's lock builds them), then the country mosaic."""
         products = []
         for name in dict.fromkeys(u.zone for u in self.mine):
-            if all(self.done(u) for u in self.plan[name]) and _lock(self.layout, name, self.launch):
+            # last units first: ranks map their shares in plan order, so those still in flight are late
+            complete = all(self.done(u) for u in reversed(self.plan[name]))
+            if complete and _lock(self.layout, name, self.launch):
                 products += _zone_products(self, name)
         if not self.request.single:
             products += _country_products(self)
