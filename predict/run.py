@@ -270,27 +270,24 @@ def map_units(
             rank.km2(todo), device,
         )  # fmt: skip
         try:
-            stopped = rank.map(todo, should_stop)
+            outcome = Outcome(total=len(rank.units), stopped=rank.map(todo, should_stop))
+            if outcome.stopped or request.single:
+                outcome.done = sum(rank.done(u) for u in rank.units)
+            if not outcome.stopped and (not request.single or outcome.done == outcome.total):
+                outcome.products = rank.build()
         except Exception:
             if request.single and not ranks.launched:  # as before units: a failed map leaves no file
                 shutil.rmtree(layout.root, ignore_errors=True)
             raise
-        outcome = Outcome(total=len(rank.units), stopped=stopped)
-        if stopped or request.single:
-            outcome.done = sum(rank.done(u) for u in rank.units)
-        else:
-            outcome.products = rank.build()
-        outcome.seconds = time.perf_counter() - started
-        if request.single and outcome.done == outcome.total:
-            outcome.products = rank.build()
+        if request.single and request.out in outcome.products:
             _summarise(outcome, rank)
-            if request.out in outcome.products:
-                shutil.rmtree(layout.root, ignore_errors=True)
-        elif not request.single and not stopped:
+            shutil.rmtree(layout.root, ignore_errors=True)
+        elif not request.single and not outcome.stopped:
             part = rank_report(ranks.rank, ranks.world, launch, str(device), started_wall, time.time(),
                                rank.timings, len(rank.mine) - len(todo))  # fmt: skip
             if publish(layout, part):
                 outcome.products.append(layout.report)
+    outcome.seconds = time.perf_counter() - started
     return outcome
 
 
