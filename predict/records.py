@@ -205,9 +205,9 @@ def input_stamps(zone: Zone) -> dict[str, list[int]]:
     for key in zone.rasters:
         paths.update(p for s in DATES_SUFFIXES if (p := zone.root / f"{key}{s}").is_file())
     stamps = {}
-    for path in sorted(paths):
+    for path in sorted(paths):  # by name in the zone folder: the folder may be moved or mounted elsewhere
         stat = path.stat()
-        stamps[str(path.resolve())] = [stat.st_size, stat.st_mtime_ns]
+        stamps[path.name] = [stat.st_size, stat.st_mtime_ns]
     return stamps
 
 

@@ -103,9 +103,8 @@ def test_a_done_record_holds_while_inputs_outputs_and_run_are_unchanged(tmp_path
     root = write_zone(tmp_path / "zone", tiles=(2, 2))
     zone = open_zone(root, KEYS, PIXELS, LABEL_PIXEL)
     stamps = input_stamps(zone)
-    assert (
-        str((root / "s2_dates.json").resolve()) in stamps and str((root / "aerial.tif").resolve()) in stamps
-    )
+    assert {"aerial.tif", "s2_dates.json", "s2_mask.tif", "dem.tif"} <= set(stamps)
+    assert stamps["dem.tif"] == [(root / "dem.tif").stat().st_size, (root / "dem.tif").stat().st_mtime_ns]
     layout, key = Layout(tmp_path / "out"), _identity()["key"]
     unit, other = Unit("zone", 0, 0, 64, 64), Unit("zone", 0, 64, 64, 64)
     files = _unit_files(layout, unit)
@@ -124,3 +123,12 @@ def test_a_done_record_holds_while_inputs_outputs_and_run_are_unchanged(tmp_path
     assert not is_done(layout, unit, key, stamps)
     layout.unit_record(unit).write_text("{broken")
     assert not is_done(layout, unit, key, stamps)
+
+
+def test_done_records_hold_when_the_zone_folder_moves(tmp_path) -> None:
+    root = write_zone(tmp_path / "zone", tiles=(2, 2))
+    stamps = input_stamps(open_zone(root, KEYS, PIXELS, LABEL_PIXEL))
+    layout, key, unit = Layout(tmp_path / "out"), _identity()["key"], Unit("zone", 0, 0, 64, 64)
+    write_done(layout, unit, key, stamps, _unit_files(layout, unit))
+    moved = root.rename(tmp_path / "moved")
+    assert is_done(layout, unit, key, input_stamps(open_zone(moved, KEYS, PIXELS, LABEL_PIXEL)))
