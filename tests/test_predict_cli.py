@@ -20,7 +20,7 @@ from maestro.errors import ConfigError
 from maestro.models.synthetic import tiny_config
 from predict.cli import EXIT_SIGNAL, StopFlag, main
 from predict.model import load_model
-from predict.options import zone_folders
+from predict.options import check_output, zone_folders
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -205,3 +205,10 @@ def test_sigterm_and_ctrl_c_set_the_stop_flag_and_the_handlers_come_back() -> No
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C interrupts at once
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_existing_stac_item_beside_the_map_is_not_replaced_silently(tmp_path) -> None:
+    (tmp_path / "map.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"map.json already exist"):
+        check_output(tmp_path / "map.tif", overwrite=False, probabilities=False)
+    assert check_output(tmp_path / "map.tif", overwrite=True, probabilities=False) == tmp_path / "map.tif"
