@@ -38,6 +38,20 @@ class Scaling(Protocol):
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor: ...
 
 
+_CONSTANTS: dict[tuple[float, object, object], torch.Tensor] = {}
+
+
+def _constant(like: torch.Tensor, value: float) -> torch.Tensor:
+    """``value`` as a 0-d tensor of ``like``'s dtype and device, made once per process: made at every
+    call it is copied from pageable host memory, which on a GPU waits for all the work already
+    queued (a full sync per batch). A 0-d tensor rather than a Python number keeps the division
+    exact, as in the workers (a GPU divides by a Python number through its reciprocal)."""
+    key = (value, like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = like.new_tensor(value)
+    return _CONSTANTS[key]
+
+
 def _first_pass(ufunc: np.ufunc, values: np.ndarray, operand: float) -> np.ndarray:
     """``ufunc(values, operand)`` as float32: in place on a writable float32 array (no copy),
     otherwise read once into a new float32 array that the later steps may then modify in place."""
@@ -58,7 +72,7 @@ class Divide:
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
         values = values.float()
-        return values / values.new_tensor(self.factor)
+        return values / _constant(values, self.factor)
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class LogBackscatter:
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
         values = values.float()
-        return values.clamp_min(values.new_tensor(self.eps)).log() / self.divisor
+        return values.clamp_min(_constant(values, self.eps)).log() / self.divisor
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ class ElevationWithHeight:
 
     def tensor(self, values: torch.Tensor, bands: tuple[str, ...]) -> torch.Tensor:
         values = values.float()
-        values = values / values.new_tensor(self.divisor)
+        values = values / _constant(values, self.divisor)
         if self.surface_band in bands and self.terrain_band in bands:
             surface, terrain = bands.index(self.surface_band), bands.index(self.terrain_band)
             height = (values[..., surface, :, :] - values[..., terrain, :, :]) * self.height_gain

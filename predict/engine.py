@@ -62,7 +62,7 @@ class UnitJob:
 class UnitStats:
     job: UnitJob
     seconds: float
-    """Wall time of the unit, from its first batch received to its files in place."""
+    """Wall time of the unit, from asking the loader for its first batch to its files in place."""
     wait_seconds: float
     """Time the main loop waited for the loader: the unit was input-bound for that long."""
     busy_seconds: float
@@ -109,10 +109,11 @@ def _take(batch: dict[str, Any], part: slice, pad: int) -> dict[str, Any]:
 class _Unit:
     """One unit in flight: its ring buffer, its writer, pending strip writes and counters."""
 
-    def __init__(self, mapper: UnitMapper, job: UnitJob, io: ThreadPoolExecutor):
+    def __init__(self, mapper: UnitMapper, job: UnitJob, io: ThreadPoolExecutor, started: float):
         unit, model, options = job.unit, mapper.model, mapper.options
         self.job, self.mapper, self.io = job, mapper, io
-        self.started = time.perf_counter()
+        self.started = started
+        """When the main loop began waiting for the unit's first batch."""
         self.accumulator = StripAccumulator(
             model.num_classes,
             (unit.row, unit.row + unit.height),
@@ -251,9 +252,9 @@ class UnitMapper:
             with rasterio.Env(**GDAL_ENV), loader:
                 batches = iter(loader)
                 while True:
-                    waited = time.perf_counter()
+                    asked = time.perf_counter()
                     batch = next(batches, None)  # the workers start at the first one
-                    waited = time.perf_counter() - waited
+                    waited = time.perf_counter() - asked
                     if batch is None:
                         return True
                     if should_stop():
@@ -263,7 +264,7 @@ class UnitMapper:
                             1, thread_name_prefix="predict-write", initializer=_thread_env
                         )
                     if current is None:
-                        current = _Unit(self, jobs[batch.job], io)
+                        current = _Unit(self, jobs[batch.job], io, asked)
                     current.wait += waited
                     self._map_batch(current, batch)
                     if batch.start + len(batch.tiles) == len(current.job.tiles):
@@ -311,9 +312,12 @@ class UnitMapper:
         while start < count:
             size = min(self.split, count - start)
             pad = self.split - size if self.options.compile else 0
-            part = moved if size == count and not pad else _take(moved, slice(start, start + size), pad)
+            tiles = slice(start, start + size)
+            part = moved if size == count and not pad else _take(moved, tiles, pad)
+            # read on the host copy of the masks: the network need not ask the device (a sync)
+            padded = not all(bool(valid[tiles].all()) for valid in collated["valid"].values())
             try:
-                outputs.append(self._network(part)[:size])
+                outputs.append(self._network(part, padded)[:size])
             except torch.cuda.OutOfMemoryError:
                 if self.split == 1:
                     raise
@@ -324,9 +328,9 @@ class UnitMapper:
             start += size
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    def _network(self, batch: dict[str, Any]) -> torch.Tensor:
+    def _network(self, batch: dict[str, Any], padded: bool) -> torch.Tensor:
         cuda = self.device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            logits = self.network(batch["inputs"], batch["times"], batch["valid"])["logits"]
+            logits = self.network(batch["inputs"], batch["times"], batch["valid"], padded=padded)["logits"]
             return logits.float() * self.window

@@ -214,7 +214,7 @@ class TileLoader:
         sampler = JobBatches([len(tiles) for _, tiles in self.dataset.work], batch_size)
         options: dict[str, Any] = {}
         if workers > 0:
-            options = {"prefetch_factor": 4, "worker_init_fn": _WorkerInit(os.getpid())}
+            options = {"prefetch_factor": 2, "worker_init_fn": _WorkerInit(os.getpid())}
         self.loader = DataLoader(
             self.dataset,
             batch_sampler=sampler,

@@ -132,7 +132,7 @@ class _FromElevation(nn.Module):
         super().__init__()
         self.num_classes = num_classes
 
-    def forward(self, inputs, times, valid=None, allow_missing=False):
+    def forward(self, inputs, times, valid=None, allow_missing=False, padded=None):
         dsm = inputs["dem"][:, 0, :1].float()
         first = (dsm - 0.2) * 400.0
         return {
@@ -147,7 +147,7 @@ class _TileConstant(nn.Module):
         super().__init__()
         self.num_classes = num_classes
 
-    def forward(self, inputs, times, valid=None, allow_missing=False):
+    def forward(self, inputs, times, valid=None, allow_missing=False, padded=None):
         mean = (inputs["aerial"].float().mean(dim=(1, 2, 3, 4))[:, None, None, None] - 0.5) * 40.0
         first = mean.expand(-1, 1, TILE, TILE)
         return {
@@ -182,7 +182,7 @@ class _PixelsAndTiles(nn.Module):
         super().__init__()
         self.num_classes = num_classes
 
-    def forward(self, inputs, times, valid=None, allow_missing=False):
+    def forward(self, inputs, times, valid=None, allow_missing=False, padded=None):
         aerial = inputs["aerial"][:, 0].float()
         per_tile = aerial.mean(dim=(1, 2, 3))[:, None, None, None] * 10.0
         first = (inputs["dem"][:, 0, :1].float() - 0.2) * 400.0 + per_tile

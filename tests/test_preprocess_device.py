@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from test_preprocess_transform import raw_sample
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from maestro.data.collate import collate_model_samples
 from maestro.data.preprocess import build_preprocess_config, preprocess_sample, scale_batch
@@ -23,6 +24,28 @@ def test_tensor_scaling_equals_the_registry_numpy_scaling_on_the_same_raw_arrays
         np.testing.assert_array_equal(got, expected)
     else:
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_device_scaling_builds_no_tensor_from_host_data_once_warm():
+    """A tensor made from a Python number at every batch is copied from pageable memory, which on
+    a GPU waits for all queued work: ``predict`` and training would stall once per batch."""
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    for key in ("aerial", "s1_asc", "dem"):
+        entry = MODALITIES[key]
+        values = torch.ones((2, 1, len(entry.input_bands), 4, 4), dtype=getattr(torch, entry.dtype))
+        entry.scaling.tensor(values, entry.input_bands)
+        with Ops() as ops:
+            entry.scaling.tensor(values, entry.input_bands)
+        assert not [name for name in ops.names if "lift_fresh" in name], (key, ops.names)
 
 
 def test_only_integer_divisions_travel_unscaled():
