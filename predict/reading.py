@@ -139,7 +139,10 @@ class _Source:
             ) from error
         if self.floating:
             ok &= np.isfinite(part).all(axis=0)
-        part[:, ~ok] = 0
+        if not ok.all():  # the usual case, all valid, costs one pass over the mask
+            part[:, ~ok] = 0
+        if (i0, i1, j0, j1) == (0, size, 0, size):  # wholly inside: no padding to copy into
+            return part, ok
         values[:, i0:i1, j0:j1] = part
         valid[i0:i1, j0:j1] = ok
         return values, valid
@@ -181,7 +184,7 @@ class TileReader:
             entry, pixels = MODALITIES[key], self.sizes[key]
             window = source_window(source.raster, bounds, pixels)
             values, valid = source.read(window, pixels)
-            if key in self.inputs:
+            if key in self.inputs and not valid.all():  # mapping the holes to output pixels
                 rows = _label_index(window, window.height, window.row, pixels, size, 0)
                 cols = _label_index(window, window.width, window.col, pixels, size, 1)
                 invalid |= ~valid[np.ix_(rows, cols)]
