@@ -47,7 +47,10 @@ class StripAccumulator:
     """Sums of weighted logits and of weights for the columns of one unit, streamed top to bottom.
 
     Rows ``[row_start, row_stop)`` and columns ``[col_start, col_stop)`` are the unit's, in the
-    zone's output pixels; tiles reaching beyond them add only their part inside.
+    zone's output pixels; tiles reaching beyond them add only their part inside. One buffer holds
+    the K logit sums, the sum of weights and the count of tiles with an invalid input, so adding a
+    tile is one in-place addition (per ring segment): on a GPU each operation costs the host more
+    than the device, and a batch adds dozens of tiles.
     """
 
     def __init__(
@@ -61,12 +64,13 @@ class StripAccumulator:
     ):
         (self.row_start, self.row_stop), (self.col_start, col_stop) = rows, cols
         self.width, self.tile_size, self.quantum = col_stop - self.col_start, tile_size, quantum
+        self.num_classes = num_classes
         height = self.row_stop - self.row_start
         self.capacity = min(math.ceil((tile_size + quantum) / quantum) * quantum, height)
-        shape = (self.capacity, self.width)
-        self.sums = torch.zeros((num_classes, *shape), dtype=torch.float32, device=device)
-        self.weights = torch.zeros(shape, dtype=torch.float32, device=device)
-        self.invalid = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.buffer = torch.zeros(
+            (num_classes + 2, self.capacity, self.width), dtype=torch.float32, device=device
+        )
+        """Channels: K weighted-logit sums, the weight sum, the invalid count."""
         self.uncovered = torch.zeros((), dtype=torch.bool, device=device)
         """Some handed-out pixel had no weight (a planning bug): checked once, by :meth:`check`,
         since testing it at every flush would wait for the device each time."""
@@ -75,7 +79,15 @@ class StripAccumulator:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.sums, self.weights, self.invalid))
+        return self.buffer.numel() * self.buffer.element_size()
+
+    @staticmethod
+    def stack(weighted: torch.Tensor, window: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
+        """(B, K + 2, L, L) tiles to :meth:`add`: ``weighted`` (B, K, L, L) logits already multiplied
+        by ``window`` (L, L), the window, and ``invalid`` (B, L, L) as 0/1."""
+        count, size = weighted.shape[0], window.shape[-1]
+        planes = [weighted, window.expand(count, 1, size, size), invalid[:, None].to(weighted.dtype)]
+        return torch.cat(planes, dim=1)
 
     def _segments(self, start: int, stop: int) -> Iterator[tuple[int, slice]]:
         """(first output row, ring rows) of the contiguous pieces of output rows [start, stop)."""
@@ -85,10 +97,8 @@ class StripAccumulator:
             yield start, slice(position, position + count)
             start += count
 
-    def add(
-        self, row: int, col: int, weighted: torch.Tensor, window: torch.Tensor, invalid: torch.Tensor
-    ) -> None:
-        """Add one tile: ``weighted`` (K, L, L) logits already multiplied by ``window`` (L, L)."""
+    def add(self, row: int, col: int, tile: torch.Tensor) -> None:
+        """Add one tile of :meth:`stack` (K + 2, L, L) whose top-left output pixel is (row, col)."""
         size = self.tile_size
         r0, r1 = max(row, self.row_start), min(row + size, self.row_stop)
         c0, c1 = max(col, self.col_start), min(col + size, self.col_start + self.width)
@@ -100,9 +110,7 @@ class StripAccumulator:
         cols = slice(c0 - self.col_start, c1 - self.col_start)
         for first, ring in self._segments(r0, r1):
             rows = slice(first - row, first - row + ring.stop - ring.start)
-            self.sums[:, ring, cols] += weighted[:, rows, tile_cols]
-            self.weights[ring, cols] += window[rows, tile_cols]
-            self.invalid[ring, cols] |= invalid[rows, tile_cols]
+            self.buffer[:, ring, cols] += tile[:, rows, tile_cols]
 
     def flush(self, until: int, *, final: bool = False) -> Strip | None:
         """Hand out the finished rows above ``until`` (rounded down to whole quanta; every row left
@@ -113,18 +121,16 @@ class StripAccumulator:
         count = stop - self.top
         if count <= 0:
             return None
-        device = self.sums.device
-        logits = torch.empty((self.sums.shape[0], count, self.width), dtype=torch.float32, device=device)
+        k, device = self.num_classes, self.buffer.device
+        logits = torch.empty((k, count, self.width), dtype=torch.float32, device=device)
         invalid = torch.empty((count, self.width), dtype=torch.bool, device=device)
         for first, ring in self._segments(self.top, stop):
             rows = slice(first - self.top, first - self.top + ring.stop - ring.start)
-            weights = self.weights[ring]
+            weights = self.buffer[k, ring]
             self.uncovered |= (weights <= 0).any()
-            torch.div(self.sums[:, ring], weights, out=logits[:, rows])
-            invalid[rows] = self.invalid[ring]
-            self.sums[:, ring] = 0
-            self.weights[ring] = 0
-            self.invalid[ring] = False
+            torch.div(self.buffer[:k, ring], weights, out=logits[:, rows])
+            torch.gt(self.buffer[k + 1, ring], 0, out=invalid[rows])
+            self.buffer[:, ring] = 0
         strip = Strip(self.top, self.col_start, logits, invalid)
         self.top = stop
         return strip

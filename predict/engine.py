@@ -136,10 +136,10 @@ class _Unit:
         self.tiles = 0
 
     def add(self, tiles: Sequence[Tile], weighted: torch.Tensor, invalid: torch.Tensor) -> None:
-        window = self.mapper.window
-        for tile, logits, mask in zip(tiles, weighted, invalid, strict=True):
+        stacked = StripAccumulator.stack(weighted, self.mapper.window, invalid)
+        for tile, planes in zip(tiles, stacked, strict=True):
             self.emit(self.accumulator.flush(tile.row))
-            self.accumulator.add(tile.row, tile.col, logits, window, mask)
+            self.accumulator.add(tile.row, tile.col, planes)
         self.tiles += len(tiles)
 
     def emit(self, strip: Strip | None) -> None:

@@ -57,11 +57,12 @@ def _stream(grid: Grid, size: int, stride: int, units: list[Unit], quantum: int,
         accumulator = StripAccumulator(
             2, (unit.row, unit.row + unit.height), (unit.col, unit.col + unit.width), size, quantum
         )
-        assert accumulator.nbytes <= (2 * 4 + 5) * (size + quantum) * unit.width  # not the zone's size
+        assert accumulator.nbytes <= (2 + 2) * 4 * (size + quantum) * unit.width  # not the zone's size
         for tile in unit_tiles(grid, size, stride, unit):
             paste(accumulator.flush(tile.row))
-            weighted = torch.from_numpy(logits[tile.index]) * window
-            accumulator.add(tile.row, tile.col, weighted, window, torch.zeros((size, size), dtype=torch.bool))
+            weighted = torch.from_numpy(logits[tile.index])[None] * window
+            stacked = StripAccumulator.stack(weighted, window, torch.zeros((1, size, size), dtype=torch.bool))
+            accumulator.add(tile.row, tile.col, stacked[0])
         paste(accumulator.flush(unit.row + unit.height, final=True))
         accumulator.check()
     return out
