@@ -68,10 +68,11 @@ def model_inputs(
 
 def default_workers(local_world: int | None = None) -> int:
     """Worker processes per mapping process: the cores this process may use, shared with the other
-    processes of the node (one per GPU), less one for the process feeding the GPU."""
+    processes of the node (one per GPU), less two for the process feeding the GPU (its main thread
+    launches the kernels; its pinning and writing threads take most of another core)."""
     local_world = local_world or from_env().local_world
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cores // local_world - 1))
+    return max(1, min(MAX_WORKERS, cores // local_world - 2))
 
 
 @dataclass(frozen=True)

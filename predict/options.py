@@ -33,7 +33,7 @@ class PredictOptions:
     cloud_avoidance: bool = True
     workers: int | None = None
     """Processes reading and preprocessing tiles; ``None``: the cores of this process's share of
-    the node, less one; 0 reads them in the mapping process itself."""
+    the node, less two; 0 reads them in the mapping process itself."""
     compile: bool = False
     """``torch.compile`` the network (the last batch of a unit is padded: one shape compiles once)."""
     overwrite: bool = False
