@@ -140,8 +140,8 @@ def model_only(mapper: UnitMapper, zone_dir: Path, device: torch.device, repeats
     with TileLoader(
         [(zone, tiles)], mapper.sizes, mapper.preprocess, model.tile_size, mapper.split, 0
     ) as loader:
-        collated = next(iter(loader)).batch
-    batch = {part: {k: v.to(device) for k, v in values.items()} for part, values in collated.items()}
+        first = next(iter(loader))
+    batch = {part: {k: v.to(device) for k, v in values.items()} for part, values in first.batch.items()}
     if mapper.preprocess.scale_on_device:
         scale_batch(batch, mapper.preprocess)
     autocast = (
@@ -149,12 +149,12 @@ def model_only(mapper: UnitMapper, zone_dir: Path, device: torch.device, repeats
     )
     with torch.inference_mode(), autocast:
         for _ in range(2):
-            mapper.network(batch["inputs"], batch["times"], batch["valid"])
+            mapper.network(batch["inputs"], batch["times"], batch["valid"], padded=first.padded)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
         for _ in range(repeats):
-            mapper.network(batch["inputs"], batch["times"], batch["valid"])
+            mapper.network(batch["inputs"], batch["times"], batch["valid"], padded=first.padded)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return len(tiles[: mapper.split]) * repeats / (time.perf_counter() - started)

@@ -45,6 +45,8 @@ CUDA_BATCH = 32
 """First batch size tried on a GPU; halved while a forward pass runs out of memory."""
 PENDING_WRITES = 4
 """Strips copied back and waiting for the writer thread before the main loop waits for it."""
+PARTS = 4
+"""Parts a GPU batch is read in, by as many workers (:class:`predict.loader.TileLoader`)."""
 
 __all__ = ["TileError", "UnitJob", "UnitMapper", "UnitStats", "resolve_device"]
 
@@ -243,8 +245,16 @@ class UnitMapper:
         )
         work = [(job.zone, job.tiles) for job in jobs]
         cuda = self.device.type == "cuda"
+        parts = PARTS if cuda and self.workers > 0 else 1
         loader = TileLoader(
-            work, self.sizes, self.preprocess, self.model.tile_size, self.batch_size, self.workers, cuda
+            work,
+            self.sizes,
+            self.preprocess,
+            self.model.tile_size,
+            self.batch_size,
+            self.workers,
+            self.device,
+            parts,
         )
         current: _Unit | None = None
         io: ThreadPoolExecutor | None = None
@@ -285,8 +295,8 @@ class UnitMapper:
         if events is not None:
             events[0].record()
         try:
-            weighted = self._forward(batch.batch)
-            unit.add(batch.tiles, weighted, batch.invalid.to(self.device, non_blocking=True))
+            weighted = self._forward(batch.batch, batch.padded)
+            unit.add(batch.tiles, weighted, batch.invalid)
         except Exception as error:  # noqa: BLE001 - re-raised with the tiles named
             size = self.model.tile_size
             count = len(batch.tiles)
@@ -299,12 +309,8 @@ class UnitMapper:
         else:
             unit.busy += time.perf_counter() - started
 
-    def _forward(self, collated: dict[str, Any]) -> torch.Tensor:
+    def _forward(self, moved: dict[str, Any], padded: bool) -> torch.Tensor:
         """(B, K, L, L) float32 logits x the blending window, on the device."""
-        moved = {
-            part: {k: v.to(self.device, non_blocking=True) for k, v in collated[part].items()}
-            for part in ("inputs", "times", "valid")
-        }
         if self.preprocess.scale_on_device:
             scale_batch(moved, self.preprocess)
         count = next(iter(moved["inputs"].values())).shape[0]
@@ -312,10 +318,7 @@ class UnitMapper:
         while start < count:
             size = min(self.split, count - start)
             pad = self.split - size if self.options.compile else 0
-            tiles = slice(start, start + size)
-            part = moved if size == count and not pad else _take(moved, tiles, pad)
-            # read on the host copy of the masks: the network need not ask the device (a sync)
-            padded = not all(bool(valid[tiles].all()) for valid in collated["valid"].values())
+            part = moved if size == count and not pad else _take(moved, slice(start, start + size), pad)
             try:
                 outputs.append(self._network(part, padded)[:size])
             except torch.cuda.OutOfMemoryError:

@@ -77,15 +77,17 @@ def default_workers(local_world: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class TileBatch:
-    """Consecutive tiles ``[start, start + len(tiles))`` of job ``job``, collated."""
+    """Consecutive tiles ``[start, start + len(tiles))`` of job ``job``, collated, on the device."""
 
     job: int
     start: int
     tiles: tuple[Tile, ...]
     batch: dict[str, Any]
-    """``inputs``, ``times``, ``valid`` as :func:`collate_model_samples` gives them (pinned on CUDA)."""
+    """``inputs``, ``times``, ``valid`` as :func:`collate_model_samples` gives them."""
     invalid: torch.Tensor
     """(B, L, L) bool at output pixels: some input was nodata or outside the zone."""
+    padded: bool
+    """Some date of some tile is padding: read on the host, so the network need not ask the device."""
 
 
 @dataclass(frozen=True)
@@ -165,18 +167,50 @@ class TileDataset(Dataset):
 
 
 class JobBatches(Sampler[list[tuple[int, int]]]):
-    """Batches of ``batch_size`` consecutive tiles of each job in turn, never two jobs in one."""
+    """Batches of ``batch_size`` consecutive tiles of each job in turn, never two jobs in one, each
+    handed out in parts of at most ``part_size`` tiles (a worker's unit of work)."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int):
+    def __init__(self, lengths: Sequence[int], batch_size: int, part_size: int | None = None):
         self.lengths, self.batch_size = list(lengths), batch_size
+        self.part_size = min(part_size or batch_size, batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for job, length in enumerate(self.lengths):
             for start in range(0, length, self.batch_size):
-                yield [(job, tile) for tile in range(start, min(length, start + self.batch_size))]
+                stop = min(length, start + self.batch_size)
+                for part in range(start, stop, self.part_size):
+                    yield [(job, tile) for tile in range(part, min(stop, part + self.part_size))]
 
     def __len__(self) -> int:
-        return sum(-(-length // self.batch_size) for length in self.lengths)
+        return sum(
+            -(-min(self.batch_size, length - start) // self.part_size)
+            for length in self.lengths
+            for start in range(0, length, self.batch_size)
+        )
+
+
+def _merge(parts: Sequence[dict[str, Any]], device: torch.device) -> tuple[dict[str, Any], torch.Tensor]:
+    """One collated batch on ``device`` from consecutive parts collated apart: each series padded
+    to the batch's longest (inputs and times with 0, valid with False, as one collate would), the
+    copies queued without waiting."""
+    batch: dict[str, Any] = {}
+    for field in ("inputs", "times", "valid"):
+        batch[field] = {}
+        for key, first in parts[0][field].items():
+            if len(parts) == 1:
+                batch[field][key] = first.to(device, non_blocking=True)
+                continue
+            dates = max(part[field][key].shape[1] for part in parts)
+            count = sum(part[field][key].shape[0] for part in parts)
+            out = torch.zeros((count, dates, *first.shape[2:]), dtype=first.dtype, device=device)
+            row = 0
+            for part in parts:
+                values = part[field][key]
+                out[row : row + values.shape[0], : values.shape[1]].copy_(values, non_blocking=True)
+                row += values.shape[0]
+            batch[field][key] = out
+    invalid = torch.cat([part["invalid"].to(device, non_blocking=True) for part in parts])
+    return batch, invalid
 
 
 @dataclass
@@ -196,8 +230,12 @@ def _as_is(item: Any) -> Any:
 
 
 class TileLoader:
-    """Iterates the :class:`TileBatch` es of ``work`` in order; ``workers=0`` reads in this process.
+    """Iterates the :class:`TileBatch` es of ``work`` in order, on ``device``; ``workers=0`` reads
+    in this process.
 
+    With ``parts`` > 1 each batch is read as that many parts by different workers and put together
+    on the device: the first batch arrives after a part's reading time rather than a batch's, and
+    the device sees its batch whole (the same tensors as one collate of its tiles would give).
     Use as a context manager: leaving it stops the workers and closes the rasters opened here.
     """
 
@@ -209,25 +247,29 @@ class TileLoader:
         tile_size: int,
         batch_size: int,
         workers: int,
-        pin_memory: bool = False,
+        device: torch.device | None = None,
+        parts: int = 1,
     ):
         self.dataset = TileDataset(work, sizes, preprocess, tile_size)
-        sampler = JobBatches([len(tiles) for _, tiles in self.dataset.work], batch_size)
+        self.device = device or torch.device("cpu")
+        self.batch_size = batch_size
+        part_size = -(-batch_size // max(1, parts))
+        sampler = JobBatches([len(tiles) for _, tiles in self.dataset.work], batch_size, part_size)
         options: dict[str, Any] = {}
         if workers > 0:
-            options = {"prefetch_factor": 2, "worker_init_fn": _WorkerInit(os.getpid())}
+            options = {"prefetch_factor": 2 if parts == 1 else 4, "worker_init_fn": _WorkerInit(os.getpid())}
         self.loader = DataLoader(
             self.dataset,
             batch_sampler=sampler,
             num_workers=workers,
             collate_fn=_as_is,
-            pin_memory=pin_memory,
+            pin_memory=self.device.type == "cuda",
             **options,
         )
         self._iterator: Iterator[Any] | None = None
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return sum(len(range(0, len(tiles), self.batch_size)) for _, tiles in self.dataset.work)
 
     def __enter__(self) -> TileLoader:
         return self
@@ -237,12 +279,20 @@ class TileLoader:
 
     def __iter__(self) -> Iterator[TileBatch]:
         self._iterator = iter(self.loader)  # workers start here, before the caller's threads do
+        parts: list[dict[str, Any]] = []
         for item in self._iterator:
             if isinstance(item, _Failure):
                 raise item.error()
-            tiles = self.dataset.work[item["job"]][1][item["start"] : item["start"] + item["count"]]
-            batch = {part: item[part] for part in ("inputs", "times", "valid")}
-            yield TileBatch(item["job"], item["start"], tiles, batch, item["invalid"])
+            parts.append(item)
+            job, start = parts[0]["job"], parts[0]["start"]
+            tiles = self.dataset.work[job][1]
+            stop = min(len(tiles), start + self.batch_size)
+            if item["start"] + item["count"] < stop:
+                continue
+            padded = not all(bool(v.all()) for part in parts for v in part["valid"].values())
+            batch, invalid = _merge(parts, self.device)
+            parts = []
+            yield TileBatch(job, start, tiles[start:stop], batch, invalid, padded)
 
     def close(self) -> None:
         iterator, self._iterator = self._iterator, None

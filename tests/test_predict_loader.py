@@ -16,8 +16,9 @@ import rasterio
 import torch
 from predict_fixtures import write_raster, write_tiny_model, write_zone
 
+from maestro.data.collate import collate_model_samples
 from maestro.errors import DataError
-from predict.loader import JobBatches, TileError, TileLoader, model_inputs
+from predict.loader import JobBatches, TileError, TileLoader, _merge, model_inputs
 from predict.model import PredictModel, load_model
 from predict.tiling import stride_for
 from predict.units import plan_units, unit_tiles
@@ -44,9 +45,9 @@ def _work(model: PredictModel, zone: Zone, unit_px: int = 256) -> list:
     return [(zone, unit_tiles(zone.grid, model.tile_size, stride, unit)) for unit in units]
 
 
-def _loader(model: PredictModel, work: list, workers: int, batch_size: int = 4) -> TileLoader:
+def _loader(model: PredictModel, work: list, workers: int, batch_size: int = 4, parts: int = 1) -> TileLoader:
     sizes, preprocess = model_inputs(model, True, torch.device("cpu"))
-    return TileLoader(work, sizes, preprocess, model.tile_size, batch_size, workers)
+    return TileLoader(work, sizes, preprocess, model.tile_size, batch_size, workers, parts=parts)
 
 
 def test_batches_never_cross_a_job() -> None:
@@ -58,6 +59,16 @@ def test_batches_never_cross_a_job() -> None:
         [(2, 0), (2, 1), (2, 2), (2, 3)],
     ]
     assert len(JobBatches([5, 3, 4], 4)) == 4
+    parts = list(JobBatches([5, 3, 4], 4, part_size=3))  # a batch's parts, never across batches
+    assert parts == [
+        [(0, 0), (0, 1), (0, 2)],
+        [(0, 3)],
+        [(0, 4)],
+        [(1, 0), (1, 1), (1, 2)],
+        [(2, 0), (2, 1), (2, 2)],
+        [(2, 3)],
+    ]
+    assert len(JobBatches([5, 3, 4], 4, part_size=3)) == 6
 
 
 def _flat(batch) -> dict[str, torch.Tensor]:
@@ -73,15 +84,44 @@ def test_worker_processes_give_the_batches_read_in_process(model, tmp_path) -> N
         here = list(loader)
     with _loader(model, work, workers=2) as loader:
         there = list(loader)
+    with _loader(model, work, workers=2, parts=3) as loader:  # read in parts, put together again
+        assert len(loader) == len(here)
+        joined = list(loader)
     expected = [(job, start, min(4, n - start)) for job, n in ((0, 33), (1, 9)) for start in range(0, n, 4)]
     assert [(b.job, b.start, len(b.tiles)) for b in here] == expected
     assert all(b.tiles == tuple(work[b.job][1][b.start : b.start + len(b.tiles)]) for b in here)
-    assert [(b.job, b.start, b.tiles) for b in there] == [(b.job, b.start, b.tiles) for b in here]
-    for a, b in zip(here, there, strict=True):
-        one, other = _flat(a), _flat(b)
-        assert one.keys() == other.keys()
-        for key in one:
-            assert torch.equal(one[key], other[key]), key
+    for batches in (there, joined):
+        assert [(b.job, b.start, b.tiles, b.padded) for b in batches] == [
+            (b.job, b.start, b.tiles, b.padded) for b in here
+        ]
+        for a, b in zip(here, batches, strict=True):
+            one, other = _flat(a), _flat(b)
+            assert one.keys() == other.keys()
+            for key in one:
+                assert one[key].dtype == other[key].dtype and torch.equal(one[key], other[key]), key
+
+
+def test_parts_put_together_equal_one_collate_of_their_tiles_with_series_of_other_lengths() -> None:
+    rng = np.random.default_rng(0)
+
+    def sample(dates: int) -> dict:
+        return {
+            "inputs": {"s2": rng.integers(0, 9, (dates, 2, 3, 3)).astype(np.uint16)},
+            "times": {"s2": rng.normal(size=(dates, 3)).astype(np.float32)},
+            "valid": {"s2": np.ones(dates, dtype=bool)},
+        }
+
+    samples = [sample(dates) for dates in (2, 3, 1, 2)]  # the longest series is in the first part
+    parts = [
+        {**collate_model_samples(group), "invalid": torch.zeros((len(group), 3, 3), dtype=torch.bool)}
+        for group in (samples[:2], samples[2:])
+    ]
+    batch, invalid = _merge(parts, torch.device("cpu"))
+    whole = collate_model_samples(samples)
+    for field in ("inputs", "times", "valid"):
+        assert batch[field]["s2"].dtype == whole[field]["s2"].dtype
+        assert torch.equal(batch[field]["s2"], whole[field]["s2"]), field
+    assert invalid.shape == (4, 3, 3)
 
 
 def _corrupt(path: Path) -> None:
