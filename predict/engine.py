@@ -296,13 +296,13 @@ class UnitMapper:
             events[0].record()
         try:
             weighted = self._forward(batch.batch, batch.padded)
-            unit.add(batch.tiles, weighted, batch.invalid)
         except Exception as error:  # noqa: BLE001 - re-raised with the tiles named
             size = self.model.tile_size
             count = len(batch.tiles)
             raise TileError(
                 batch.tiles[0].name(size) + (f" and the {count - 1} next" if count > 1 else ""), error
             ) from error
+        unit.add(batch.tiles, weighted, batch.invalid)  # a failed write is not the tiles' fault
         if events is not None:
             events[1].record()
             unit.events.append(events)

@@ -19,7 +19,7 @@ from maestro.data.collate import collate_model_samples
 from maestro.data.preprocess import preprocess_sample
 from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES
-from predict.engine import UnitJob, UnitMapper, UnitStats
+from predict.engine import TileError, UnitJob, UnitMapper, UnitStats
 from predict.model import PredictModel, load_model
 from predict.options import PredictOptions
 from predict.run import predict_zone
@@ -256,6 +256,23 @@ def test_a_stop_between_batches_leaves_no_file_of_the_unit_in_flight(model, tmp_
     assert not mapper.run(jobs, on_done=done.append, should_stop=should_stop)
     assert [s.job for s in done] == jobs[:1]
     assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [jobs[0].out.name]
+
+
+class _Failing(nn.Module):
+    def forward(self, inputs, times, valid=None, allow_missing=False, padded=None):
+        raise FloatingPointError("the network failed")
+
+
+def test_a_failing_forward_names_its_tiles_and_leaves_no_unit_file(model, tmp_path) -> None:
+    zone = write_zone(tmp_path / "zone", tiles=(10, 2))
+    broken = dataclasses.replace(model, network=_Failing())
+    jobs = _jobs(broken, zone, tmp_path / "units", 256)
+    mapper = UnitMapper(broken, PredictOptions(batch_size=4, workers=0, progress=False), "cpu")
+    with pytest.raises(
+        TileError, match=r"^tile r0 c0 \(rows 0-31, cols 0-31\) and the 3 next: FloatingPointError"
+    ):
+        mapper.run(jobs, on_done=lambda stats: None)
+    assert not list((tmp_path / "units").iterdir())
 
 
 def test_rasters_not_covering_the_same_area_are_refused(model, tmp_path) -> None:
