@@ -7,15 +7,18 @@
 A medium MAESTRO segmenter (uperfuse head, FLAIR-HUB default inputs: aerial, dem, s2, s1_asc,
 s1_des; 102.4 m tiles of 512 x 512 labels; random weights, speed does not depend on them) maps a
 synthetic zone written at the registry resolutions (S2 with 20 dates and cloud masks, S1 with 8),
-in the same process: the model alone (forward passes on one synthetic batch already on the
-device, the pipeline's batch size), then plain tiling (overlap 0) and the default blending
-(overlap 0.25, ~1.8x the tiles) through :class:`predict.engine.UnitMapper` -- loader worker
-processes, scaling on the device, bf16 inference, blending on the device, unit files written --
-i.e. what ``predict --zones`` does per unit; the final mosaic is not timed (it is built once per
-zone, off the device). A small zone is mapped first so that start-up (and compilation) is not
-counted. Per run: tiles/s as a fraction of the model's, km2/h, and from the units' own timings the
-share of wall time the main loop waited for tiles and the share the device was busy. Results print
-as a markdown table and go to ``--json`` (default ``$OUT/predict_throughput.json`` when OUT is set).
+in the same process: the model alone (forward passes on the zone's first batch as the loader
+gives it, already on the device, at the pipeline's batch size), then plain tiling (overlap 0) and
+the default blending (overlap 0.25, ~1.8x the tiles) through :class:`predict.engine.UnitMapper` --
+loader worker processes, scaling on the device, bf16 inference, blending on the device, unit files
+written -- i.e. what ``predict --zones`` does per unit; the final mosaic is not timed (it is built
+once per zone, off the device). A small zone is mapped first so that compilation and the first
+out-of-memory halving are not counted; each run starts its own reader processes, as a ``predict``
+process does once (about a second and a half on a 16-core host: a larger ``--size-m`` shows the
+steady rate better). Per run: tiles/s as a fraction of the model's, km2/h, and from the units' own
+timings the share of wall time the main loop waited for tiles and the share the device was busy.
+Results print as a markdown table and go to ``--json`` (default ``$OUT/predict_throughput.json``
+when OUT is set).
 """
 
 from __future__ import annotations
