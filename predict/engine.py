@@ -12,6 +12,7 @@ of them; a failure names the tile and leaves no file of the unit.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
@@ -47,6 +48,8 @@ PENDING_WRITES = 4
 """Strips copied back and waiting for the writer thread before the main loop waits for it."""
 PARTS = 4
 """Parts a GPU batch is read in, by as many workers (:class:`predict.loader.TileLoader`)."""
+PUBLISHING = 2
+"""Finished units whose files are being published (COG conversion) before the main loop waits."""
 
 __all__ = ["TileError", "UnitJob", "UnitMapper", "UnitStats", "resolve_device"]
 
@@ -64,7 +67,8 @@ class UnitJob:
 class UnitStats:
     job: UnitJob
     seconds: float
-    """Wall time of the unit, from asking the loader for its first batch to its files in place."""
+    """Wall time of the unit, from asking the loader for its first batch to its last rows written
+    (its files are published alongside the next unit)."""
     wait_seconds: float
     """Time the main loop waited for the loader: the unit was input-bound for that long."""
     busy_seconds: float
@@ -173,17 +177,26 @@ class _Unit:
         self.writer.write(row, col, classes.numpy(), probs.numpy() if probs is not None else None)
 
     def finish(self) -> UnitStats:
+        """The last rows written; the files are published by :meth:`publish`, off the main loop."""
         self.emit(self.accumulator.flush(self.accumulator.row_stop, final=True))
         for future in self.pending:
             future.result()
         self.pending.clear()
         self.accumulator.check()
-        self.writer.commit(cog=False)
         if self.events:
             torch.cuda.synchronize(self.mapper.device)
             self.busy = sum(start.elapsed_time(end) for start, end in self.events) / 1000.0
         seconds = time.perf_counter() - self.started
         return UnitStats(self.job, seconds, self.wait, self.busy, self.tiles, int(self.nodata))
+
+    def publish(self, cog: bool) -> None:
+        """Rename the unit's files into place, as COGs with overviews when ``cog`` (a few seconds
+        for a 10,240 px unit, in a thread of its own so the device keeps mapping meanwhile)."""
+        try:
+            self.writer.commit(cog=cog)
+        except BaseException:
+            self.writer.abort()
+            raise
 
     def abort(self) -> None:
         for future in self.pending:
@@ -199,9 +212,16 @@ class UnitMapper:
     worker processes read tiles of every job in order (batches never cross a unit)."""
 
     def __init__(
-        self, model: PredictModel, options: PredictOptions, device: torch.device | str | None = None
+        self,
+        model: PredictModel,
+        options: PredictOptions,
+        device: torch.device | str | None = None,
+        cog_units: bool = False,
     ):
         self.model, self.options = model, options
+        self.cog_units = cog_units
+        """Publish unit files as COGs with overviews (the product itself when units are the map's
+        tiles); else as the streamed tiled GeoTIFFs (a single map is built from them anyway)."""
         self.device = resolve_device(device)
         cuda = self.device.type == "cuda"
         if cuda and self.device.index is not None:  # events, pinned copies: on this GPU, not cuda:0
@@ -258,6 +278,16 @@ class UnitMapper:
         )
         current: _Unit | None = None
         io: ThreadPoolExecutor | None = None
+        publisher: ThreadPoolExecutor | None = None
+        publishing: collections.deque[tuple[Future[None], UnitStats]] = collections.deque()
+
+        def report(keep: int) -> None:
+            """``on_done`` for published units, in order, until at most ``keep`` are in flight."""
+            while publishing and (len(publishing) > keep or publishing[0][0].done()):
+                future, stats = publishing.popleft()
+                future.result()
+                on_done(stats)
+
         try:
             with rasterio.Env(**GDAL_ENV), loader:
                 batches = iter(loader)
@@ -265,26 +295,31 @@ class UnitMapper:
                     asked = time.perf_counter()
                     batch = next(batches, None)  # the workers start at the first one
                     waited = time.perf_counter() - asked
-                    if batch is None:
-                        return True
-                    if should_stop():
-                        return False
+                    if batch is None or should_stop():  # finished units are still published
+                        report(0)
+                        return batch is None
                     if io is None:  # threads only once the workers are forked
                         io = ThreadPoolExecutor(
                             1, thread_name_prefix="predict-write", initializer=_thread_env
+                        )
+                        publisher = ThreadPoolExecutor(
+                            PUBLISHING, thread_name_prefix="predict-publish", initializer=_thread_env
                         )
                     if current is None:
                         current = _Unit(self, jobs[batch.job], io, asked)
                     current.wait += waited
                     self._map_batch(current, batch)
                     if batch.start + len(batch.tiles) == len(current.job.tiles):
-                        stats, current = current.finish(), None
-                        on_done(stats)
+                        assert publisher is not None
+                        stats, finished, current = current.finish(), current, None
+                        publishing.append((publisher.submit(finished.publish, self.cog_units), stats))
+                    report(PUBLISHING)
         finally:
             if current is not None:
                 current.abort()
-            if io is not None:
-                io.shutdown(wait=True)
+            for executor in (io, publisher):
+                if executor is not None:
+                    executor.shutdown(wait=True)
 
     def _map_batch(self, unit: _Unit, batch: TileBatch) -> None:
         cuda = self.device.type == "cuda"

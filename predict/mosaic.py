@@ -1,7 +1,7 @@
 """The products built from finished units: VRT indexes, the single-map COG, STAC Items.
 
-At country scale a zone's product is its folder of unit GeoTIFFs (tiled, DEFLATE) with a VRT index
-over them (``{zone}.vrt``): every rank writes its units in parallel and nothing is copied again,
+At country scale a zone's product is its folder of unit COGs (DEFLATE, with overviews, which a
+zoomed-out read of the VRT uses) with a VRT index over them (``{zone}.vrt``): every rank writes its units in parallel and nothing is copied again,
 whereas one COG per zone would be re-read, re-written and given overviews by one process, serially,
 after every rank has finished (tens of minutes for a department). GDAL and QGIS open the VRT as one raster.
 ``mosaic.vrt`` indexes the zones' VRTs the same way (one per CRS when zones use several). In

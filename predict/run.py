@@ -225,7 +225,7 @@ class _Rank:
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} km2 [{elapsed}<{remaining}]",
         )
         with bar:
-            mapper = UnitMapper(self.model, self.options, self.device)
+            mapper = UnitMapper(self.model, self.options, self.device, cog_units=not self.request.single)
             return not mapper.run(jobs, on_done=self.finished, should_stop=should_stop, progress=bar)
 
     def build(self) -> list[Path]:

@@ -207,11 +207,13 @@ def test_units_smaller_than_the_zone_give_the_same_map_bit_for_bit(model, tmp_pa
     assert len(np.unique(_read(whole))) > 1 and np.isfinite(probabilities).all()
 
 
-def _jobs(model: PredictModel, zone_dir: Path, out: Path, unit_px: int) -> list[UnitJob]:
+def _jobs(
+    model: PredictModel, zone_dir: Path, out: Path, unit_px: int, overlap: float = 0.25
+) -> list[UnitJob]:
     zone = open_zone(
         zone_dir, model.rasters(), {key: model.input_pixel_m(key) for key in model.specs}, model.label_pixel_m
     )
-    stride = stride_for(model.tile_size, 0.25)
+    stride = stride_for(model.tile_size, overlap)
     return [
         UnitJob(
             zone, unit, tuple(unit_tiles(zone.grid, model.tile_size, stride, unit)), out / f"{unit.name}.tif"
@@ -227,18 +229,38 @@ def test_unit_files_are_in_place_before_on_done(model, tmp_path) -> None:
     mapper = UnitMapper(model, PredictOptions(probabilities="uint8", workers=0, progress=False), "cpu")
     seen: list[list[str]] = []
 
-    def on_done(stats: UnitStats) -> None:
-        seen.append(sorted(p.name for p in (tmp_path / "units").iterdir()))
+    def on_done(stats: UnitStats) -> None:  # hidden: the temporary files of the unit in flight
+        seen.append(sorted(p.name for p in (tmp_path / "units").iterdir() if not p.name.startswith(".")))
         assert stats.tiles == len(stats.job.tiles) and stats.busy_seconds > 0 and stats.seconds > 0
         assert stats.km2 == pytest.approx(stats.job.unit.pixels * 0.2**2 / 1e6)
 
     assert mapper.run(jobs, on_done=on_done)
     names = [[job.out.name, job.out.name.replace(".tif", "_probabilities.tif")] for job in jobs]
     assert seen == [names[0], sorted(names[0] + names[1])]  # complete, and nothing temporary left
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == sorted(names[0] + names[1])
     with rasterio.open(jobs[0].out) as src:
         assert (src.width, src.height) == (256, 64) and src.nodata == 255
         assert src.transform == jobs[0].unit.grid(jobs[0].zone.grid).transform
         assert src.tags()["class_0"] == "building"
+
+
+def test_units_of_a_country_map_are_cogs_with_overviews(model, tmp_path) -> None:
+    """With ``cog_units`` (``predict --zones``: the unit files are the map's tiles) each unit is a
+    COG whose overviews the zone's VRT shows when zoomed out; published off the main loop, still
+    before ``on_done``."""
+    zone = write_zone(tmp_path / "zone", tiles=(25, 24))  # 800 x 768 px: units of 768 and 32 columns
+    jobs = _jobs(model, zone, tmp_path / "units", 768, overlap=0.0)
+    mapper = UnitMapper(model, PredictOptions(workers=0, progress=False), "cpu", cog_units=True)
+    layouts: list[str] = []
+
+    def on_done(stats: UnitStats) -> None:
+        with rasterio.open(stats.job.out) as src:
+            layouts.append(src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", ""))
+
+    assert mapper.run(jobs, on_done=on_done)
+    assert layouts == ["COG", "COG"]
+    with rasterio.open(jobs[0].out) as src:
+        assert (src.width, src.height) == (768, 768) and src.overviews(1) == [2]  # 384 px: one block
 
 
 def test_a_stop_between_batches_leaves_no_file_of_the_unit_in_flight(model, tmp_path) -> None:
