@@ -11,7 +11,8 @@ in the same process: the model alone (forward passes on the zone's first batch a
 gives it, already on the device, at the pipeline's batch size), then plain tiling (overlap 0) and
 the default blending (overlap 0.25, ~1.8x the tiles) through :class:`predict.engine.UnitMapper` --
 loader worker processes, scaling on the device, bf16 inference, blending on the device, unit files
-written -- i.e. what ``predict --zones`` does per unit; the final mosaic is not timed (it is built
+written and converted to COGs with overviews beside the mapping (``--plain-units``: left as
+streamed) -- i.e. what ``predict --zones`` does per unit; the final mosaic is not timed (it is built
 once per zone, off the device). A small zone is mapped first so that compilation and the first
 out-of-memory halving are not counted; each run starts its own reader processes, as a ``predict``
 process does once (about a second and a half on a 16-core host: a larger ``--size-m`` shows the
@@ -232,6 +233,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="reader processes (default: the pipeline's, auto)")
     parser.add_argument("--unit-px", type=int, help="unit side in output pixels (default 10240; smoke 256)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument(
+        "--plain-units",
+        action="store_true",
+        help="unit files as streamed tiled GeoTIFFs (--zone) instead of COGs with overviews (--zones)",
+    )
     parser.add_argument("--device", help="default: cuda when available")
     parser.add_argument("--workdir", help="where the zone and maps are written (default: a temporary folder)")
     parser.add_argument("--json", help="results file (default $OUT/predict_throughput.json when OUT is set)")
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         compile=args.compile,
         progress=False,
     )
-    mapper = UnitMapper(model, options, device)
+    mapper = UnitMapper(model, options, device, cog_units=not args.plain_units)
     results: dict[str, Any] = {
         "meta": device_meta(device),
         "model": model.source,
@@ -263,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": mapper.workers,
         "unit_px": args.unit_px,
         "compile": args.compile,
+        "cog_units": not args.plain_units,
         "tile_km2": model.footprint_m**2 / 1e6,
         "runs": [],
     }
