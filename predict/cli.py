@@ -9,7 +9,7 @@ The zone is a folder of rasters named by modality (aerial.tif, dem.tif, s2.tif, 
 s2_dates.json, ...; see the README, "Mapping a whole zone"). With --zone the map is one
 Cloud-Optimised GeoTIFF on the finest input's grid: uint8 classes, 255 where an input is nodata or
 outside the zone. With --zones (a folder of zone folders, or a text file listing them) OUTDIR gets
-per zone a folder of unit GeoTIFFs, a VRT over them and a STAC Item, plus mosaic.vrt and
+per zone a folder of unit COGs, a VRT over them and a STAC Item, plus mosaic.vrt and
 predict_report.json (README, "Mapping many zones"). Under torchrun or srun the processes share the
 work. Finished units are recorded: after a stop, --resume maps only what is missing.
 Exit status 0 on success, 2 on a user error, 1 when a tile fails (the tile is named), 143 after
