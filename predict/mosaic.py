@@ -29,12 +29,12 @@ import rasterio
 from affine import Affine
 from pystac.extensions.classification import Classification, ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
-from rasterio.shutil import copy as copy_raster
 from rasterio.warp import transform_geom
 
 from maestro.labels import RGB
 from predict.options import ProbabilityType
 from predict.tiling import Grid
+from predict.writing import write_cog
 
 log = logging.getLogger(__name__)
 
@@ -131,33 +131,14 @@ def write_vrt(path: Path, grid: Grid, sources: Sequence[Source], *, skip_nodata:
     return path
 
 
-def _padding_warnings(record: logging.LogRecord) -> bool:
-    """Half-float COGs convert whole edge blocks whose padding holds arbitrary values: not the map's."""
-    return "beyond range of float16" not in record.getMessage()
-
-
 def cog_from_vrt(vrt: Path, out: Path, probability_type: ProbabilityType | None = None) -> Path:
     """One Cloud-Optimised GeoTIFF of the VRT's pixels with overviews (mode-resampled classes,
     nearest probabilities), published by renaming: it appears complete or not at all."""
-    options: dict[str, Any] = {"OVERVIEW_RESAMPLING": "MODE" if probability_type is None else "NEAREST"}
-    if probability_type == "float16":
-        options["NBITS"] = 16
     temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.cog.tif")
-    gdal_log = logging.getLogger("rasterio._env")
-    gdal_log.addFilter(_padding_warnings)
     try:
-        copy_raster(
-            str(vrt),
-            str(temporary),
-            driver="COG",
-            COMPRESS="DEFLATE",
-            BLOCKSIZE=512,
-            BIGTIFF="IF_SAFER",
-            **options,
-        )
+        write_cog(vrt, temporary, probability_type)
         os.replace(temporary, out)
     finally:
-        gdal_log.removeFilter(_padding_warnings)
         temporary.unlink(missing_ok=True)
     return out
 

@@ -44,6 +44,28 @@ def _padding_warnings(record: logging.LogRecord) -> bool:
     return "beyond range of float16" not in record.getMessage()
 
 
+def write_cog(source: Path, dest: Path, probability_type: ProbabilityType | None = None) -> None:
+    """``source`` (any raster GDAL reads) copied into the COG ``dest``: a class map (``None``) gets
+    mode-resampled overviews, probabilities nearest ones (half floats stored in 16 bits)."""
+    options: dict[str, Any] = {"OVERVIEW_RESAMPLING": "MODE" if probability_type is None else "NEAREST"}
+    if probability_type == "float16":
+        options["NBITS"] = 16
+    gdal_log = logging.getLogger("rasterio._env")
+    gdal_log.addFilter(_padding_warnings)
+    try:
+        copy_raster(
+            str(source),
+            str(dest),
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=512,
+            BIGTIFF="IF_SAFER",
+            **options,
+        )
+    finally:
+        gdal_log.removeFilter(_padding_warnings)
+
+
 class MapWriter:
     """Streams strips of the class map (and probabilities) and publishes them on :meth:`commit`.
 
@@ -175,32 +197,14 @@ class MapWriter:
                 os.replace(stream, final)
             self._remove_temporary()
             return [final for _, final in streams]
-        published: list[tuple[Path, Path, dict[str, Any]]] = [
-            (self.map_stream, self.out, {"OVERVIEW_RESAMPLING": "MODE"})
-        ]
+        published: list[tuple[Path, Path, ProbabilityType | None]] = [(self.map_stream, self.out, None)]
         if self.prob_stream is not None:
-            options: dict[str, Any] = {"OVERVIEW_RESAMPLING": "NEAREST"}
-            if self.probability_type == "float16":
-                options["NBITS"] = 16
-            published.append((self.prob_stream, probabilities_path(self.out), options))
+            published.append((self.prob_stream, probabilities_path(self.out), self.probability_type))
         ready = []
-        gdal_log = logging.getLogger("rasterio._env")
-        gdal_log.addFilter(_padding_warnings)
-        try:
-            for stream, final, options in published:
-                cog = self._temp(final, "cog")
-                copy_raster(
-                    str(stream),
-                    str(cog),
-                    driver="COG",
-                    COMPRESS="DEFLATE",
-                    BLOCKSIZE=512,
-                    BIGTIFF="IF_SAFER",
-                    **options,
-                )
-                ready.append((cog, final))
-        finally:
-            gdal_log.removeFilter(_padding_warnings)
+        for stream, final, kind in published:
+            cog = self._temp(final, "cog")
+            write_cog(stream, cog, kind)
+            ready.append((cog, final))
         for cog, final in reversed(ready):  # the class map last: its presence means the run completed
             os.replace(cog, final)
         self._remove_temporary()

@@ -15,6 +15,7 @@ import pytest
 import rasterio
 import torch
 from predict_fixtures import write_raster, write_tiny_model, write_zone
+from processes import live_children, running
 
 from maestro.data.collate import collate_model_samples
 from maestro.errors import DataError
@@ -148,19 +149,6 @@ def test_a_corrupt_raster_names_the_tile_and_the_file(model, tmp_path, workers) 
     assert isinstance(failure.value.cause, DataError) and failure.value.cause.path == str(root / "aerial.tif")
 
 
-def _live_children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` and that still run (zombies are dead, waiting to be reaped)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, IndexError):
-            continue
-        if int(parent) == pid and state not in ("Z", "X"):
-            children.append(int(stat.parent.name))
-    return children
-
-
 SCRIPT = """
 import sys, time
 from pathlib import Path
@@ -201,12 +189,12 @@ def test_loader_workers_die_with_a_killed_mapper(model, tmp_path) -> None:
     )
     try:
         assert mapper.stdout.readline().strip() == "ready", mapper.stderr.read()[-2000:]
-        workers = _live_children(mapper.pid)
+        workers = live_children(mapper.pid)
         assert len(workers) == 2
         mapper.send_signal(signal.SIGKILL)
         mapper.wait()
         deadline = time.monotonic() + 2  # torch alone notices only within 5 s, and not while blocked
-        while (survivors := [pid for pid in workers if _running(pid)]) and time.monotonic() < deadline:
+        while (survivors := [pid for pid in workers if running(pid)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in survivors:
             os.kill(pid, signal.SIGKILL)  # leave nothing behind, then fail
@@ -217,10 +205,3 @@ def test_loader_workers_die_with_a_killed_mapper(model, tmp_path) -> None:
             mapper.wait()
         mapper.stdout.close()
         mapper.stderr.close()
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False

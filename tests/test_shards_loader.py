@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures_flairhub import write_flairhub_tree
+from processes import live_children, running
 
 from maestro.errors import ConfigError, DataError
 from maestro.modalities import DEFAULT_INPUTS, with_companions
@@ -336,24 +337,6 @@ def test_data_error_in_a_worker_arrives_as_the_same_one_line_error(five_shards: 
 
 
 # ------------------------------------------------------------------------------ worker lifetime
-def _live_children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` and that still run (zombies are dead, waiting to be reaped)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, IndexError):
-            continue
-        if int(parent) == pid and state not in ("Z", "X"):
-            children.append(int(stat.parent.name))
-    return children
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -380,7 +363,7 @@ def test_loader_workers_die_with_a_killed_trainer(finetune_raw, tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while len(workers := _live_children(trainer.pid)) < 2:
+        while len(workers := live_children(trainer.pid)) < 2:
             assert trainer.poll() is None, trainer.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the trainer started no loader workers in 120 s"
             time.sleep(0.2)
@@ -388,7 +371,7 @@ def test_loader_workers_die_with_a_killed_trainer(finetune_raw, tmp_path):
         trainer.send_signal(signal.SIGKILL)
         trainer.wait()
         time.sleep(1.0)
-        survivors = [pid for pid in workers if _running(pid)]
+        survivors = [pid for pid in workers if running(pid)]
         for pid in survivors:
             os.kill(pid, signal.SIGKILL)  # leave nothing behind, then fail
         assert not survivors, f"loader workers {survivors} outlived their killed trainer"
