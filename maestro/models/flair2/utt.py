@@ -13,7 +13,9 @@ masks for variable series lengths); the reference's own U-TAE has the same layer
 convolutions whose scores it discards (not built here). The auxiliary scores are trained against
 the same labels (:func:`utt_loss`, the reference's equal weights by default) and never predicted
 with. The reference's optional aerial-metadata MLP (an encoding of the patch's acquisition
-metadata added to the deepest U-Net level) is not built.
+metadata added to the deepest U-Net level) is not built. Day offsets: the reference counts May 15
+minus the acquisition day; the suite's offsets (acquisition minus ``UTAEConfig.reference_day``, May
+15 by default) have the opposite sign, which only mirrors the learned date code.
 """
 
 from __future__ import annotations
