@@ -1,9 +1,17 @@
 """FLAIR #2 (IGN challenge release): layout, nomenclature, reader and toy generator.
 
-Self-contained: nothing here is registered with the suite's modality or task registries yet.
+Self-contained: nothing here is registered with the suite's modality or task registries yet. The
+names below are imported lazily, so that ``layout`` and ``nomenclature`` load on their own.
 """
 
-from maestro.data.flair2.reader import Flair2Reader
-from maestro.data.flair2.toy import write_flair2_toy
+from __future__ import annotations
 
-__all__ = ["Flair2Reader", "write_flair2_toy"]
+from maestro.lazy import lazy_exports
+
+_EXPORTS = {
+    "Flair2Reader": "maestro.data.flair2.reader",
+    "write_flair2_toy": "maestro.data.flair2.toy",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
