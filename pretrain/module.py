@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torchmetrics import SumMetric
 
+from maestro.hub.weights import upgrade_pretrain_checkpoint
 from maestro.models import MaestroMAE
-from maestro.models.legacy import upgrade_pretrain_checkpoint
 from maestro.models.loss import weighted_total
 from maestro.models.masking import SampleGenerators
 from maestro.sample import META

@@ -17,9 +17,8 @@ from maestro.hub.card import (
     CardFacts,
     EvalData,
     build_card,
-    describe_scaling,
-    scaling_table,
 )
+from maestro.hub.card_inputs import describe_scaling, scaling_table
 from maestro.hub.pretrained import segmentation_task
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, ModalityOverride
 from maestro.models.segmenter_config import SegmenterConfig

@@ -1,7 +1,8 @@
 import torch
 
+from maestro.hub.weights import upgrade_pretrain_checkpoint
 from maestro.models.config import MAEConfig
-from maestro.models.legacy import RENAMED_PREFIXES, upgrade_pretrain_checkpoint
+from maestro.models.legacy import RENAMED_PREFIXES
 from maestro.models.mae import MaestroMAE
 from maestro.models.synthetic import synthetic_batch, tiny_config
 

@@ -33,7 +33,7 @@ from maestro.errors import ConfigError
 from maestro.hub import remote
 from maestro.hub.folder import read_model_folder
 from maestro.hub.sources import BEST, CHECKPOINT_DIR, KINDS, Source, SourceKind, resolve_source
-from maestro.models.legacy import upgrade_pretrain_checkpoint
+from maestro.models.legacy import is_flat_mae_config, upgrade_mae_config, upgrade_mae_state_dict
 from maestro.models.registry import ModelType, get_model_type, trained_network
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,22 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
         raise ConfigError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
+def upgrade_pretrain_checkpoint(checkpoint: dict[str, Any]) -> bool:
+    """Upgrade a ``pretrain`` checkpoint dict from before the encoder/MAE split, in place; True if
+    it was one: the stored config's model section and the keys of the weights and of the EMA copy
+    (the renames are :mod:`maestro.models.legacy`'s, the layout this module's)."""
+    config = checkpoint.get(HYPER_PARAMETERS, {}).get(RUN_CONFIG_KEY, {})
+    model = config.get("model")
+    if not isinstance(model, Mapping) or not is_flat_mae_config(model):
+        return False
+    config["model"] = upgrade_mae_config(model)
+    checkpoint[STATE] = upgrade_mae_state_dict(checkpoint.get(STATE, {}), NETWORK_PREFIX)
+    if checkpoint.get(EMA_STATE) is not None:
+        checkpoint[EMA_STATE] = upgrade_mae_state_dict(checkpoint[EMA_STATE], EMA_PREFIX)
+    log.info("checkpoint predates the encoder/MAE split: keys and config mapped to the current layout")
+    return True
 
 
 def read_run_checkpoint(path: Path) -> dict[str, Any]:

@@ -62,22 +62,3 @@ def upgrade_mae_state_dict(state: Mapping[str, Any], prefix: str = "") -> dict[s
                     break
         out[new] = value
     return out
-
-
-def upgrade_pretrain_checkpoint(checkpoint: dict[str, Any]) -> bool:
-    """Upgrade a Lightning ``pretrain`` checkpoint dict in place; True if it was pre-split.
-
-    Touches the stored config (``hyper_parameters.config.model``), the weights
-    (``state_dict``, keys under ``model.``) and the EMA copy (``ema_state_dict``, under
-    ``module.``).
-    """
-    config = checkpoint.get("hyper_parameters", {}).get("config", {})
-    model = config.get("model")
-    if not isinstance(model, Mapping) or not is_flat_mae_config(model):
-        return False
-    config["model"] = upgrade_mae_config(model)
-    checkpoint["state_dict"] = upgrade_mae_state_dict(checkpoint.get("state_dict", {}), "model.")
-    if checkpoint.get("ema_state_dict") is not None:
-        checkpoint["ema_state_dict"] = upgrade_mae_state_dict(checkpoint["ema_state_dict"], "module.")
-    log.info("checkpoint predates the encoder/MAE split: keys and config mapped to the current layout")
-    return True
