@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Overrides are dotted keys, e.g. trainer.max_epochs=20 data.batch_size=8 model.aux_heads=true",
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--task", choices=sorted(TASKS), help="lc (land cover) or lpis (crop type)")
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="lc (land cover), lpis (crop type) on FLAIR-HUB shards, flair2 on FLAIR #2 shards",
+    )
     parser.add_argument("--level", type=int, help="nomenclature level (lpis: 1, 2 or 3)")
     parser.add_argument("--modalities", help="comma-separated inputs, a subset of the encoder's")
     parser.add_argument("--init", help="PATH.ckpt, run dir, model folder, hf:org/name[@rev] or random")

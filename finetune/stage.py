@@ -20,11 +20,12 @@ from finetune.config import EXAMPLE_PRETRAIN_RUN, FinetuneConfig
 from finetune.module import FinetuneTask
 from finetune.outputs import TestOutputs
 from finetune.runs import run_dir
-from maestro.errors import ConfigError
+from maestro.datasets import DEFAULT_DATASET, Dataset, dataset_of_manifest, get_dataset
+from maestro.errors import ConfigError, DataError
 from maestro.evaluation import SegmentationScores
 from maestro.hub.sources import BEST
 from maestro.hub.weights import Pick, Weights
-from maestro.modalities import DEFAULT_INPUTS, MODALITIES, with_companions
+from maestro.modalities import MODALITIES, ModalityOverride, with_companions
 from maestro.models import zoo
 from maestro.models.config import EncoderConfig
 from maestro.models.encoder import restrict
@@ -33,7 +34,8 @@ from maestro.models.registry import model_type_of_config
 from maestro.tasks import CheckedLabels
 from maestro.training.data import ShardDataModule, preprocess_for
 from maestro.training.trainer import build_trainer, latest_checkpoint, run_stage
-from shards.reading import resolve_source
+from shards.manifest import read_manifest
+from shards.reading import local_manifest, resolve_source
 
 log = logging.getLogger("finetune")
 
@@ -49,14 +51,50 @@ def encoder_weights(init: str, pick: Pick) -> Weights:
         raise FileNotFoundError(f"no pretrained weights at {init} ({error}){example}") from None
 
 
+def shards_dataset(config: FinetuneConfig) -> Dataset:
+    """The dataset the training shards hold, as their manifest's ``dataset_key`` says (FLAIR-HUB for
+    manifests written before it, and for shards without a local manifest)."""
+    file = local_manifest(config.data.train) if config.data.train is not None else None
+    if file is None or not file.is_file():
+        return get_dataset(DEFAULT_DATASET)
+    try:
+        entry = read_manifest(file).split(config.data.train_split)
+    except DataError:  # a broken manifest or a missing split: check_shards names it
+        return get_dataset(DEFAULT_DATASET)
+    return dataset_of_manifest(entry.dataset_key)
+
+
+def _merged(base: ModalityOverride, own: ModalityOverride) -> ModalityOverride:
+    """``base`` with every field ``own`` sets replaced by ``own``'s."""
+    changes = {
+        f.name: getattr(own, f.name) for f in dataclasses.fields(own) if getattr(own, f.name) is not None
+    }
+    return dataclasses.replace(base, **changes)
+
+
+def with_dataset_sizes(encoder: EncoderConfig, dataset: Dataset) -> EncoderConfig:
+    """``encoder`` with the dataset row's per-modality overrides (FLAIR #2: S2 at 40 px) under its
+    own: a value the encoder config sets wins."""
+    keys = [key for key in encoder.modalities if key in dataset.overrides]
+    if not keys:
+        return encoder
+    overrides = dict(encoder.overrides)
+    for key in keys:
+        overrides[key] = _merged(dataset.overrides[key], overrides.get(key, ModalityOverride()))
+    return encoder.replace(overrides=overrides)
+
+
 def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[FinetuneConfig, dict | None]:
     """Fill ``model.encoder`` from ``model.init`` (restricted to ``model.modalities``) and return the
     pretrained encoder weights a fresh run starts from (None with ``init: random``). swin-utae reads
-    only inputs from ``model.encoder`` (default: the registry's for ``model.modalities``) and starts
-    from ImageNet Swins (``model.pretrained``)."""
+    only inputs from ``model.encoder`` (default: the shards' dataset's default inputs for
+    ``model.modalities``) and starts from ImageNet Swins (``model.pretrained``). A random or baseline
+    encoder takes the sizes of the shards' dataset (:func:`with_dataset_sizes`)."""
     model = config.model
     if model.init == "random" or model.is_baseline:
-        encoder = model.encoder or EncoderConfig(modalities=model.modalities or DEFAULT_INPUTS)
+        dataset = shards_dataset(config)
+        encoder = model.encoder or EncoderConfig(modalities=model.modalities or dataset.default_inputs)
+        encoder = with_dataset_sizes(encoder, dataset)
         if model.modalities is not None:
             encoder = encoder.replace(
                 modalities=model.modalities,
@@ -111,21 +149,23 @@ def check_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
 def check_encoder_fits_shards(config: FinetuneConfig, inputs: Sequence[str]) -> None:
     """Refuse, before anything is written, an encoder built for inputs the shards cannot give.
 
-    Shards hold every modality at the registry's image size with all its bands (the reader and
-    the writer check both), and preprocessing selects bands and dates but never resizes, so an
-    encoder built for other sizes (e.g. a reference checkpoint converted for 128 px aerial) would
-    only fail inside its first training step."""
+    Shards hold every modality at its dataset's image size (the registry's, unless the dataset
+    row overrides it: FLAIR #2's S2 super-patch) with all its bands (the reader and the writer
+    check both), and preprocessing selects bands and dates but never resizes, so an encoder built
+    for other sizes (e.g. a reference checkpoint converted for 128 px aerial) would only fail
+    inside its first training step."""
     model = config.model
+    dataset = shards_dataset(config)
     source = (
         "model.encoder" if model.init == "random" or model.is_baseline else f"the encoder of {model.init}"
     )
     problems, sizes, bad = [], [], []
     for key in inputs:
-        spec, stored = model.encoder.specs[key], MODALITIES[key]
+        spec, stored, size = model.encoder.specs[key], MODALITIES[key], dataset.image_size(key)
         before = len(problems)
-        if spec.image_size != stored.size_px:
-            problems.append(f"{key} images of {spec.image_size} px where the shards hold {stored.size_px} px")
-            sizes.append(f"{key}={stored.size_px}")
+        if spec.image_size != size:
+            problems.append(f"{key} images of {spec.image_size} px where the shards hold {size} px")
+            sizes.append(f"{key}={size}")
         unknown = [band for band in spec.bands if band not in stored.bands]
         if unknown:
             problems.append(f"{key} bands {unknown} where the shards hold {list(stored.bands)}")

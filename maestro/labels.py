@@ -1,9 +1,11 @@
-"""Label nomenclatures of FLAIR-HUB (docs/method.md, "Labels") and what is trained / evaluated."""
+"""Label nomenclatures (FLAIR-HUB: docs/method.md, "Labels"; FLAIR #2) and what is trained / evaluated."""
 
 from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
+
+from maestro.data.flair2 import nomenclature as flair2_nomenclature
 
 IGNORE_INDEX = 255
 """Value written into targets for pixels that are neither trained nor evaluated."""
@@ -191,16 +193,32 @@ def _lpis_level(names: tuple[str, ...]) -> LabelLevel:
 LABEL_SETS: dict[str, LabelSet] = {
     "lc": LabelSet("lc", (LabelLevel(names=_LC, ignored=frozenset(range(15, 19))),)),
     "lpis": LabelSet("lpis", tuple(_lpis_level(n) for n in (_LPIS_1, _LPIS_2, _LPIS_3))),
+    # FLAIR #2's 13 grouped classes (its reader groups the 19 raw mask values); "other" is ignored.
+    "flair2": LabelSet(
+        "flair2",
+        (
+            LabelLevel(
+                names=flair2_nomenclature.CLASS_NAMES,
+                ignored=frozenset(flair2_nomenclature.IGNORED_CLASSES),
+            ),
+        ),
+    ),
 }
 
 assert [len(level.names) for level in LABEL_SETS["lpis"].levels] == [23, 31, 46]
 assert LABEL_SETS["lc"].level(1).num_classes == 15
+assert LABEL_SETS["flair2"].level(1).num_values == 13 and LABEL_SETS["flair2"].level(1).num_classes == 12
 
 
 RGB = tuple[int, int, int]
 
+
+def _rgb(hex_colour: str) -> RGB:
+    return (int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16))
+
+
 _LC_COLORS: tuple[RGB, ...] = tuple(
-    (int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16))
+    _rgb(h)
     for h in (
         "#db0e9a",
         "#9999ff",
@@ -249,11 +267,13 @@ def _distinct_colors(count: int) -> list[RGB]:
 def palette(level: LabelLevel) -> tuple[RGB, ...]:
     """One RGB colour per value of ``level``, fixed so figures of different runs compare.
 
-    Land cover uses the FLAIR-HUB colours; other nomenclatures get generated distinct colours,
+    Land cover uses the FLAIR-HUB colours, FLAIR #2 its release's colours; other nomenclatures get generated distinct colours,
     with "background" grey and ignored values (LPIS "mixed crops") black.
     """
     if level.names == _LC:
         return _LC_COLORS
+    if level.names == flair2_nomenclature.CLASS_NAMES:
+        return tuple(_rgb(h) for h in flair2_nomenclature.CLASS_COLORS)
     generated = iter(
         _distinct_colors(
             sum(1 for v, name in enumerate(level.names) if v not in level.ignored and name != "background")

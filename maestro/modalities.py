@@ -1,8 +1,11 @@
-"""The modality registry: one declarative entry per FLAIR-HUB raster type.
+"""The modality registry: one declarative entry per raster type (FLAIR-HUB's, and FLAIR #2's own).
 
 Every other part of the suite (reader, toy generator, shards, preprocessing, tokenizers, heads)
 reads these entries instead of hard-coding per-modality facts, so adding a modality is one entry
-here. The facts are summarised in docs/method.md (data and method).
+here. The facts are summarised in docs/method.md (data and method). Which dataset holds which
+modality, and where a dataset's sizes differ from these rows, is :mod:`maestro.datasets`'s table:
+``elevation`` (the 5th band of FLAIR #2's aerial images) and the ``flair2`` labels exist only
+there, and their ``sensor`` / ``datatype`` name no FLAIR-HUB folder.
 """
 
 from __future__ import annotations
@@ -352,6 +355,21 @@ _ENTRIES = (
         display_bands=("PAN",),
     ),
     Modality(
+        key="elevation",
+        sensor="AERIAL",
+        datatype="ELEV-FLAIR2",
+        bands=("ELEV",),
+        dtype="uint8",
+        pixel_size_m=0.2,
+        size_px=512,
+        input_bands=("ELEV",),
+        patch_size=16,
+        scaling=Divide(255.0),
+        norm_groups=(("ELEV",),),
+        fusion_group="elevation",
+        display_bands=("ELEV",),
+    ),
+    Modality(
         key="lc",
         sensor="AERIAL",
         datatype="LABEL-COSIA",
@@ -372,6 +390,17 @@ _ENTRIES = (
         size_px=512,
         kind="label",
         label_set="lpis",
+    ),
+    Modality(
+        key="flair2",
+        sensor="AERIAL",
+        datatype="LABEL-FLAIR2",
+        bands=("CLASS",),
+        dtype="uint8",
+        pixel_size_m=0.2,
+        size_px=512,
+        kind="label",
+        label_set="flair2",
     ),
 )
 

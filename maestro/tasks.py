@@ -1,4 +1,5 @@
-"""The segmentation tasks of FLAIR-HUB: which label raster, which band, which classes.
+"""The segmentation tasks (FLAIR-HUB's ``lc`` / ``lpis``, FLAIR #2's ``flair2``): which label raster,
+which band, which classes.
 
 One frozen row per task in :data:`TASKS` (like the modality registry); :func:`get_task` looks one
 up and :meth:`SegmentationTask.target` resolves a nomenclature level into a :class:`LabelTarget`,
@@ -125,7 +126,7 @@ class LabelTarget:
 
 @dataclass(frozen=True)
 class SegmentationTask:
-    """A FLAIR-HUB segmentation task: a label raster of the registry and its levels."""
+    """A segmentation task: a label raster of the registry and its levels."""
 
     key: str
     label_modality: str
@@ -153,6 +154,7 @@ TASKS: dict[str, SegmentationTask] = {
     for task in (
         SegmentationTask("lc", "lc", "land cover (COSIA), 15 scored classes"),
         SegmentationTask("lpis", "lpis", "crop type (LPIS), levels 1/2/3 with 23/31/46 classes"),
+        SegmentationTask("flair2", "flair2", "FLAIR #2's 13 classes (12 scored, 'other' ignored)"),
     )
 }
 

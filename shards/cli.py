@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from maestro.data.layout import SPLIT_NAME
+from maestro.datasets import DATASETS, DEFAULT_DATASET, get_dataset
 from maestro.errors import ConfigError, DataError
 from shards.manifest import read_manifest
 from shards.plan import DEFAULT_MODALITIES, BuildConfig, parse_size
@@ -23,21 +24,27 @@ log = logging.getLogger("shards")
 
 
 def _cmd_toy(args: argparse.Namespace) -> int:
+    dataset = get_dataset(args.dataset)
     if args.zone:
+        if dataset.key != DEFAULT_DATASET:
+            raise ConfigError(f"--zone writes a FLAIR-HUB toy zone; it takes no --dataset {dataset.key}")
         from maestro.data.toy.zone import write_toy_zone
 
         write_toy_zone(Path(args.zone), size_m=args.size_m, seed=args.seed)
         return 0
-    from maestro.data.toy import SPLIT_DOMAINS, write_toy_dataset
+    import maestro.data.zoo as zoo
 
-    if args.patches < len(SPLIT_DOMAINS):
+    toy = zoo.toy_generator(dataset.key)
+    patches = toy.patches if args.patches is None else args.patches
+    if patches < toy.min_patches:
         raise ConfigError(
-            f"--patches must be at least {len(SPLIT_DOMAINS)} (one per split), got {args.patches}"
+            f"--patches must be at least {toy.min_patches} for a {dataset.name} toy (every split "
+            f"gets patches), got {patches}"
         )
     out = Path(args.out)
     created = not out.exists()
     try:
-        summary = write_toy_dataset(out, num_patches=args.patches, seed=args.seed)
+        summary = toy.write(out, patches, args.seed)
     except BaseException:
         if created:  # only what this run wrote is in there; the refusal of a non-empty --out creates nothing
             shutil.rmtree(out, ignore_errors=True)
@@ -68,7 +75,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             root=Path(args.root),
             out=Path(args.out),
             split=split,
-            modalities=tuple(args.modalities),
+            modalities=None if args.modalities is None else tuple(args.modalities),
             max_size=parse_size(args.max_size),
             max_count=args.max_count,
             workers=args.workers,
@@ -79,6 +86,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             force=args.force,
             allow_nan=args.allow_nan,
+            dataset=args.dataset,
         )
         for split in args.split
     ]  # all validated before the first split is written, and before the writer loads torch (webdataset)
@@ -123,12 +131,17 @@ def _rounded(values: list[float | None]) -> list[float | None]:
     return [None if v is None else round(v, 4) for v in values]
 
 
+_DATASET_HELP = f"dataset of the registry: {', '.join(sorted(DATASETS))} (default {DEFAULT_DATASET})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shards", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    toy = sub.add_parser("toy", help="write a small synthetic dataset in the FLAIR-HUB layout, or a toy zone")
+    toy = sub.add_parser(
+        "toy", help="write a small synthetic dataset in the FLAIR-HUB (or --dataset's) layout, or a toy zone"
+    )
     target = toy.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="output directory (created; must be empty or absent)")
     target.add_argument(
@@ -137,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument(
         "--size-m", type=float, default=400.0, help="--zone: side of the zone in metres (default 400)"
     )
-    toy.add_argument("--patches", type=int, default=200, help="number of patches (default 200)")
+    toy.add_argument(
+        "--patches", type=int, help="number of patches (default: 200 for flair-hub, 16 for flair2)"
+    )
+    toy.add_argument("--dataset", default=DEFAULT_DATASET, help=_DATASET_HELP)
     toy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     toy.set_defaults(func=_cmd_toy)
 
@@ -159,14 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     dates.set_defaults(func=_cmd_dates)
 
     build = sub.add_parser("build", help="write WebDataset shards of one or more splits")
-    build.add_argument("--root", required=True, help="FLAIR-HUB root directory")
+    build.add_argument("--root", required=True, help="dataset root directory (FLAIR-HUB by default)")
+    build.add_argument("--dataset", default=DEFAULT_DATASET, help=_DATASET_HELP)
     build.add_argument("--split", nargs="+", default=["train"], help="split(s) to build (default train)")
     build.add_argument("--out", required=True, help="shard directory (created; shared by all splits)")
     build.add_argument(
         "--modalities",
         nargs="+",
-        default=list(DEFAULT_MODALITIES),
-        help="modalities to store; masks follow their images (default: %(default)s)",
+        help="modalities to store; masks follow their images (default: the dataset's inputs and labels, "
+        f"for flair-hub {' '.join(DEFAULT_MODALITIES)})",
     )
     build.add_argument("--max-size", default="1GB", help="target shard size, e.g. 1GB, 500MiB (default 1GB)")
     build.add_argument("--max-count", type=int, default=10_000, help="max samples per shard (default 10000)")

@@ -55,8 +55,11 @@ class SplitEntry:
     source: dict[str, Any] = field(default_factory=dict)
     """Build parameters (root, split_name, seed, max_count, ...), for provenance only."""
     dataset: str | None = None
-    """What the shards hold: ``FLAIR-HUB`` (a tree in its layout) or ``toy`` (written by ``shards
-    toy``, simulated); None in manifests written before this field."""
+    """What the shards hold: the dataset's name (``FLAIR-HUB``, ``FLAIR #2``) or ``toy`` (written by
+    ``shards toy``, simulated); None in manifests written before this field."""
+    dataset_key: str | None = None
+    """Row of :data:`maestro.datasets.DATASETS` the shards were read with (its reader, its sizes);
+    None in manifests written before this field, which hold FLAIR-HUB."""
 
     @property
     def num_samples(self) -> int:
@@ -80,6 +83,7 @@ class SplitEntry:
             "skipped": [asdict(s) for s in self.skipped],
             "source": self.source,
             "dataset": self.dataset,
+            "dataset_key": self.dataset_key,
         }
 
     @classmethod
@@ -91,6 +95,7 @@ class SplitEntry:
             skipped=[SkippedPatch(**s) for s in data.get("skipped", [])],
             source=dict(data.get("source", {})),
             dataset=data.get("dataset"),
+            dataset_key=data.get("dataset_key"),
         )
 
 

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from maestro.data.layout import SPLIT_NAME
+from maestro.datasets import DEFAULT_DATASET, Dataset, ReaderOptions, get_dataset
 from maestro.errors import ConfigError, DataError
-from maestro.modalities import DEFAULT_INPUTS, MODALITIES, resolve, with_companions
+from maestro.modalities import MODALITIES, resolve, with_companions
 from shards.format import FORMAT_VERSION, encode_sample, validate_key
 from shards.manifest import BUILD_DIR, write_json_atomic
 
-DEFAULT_MODALITIES: tuple[str, ...] = DEFAULT_INPUTS + tuple(
-    k for k, m in MODALITIES.items() if m.kind == "label"
-)
-"""The MAESTRO default inputs plus every label: one build serves pretraining and fine-tuning."""
+DEFAULT_MODALITIES: tuple[str, ...] = get_dataset(DEFAULT_DATASET).build_modalities
+"""FLAIR-HUB's default MAESTRO inputs plus its labels: one build serves pretraining and fine-tuning
+(another dataset's default is its row's ``build_modalities``)."""
 PROBE_SAMPLES = 8
 """Patches encoded up front to turn ``max_size`` into a sample count per shard."""
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -57,8 +57,9 @@ def parse_size(text: str | int) -> int:
     return int(float(match[1]) * _UNITS[unit])
 
 
-def _modality_keys(modalities: Sequence[str]) -> list[str]:
-    """Requested keys plus their masks; an unknown key is a ConfigError listing the valid ones."""
+def _modality_keys(modalities: Sequence[str], dataset: Dataset) -> list[str]:
+    """Requested keys plus their masks; an unknown key, or one the dataset lacks, is a ConfigError
+    listing the valid ones."""
     if isinstance(modalities, str):
         raise ConfigError(f"modalities must be a list of keys, got the string {modalities!r}")
     unknown = [k for k in modalities if k not in MODALITIES]
@@ -66,6 +67,7 @@ def _modality_keys(modalities: Sequence[str]) -> list[str]:
         raise ConfigError(f"unknown modalities {unknown}; valid keys are {sorted(MODALITIES)}")
     keys = with_companions(modalities)
     resolve(keys)  # ConfigError: listed twice
+    dataset.check_modalities(keys)
     return keys
 
 
@@ -76,7 +78,8 @@ class BuildConfig:
     root: Path
     out: Path
     split: str = "train"
-    modalities: tuple[str, ...] = DEFAULT_MODALITIES
+    modalities: tuple[str, ...] | None = None
+    """Registry keys to store (masks are added); None: the dataset's ``build_modalities``."""
     max_size: int = 10**9
     """Target shard size in bytes (estimated from the first patches, so approximate)."""
     max_count: int = 10_000
@@ -92,11 +95,15 @@ class BuildConfig:
     """Rewrite every shard of the split, even those an earlier run finished and whose sources are unchanged."""
     allow_nan: bool = False
     """Keep NaN / inf pixels of float rasters (Sentinel-1 borders) instead of rejecting the patch."""
+    dataset: str = DEFAULT_DATASET
+    """Row of :data:`maestro.datasets.DATASETS` whose reader opens ``root``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
         object.__setattr__(self, "out", Path(self.out))
-        object.__setattr__(self, "modalities", tuple(_modality_keys(self.modalities)))
+        row = get_dataset(self.dataset)
+        keys = row.build_modalities if self.modalities is None else self.modalities
+        object.__setattr__(self, "modalities", tuple(_modality_keys(keys, row)))
         if not _SPLIT_NAME.match(self.split):
             raise ConfigError(
                 f"split {self.split!r} must be a plain name ([A-Za-z0-9_-]), it names the shard files"
@@ -111,15 +118,20 @@ class BuildConfig:
     def shard_name(self, index: int) -> str:
         return f"{self.split}-{index:06d}.tar"
 
-    def reader_args(self) -> dict[str, Any]:
-        return {
-            "root": self.root,
-            "modalities": list(self.modalities),
-            "split": self.split,
-            "split_name": self.split_name,
-            "split_csv": self.split_csv,
-            "allow_nan": self.allow_nan,
-        }
+    @property
+    def dataset_row(self) -> Dataset:
+        return get_dataset(self.dataset)
+
+    def reader_options(self) -> ReaderOptions:
+        """What the dataset's registered reader is opened with (:mod:`maestro.data.zoo`)."""
+        return ReaderOptions(
+            root=self.root,
+            split=self.split,
+            modalities=tuple(self.modalities or ()),
+            split_name=self.split_name,
+            split_csv=self.split_csv,
+            allow_nan=self.allow_nan,
+        )
 
 
 @dataclass

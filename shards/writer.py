@@ -1,4 +1,6 @@
-"""Build WebDataset shards from a FLAIR-HUB split: write (in parallel), resume, manifest.
+"""Build WebDataset shards from one split of a dataset (FLAIR-HUB by default; any row of
+:data:`maestro.datasets.DATASETS`, read by its registered reader): write (in parallel), resume,
+manifest.
 
 The build follows a stored plan (:mod:`shards.plan`); each worker process writes whole shards
 from it, to ``name.tar.partial`` first, then fsync and rename, and records what it wrote in
@@ -26,8 +28,8 @@ from typing import Any
 import webdataset as wds
 from tqdm import tqdm
 
-from maestro.data.flairhub import FlairHubReader
-from maestro.data.layout import dataset_of
+from maestro.data import zoo
+from maestro.data.layout import TOY_MARKER
 from maestro.errors import DataError
 from shards.manifest import (
     BUILD_DIR,
@@ -88,7 +90,14 @@ class BuildResult:
 
 
 def _open_reader(config: BuildConfig) -> Any:
-    return FlairHubReader(**config.reader_args())
+    """The reader the dataset's row registered (:mod:`maestro.data.zoo`)."""
+    return zoo.open_reader(config.dataset, config.reader_options())
+
+
+def _provenance(config: BuildConfig) -> str:
+    """The manifest's ``dataset``: ``toy`` for a tree written by ``shards toy``, else the dataset's
+    name (``FLAIR-HUB``, ``FLAIR #2``)."""
+    return "toy" if (config.root / TOY_MARKER).is_file() else config.dataset_row.name
 
 
 _WORKER: dict[str, Any] = {}
@@ -97,7 +106,8 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(config: BuildConfig) -> None:
     # The parent already logged what the reader says at INFO; every worker would repeat it.
-    logging.getLogger("maestro.data.flairhub").setLevel(logging.WARNING)
+    for module in zoo.MODULES:
+        logging.getLogger(module.__name__).setLevel(logging.WARNING)
     _WORKER["config"] = config
     _WORKER["reader"] = _open_reader(config)
 
@@ -324,7 +334,8 @@ def _build(config: BuildConfig, reader: Any) -> BuildResult:
         shards=[r.record for r in results],
         skipped=skipped,
         source={k: (str(v) if isinstance(v, Path) else v) for k, v in _source_info(config).items()},
-        dataset=dataset_of(config.root),
+        dataset=_provenance(config),
+        dataset_key=config.dataset,
     )
     merge_split(config.out, entry)
     reused = sum(r.reused for r in results)

@@ -32,7 +32,7 @@ DEFERRED = {
         "maestro.reference.convert": "import-reference checks its flags before the converter loads torch",
     },
     "shards.cli": {
-        "maestro.data.toy": "shards --help before rasterio: the toy writer",
+        "maestro.data.zoo": "shards --help before rasterio: the toy writers of every dataset",
         "maestro.data.toy.zone": "shards --help before rasterio: the toy zone writer",
         "maestro.data.dates_csv": "shards --help before the GeoPackage writer",
         "shards.writer": "shards build checks its configs before the writer loads webdataset and torch",

@@ -20,10 +20,11 @@ from maestro.data.flairhub import (
     split_by_domain,
     to_sample_layout,
 )
+from maestro.datasets import get_dataset
 from maestro.errors import DataError
-from maestro.modalities import MODALITIES, get_modality
+from maestro.modalities import get_modality
 
-ALL = tuple(MODALITIES)
+ALL = get_dataset("flair-hub").modalities
 TRAIN = ["D006-2020_FF-S1-14_3-7", "D006-2020_FF-S1-14_3-8", "D006-2020_FF-S1-15_0-0"]
 VAL = ["D034-2021_UU-S2-3_12-4"]
 LACKING = {TRAIN[1]: {"spot", "s1_des", "hist"}}

@@ -49,7 +49,13 @@ def test_device_scaling_builds_no_tensor_from_host_data_once_warm():
 
 
 def test_only_integer_divisions_travel_unscaled():
-    assert {k for k in INPUTS if MODALITIES[k].scales_on_device} == {"aerial", "spot", "s2", "hist"}
+    assert {k for k in INPUTS if MODALITIES[k].scales_on_device} == {
+        "aerial",
+        "spot",
+        "s2",
+        "hist",
+        "elevation",
+    }
 
 
 @pytest.mark.parametrize("train", [False, True])

@@ -272,3 +272,21 @@ def test_build_failing_on_its_first_patch_leaves_no_out_dir(
     [error] = _errors(caplog)
     assert "D006-2020_XX-1_0-0" in error.getMessage() and "file not found" in error.getMessage()
     assert not out.exists()
+
+
+def test_unknown_dataset_or_a_modality_it_lacks_is_one_error_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.ERROR)
+    assert main(["toy", "--dataset", "flair3", "--out", str(tmp_path / "t")]) == 2
+    [error] = _errors(caplog)
+    assert "unknown dataset 'flair3'; datasets are ['flair-hub', 'flair2']" in error.getMessage()
+    assert not error.exc_info
+    assert not (tmp_path / "t").exists()
+    caplog.clear()
+    args = ["build", "--dataset", "flair2", "--root", str(tmp_path), "--out", str(tmp_path / "s")]
+    assert main([*args, "--modalities", "aerial", "dem", "flair2"]) == 2
+    assert "dataset 'flair2' has no ['dem']" in caplog.text
+    caplog.clear()
+    assert main(["toy", "--dataset", "flair2", "--out", str(tmp_path / "t"), "--patches", "3"]) == 2
+    assert "--patches must be at least 4 for a FLAIR #2 toy" in caplog.text

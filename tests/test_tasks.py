@@ -9,16 +9,29 @@ from maestro.tasks import TASKS, CheckedLabels, get_task, mask_ignored, predicte
 
 
 def test_registry_levels_and_class_counts():
-    assert sorted(TASKS) == ["lc", "lpis"]
+    assert sorted(TASKS) == ["flair2", "lc", "lpis"]
     assert get_task("lc").levels == (1,)
     assert [get_task("lpis").target(k).num_classes for k in (1, 2, 3)] == [23, 31, 46]
     assert get_task("lc").target().num_classes == 15
-    with pytest.raises(ConfigError, match=r"unknown task 'crops'; tasks are \['lc', 'lpis'\]"):
+    with pytest.raises(ConfigError, match=r"unknown task 'crops'; tasks are \['flair2', 'lc', 'lpis'\]"):
         get_task("crops")
     with pytest.raises(ConfigError, match=r"level\(s\) \[1, 2, 3\], not 4"):
         get_task("lpis").target(4)
     with pytest.raises(ConfigError, match=r"\[1\], not 2"):
         get_task("lc").target(2)
+
+
+def test_flair2_task_scores_twelve_classes_and_ignores_other():
+    """FLAIR #2's 13 grouped classes: 'other' (12) is ignored, so a head has 12 outputs, and a
+    byte outside 0..12 is a data error naming the patch."""
+    target = get_task("flair2").target()
+    assert get_task("flair2").levels == (1,) and target.label_modality == "flair2" and target.band == 0
+    assert len(target.names) == 13 and target.names[12] == "other" and target.names[0] == "building"
+    assert target.num_classes == 12 and target.evaluated == list(range(12)) and target.ignored_channels == ()
+    raw = torch.tensor([[[[0, 11], [12, 5]]]], dtype=torch.uint8)
+    assert target.targets(raw).tolist() == [[[0, 11], [IGNORE_INDEX, 5]]]
+    with pytest.raises(DataError, match=r"patch 000007.*values \[13\] are outside the flair2 level-1"):
+        target.check(np.array([[[0, 13]]], dtype=np.uint8), "000007")
 
 
 def test_targets_read_the_level_band_and_ignore_unknown_classes():

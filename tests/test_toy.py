@@ -23,12 +23,15 @@ from maestro.data.layout import (
 )
 from maestro.data.metadata import read_dates_table
 from maestro.data.toy import LPIS_HIERARCHY, SPLIT_DOMAINS, ToySummary, write_toy_dataset
+from maestro.datasets import get_dataset
 from maestro.dates import year_and_doy
 from maestro.labels import LABEL_SETS
-from maestro.modalities import MODALITIES
+from maestro.modalities import MODALITIES as REGISTRY
 from maestro.sample import DATES, Sample
 from shards.cli import main as shards_main
 
+MODALITIES = {key: REGISTRY[key] for key in get_dataset("flair-hub").modalities}
+"""The FLAIR-HUB rows of the registry: what the toy simulates (FLAIR #2's own rows are not)."""
 NUM_PATCHES = 32
 SPLITS = tuple(SPLIT_DOMAINS)
 LPIS = LABEL_SETS["lpis"]

@@ -31,6 +31,7 @@ from maestro.data.splits import (  # re-exported: the split listing used to live
     split_by_domain,
     write_split_csv,
 )
+from maestro.datasets import ReaderOptions, register_reader
 from maestro.errors import DataError
 from maestro.labels import LABEL_SETS
 from maestro.modalities import DEFAULT_INPUTS, Modality, get_modality, resolve, with_companions
@@ -385,3 +386,16 @@ class FlairHubReader:
                 )
             dates[modality.key] = found.copy()
         return dates
+
+
+@register_reader("flair-hub")
+def open_flairhub(options: ReaderOptions) -> FlairHubReader:
+    """``shards build --dataset flair-hub``: one split of a FLAIR-HUB tree, from its split CSVs."""
+    return FlairHubReader(
+        options.root,
+        options.modalities,
+        split=options.split,
+        split_name=options.split_name or SPLIT_NAME,
+        split_csv=options.split_csv,
+        allow_nan=options.allow_nan,
+    )

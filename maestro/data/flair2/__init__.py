@@ -1,7 +1,9 @@
 """FLAIR #2 (IGN challenge release): layout, nomenclature, reader and toy generator.
 
-Self-contained: nothing here is registered with the suite's modality or task registries yet. The
-names below are imported lazily, so that ``layout`` and ``nomenclature`` load on their own.
+The registries hold its rasters (modalities ``elevation``, ``flair2``; task ``flair2``; dataset row
+``flair2`` of :mod:`maestro.datasets`, to which the reader and the toy generator attach themselves).
+The names below are imported lazily, so that ``layout`` and ``nomenclature`` load on their own
+(the label registry reads ``nomenclature``).
 """
 
 from __future__ import annotations

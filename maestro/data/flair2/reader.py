@@ -30,7 +30,8 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from maestro.data.flair2 import layout, nomenclature, series
-from maestro.errors import DataError
+from maestro.datasets import ReaderOptions, register_reader
+from maestro.errors import ConfigError, DataError
 from maestro.sample import DATES, META, Sample
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,30 @@ class Flair2Reader:
     def patch_ids(self) -> list[str]:
         return list(self._ids)
 
+    def source_state(self, patch_id: str) -> dict[str, Any]:
+        """What a patch is read from, as JSON (:mod:`shards.sources`): path, size and mtime_ns of its
+        image, mask and super-area files (``None`` when absent), and its super-patch centroid, so a
+        resumed shard build notices an edited or fixed file."""
+        patch = self._patches.get(patch_id)
+        if patch is None:
+            return {}
+        files: dict[str, Path | None] = {"aerial": patch.image, LABEL_KEY: patch.mask}
+        if "s2" in self.modalities:
+            files.update({f"s2_{kind}": path for kind, path in patch.sen.items()})
+        state: dict[str, Any] = {}
+        for key, path in files.items():
+            if path is None:
+                state[key] = None
+                continue
+            try:
+                stat = path.stat()
+                state[key] = [self._rel(path), stat.st_size, stat.st_mtime_ns]
+            except OSError:
+                state[key] = [self._rel(path), None, None]
+        if "s2" in self.modalities:
+            state["dates:centroid"] = self._centroids.get(layout.centroid_key(patch_id))
+        return state
+
     def __len__(self) -> int:
         return len(self._ids)
 
@@ -216,7 +241,8 @@ class Flair2Reader:
             raise DataError("label mask folder is missing", patch_id=patch_id, path=self.root)
         if "s2" in self.modalities:
             s2, s2_mask, s2_dates, window = self._read_series(patch)
-            sample["s2"], sample["s2_mask"], dates["s2"] = s2, s2_mask, s2_dates
+            # Release masks are uint8 probabilities; shards store masks in the registry's dtype.
+            sample["s2"], sample["s2_mask"], dates["s2"] = s2, s2_mask.astype(np.uint16), s2_dates
             rasters["s2"] = {
                 "path": self._rel(patch.sen["data"]),
                 "masks": self._rel(patch.sen["masks"]),
@@ -372,3 +398,20 @@ class Flair2Reader:
         if self.monthly:
             s2, s2_mask, dates = series.monthly_means(s2, s2_mask, dates)
         return s2, s2_mask, dates, window
+
+
+@register_reader("flair2")
+def open_flair2(options: ReaderOptions) -> Flair2Reader:
+    """``shards build --dataset flair2``: one split of the release (val: held-out train domains),
+    with the baseline's defaults (40 px super-patch, cloud filter). Its splits are the release's
+    folders, so a split CSV is refused rather than ignored."""
+    if options.split_csv is not None:
+        raise ConfigError(
+            f"--split-csv {options.split_csv}: FLAIR #2 splits come from the release's folders "
+            f"({', '.join(layout.SPLITS)}); a split CSV is a FLAIR-HUB option"
+        )
+    if options.split not in layout.SPLITS:
+        raise ConfigError(f"FLAIR #2 has splits {list(layout.SPLITS)}, not {options.split!r}")
+    return Flair2Reader(
+        options.root, split=options.split, modalities=[k for k in options.modalities if k in MODALITIES]
+    )

@@ -20,6 +20,8 @@ from rasterio.transform import Affine
 
 from maestro.data.flair2 import layout
 from maestro.data.flair2.nomenclature import RAW_VALUES
+from maestro.data.layout import TOY_MARKER
+from maestro.datasets import register_toy
 
 _TABLE_SEED = 20230524
 """Class appearance is fixed across seeds: the seed changes scenes, not what a class looks like."""
@@ -138,6 +140,29 @@ def write_flair2_toy(
     (root / layout.CENTROIDS_FILES[0]).write_text(json.dumps(centroids, indent=1))
     (root / layout.METADATA_FILE).write_text(json.dumps(metadata, indent=1))
     return toy
+
+
+@register_toy("flair2", patches=16, min_patches=4)
+def write_toy_release(out: Path, num_patches: int = 16, seed: int = 0) -> str:
+    """``shards toy --dataset flair2``: the toy release in a new or empty folder, with the marker
+    that makes shards built from it (and scores tested on them) say they are simulated."""
+    root = Path(out)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(
+            f"toy dataset output {root} exists and is not an empty directory; choose a new path"
+        )
+    toy = write_flair2_toy(root, num_patches=num_patches, seed=seed)
+    marker = {
+        "dataset": "toy",
+        "generator": "shards toy --dataset flair2",
+        "seed": seed,
+        "patches": num_patches,
+    }
+    (root / TOY_MARKER).write_text(json.dumps(marker) + "\n")
+    return (
+        f"wrote a toy FLAIR #2 release to {root}: {len(toy.train_ids)} train patches (val: held-out train "
+        f"domains) and {len(toy.test_ids)} test patches, seed {seed}"
+    )
 
 
 def _dates(rng: np.random.Generator, year: int, count: int) -> list[int]:

@@ -19,6 +19,7 @@ from maestro.data.toy.plan import SPLIT_DOMAINS, PatchPlan, plan_patches
 from maestro.data.toy.render import PRODUCTS, Renderer, Terrain
 from maestro.data.toy.scene import build_scene
 from maestro.data.toy.writing import check_inside, prepare_output, write_patch, write_splits
+from maestro.datasets import register_toy
 from maestro.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def _cloudy_dates(rasters: Mapping[str, np.ndarray]) -> tuple[int, int]:
     return cloudy, total
 
 
+@register_toy("flair-hub", patches=200, min_patches=len(SPLIT_DOMAINS))
 def write_toy_dataset(out: Path, num_patches: int = 200, seed: int = 0) -> ToySummary:
     """Write a synthetic FLAIR-HUB tree (rasters, date tables, split CSVs) under ``out``.
 

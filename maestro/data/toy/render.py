@@ -12,6 +12,7 @@ from maestro.data.toy.classes import LC_SURFACES, LPIS_HIERARCHY
 from maestro.data.toy.grid import RES, SIZE, block_mean, box_blur, coordinates, smooth_noise
 from maestro.data.toy.scene import Scene
 from maestro.data.toy.spectra import AERIAL_FROM_S2, PROFILES, S2_BANDS, SPECTRA, TINTS, canopy_spectrum
+from maestro.datasets import DEFAULT_DATASET, get_dataset
 from maestro.modalities import MODALITIES
 
 _CLOUD_STATES = {"clear": 0.65, "partly": 0.2, "overcast": 0.15}
@@ -287,5 +288,7 @@ PRODUCTS: dict[str, Callable[[Renderer], np.ndarray]] = {
     "lc": Renderer.lc,
     "lpis": Renderer.lpis,
 }
-"""How the toy simulates each registry modality; every modality of the registry must be here."""
-assert set(PRODUCTS) == set(MODALITIES), "the toy dataset must simulate every modality of the registry"
+"""How the toy simulates each FLAIR-HUB modality; every modality of its dataset row must be here."""
+assert set(PRODUCTS) == set(get_dataset(DEFAULT_DATASET).modalities), (
+    "the toy dataset must simulate every FLAIR-HUB modality of the registry"
+)

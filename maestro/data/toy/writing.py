@@ -13,6 +13,7 @@ from rasterio.transform import Affine
 
 from maestro.data.layout import CRS, PATCH_ID_COLUMN, PATCH_SIZE_M, SPLIT_NAME, raster_relpath, split_csv_path
 from maestro.data.toy.plan import PatchPlan
+from maestro.datasets import DEFAULT_DATASET, get_dataset
 from maestro.modalities import MODALITIES, Modality
 
 
@@ -71,7 +72,7 @@ def prepare_output(out: Path) -> Path:
 
 
 def write_splits(root: Path, rows: Mapping[str, list[dict[str, str]]]) -> None:
-    columns = [PATCH_ID_COLUMN, *MODALITIES]
+    columns = [PATCH_ID_COLUMN, *get_dataset(DEFAULT_DATASET).modalities]
     for split, split_rows in rows.items():
         path = check_inside(root, split_csv_path(Path(), SPLIT_NAME, split))
         path.parent.mkdir(parents=True, exist_ok=True)

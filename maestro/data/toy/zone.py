@@ -34,6 +34,9 @@ from maestro.modalities import MODALITIES, Modality
 
 log = logging.getLogger(__name__)
 
+_FLAIR_HUB: dict[str, Modality] = {key: MODALITIES[key] for key in PRODUCTS}
+"""The FLAIR-HUB modalities: a toy zone holds one raster of each."""
+
 ZONE_ORIGIN = (8000 * PATCH_SIZE_M, 64000 * PATCH_SIZE_M)
 """(left, top) of toy zones in Lambert-93 metres, on the FLAIR-HUB patch grid."""
 ZONE_YEAR = 2021
@@ -117,13 +120,13 @@ def write_toy_zone(out: Path, size_m: float = 400.0, seed: int = 0) -> ToyZoneSu
     root = prepare_output(Path(out))
     per_side = math.ceil(size_m / PATCH_SIZE_M - 1e-9)
     rng = np.random.default_rng((seed, 2))
-    tables = dict.fromkeys(m.dates_table for m in MODALITIES.values() if m.dates_table)
+    tables = dict.fromkeys(m.dates_table for m in _FLAIR_HUB.values() if m.dates_table)
     doys = {table: draw_dates(rng, ZONE_YEAR, ACQUISITIONS[table]) for table in tables}
     shift = float(rng.normal(0.0, 4.0))
     terrain = Terrain.draw(np.random.default_rng((seed, 1, 0)))
-    counts = {key: len(doys[m.dates_table]) if m.temporal else 1 for key, m in MODALITIES.items()}
+    counts = {key: len(doys[m.dates_table]) if m.temporal else 1 for key, m in _FLAIR_HUB.items()}
     log.info("simulating a %g m toy zone: %d x %d patches (seed %d)", size_m, per_side, per_side, seed)
-    datasets = {key: _open(root, m, size_m, counts[key]) for key, m in MODALITIES.items()}
+    datasets = {key: _open(root, m, size_m, counts[key]) for key, m in _FLAIR_HUB.items()}
     try:
         for index in range(per_side * per_side):
             row, col = divmod(index, per_side)
@@ -145,14 +148,14 @@ def write_toy_zone(out: Path, size_m: float = 400.0, seed: int = 0) -> ToyZoneSu
         for dataset in datasets.values():
             dataset.close()
     dates = {}
-    for key, modality in MODALITIES.items():
+    for key, modality in _FLAIR_HUB.items():
         if modality.dates_table and modality.kind == "image":
             values = [int(d) for d in to_yyyymmdd(ZONE_YEAR, doys[modality.dates_table])]
             check_inside(root, Path(f"{key}_dates.json")).write_text(json.dumps(values) + "\n")
             dates[key] = len(values)
     rasters = {
         key: (_pixels(m, size_m), _pixels(m, size_m), m.num_bands * counts[key])
-        for key, m in MODALITIES.items()
+        for key, m in _FLAIR_HUB.items()
     }
     summary = ToyZoneSummary(
         root, size_m, seed, per_side * per_side, rasters, dates, time.perf_counter() - started
