@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -24,6 +24,7 @@ from rasterio.errors import RasterioError
 
 from maestro.data.layout import CRS, SPLIT_NAME, PatchId, dates_table_path, split_csv_path
 from maestro.data.metadata import DatesTable, load_dates_table
+from maestro.data.split_reader import OnError, SplitReader
 from maestro.data.splits import (  # re-exported: the split listing used to live here
     PatchEntry,
     read_split_csv,
@@ -55,7 +56,6 @@ __all__ = [
     "write_split_csv",
 ]
 
-OnError = Literal["raise", "skip"]
 
 _RASTER_ERRORS = (RasterioError, CPLE_BaseError, OSError)
 _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
@@ -205,7 +205,7 @@ def read_raster(
 # ------------------------------------------------------------------------------------- reader
 
 
-class FlairHubReader:
+class FlairHubReader(SplitReader):
     """Map-style access to one split of FLAIR-HUB, one validated sample per patch.
 
     ``reader[i]`` and ``reader.read(patch_id)`` always raise on bad data (a map-style dataset
@@ -267,10 +267,6 @@ class FlairHubReader:
             "FLAIR-HUB %s split from %s: %d patches, modalities %s", split, self.source, len(self._ids), keys
         )
 
-    @property
-    def patch_ids(self) -> list[str]:
-        return list(self._ids)
-
     def source_state(self, patch_id: str) -> dict[str, Any]:
         """What a patch is read from, as JSON: per modality its raster path, size and mtime_ns
         (``None`` when absent), and per dates table a digest of its row (or the row's error).
@@ -300,29 +296,6 @@ class FlairHubReader:
             except DataError as error:
                 state[f"dates:{name}"] = f"error: {error.problem}"
         return state
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __getitem__(self, index: int) -> Sample:
-        return self.read(self._ids[index])
-
-    def __iter__(self) -> Iterator[Sample]:
-        return self.iter_samples()
-
-    def iter_samples(self) -> Iterator[Sample]:
-        """Every sample in split order; with ``on_error='skip'`` bad patches are skipped and counted."""
-        for patch_id in self._ids:
-            try:
-                sample = self.read(patch_id)
-            except DataError as error:
-                if self.on_error == "raise":
-                    raise
-                self.skipped += 1
-                self.skipped_errors.append(error)
-                log.warning("skipping bad patch: %s", error)
-                continue
-            yield sample
 
     def read(self, patch_id: str) -> Sample:
         """The sample of one patch (layout in :mod:`maestro.sample`); raises DataError on bad data."""

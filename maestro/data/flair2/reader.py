@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
 
 from maestro.data.flair2 import layout, nomenclature, series
+from maestro.data.split_reader import OnError, SplitReader
 from maestro.datasets import ReaderOptions, register_reader
 from maestro.errors import ConfigError, DataError
 from maestro.sample import DATES, META, Sample
 
 log = logging.getLogger(__name__)
 
-OnError = Literal["raise", "skip"]
 MODALITIES: tuple[str, ...] = ("aerial", "elevation", "s2")
 LABEL_KEY = "flair2"
 _RASTER_ERRORS = (RasterioError, OSError)
@@ -89,7 +89,7 @@ def scan_patches(root: Path, folder_split: str) -> list[Flair2Patch]:
     return patches
 
 
-class Flair2Reader:
+class Flair2Reader(SplitReader):
     """Map-style access to one split of the FLAIR #2 release, one validated sample per patch.
 
     ``read(patch_id)`` always raises :class:`DataError` on bad data; iteration honours
@@ -160,10 +160,6 @@ class Flair2Reader:
             raise DataError("expected a JSON object keyed by patch file name", path=path)
         return data
 
-    @property
-    def patch_ids(self) -> list[str]:
-        return list(self._ids)
-
     def source_state(self, patch_id: str) -> dict[str, Any]:
         """What a patch is read from, as JSON (:mod:`shards.sources`): path, size and mtime_ns of its
         image, mask and super-area files (``None`` when absent), and its super-patch centroid, so a
@@ -187,29 +183,6 @@ class Flair2Reader:
         if "s2" in self.modalities:
             state["dates:centroid"] = self._centroids.get(layout.centroid_key(patch_id))
         return state
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __getitem__(self, index: int) -> Sample:
-        return self.read(self._ids[index])
-
-    def __iter__(self) -> Iterator[Sample]:
-        return self.iter_samples()
-
-    def iter_samples(self) -> Iterator[Sample]:
-        """Every sample in split order; with ``on_error='skip'`` bad patches are skipped and counted."""
-        for patch_id in self._ids:
-            try:
-                sample = self.read(patch_id)
-            except DataError as error:
-                if self.on_error == "raise":
-                    raise
-                self.skipped += 1
-                self.skipped_errors.append(error)
-                log.warning("skipping bad patch: %s", error)
-                continue
-            yield sample
 
     def _rel(self, path: Path) -> str:
         try:
