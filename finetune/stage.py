@@ -64,14 +64,6 @@ def shards_dataset(config: FinetuneConfig) -> Dataset:
     return dataset_of_manifest(entry.dataset_key)
 
 
-def _merged(base: ModalityOverride, own: ModalityOverride) -> ModalityOverride:
-    """``base`` with every field ``own`` sets replaced by ``own``'s."""
-    changes = {
-        f.name: getattr(own, f.name) for f in dataclasses.fields(own) if getattr(own, f.name) is not None
-    }
-    return dataclasses.replace(base, **changes)
-
-
 def with_dataset_sizes(encoder: EncoderConfig, dataset: Dataset) -> EncoderConfig:
     """``encoder`` with the dataset row's per-modality overrides (FLAIR #2: S2 at 40 px) under its
     own: a value the encoder config sets wins."""
@@ -80,7 +72,7 @@ def with_dataset_sizes(encoder: EncoderConfig, dataset: Dataset) -> EncoderConfi
         return encoder
     overrides = dict(encoder.overrides)
     for key in keys:
-        overrides[key] = _merged(dataset.overrides[key], overrides.get(key, ModalityOverride()))
+        overrides[key] = dataset.overrides[key].under(overrides.get(key, ModalityOverride()))
     return encoder.replace(overrides=overrides)
 
 

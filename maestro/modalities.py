@@ -11,7 +11,7 @@ there, and their ``sensor`` / ``datatype`` name no FLAIR-HUB folder.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
@@ -421,6 +421,11 @@ class ModalityOverride:
     num_dates: int | None = None
     token_groups: tuple[tuple[str, ...], ...] | None = None
     """Band groups that get their own token (default: one group with all bands)."""
+
+    def under(self, own: ModalityOverride) -> ModalityOverride:
+        """This override with every field ``own`` sets replaced by ``own``'s (``own`` wins)."""
+        changes = {f.name: getattr(own, f.name) for f in fields(own) if getattr(own, f.name) is not None}
+        return replace(self, **changes)
 
 
 MODALITIES: dict[str, Modality] = {m.key: m for m in _ENTRIES}
