@@ -74,8 +74,3 @@ def split_csv_path(root: Path, split_name: str, split: str) -> Path:
 TOY_MARKER = "TOY_DATASET.json"
 """Written at the root of a tree by the toy generator, so that shards (and the scores of models
 tested on them) built from simulated data are never taken for FLAIR-HUB."""
-
-
-def dataset_of(root: Path) -> str:
-    """``toy`` for a tree written by ``shards toy``, else ``FLAIR-HUB`` (a tree in its layout)."""
-    return "toy" if (Path(root) / TOY_MARKER).is_file() else "FLAIR-HUB"
