@@ -30,6 +30,11 @@ from maestro.tasks import TASKS
 
 DEFAULT_DATASET = "flair-hub"
 """What ``shards build`` reads, and what shards whose manifest names no dataset hold."""
+CUSTOM_INPUTS: tuple[str, ...] = tuple(
+    key for key, row in MODALITIES.items() if row.is_input and not row.temporal
+)
+"""Inputs a custom dataset may hold: the single-date images of the registry (a time series needs
+its dates and cloud masks per date, which the custom layout does not describe yet)."""
 
 
 class DatasetReader(Protocol):
@@ -68,6 +73,8 @@ class ReaderOptions:
     split_csv: Path | None = None
     """FLAIR-HUB: an explicit split CSV."""
     allow_nan: bool = False
+    data_config: Path | None = None
+    """A custom dataset: its data config YAML (folders, patch CSV, nomenclature)."""
 
 
 ReaderFactory = Callable[[ReaderOptions], DatasetReader]
@@ -89,6 +96,7 @@ class ToyGenerator:
 
 _READERS: dict[str, ReaderFactory] = {}
 _TOYS: dict[str, ToyGenerator] = {}
+_CONFIGURED: dict[str, Callable[[Path], Dataset]] = {}
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,9 @@ class Dataset:
     splits: tuple[str, ...]
     overrides: Mapping[str, ModalityOverride] = field(default_factory=dict)
     """Where its rasters differ from the modality registry (sizes, dates, bands)."""
+    needs_config: bool = False
+    """A template (``custom``): a user's data config YAML says which of its modalities a dataset
+    holds, their sizes and its classes (:func:`configured_dataset`)."""
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -182,6 +193,17 @@ DATASETS: dict[str, Dataset] = {
             splits=("train", "val", "test"),
             overrides={"s2": ModalityOverride(image_size=40), "s2_mask": ModalityOverride(image_size=40)},
         ),
+        Dataset(
+            key="custom",
+            name="custom",
+            description="your own dataset: a folder of GeoTIFF patches per modality, a CSV of patch ids "
+            "and splits, a nomenclature YAML",
+            modalities=CUSTOM_INPUTS + ("label",),
+            default_inputs=("aerial",),
+            tasks=("custom",),
+            splits=("train", "val", "test"),
+            needs_config=True,
+        ),
     )
 }
 """Every dataset by key."""
@@ -235,6 +257,42 @@ def register_toy(key: str, patches: int, min_patches: int) -> Callable[[F], F]:
         return write
 
     return register
+
+
+def register_configured(key: str) -> Callable[[F], F]:
+    """Decorator: ``build(data_config)`` is the row of one user's dataset of template ``key``."""
+    row = get_dataset(key)
+
+    def register(build: F) -> F:
+        _CONFIGURED[row.key] = build
+        return build
+
+    return register
+
+
+def configured_dataset(key: str, data_config: Path | None = None) -> Dataset:
+    """The row of dataset ``key``; for a template (``custom``) the row its ``data_config`` describes.
+
+    A data config for a dataset that takes none, or none for one that needs it, is a ConfigError."""
+    row = get_dataset(key)
+    if not row.needs_config:
+        if data_config is not None:
+            raise ConfigError(
+                f"--data-config describes your own dataset (--dataset custom); {row.name} reads none"
+            )
+        return row
+    if data_config is None:
+        raise ConfigError(
+            f"dataset {row.key!r} is described by a data config YAML: pass --data-config (README, "
+            "'Your own dataset')"
+        )
+    try:
+        build = _CONFIGURED[row.key]
+    except KeyError:
+        raise ConfigError(
+            f"no data config loader is registered for {row.key!r}: import maestro.data.zoo"
+        ) from None
+    return build(Path(data_config))
 
 
 def dataset_of_manifest(key: str | None) -> Dataset:

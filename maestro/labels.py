@@ -10,6 +10,8 @@ from maestro.data.flair2 import nomenclature as flair2_nomenclature
 IGNORE_INDEX = 255
 """Value written into targets for pixels that are neither trained nor evaluated."""
 
+RGB = tuple[int, int, int]
+
 
 @dataclass(frozen=True)
 class LabelLevel:
@@ -18,6 +20,8 @@ class LabelLevel:
     names: tuple[str, ...]
     ignored: frozenset[int]
     """Values excluded from the loss and from the metrics (mapped to :data:`IGNORE_INDEX`)."""
+    colours: tuple[RGB, ...] | None = None
+    """One RGB colour per value (a user's nomenclature); None: :func:`palette` picks them."""
 
     @property
     def num_values(self) -> int:
@@ -210,15 +214,12 @@ assert LABEL_SETS["lc"].level(1).num_classes == 15
 assert LABEL_SETS["flair2"].level(1).num_values == 13 and LABEL_SETS["flair2"].level(1).num_classes == 12
 
 
-RGB = tuple[int, int, int]
-
-
-def _rgb(hex_colour: str) -> RGB:
+def rgb_of_hex(hex_colour: str) -> RGB:
     return (int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16))
 
 
 _LC_COLORS: tuple[RGB, ...] = tuple(
-    _rgb(h)
+    rgb_of_hex(h)
     for h in (
         "#db0e9a",
         "#9999ff",
@@ -267,13 +268,16 @@ def _distinct_colors(count: int) -> list[RGB]:
 def palette(level: LabelLevel) -> tuple[RGB, ...]:
     """One RGB colour per value of ``level``, fixed so figures of different runs compare.
 
-    Land cover uses the FLAIR-HUB colours, FLAIR #2 its release's colours; other nomenclatures get generated distinct colours,
-    with "background" grey and ignored values (LPIS "mixed crops") black.
+    A nomenclature's own colours win (a user's YAML); land cover uses the FLAIR-HUB colours, FLAIR #2
+    its release's colours; other nomenclatures get generated distinct colours, with "background"
+    grey and ignored values (LPIS "mixed crops") black.
     """
+    if level.colours is not None:
+        return level.colours
     if level.names == _LC:
         return _LC_COLORS
     if level.names == flair2_nomenclature.CLASS_NAMES:
-        return tuple(_rgb(h) for h in flair2_nomenclature.CLASS_COLORS)
+        return tuple(rgb_of_hex(h) for h in flair2_nomenclature.CLASS_COLORS)
     generated = iter(
         _distinct_colors(
             sum(1 for v, name in enumerate(level.names) if v not in level.ignored and name != "background")

@@ -402,6 +402,17 @@ _ENTRIES = (
         kind="label",
         label_set="flair2",
     ),
+    Modality(
+        key="label",
+        sensor="CUSTOM",
+        datatype="LABEL",
+        bands=("CLASS",),
+        dtype="uint8",
+        pixel_size_m=0.2,
+        size_px=512,
+        kind="label",
+        # no label_set: the classes are the custom dataset's nomenclature YAML (maestro.nomenclature)
+    ),
 )
 
 

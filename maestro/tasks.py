@@ -1,4 +1,4 @@
-"""The segmentation tasks (FLAIR-HUB's ``lc`` / ``lpis``, FLAIR #2's ``flair2``): which label raster,
+"""The segmentation tasks (FLAIR-HUB's ``lc`` / ``lpis``, FLAIR #2's ``flair2``, a user's ``custom``): which label raster,
 which band, which classes.
 
 One frozen row per task in :data:`TASKS` (like the modality registry); :func:`get_task` looks one
@@ -134,19 +134,36 @@ class SegmentationTask:
     description: str
 
     @property
+    def user_classes(self) -> bool:
+        """Whether the classes come from the user (a custom dataset's nomenclature YAML) rather
+        than from :data:`~maestro.labels.LABEL_SETS`."""
+        return MODALITIES[self.label_modality].label_set is None
+
+    @property
     def label_set(self) -> LabelSet:
         return LABEL_SETS[MODALITIES[self.label_modality].label_set]
 
     @property
     def levels(self) -> tuple[int, ...]:
-        return tuple(range(1, len(self.label_set.levels) + 1))
+        return (1,) if self.user_classes else tuple(range(1, len(self.label_set.levels) + 1))
 
-    def target(self, level: int = 1) -> LabelTarget:
-        """The scoring target of ``level``; a level the nomenclature lacks is a ConfigError."""
+    def target(self, level: int = 1, classes: LabelLevel | None = None) -> LabelTarget:
+        """The scoring target of ``level``; a level the nomenclature lacks is a ConfigError.
+
+        ``classes`` is the user's nomenclature, required by (and only by) a task whose label has
+        no label set of its own (``custom``)."""
         if level not in self.levels:
             raise ConfigError(f"task {self.key!r} has level(s) {list(self.levels)}, not {level}")
+        if self.user_classes != (classes is not None):
+            raise ConfigError(
+                f"task {self.key!r} takes its classes from the dataset's nomenclature YAML "
+                "(finetune --data-config)"
+                if self.user_classes
+                else f"task {self.key!r} has its own classes; a nomenclature is only for the custom task"
+            )
         band = level - 1 if MODALITIES[self.label_modality].num_bands > 1 else 0
-        return LabelTarget(self.key, level, self.label_modality, band, self.label_set.level(level))
+        nomenclature = classes if classes is not None else self.label_set.level(level)
+        return LabelTarget(self.key, level, self.label_modality, band, nomenclature)
 
 
 TASKS: dict[str, SegmentationTask] = {
@@ -155,6 +172,7 @@ TASKS: dict[str, SegmentationTask] = {
         SegmentationTask("lc", "lc", "land cover (COSIA), 15 scored classes"),
         SegmentationTask("lpis", "lpis", "crop type (LPIS), levels 1/2/3 with 23/31/46 classes"),
         SegmentationTask("flair2", "flair2", "FLAIR #2's 13 classes (12 scored, 'other' ignored)"),
+        SegmentationTask("custom", "label", "your own classes, from a custom dataset's nomenclature YAML"),
     )
 }
 

@@ -3,8 +3,9 @@
 ``--model`` names a fine-tuning run (its ``best.ckpt``; EMA weights unless ``weights="model"``), a
 model folder or a Hub model (``hf:org/name[@revision]``, or ``org/name``); all are read by
 :func:`maestro.hub.weights.load_weights` without unpickling anything. Any registered segmenter
-maps: the MAESTRO segmenter or the Swin-UTAE baseline, each fed the preprocessing it was trained
-with (its registry row says what that adds to the shared one).
+maps: the MAESTRO segmenter or the Swin-UTAE and U-Net baselines, each fed the preprocessing it was
+trained with (its registry row says what that adds to the shared one); U-T&T is refused (its row
+says why).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from maestro.modalities import MODALITIES, with_companions
 from maestro.models.config import ModalitySpec
 from maestro.models.registry import ModelType, model_type_of_config
 from maestro.models.zoo import load_weights
+from maestro.nomenclature import Nomenclature
 from maestro.tasks import LabelTarget, get_task
 from maestro.training.data import preprocess_for
 from predict.options import MODEL_SOURCES, find_model
@@ -102,10 +104,21 @@ class PredictModel:
 
 
 def task_info(
-    name: str, level: int, num_classes: int, class_names: Any = None, ignored: Any = None, where: str = ""
+    name: str,
+    level: int,
+    num_classes: int,
+    class_names: Any = None,
+    ignored: Any = None,
+    where: str = "",
+    nomenclature: Any = None,
 ) -> TaskInfo:
-    """Task facts from a name and level, checked against the network's output channels."""
-    target = get_task(name).target(level)
+    """Task facts from a name and level (and a user's ``nomenclature``, for the custom task),
+    checked against the network's output channels."""
+    try:
+        classes = Nomenclature.from_dict(nomenclature).level() if nomenclature is not None else None
+        target = get_task(name).target(level, classes)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: the task of the model does not load ({error})") from None
     if target.num_classes != num_classes:
         raise ConfigError(
             f"{where}: the network has {num_classes} output channels but {name} level {level} has "
@@ -127,6 +140,8 @@ def predict_model(weights: Weights) -> PredictModel:
             f"{weights.source}: a {row.name} cannot map a zone; give a segmenter (a fine-tuning run or a "
             "published segmenter)"
         )
+    if row.zone_refusal is not None:
+        raise ConfigError(f"{weights.source}: a {row.name} cannot map a zone. {row.zone_refusal}")
     task = weights.task or {}
     if "name" not in task or "level" not in task:
         raise ConfigError(f"{weights.source}: no task name and level, so the classes of the map are unknown")
@@ -138,6 +153,7 @@ def predict_model(weights: Weights) -> PredictModel:
         task.get("class_names"),
         task.get("ignored"),
         weights.source,
+        task.get("nomenclature"),
     )
     source = weights.note if weights.checkpoint is not None else weights.source
     return PredictModel(build(weights, source), config, info, source)

@@ -65,6 +65,13 @@ def _cmd_dates(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    import maestro.data.zoo  # noqa: F401  (registers the readers and data config loaders; no torch)
+
+    if args.data_config is not None and args.root is not None:
+        raise ConfigError("--data-config gives the dataset's folders; it takes no --root")
+    if args.data_config is None and args.root is None:
+        raise ConfigError("--root is required (a custom dataset: --data-config)")
+    root = Path(args.data_config).parent if args.data_config is not None else Path(args.root)
     if args.split_csv and len(args.split) > 1:
         raise ConfigError(
             f"--split-csv lists the patches of one split, but --split names {args.split}; "
@@ -72,7 +79,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         )
     configs = [
         BuildConfig(
-            root=Path(args.root),
+            root=root,
             out=Path(args.out),
             split=split,
             modalities=None if args.modalities is None else tuple(args.modalities),
@@ -86,7 +93,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             force=args.force,
             allow_nan=args.allow_nan,
-            dataset=args.dataset,
+            dataset=args.dataset or ("custom" if args.data_config is not None else DEFAULT_DATASET),
+            data_config=Path(args.data_config) if args.data_config is not None else None,
         )
         for split in args.split
     ]  # all validated before the first split is written, and before the writer loads torch (webdataset)
@@ -151,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--size-m", type=float, default=400.0, help="--zone: side of the zone in metres (default 400)"
     )
     toy.add_argument(
-        "--patches", type=int, help="number of patches (default: 200 for flair-hub, 16 for flair2)"
+        "--patches",
+        type=int,
+        help="number of patches (default: 200 for flair-hub, 16 for flair2, 24 for custom)",
     )
     toy.add_argument("--dataset", default=DEFAULT_DATASET, help=_DATASET_HELP)
     toy.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -175,8 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     dates.set_defaults(func=_cmd_dates)
 
     build = sub.add_parser("build", help="write WebDataset shards of one or more splits")
-    build.add_argument("--root", required=True, help="dataset root directory (FLAIR-HUB by default)")
-    build.add_argument("--dataset", default=DEFAULT_DATASET, help=_DATASET_HELP)
+    build.add_argument("--root", help="dataset root directory (FLAIR-HUB by default)")
+    build.add_argument("--dataset", help=_DATASET_HELP + "; custom with --data-config")
+    build.add_argument(
+        "--data-config",
+        metavar="YAML",
+        help="--dataset custom: the data config of your own dataset (folders, patch CSV, nomenclature)",
+    )
     build.add_argument("--split", nargs="+", default=["train"], help="split(s) to build (default train)")
     build.add_argument("--out", required=True, help="shard directory (created; shared by all splits)")
     build.add_argument(

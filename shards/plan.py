@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from maestro.data.layout import SPLIT_NAME
-from maestro.datasets import DEFAULT_DATASET, Dataset, ReaderOptions, get_dataset
+from maestro.datasets import DEFAULT_DATASET, Dataset, ReaderOptions, configured_dataset, get_dataset
 from maestro.errors import ConfigError, DataError
 from maestro.modalities import MODALITIES, resolve, with_companions
 from shards.format import FORMAT_VERSION, encode_sample, validate_key
@@ -97,11 +97,15 @@ class BuildConfig:
     """Keep NaN / inf pixels of float rasters (Sentinel-1 borders) instead of rejecting the patch."""
     dataset: str = DEFAULT_DATASET
     """Row of :data:`maestro.datasets.DATASETS` whose reader opens ``root``."""
+    data_config: Path | None = None
+    """``custom``: the data config YAML (``root`` is then its folder)."""
 
     def __post_init__(self) -> None:
+        if self.data_config is not None:
+            object.__setattr__(self, "data_config", Path(self.data_config))
         object.__setattr__(self, "root", Path(self.root))
         object.__setattr__(self, "out", Path(self.out))
-        row = get_dataset(self.dataset)
+        row = self.dataset_row
         keys = row.build_modalities if self.modalities is None else self.modalities
         object.__setattr__(self, "modalities", tuple(_modality_keys(keys, row)))
         if not _SPLIT_NAME.match(self.split):
@@ -120,7 +124,8 @@ class BuildConfig:
 
     @property
     def dataset_row(self) -> Dataset:
-        return get_dataset(self.dataset)
+        """The dataset's row; a custom dataset's, as its data config describes it."""
+        return configured_dataset(self.dataset, self.data_config)
 
     def reader_options(self) -> ReaderOptions:
         """What the dataset's registered reader is opened with (:mod:`maestro.data.zoo`)."""
@@ -131,6 +136,7 @@ class BuildConfig:
             split_name=self.split_name,
             split_csv=self.split_csv,
             allow_nan=self.allow_nan,
+            data_config=self.data_config,
         )
 
 
