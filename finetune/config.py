@@ -18,6 +18,7 @@ from maestro.training.config import DataConfig, OptimConfig, TrainerConfig
 
 __all__ = [  # the task and model sections define the network: they live with the models
     "ARCHITECTURES",
+    "DatasetConfig",
     "EXAMPLE_PRETRAIN_RUN",
     "EXAMPLE_SHARDS",
     "EvalConfig",
@@ -49,6 +50,25 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DatasetConfig:
+    """Your own dataset (``finetune --data-config``), read from its GeoTIFFs rather than from shards."""
+
+    config: Path | None = None
+    """Its data config YAML (README, "Your own dataset"): its shards are built (or brought up to
+    date) under ``{run}/shards`` before training and every ``data`` split reads them; the task is
+    ``custom``, with the classes of its nomenclature YAML."""
+    skip_bad: bool = False
+    """Skip the patches its reader rejects (counted, logged and listed in the shards' manifest)
+    instead of stopping at the first."""
+
+    def __post_init__(self) -> None:
+        if self.config is not None:
+            object.__setattr__(self, "config", Path(self.config))
+        elif self.skip_bad:
+            raise ConfigError("skip_bad: applies to a dataset read from its data config (dataset.config)")
+
+
+@dataclass(frozen=True)
 class FinetuneTrainerConfig(TrainerConfig):
     output_dir: Path = Path("runs/finetune")
     max_epochs: int = 50
@@ -71,8 +91,13 @@ class FinetuneConfig:
     """Fine-tuning recipe: base lr 1e-5, one-cycle down to lr / 2."""
     trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
 
     def __post_init__(self) -> None:
+        if self.dataset.config is not None and self.task.name != "custom":
+            raise ConfigError(
+                f"dataset.config reads your own dataset, whose task is custom, not {self.task.name!r}"
+            )
         if self.model.encoder is not None or self.model.modalities is not None:
             unknown = sorted(set(self.eval.missing_modalities) - set(self.inputs))
             if unknown:

@@ -105,8 +105,8 @@ def run_cli(
     args = parse_stage_args(parser, argv)
     setup_logging(args.verbose)
     log = logging.getLogger(parser.prog)
-    overrides = overrides_from(args) + list(extra_overrides(args) if extra_overrides is not None else ())
     try:
+        overrides = overrides_from(args) + list(extra_overrides(args) if extra_overrides is not None else ())
         config = load_config(config_class, args.config, overrides)
     except ConfigError as error:
         log.error("invalid configuration: %s", error)
