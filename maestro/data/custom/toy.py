@@ -194,7 +194,7 @@ def write_custom_toy(out: Path, num_patches: int = 24, seed: int = 0) -> str:
                 slice(row * PATCH_PX, (row + 1) * PATCH_PX),
                 slice(col * PATCH_PX, (col + 1) * PATCH_PX),
             )
-            transform = scene * Affine.translation(col * PATCH_PX, row * PATCH_PX)
+            transform = scene @ Affine.translation(col * PATCH_PX, row * PATCH_PX)
             patch_id = f"BOC_{index:04d}"
             _write(root / "aerial" / f"{patch_id}.tif", aerial[window], transform, MODALITIES["aerial"].bands)
             _write(root / "dem" / f"{patch_id}.tif", dem[window], transform, MODALITIES["dem"].bands)
