@@ -52,5 +52,7 @@ def with_custom_shards(config: FinetuneConfig) -> FinetuneConfig:
         split = getattr(data_config, split_field)
         data_config = dataclasses.replace(data_config, **{field: shards if split in splits else None})
     if data_config.val is None:
-        log.warning("%s has no %r split: no validation, the last weights are tested", source, config.data.val_split)
+        log.warning(
+            "%s has no %r split: no validation, the last weights are tested", source, config.data.val_split
+        )
     return dataclasses.replace(config, data=data_config)

@@ -21,6 +21,7 @@ commands check it before reading any raster.
 from __future__ import annotations
 
 import csv
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -210,6 +211,8 @@ def load_custom_data(path: Path) -> CustomData:
     raw = load_yaml(path, "data config")
     if not isinstance(raw, dict):
         raise ConfigError(f"data config {path}: expected a mapping, got {type(raw).__name__}")
+    if isinstance(raw.get("date"), datetime.date):  # YAML reads an unquoted 2021-06-15 as a date
+        raw["date"] = raw["date"].isoformat()
     try:
         config = from_dict(CustomDataConfig, raw)
     except ConfigError as error:
