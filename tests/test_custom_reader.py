@@ -1,12 +1,14 @@
 """maestro.data.custom.reader (and the toy it is tested on): GeoTIFF patches -> samples, bad input named."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import yaml
 from rasterio.transform import Affine
 
 from maestro.data.custom.config import load_custom_data
@@ -152,3 +154,12 @@ def test_shards_build_stops_on_a_bad_patch_or_skips_and_counts_it(copy: Path, tm
     assert entry["modalities"] == ["aerial", "dem", "label"]
     assert [s["patch_id"] for s in entry["skipped"]] == [bad] and "footprint" in entry["skipped"][0]["error"]
     assert entry["totals"]["samples"] == len(reader) - 1
+
+
+def test_the_readme_shows_the_toy_s_data_config_and_nomenclature(toy: Path):
+    """README, "Your own dataset": its two YAML blocks are the files the toy writes (comments aside)."""
+    from test_readme_commands import readme_sections
+
+    blocks = re.findall(r"```yaml\n(.*?)```", readme_sections()["Your own dataset"], re.S)
+    shown = [yaml.safe_load(block) for block in blocks]
+    assert shown == [yaml.safe_load((toy / name).read_text()) for name in ("data.yaml", "nomenclature.yaml")]

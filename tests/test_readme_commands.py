@@ -55,6 +55,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = (
+    "Your own dataset",
     "Fine-tuning",
     "Pretrained weights",
     "IGN's published weights",
@@ -155,6 +156,8 @@ def appended(argv: Sequence[str]) -> list[str]:
         return words
     if program == "predict":
         return ["--device", "cpu", "--no-progress"]
+    if program == "shards" and argv[1] == "toy":
+        return ["--patches", "4"]
     if program == "maestro" and argv[1] == "import-reference":
         return REDUCED_REFERENCE
     return []
