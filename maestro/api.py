@@ -1,9 +1,9 @@
-"""Python entry point for the common job: encode FLAIR-HUB patches with a trained MAESTRO encoder.
+"""Python entry point for the common job: encode patches with a trained MAESTRO encoder.
 
     from maestro.api import load_encoder
 
     model = load_encoder("runs/pretrain")          # a run, a .ckpt, a model folder, org/name or hf:org/name
-    reader = model.reader("/data/FLAIR-HUB", split="test")
+    reader = model.reader("/data/FLAIR-HUB", split="test")   # or dataset="flair2", or data_config=YAML
     features = model.encode(model.batch(reader[i] for i in range(4)))
 
 Everything the data side needs (which modalities to read, which bands, how many dates) comes from
@@ -20,9 +20,12 @@ from typing import Any
 
 import torch
 
+from maestro.data import zoo
 from maestro.data.collate import collate_model_samples
 from maestro.data.flairhub import FlairHubReader
 from maestro.data.preprocess import MaestroTransform
+from maestro.datasets import DEFAULT_DATASET, DatasetReader, ReaderOptions
+from maestro.errors import ConfigError
 from maestro.hub.pretrained import build
 from maestro.hub.weights import Pick
 from maestro.modalities import with_companions
@@ -61,10 +64,31 @@ class LoadedEncoder:
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
-    def reader(self, root: str | Path, split: str = "test", **options: Any) -> FlairHubReader:
-        """FLAIR-HUB patches of ``split`` under ``root`` with :attr:`members`
-        (``options``: other :class:`FlairHubReader` arguments)."""
-        return FlairHubReader(Path(root), self.members, split=split, **options)
+    def reader(
+        self,
+        root: str | Path | None = None,
+        split: str = "test",
+        dataset: str = DEFAULT_DATASET,
+        data_config: str | Path | None = None,
+        **options: Any,
+    ) -> DatasetReader:
+        """Patches of ``split`` with :attr:`members`, read by the registered reader of ``dataset``
+        (a key of :data:`maestro.datasets.DATASETS`): under ``root``, or, for your own dataset
+        (``custom``), where its ``data_config`` YAML says. ``options``: other
+        :class:`~maestro.data.flairhub.FlairHubReader` arguments, for FLAIR-HUB."""
+        if data_config is not None and dataset == DEFAULT_DATASET:
+            dataset = "custom"
+        if dataset == DEFAULT_DATASET:
+            if root is None:
+                raise ConfigError("reader: give the FLAIR-HUB root folder")
+            return FlairHubReader(Path(root), self.members, split=split, **options)
+        if options:
+            raise ConfigError(f"reader: {sorted(options)} are FLAIR-HUB reader options, not {dataset}'s")
+        config = Path(data_config) if data_config is not None else None
+        if root is None and config is None:
+            raise ConfigError(f"reader: give the {dataset} root folder")
+        folder = Path(root) if root is not None else config.parent
+        return zoo.open_reader(dataset, ReaderOptions(folder, split, tuple(self.members), data_config=config))
 
     def loader(
         self,

@@ -109,3 +109,34 @@ def test_a_bare_hub_id_loads_from_the_offline_cache(tmp_path, monkeypatch):
     local, expected = load_encoder("org/name"), _encoder(1).state_dict()
     assert all(torch.equal(value, expected[key]) for key, value in local.encoder.state_dict().items())
     assert local.note == "maestro-encoder weights of org/name"
+
+
+def test_the_reader_opens_any_dataset_of_the_registry(tmp_path):
+    """``model.reader`` reads FLAIR #2 or your own dataset (its data config) with the encoder's
+    inputs; one it does not hold is named, and FLAIR-HUB reader options are FLAIR-HUB's only."""
+    from maestro.data.custom.toy import write_custom_toy
+    from maestro.data.flair2.toy import write_toy_release
+    from maestro.errors import ConfigError
+    from maestro.models.config import EncoderConfig
+    from maestro.models.encoder import MaestroEncoder
+
+    write_custom_toy(tmp_path / "bocage", num_patches=3, seed=0)
+    write_toy_release(tmp_path / "flair2", num_patches=4, seed=0)
+    small = {"patch_size": 128}
+    config = EncoderConfig(
+        modalities=("aerial", "dem"),
+        overrides={"aerial": small, "dem": small},
+        size="tiny",
+        width=32,
+        depth=2,
+        inter_depth=1,
+    )
+    MaestroEncoder(config).save_pretrained(tmp_path / "encoder")
+    model = load_encoder(tmp_path / "encoder")
+    reader = model.reader(data_config=tmp_path / "bocage" / "data.yaml", split="train")
+    features = model.encode(model.batch([reader[0]]))
+    assert set(features.tokens) == {"aerial", "dem"}
+    with pytest.raises(ConfigError, match=r"dataset 'flair2' has no \['dem'\]"):
+        model.reader(tmp_path / "flair2", dataset="flair2")
+    with pytest.raises(ConfigError, match=r"\['on_error'\] are FLAIR-HUB reader options"):
+        model.reader(data_config=tmp_path / "bocage" / "data.yaml", on_error="skip")
