@@ -27,6 +27,8 @@ loaders collate and models consume (collation adds a leading batch dimension B):
         "valid":  {modality: bool (T,)},             # False where a date is padding
         "labels": {"lc": uint8 (1, H, W), "lpis": uint8 (3, H, W)},  # present labels, on-disk
                                                       # dtype (8x fewer bytes than int64 to move)
+        "flags":  {"s2": bool (T, H, W)},            # only for PreprocessConfig.keep_flags: pixels
+                                                      # its mask flags (cloud removal)
         "meta":   {...},                             # as above (a BatchMeta after collation)
     }
 """
@@ -42,6 +44,8 @@ INPUTS = "inputs"
 TIMES = "times"
 VALID = "valid"
 LABELS = "labels"
+FLAGS = "flags"
+"""Optional: per-pixel cloud / snow flags of the series named by ``PreprocessConfig.keep_flags``."""
 RESERVED = frozenset({DATES, META})
 
 Sample = dict[str, Any]

@@ -129,3 +129,27 @@ def test_batch_meta_is_one_opaque_value_to_generic_batch_walkers() -> None:
     assert _recursive_to((batch,), torch.device("cpu"), False)[0][0]["meta"] is meta
     assert pin_memory({"meta": meta})["meta"] is meta  # (pinning the tensors needs an accelerator)
     assert pickle.loads(pickle.dumps(meta)) == meta  # workers send batches to the main process
+
+
+def test_flags_are_stacked_like_valid_and_must_be_in_every_sample() -> None:
+    from maestro.data.collate import collate_model_samples
+
+    def sample(dates: int) -> dict:
+        flags = np.zeros((dates, 2, 2), dtype=bool)
+        flags[0, 0, 0] = True
+        return {
+            "inputs": {"s2": np.zeros((dates, 1, 2, 2), np.float32)},
+            "times": {"s2": np.zeros((dates, 3), np.float32)},
+            "valid": {"s2": np.ones(dates, bool)},
+            "labels": {},
+            "flags": {"s2": flags},
+            "meta": {},
+        }
+
+    batch = collate_model_samples([sample(2), sample(3)])
+    assert batch["flags"]["s2"].shape == (2, 3, 2, 2) and batch["flags"]["s2"].dtype == torch.bool
+    assert batch["flags"]["s2"][:, 0, 0, 0].all() and not batch["flags"]["s2"][0, 2].any()
+    plain = sample(2)
+    del plain["flags"]
+    with pytest.raises(ValueError, match="some samples have flags and others not"):
+        collate_model_samples([sample(2), plain])

@@ -15,7 +15,7 @@ from maestro.data.preprocess import (
     select_bands,
 )
 from maestro.dates import fractional_year
-from maestro.errors import DataError
+from maestro.errors import ConfigError, DataError
 from maestro.modalities import MODALITIES
 
 PATCH = "D006-2020_FF-S1-14_3-7"
@@ -316,3 +316,22 @@ def test_fill_marks_a_mono_temporal_input_invalid() -> None:
     out = preprocess_sample(sample, PreprocessConfig(modalities=("dem",), nan_policy="fill"), train=False)
     assert out["valid"]["dem"].tolist() == [False]
     np.testing.assert_array_equal(out["inputs"]["dem"], 0.0)
+
+
+def test_keep_flags_gives_the_kept_dates_flags_padded_false() -> None:
+    """``keep_flags``: the series' per-pixel mask flags of the kept dates, in date order, False on
+    padding; a key without a mask or not an input is refused."""
+    raw = raw_sample(t_s2=5)
+    raw["s2_mask"][2, 1, 3, 4] = 80  # one cloudy pixel on the third date
+    config = PreprocessConfig(modalities=("s2",), overrides={"s2": {"num_dates": 8}}, keep_flags=("s2",))
+    out = preprocess_sample(raw, config, train=False)
+    flags = out["flags"]["s2"]
+    order = np.argsort(raw["dates"]["s2"], kind="stable")
+    assert flags.shape == (8, 10, 10) and flags.dtype == bool and not flags[5:].any()
+    expected = np.zeros((5, 10, 10), dtype=bool)
+    expected[2, 3, 4] = True
+    assert np.array_equal(flags[:5], expected[order])
+    assert "flags" not in preprocess_sample(raw, PreprocessConfig(modalities=("s2",)), train=False)
+    for keys in (("aerial",), ("s1_asc",)):
+        with pytest.raises(ConfigError, match="keep_flags: .* are not input time series with a cloud mask"):
+            PreprocessConfig(modalities=("aerial", "s1_asc", "s2"), keep_flags=keys)

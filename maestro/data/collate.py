@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from maestro.sample import INPUTS, LABELS, META, TIMES, VALID, BatchMeta, Sample
+from maestro.sample import FLAGS, INPUTS, LABELS, META, TIMES, VALID, BatchMeta, Sample
 
-_KEYS = frozenset({INPUTS, TIMES, VALID, LABELS, META})
+_KEYS = frozenset({INPUTS, TIMES, VALID, LABELS, FLAGS, META})
 _ALIGN = 64
 """Byte alignment of each batch tensor inside the batch's one buffer."""
 
@@ -146,7 +146,21 @@ def collate_model_samples(samples: Sequence[Sample]) -> dict[str, Any]:
                     f"{array.shape}, {_describe(0, samples[0])} has {arrays[0].shape}"
                 )
         stacks[LABELS, key] = _Stack.of(arrays, f"labels[{key!r}]", samples)
-    batch: dict[str, Any] = {INPUTS: {}, TIMES: {}, VALID: {}, LABELS: {}}
+    flagged = [FLAGS in sample for sample in samples]
+    if any(flagged):
+        if not all(flagged):
+            raise ValueError("cannot collate: some samples have flags and others not")
+        for key in _check_same_keys(samples, FLAGS):
+            stacks[FLAGS, key] = _Stack.of(
+                [s[FLAGS][key] for s in samples], f"flags[{key!r}]", samples, False
+            )
+    batch: dict[str, Any] = {
+        INPUTS: {},
+        TIMES: {},
+        VALID: {},
+        LABELS: {},
+        **({FLAGS: {}} if any(flagged) else {}),
+    }
     for ((field, key), stack), out in zip(stacks.items(), _allocate(list(stacks.values())), strict=True):
         batch[field][key] = stack.fill_into(out)
     batch[META] = BatchMeta(s.get(META, {}) for s in samples)

@@ -140,6 +140,10 @@ class PreprocessConfig:
     on-disk dtype: 4x (uint8) or 2x (uint16) fewer bytes through loader workers, shared memory and
     the host-to-device copy. :func:`~maestro.data.preprocess.device.scale_batch` applies the
     registry's scaling after the transfer (the shard data module does it for every stage)."""
+    keep_flags: tuple[str, ...] = ()
+    """Time series whose per-pixel flags (companion mask above ``cloud_threshold``, after date
+    selection and padding) go into the model sample under ``flags``: cloud removal needs to know
+    which pixels it may trust and which it must fill."""
     cloudy_date_fraction: float | None = None
     """Mark a kept date invalid (``valid=False``, values zeroed, like a padding date) when more than
     this share of its pixels is flagged by its companion mask (``cloud_threshold``); None keeps
@@ -168,6 +172,13 @@ class PreprocessConfig:
             raise ConfigError(
                 f"keep_all_dates names modalities that are not inputs: {stray}; inputs are {list(modalities)}"
             )
+        flags = _keys(self.keep_flags, "keep_flags")
+        without = [key for key in flags if key not in modalities or not _has_mask(key)]
+        if without:
+            raise ConfigError(
+                f"keep_flags: {without} are not input time series with a cloud mask; inputs are {list(modalities)}"
+            )
+        object.__setattr__(self, "keep_flags", flags)
         inputs = tuple(
             _resolve_input(key, overrides.get(key, ModalityOverride()), key in keep_all) for key in modalities
         )
@@ -228,4 +239,14 @@ def build_preprocess_config(
         raise ConfigError(f"unknown preprocessing options {unknown}; allowed: {sorted(allowed)}")
     return PreprocessConfig(
         modalities=_keys(modalities, "modalities"), overrides=dict(overrides or {}), **options
+    )
+
+
+def _has_mask(key: str) -> bool:
+    """Whether a registry time series has a companion mask (``s2``: ``s2_mask``)."""
+    entry = MODALITIES.get(key)
+    return (
+        entry is not None
+        and entry.temporal
+        and any(m.kind == "mask" and m.companion_of == key for m in MODALITIES.values())
     )

@@ -36,7 +36,7 @@ from maestro.data.preprocess.dates import date_times, pad_series, reference_date
 from maestro.dates import PAD_DATE
 from maestro.errors import DataError
 from maestro.modalities import MODALITIES, Modality
-from maestro.sample import DATES, INPUTS, LABELS, META, TIMES, VALID, Sample
+from maestro.sample import DATES, FLAGS, INPUTS, LABELS, META, TIMES, VALID, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -241,10 +241,12 @@ def preprocess_input(
     *,
     rng: np.random.Generator | None,
     reference: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One input modality -> (values (T, C, H, W), times float32 (T, 3), valid bool (T,)); values are
-    float32 in network scale, or in their on-disk integer dtype with ``config.scale_on_device``
-    (then in disk band order when ``spec.device_band_order`` says that the device reorders them)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One input modality -> (values (T, C, H, W), times float32 (T, 3), valid bool (T,), flags);
+    values are float32 in network scale, or in their on-disk integer dtype with
+    ``config.scale_on_device`` (then in disk band order when ``spec.device_band_order`` says that
+    the device reorders them); flags (T, H, W) bool are the pixels its mask flags, for the series of
+    ``config.keep_flags`` (else None), False on padded dates."""
     entry = spec.entry
     meta = sample.get(META) or {}
     patch_id = meta.get("patch_id") if isinstance(meta, Mapping) else None
@@ -300,10 +302,16 @@ def preprocess_input(
             values = values.copy()
         values[cloudy] = 0.0
         keep = ~cloudy if keep is None else keep & ~cloudy
+    length = len(values)
     values, dates, valid = pad_series(values, dates, spec.num_dates)
     if keep is not None:
         valid[: len(keep)] &= keep
-    return values, date_times(dates, reference), valid
+    flags = None
+    if entry.key in config.keep_flags:
+        flags = np.zeros((len(values), *values.shape[-2:]), dtype=bool)
+        if flagged is not None:
+            flags[:length] = flagged
+    return values, date_times(dates, reference), valid, flags
 
 
 def _take_dates(
@@ -331,17 +339,22 @@ def preprocess_sample(
     if train and generator is None:
         raise ValueError("training preprocessing needs rng (a numpy Generator or an int seed)")
     reference = reference_date(sample, config)
-    inputs, times, valid = {}, {}, {}
+    inputs, times, valid, flags = {}, {}, {}, {}
     for spec in config.inputs:
-        inputs[spec.key], times[spec.key], valid[spec.key] = preprocess_input(
+        inputs[spec.key], times[spec.key], valid[spec.key], flagged = preprocess_input(
             sample, spec, config, rng=generator, reference=reference
         )
+        if flagged is not None:
+            flags[spec.key] = flagged
     labels = {
         key: np.asarray(sample[key])  # on-disk uint8: widened on the device, not in workers
         for key, entry in MODALITIES.items()
         if entry.kind == "label" and key in sample
     }
-    return {INPUTS: inputs, TIMES: times, VALID: valid, LABELS: labels, META: sample.get(META, {})}
+    out = {INPUTS: inputs, TIMES: times, VALID: valid, LABELS: labels, META: sample.get(META, {})}
+    if config.keep_flags:
+        out[FLAGS] = flags
+    return out
 
 
 class MaestroTransform:
