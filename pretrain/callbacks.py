@@ -19,11 +19,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from einops import rearrange
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
 
+from maestro.evaluation.figures import GREY as GREY  # re-exported: the fill of the panels drawn here
+from maestro.evaluation.figures import band_range, panel_grid, stretched
 from maestro.modalities import get_modality
 from maestro.models.config import ModalitySpec
 
@@ -31,9 +30,6 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("input", "masked input", "target", "prediction")
 """Panel columns; target and prediction are in the normalised target space."""
-GREY = 0.5
-"""Fill of hidden pixels in the masked input, and of visible pixels in target and prediction."""
-QUANTILES = (0.02, 0.98)
 
 
 def display_indices(spec: ModalitySpec) -> list[int]:
@@ -43,19 +39,6 @@ def display_indices(spec: ModalitySpec) -> list[int]:
     if wanted and all(band in spec.bands for band in wanted):
         return [spec.bands.index(band) for band in wanted]
     return [0]
-
-
-def _stretch(image: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-band 2-98 % range of ``image`` (C, H, W) over the pixels ``where`` (H, W) (all if none)."""
-    values = image[:, where] if bool(where.any()) else image.flatten(1)
-    low, high = torch.quantile(values, torch.tensor(QUANTILES), dim=1)
-    return low[:, None, None], torch.maximum(high, low + 1e-6)[:, None, None]
-
-
-def _show(image: Tensor, low: Tensor, high: Tensor, grey: Tensor) -> Tensor:
-    """(C, H, W) with C in (1, 3) -> (3, H, W) in [0, 1]; ``grey`` (H, W) pixels are filled grey."""
-    shown = ((image - low) / (high - low)).clamp(0, 1).expand(3, -1, -1)
-    return torch.where(grey, torch.full_like(shown, GREY), shown)
 
 
 def _pick_date(hidden: Tensor, valid: Tensor) -> int:
@@ -86,12 +69,12 @@ def reconstruction_panels(
         dates.append(date)
         hidden = pixel_masks[sample, date].any(0)
         image, target, guess = (t[sample, date, bands].float() for t in (inputs, targets, predictions))
-        low, high = _stretch(image, torch.ones_like(hidden))
-        columns["input"].append(_show(image, low, high, torch.zeros_like(hidden)))
-        columns["masked input"].append(_show(image, low, high, hidden))
-        low, high = _stretch(target, hidden)  # the same stretch for target and prediction
-        columns["target"].append(_show(target, low, high, ~hidden))
-        columns["prediction"].append(_show(guess, low, high, ~hidden))
+        low, high = band_range(image, torch.ones_like(hidden))
+        columns["input"].append(stretched(image, low, high, torch.zeros_like(hidden)))
+        columns["masked input"].append(stretched(image, low, high, hidden))
+        low, high = band_range(target, hidden)  # the same stretch for target and prediction
+        columns["target"].append(stretched(target, low, high, ~hidden))
+        columns["prediction"].append(stretched(guess, low, high, ~hidden))
     panels = {
         name: torch.nn.functional.interpolate(torch.stack(images), size=(size, size), mode="nearest")
         for name, images in columns.items()
@@ -108,33 +91,8 @@ def reconstruction_figure(
     dpi: int = 80,
 ) -> Path:
     """PNG of :func:`reconstruction_panels`: column titles, one row per sample labelled with its date."""
-    rows = len(dates)
-    figure = Figure(figsize=(len(COLUMNS) * panel_inches + 0.4, rows * panel_inches + 0.6))
-    grid = figure.add_gridspec(
-        rows,
-        len(COLUMNS),
-        left=0.06,
-        right=0.99,
-        top=1 - 0.5 / (rows * panel_inches + 0.6),
-        bottom=0.01,
-        wspace=0.03,
-        hspace=0.03,
-    )
-    for row, date in enumerate(dates):
-        for col, name in enumerate(COLUMNS):
-            ax = figure.add_subplot(grid[row, col])
-            ax.imshow(rearrange(panels[name][row], "c h w -> h w c").numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(name, fontsize=9)
-            if col == 0:
-                ax.set_ylabel(f"sample {row}, date {date}", fontsize=8)
-    figure.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=dpi, format="png")
-    return path
+    labels = [f"sample {row}, date {date}" for row, date in enumerate(dates)]
+    return panel_grid({name: panels[name] for name in COLUMNS}, labels, title, path, panel_inches, dpi)
 
 
 class ReconstructionImages(L.Callback):

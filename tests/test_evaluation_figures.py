@@ -8,7 +8,14 @@ import torch
 from PIL import Image
 
 from maestro.evaluation import SegmentationScores, colorize, confusion_figure, prediction_panels
-from maestro.evaluation.figures import confusion_figure_inches, prediction_panels_inches
+from maestro.evaluation.figures import (
+    GREY,
+    band_range,
+    confusion_figure_inches,
+    panel_grid,
+    prediction_panels_inches,
+    stretched,
+)
 from maestro.labels import IGNORE_INDEX, LABEL_SETS, palette
 
 
@@ -109,3 +116,39 @@ def test_prediction_panels_never_draw_an_ignored_class_from_logits(tmp_path):
     )
     assert tuple(pixels[row, label_x]) == colours[0]  # where the figure puts the label panel
     assert tuple(pixels[row, predicted_x]) == colours[0] != colours[mixed]
+
+
+def test_band_range_takes_per_band_quantiles_over_the_chosen_pixels():
+    image = torch.stack([torch.arange(101.0), 10 * torch.arange(101.0)]).reshape(2, 1, 101, 1)  # (C, T, H, W)
+    where = torch.ones(1, 101, 1, dtype=torch.bool)
+    low, high = band_range(image, where)
+    assert low.shape == (2, 1, 1, 1)
+    torch.testing.assert_close(low.flatten(), torch.tensor([2.0, 20.0]))  # 2 % of 0..100
+    torch.testing.assert_close(high.flatten(), torch.tensor([98.0, 980.0]))
+    where[:, 50:] = False  # only the lower half counts
+    assert float(band_range(image, where)[1][0]) == pytest.approx(0.98 * 49)
+    flat = torch.ones(1, 4, 4)
+    low, high = band_range(flat, torch.zeros(4, 4, dtype=torch.bool))  # none chosen: all pixels
+    assert float(high - low) > 0  # a flat image keeps a positive range
+
+
+def test_stretched_maps_the_range_to_unit_and_greys_pixels():
+    image = torch.tensor([[[0.0, 5.0, 20.0]]])  # one band, one row
+    grey = torch.tensor([[False, False, True]])
+    shown = stretched(image, torch.tensor(0.0), torch.tensor(10.0), grey)
+    assert shown.shape == (3, 1, 3)
+    torch.testing.assert_close(shown[:, 0], torch.tensor([[0.0, 0.5, GREY]] * 3))
+
+
+def test_panel_grid_draws_a_row_per_label_and_refuses_other_shapes(tmp_path):
+    panels = {"a": torch.rand(2, 3, 6, 6), "b": torch.rand(2, 3, 6, 6)}
+    outlines = {"a": torch.zeros(2, 6, 6, dtype=torch.bool)}
+    outlines["a"][0, :3] = True
+    path = panel_grid(panels, ["first", "second"], "title", tmp_path / "grid.png", dpi=40, outlines=outlines)
+    with Image.open(path) as image:
+        image.load()
+        assert image.size == (round((2 * 2.0 + 0.4) * 40), round((2 * 2.0 + 0.6) * 40))
+    with pytest.raises(ValueError, match="panels"):
+        panel_grid(panels, ["only one"], "title", tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="panels"):
+        panel_grid({"a": torch.rand(2, 1, 6, 6)}, ["x", "y"], "title", tmp_path / "bad.png")

@@ -1,4 +1,5 @@
-"""Figures of an evaluation: the row-normalised confusion matrix and predicted maps beside the labels.
+"""Figures of an evaluation: the row-normalised confusion matrix, predicted maps beside the labels,
+and the grid of image panels that pretraining's reconstruction figure and gap-filling's share.
 
 Figures are drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot state, no
 display, safe in loader workers and on headless nodes. Colours come from a fixed palette
@@ -19,6 +20,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from torch import Tensor
 
 from maestro.evaluation.metrics import SegmentationScores
 from maestro.labels import IGNORE_INDEX
@@ -31,6 +33,10 @@ ArrayLike = np.ndarray | torch.Tensor
 
 CELL_VALUES_MAX_CLASSES = 20
 """Above this many classes the confusion cells carry no printed values (they would not fit)."""
+GREY = 0.5
+"""Fill of pixels a panel does not show (hidden from the model, or not predicted)."""
+QUANTILES = (0.02, 0.98)
+"""Per-band stretch of image panels: 2-98 % of the reference pixels map to black-white."""
 _LEGEND_COLUMNS = 3
 _LEGEND_ROW_INCHES = 0.22
 _TITLE_INCHES = 0.35
@@ -64,7 +70,8 @@ def confusion_figure_inches(num_classes: int) -> float:
     return max(6.0, 3.0 + 0.3 * num_classes)
 
 
-def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
+def save_figure(figure: Figure, path: str | Path, dpi: int) -> Path:
+    """PNG of a bare Agg figure at ``path`` (parents made)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
@@ -119,7 +126,7 @@ def confusion_figure(
                     fontsize=font,
                     color="white" if value > 0.5 else "black",
                 )
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi)
 
 
 def prediction_panels_inches(
@@ -203,4 +210,58 @@ def prediction_panels(
             frameon=False,
             bbox_to_anchor=(0.5, 0.0),
         )
-    return _save(figure, path, dpi)
+    return save_figure(figure, path, dpi)
+
+
+def band_range(image: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-band :data:`QUANTILES` of ``image`` ``(C, ...)`` over the pixels ``where`` (its trailing
+    shape; all pixels if none is True), as ``(C, 1, ..., 1)`` low and high bounds."""
+    values = image[:, where] if bool(where.any()) else image.flatten(1)
+    low, high = torch.quantile(values.float(), torch.tensor(QUANTILES), dim=1)
+    shape = (-1,) + (1,) * (image.ndim - 1)
+    return low.view(shape), torch.maximum(high, low + 1e-6).view(shape)
+
+
+def stretched(image: Tensor, low: Tensor, high: Tensor, grey: Tensor) -> Tensor:
+    """``(C, H, W)`` with C in (1, 3) -> ``(3, H, W)`` in [0, 1]; ``grey`` ``(H, W)`` pixels are
+    filled with :data:`GREY`."""
+    shown = ((image - low) / (high - low)).clamp(0, 1).expand(3, -1, -1)
+    return torch.where(grey, torch.full_like(shown, GREY), shown)
+
+
+def panel_grid(
+    panels: dict[str, Tensor],
+    row_labels: Sequence[str],
+    title: str,
+    path: str | Path,
+    panel_inches: float = 2.0,
+    dpi: int = 80,
+    outlines: dict[str, Tensor] | None = None,
+) -> Path:
+    """PNG of image panels: one column per ``panels`` key (its title), each ``(N, 3, H, W)`` in
+    [0, 1], one row per label. ``outlines`` ``{column: (N, H, W) bool}`` draws each mask's edge in
+    red over that column (clouds over an input)."""
+    rows = len(row_labels)
+    if rows == 0 or any(p.ndim != 4 or p.shape[0] != rows or p.shape[1] != 3 for p in panels.values()):
+        shapes = {name: tuple(p.shape) for name, p in panels.items()}
+        raise ValueError(f"panels must be (N, 3, H, W) with N = {rows} row labels, got {shapes}")
+    height = rows * panel_inches + 0.6
+    figure = Figure(figsize=(len(panels) * panel_inches + 0.4, height))
+    grid = figure.add_gridspec(
+        rows, len(panels), left=0.06, right=0.99, top=1 - 0.5 / height, bottom=0.01, wspace=0.03, hspace=0.03
+    )
+    for row, label in enumerate(row_labels):
+        for col, (name, images) in enumerate(panels.items()):
+            ax = figure.add_subplot(grid[row, col])
+            ax.imshow(rearrange(images[row], "c h w -> h w c").numpy(), interpolation="nearest")
+            outline = (outlines or {}).get(name)
+            if outline is not None and bool(outline[row].any()) and not bool(outline[row].all()):
+                ax.contour(outline[row].float().numpy(), levels=[0.5], colors="red", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+    figure.suptitle(title, fontsize=9, y=1 - 0.06 / height, va="top")  # above the column titles
+    return save_figure(figure, path, dpi)
