@@ -335,3 +335,18 @@ def test_keep_flags_gives_the_kept_dates_flags_padded_false() -> None:
     for keys in (("aerial",), ("s1_asc",)):
         with pytest.raises(ConfigError, match="keep_flags: .* are not input time series with a cloud mask"):
             PreprocessConfig(modalities=("aerial", "s1_asc", "s2"), keep_flags=keys)
+
+
+def test_keep_flags_without_cloud_avoidance_flags_pixels_but_does_not_steer_date_selection() -> None:
+    raw = raw_sample(t_s2=12, clouds=True)
+    plain = PreprocessConfig(modalities=("s2",), overrides={"s2": {"num_dates": 4}}, cloud_avoidance=False)
+    kept = PreprocessConfig(
+        modalities=("s2",), overrides={"s2": {"num_dates": 4}}, cloud_avoidance=False, keep_flags=("s2",)
+    )
+    a, b = preprocess_sample(raw, plain, train=False), preprocess_sample(raw, kept, train=False)
+    assert np.array_equal(a["inputs"]["s2"], b["inputs"]["s2"])  # the same dates
+    order = np.argsort(raw["dates"]["s2"], kind="stable")
+    series, masks = raw["s2"][order].astype(np.float32) / 5000.0, raw["s2_mask"][order]
+    for t, values in enumerate(b["inputs"]["s2"]):
+        source = next(i for i in range(12) if np.allclose(series[i], values))
+        assert np.array_equal(b["flags"]["s2"][t], (masks[source] > 0).any(axis=0))

@@ -208,10 +208,18 @@ class MaestroMAE(nn.Module, HubModel):
     def _decode(
         self, encoded: EncodedSequences, mask: Tensors, padding: Tensors | None, times: Tensors
     ) -> dict[str, Tensor]:
-        """Project to decoder width, fill mask tokens, add codes, decode, predict pixels.
+        """Decoder tokens -> pixels, per modality (:meth:`decoded_tokens`)."""
+        tokens = self.decoded_tokens(encoded, mask, padding, times)
+        return {key: self.heads[key](tokens[key]) for key in self.specs}
+
+    def decoded_tokens(
+        self, encoded: EncodedSequences, mask: Tensors, padding: Tensors | None, times: Tensors
+    ) -> dict[str, Tensor]:
+        """Project to decoder width, fill mask tokens, add codes, decode: ``{mod: (B, T, G, N, D)}``.
 
         Each hidden position gets its own modality's and band group's mask token, also where one
-        sequence mixes several (``s1``); the reference can swap them (docs/method.md).
+        sequence mixes several (``s1``); the reference can swap them (docs/method.md). Cloud
+        removal (:mod:`maestro.models.gapfill`) puts its own head on these tokens.
         """
         plan, layouts = self.encoder.plan, self.encoder.layouts
         projected = [
@@ -229,5 +237,4 @@ class MaestroMAE(nn.Module, HubModel):
             self.decoders[spec.stream](sequence, valid)[0]
             for spec, sequence, valid in zip(plan, sequences, key_valid, strict=True)
         ]
-        tokens = ungroup_tokens(decoded, plan, layouts)
-        return {key: self.heads[key](tokens[key]) for key in self.specs}
+        return ungroup_tokens(decoded, plan, layouts)

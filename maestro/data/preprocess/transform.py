@@ -206,8 +206,9 @@ def _series_dates(
 def _flags_for(
     sample: Sample, entry: Modality, config: PreprocessConfig, shape: tuple[int, ...], patch_id: str | None
 ) -> np.ndarray | None:
-    """(T, H, W) flagged pixels from the image's companion mask, or None when not applicable."""
-    if not config.cloud_avoidance:
+    """(T, H, W) flagged pixels from the image's companion mask, or None when not applicable (no
+    cloud avoidance and no ``keep_flags`` for it, or no companion mask)."""
+    if not config.cloud_avoidance and entry.key not in config.keep_flags:
         return None
     companion = mask_companion(entry.key)
     if companion is None:
@@ -274,7 +275,7 @@ def preprocess_input(
             raw,
             spec.num_dates,
             rng=rng,
-            flagged=flagged,
+            flagged=flagged if config.cloud_avoidance else None,
             eval_offset=config.eval_offset,  # type: ignore[arg-type]
         )
         raw, dates, flagged = _take_dates(keep, raw, dates, flagged)
@@ -285,7 +286,11 @@ def preprocess_input(
         order = spec.band_indices if spec.device_band_order is not None else range(values.shape[1])
         candidates = select_bands(values, order) if unscaled else values
         keep = select_dates(
-            candidates, spec.num_dates, rng=None, flagged=flagged, eval_offset=config.eval_offset
+            candidates,
+            spec.num_dates,
+            rng=None,
+            flagged=flagged if config.cloud_avoidance else None,
+            eval_offset=config.eval_offset,
         )
         values, dates, flagged = _take_dates(keep, values, dates, flagged)
 
