@@ -3,6 +3,7 @@
     predict --model example/runs/finetune/lc --zone zones/D033 --out maps/D033_lc.tif   # a finetune run
     predict --model hf:org/maestro-lc --zone zones/D033 --out maps/D033_lc.tif --probabilities float16
     predict --model hf:org/maestro-lc --zones zones/ --out maps/france            # every sub-folder
+    predict --model example/runs/gapfill --reconstruct s2 --zone zones/D033 --out maps/D033_s2_filled.tif
     torchrun --nproc-per-node 8 -m predict.cli --model M --zones zones.txt --out maps/france --resume
 
 The zone is a folder of rasters named by modality (aerial.tif, dem.tif, s2.tif, s2_mask.tif,
@@ -38,7 +39,7 @@ from predict.options import (
     find_model,
     zone_folders,
 )
-from predict.ranks import from_env, launch_id
+from predict.ranks import Ranks, from_env, launch_id
 
 log = logging.getLogger("predict")
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, FileExistsError)
@@ -127,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pick dates without the cloud masks (s2_mask is then not needed)",
     )
+    parser.add_argument(
+        "--reconstruct",
+        choices=["s2"],
+        help="--zone: write the series with its cloudy pixels restored by a cloud-removal model "
+        "(a gapfill run) instead of a map: restored bands, then one 'reconstructed' band per date",
+    )
     parser.add_argument("--overwrite", action="store_true", help="--zone: replace an existing map")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -148,6 +155,10 @@ def checked_options(args: argparse.Namespace) -> PredictOptions:
     )
     if args.device is not None:
         check_device_name(args.device)
+    if args.reconstruct is not None and (args.zones is not None or args.probabilities is not None):
+        raise ConfigError(
+            "--reconstruct writes one zone's series: it takes --zone, not --zones or --probabilities"
+        )
     if args.zone is not None:
         check_output(Path(args.out), options.overwrite, options.probabilities is not None)
         check_zone(Path(args.zone))
@@ -195,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as error:
         log.error("error: %s", error)
         return 2
+    if args.reconstruct is not None:
+        return _reconstruct(args, options, ranks)
     # torch and the network load once the arguments are known to be good: mistakes are refused at once
     from predict.engine import TileError
     from predict.model import load_model
@@ -239,6 +252,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ", ".join(map(str, summary.paths)), summary.width, summary.height, summary.area_km2,
                 summary.seconds, summary.km2_per_hour, summary.tiles, 100 * summary.nodata_fraction,
             )  # fmt: skip
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace, options: PredictOptions, ranks: Ranks) -> int:
+    """``--reconstruct``: one zone's series restored (:mod:`predict.reconstruct`)."""
+    from predict.reconstruct import load_gapfill, reconstruct_zone
+    from predict.run import device_for
+
+    try:
+        device = device_for(args.device, ranks)
+        model = load_gapfill(args.model, args.weights, device)
+        reconstruct_zone(
+            model, Path(args.zone), Path(args.out), device, batch_size=options.batch_size or 16,
+            progress=options.progress,
+        )  # fmt: skip
+    except USER_ERRORS as error:
+        log.error("error: %s", error)
+        return 2
+    except (OSError, RasterioError) as error:
+        log.error("error: %s: %s; nothing usable was written", type(error).__name__, error)
+        return 1
     return 0
 
 

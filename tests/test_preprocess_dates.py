@@ -65,3 +65,14 @@ def test_cloudy_dates_avoided_unless_whole_bin_cloudy() -> None:
         keep = select_dates(values, 4, rng=rng, flagged=flagged)
         assert keep[0] == 2 and keep[1] == 4
         assert not flagged[keep[2:]].any()
+
+
+def test_dates_of_times_inverts_date_times_across_years_and_skips_padding() -> None:
+    from maestro.data.preprocess import date_times, dates_of_times
+    from maestro.dates import PAD_DATE
+
+    dates = np.array([20201231, 20210101, 20210615, 20221130, PAD_DATE], dtype=np.int32)
+    valid = dates != PAD_DATE
+    for reference in (20210615, 20200101, 20221231):
+        back = dates_of_times(date_times(dates, reference), reference, valid)
+        assert back.tolist() == dates.tolist()

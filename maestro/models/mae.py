@@ -213,13 +213,20 @@ class MaestroMAE(nn.Module, HubModel):
         return {key: self.heads[key](tokens[key]) for key in self.specs}
 
     def decoded_tokens(
-        self, encoded: EncodedSequences, mask: Tensors, padding: Tensors | None, times: Tensors
+        self,
+        encoded: EncodedSequences,
+        mask: Tensors,
+        padding: Tensors | None,
+        times: Tensors,
+        hints: Tensors | None = None,
     ) -> dict[str, Tensor]:
         """Project to decoder width, fill mask tokens, add codes, decode: ``{mod: (B, T, G, N, D)}``.
 
         Each hidden position gets its own modality's and band group's mask token, also where one
-        sequence mixes several (``s1``); the reference can swap them (docs/method.md). Cloud
-        removal (:mod:`maestro.models.gapfill`) puts its own head on these tokens.
+        sequence mixes several (``s1``); the reference can swap them (docs/method.md). ``hints``
+        ``{mod: (B, T, G, N, D)}`` are added to a modality's filled tokens before the codes: cloud
+        removal (:mod:`maestro.models.gapfill`) tells the decoder its prior there, and puts its own
+        head on the returned tokens.
         """
         plan, layouts = self.encoder.plan, self.encoder.layouts
         projected = [
@@ -228,6 +235,8 @@ class MaestroMAE(nn.Module, HubModel):
         tokens = self.encoder.tokens(projected, encoded.keep)
         for key, spec in self.specs.items():
             filled = self.mask_tokens[key].fill(tokens[key], mask[key])
+            if hints is not None and key in hints:
+                filled = filled + hints[key].to(filled.dtype)
             tokens[key] = self.decoder_encoding(filled, times[key], spec.grid)
         sequences = group_tokens(tokens, plan)
         key_valid = (

@@ -14,6 +14,7 @@ from maestro.data.preprocess.config import (
 from maestro.data.preprocess.dates import (
     bin_offset,
     date_times,
+    dates_of_times,
     median_distance,
     nanmedian_over_axis1,
     pad_series,
@@ -45,6 +46,7 @@ __all__ = [
     "build_preprocess_config",
     "check_finite",
     "date_times",
+    "dates_of_times",
     "fill_non_finite",
     "flagged_pixels",
     "mask_companion",

@@ -144,6 +144,20 @@ def date_times(dates: np.ndarray, reference: int | None) -> np.ndarray:
     return out
 
 
+def dates_of_times(times: np.ndarray, reference: int, valid: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`date_times`: float (T, 3) times of the ``valid`` dates and the sample's
+    reference date -> (T,) int32 YYYYMMDD (:data:`PAD_DATE` elsewhere), for labels and maps."""
+    times, valid = np.asarray(times, dtype=np.float64), np.asarray(valid, dtype=bool)
+    ref_year, ref_doy = (float(v[0]) for v in year_and_doy(np.array([reference])))
+    doy = np.rint(times[:, 1])
+    years = ref_year + np.rint(times[:, 0] - (doy - ref_doy) / 365.25)
+    out = np.full(times.shape[0], PAD_DATE, dtype=np.int32)
+    for index in np.flatnonzero(valid):
+        day = np.datetime64(f"{int(years[index]):04d}-01-01") + np.timedelta64(int(doy[index]), "D")
+        out[index] = int(str(day).replace("-", ""))
+    return out
+
+
 def reference_date(sample: Sample, config: PreprocessConfig) -> int | None:
     """The time origin: the reference modality's date if present, else the earliest input date."""
     dates = sample.get(DATES) or {}

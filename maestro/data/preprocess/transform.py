@@ -356,9 +356,11 @@ def preprocess_sample(
         for key, entry in MODALITIES.items()
         if entry.kind == "label" and key in sample
     }
-    out = {INPUTS: inputs, TIMES: times, VALID: valid, LABELS: labels, META: sample.get(META, {})}
-    if config.keep_flags:
+    meta = sample.get(META, {})
+    out = {INPUTS: inputs, TIMES: times, VALID: valid, LABELS: labels, META: meta}
+    if config.keep_flags:  # and the time origin, so that restored dates can be named (dates_of_times)
         out[FLAGS] = flags
+        out[META] = {**meta, "reference_date": reference}
     return out
 
 

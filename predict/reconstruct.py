@@ -1,0 +1,217 @@
+"""``predict --reconstruct s2``: a zone's Sentinel-2 series with its cloudy pixels restored.
+
+The model is a cloud-removal network (a ``gapfill`` run or its published folder,
+:mod:`maestro.models.gapfill`). The zone is read as for mapping (:mod:`predict.zone`), in tiles
+of the model's footprint on the Sentinel-2 raster's own grid, overlapping by half and blended
+with the mapping's window (:func:`predict.tiling.blend_window`). Each tile keeps *every* date of
+the series: the prior (linear interpolation between clear dates) is computed over the whole
+series, and the network, which reads ``num_dates`` dates at a time, restores the cloudy dates of
+each run of that many consecutive dates, seeing the same tile's other sensors whole.
+
+Output, on the input's grid, band order and data type: ``OUT`` holds the ``T x C`` restored bands
+(date-major, as the input) followed by ``T`` bands "reconstructed" (1 where a pixel was restored,
+0 where it is the input's value, bit for bit), and ``{OUT stem}_dates.json`` the dates. The whole
+zone is held in memory (about ``T x C x 8`` bytes per Sentinel-2 pixel): split larger areas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from einops import rearrange
+from tqdm import tqdm
+
+from maestro.data.collate import collate_model_samples
+from maestro.errors import ConfigError
+from maestro.evaluation.gapfill import linear_interpolation
+from maestro.hub.pretrained import build
+from maestro.hub.weights import Pick
+from maestro.modalities import MODALITIES, with_companions
+from maestro.models.gapfill import MaestroGapFill, day_numbers, restoration_plan
+from maestro.models.registry import MAESTRO_GAPFILL
+from maestro.models.zoo import load_weights
+from maestro.sample import FLAGS
+from maestro.training.data import preprocess_for
+from predict.options import MODEL_SOURCES
+from predict.reading import TileReader
+from predict.tiling import Grid, Tile, blend_window, origins
+from predict.zone import open_zone, read_dates
+
+log = logging.getLogger("predict")
+
+
+def load_gapfill(spec: str, pick: Pick = "ema", device: str | torch.device = "cpu") -> MaestroGapFill:
+    """The cloud-removal network ``spec`` names, in eval mode on ``device``; another model type is
+    a ConfigError saying what ``--reconstruct`` needs."""
+    weights = load_weights(spec, None, pick, kinds=MODEL_SOURCES, user="--model")
+    if weights.model_type is not MAESTRO_GAPFILL:
+        raise ConfigError(
+            f"--reconstruct needs a cloud-removal model (a gapfill run or its published folder); {spec} "
+            f"is a {weights.model_type.name}"
+        )
+    model = build(weights, weights.source)
+    log.info("model: %s (restores %s)", weights.note, model.config.target)
+    return model.to(device)
+
+
+def _chunks(length: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def _pad_dates(tensor: torch.Tensor, size: int, fill: float | bool = 0) -> torch.Tensor:
+    """``(B, t, ...)`` -> ``(B, size, ...)`` along the date axis."""
+    missing = size - tensor.shape[1]
+    if missing <= 0:
+        return tensor
+    pad = torch.full(
+        (tensor.shape[0], missing, *tensor.shape[2:]), fill, dtype=tensor.dtype, device=tensor.device
+    )
+    return torch.cat([tensor, pad], dim=1)
+
+
+@torch.no_grad()
+def restore_tiles(
+    model: MaestroGapFill, batch: dict, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collated batch of whole-series tiles -> (restored target ``(B, T, C, h, w)`` network units,
+    replaced ``(B, T, h, w)``): every date's prior, corrected on the cloudy dates, run by run of
+    ``num_dates`` dates."""
+    key = model.config.target
+    inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
+    times = {k: v.to(device) for k, v in batch["times"].items()}
+    valid = {k: v.to(device) for k, v in batch["valid"].items()}
+    flags = batch[FLAGS][key].to(device)
+    series, days = inputs[key].float(), day_numbers(times[key])
+    hidden, replace, trusted = restoration_plan(valid[key], flags)
+    prior = linear_interpolation(series, days, trusted)
+    restored = prior.clone()
+    size = model.mae.specs[key].num_dates
+    for run in _chunks(series.shape[1], size):
+        if not hidden[:, run].any():
+            continue
+        part = {
+            "inputs": {**inputs, key: _pad_dates(series[:, run], size)},
+            "times": {**times, key: _pad_dates(times[key][:, run], size)},
+            "valid": {**valid, key: _pad_dates(valid[key][:, run], size, False)},
+        }
+        prediction = model(
+            part["inputs"], part["times"], part["valid"], _pad_dates(hidden[:, run], size, False),
+            _pad_dates(prior[:, run], size),
+        )  # fmt: skip
+        restored[:, run] = prediction[:, : run.stop - run.start]
+    return restored, replace
+
+
+def _target_grid(zone, key: str) -> Grid:
+    raster = zone.rasters[key]
+    return Grid(raster.transform, raster.width, raster.height, zone.crs)
+
+
+def reconstruct_zone(
+    model: MaestroGapFill,
+    root: Path,
+    out: Path,
+    device: torch.device,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Path:
+    """Restore the cloudy pixels of the zone's target series and write ``out`` (module docstring)."""
+    config = model.config
+    key = config.target
+    specs = model.mae.specs
+    footprint = specs[key].image_size * MODALITIES[key].pixel_size_m
+    pixel_m = {k: footprint / spec.image_size for k, spec in specs.items()}
+    zone = open_zone(root, with_companions(list(specs)), pixel_m, MODALITIES[key].pixel_size_m)
+    zone = dataclasses.replace(zone, grid=_target_grid(zone, key))
+    preprocess = preprocess_for(
+        specs, keep_flags=(key,), cloud_avoidance=False, cloud_threshold=config.cloud_threshold
+    )
+    preprocess = dataclasses.replace(preprocess, keep_all_dates=(key,), overrides={
+        k: v if k != key else dataclasses.replace(v, num_dates=None) for k, v in preprocess.overrides.items()
+    })  # fmt: skip
+    size = specs[key].image_size
+    grid = zone.grid
+    with rasterio.open(zone.rasters[key].path) as src:
+        raw, profile = src.read(), src.profile
+    dates = zone.rasters[key].dates
+    num_bands = MODALITIES[key].num_bands
+    total = np.zeros((raw.shape[0], grid.height, grid.width), dtype=np.float64)
+    weights = np.zeros((grid.height, grid.width), dtype=np.float64)
+    replaced = np.zeros((raw.shape[0] // num_bands, grid.height, grid.width), dtype=bool)
+    window = blend_window(size).astype(np.float64)
+    stride = max(1, size // 2)
+    tiles = [
+        Tile(row, col, (i, j))
+        for i, row in enumerate(origins(grid.height, size, stride))
+        for j, col in enumerate(origins(grid.width, size, stride))
+    ]
+    scale = MODALITIES[key].scaling.factor
+    sizes = {k: specs[MODALITIES[k].companion_of or k].image_size for k in zone.rasters}
+    reader = TileReader(zone, sizes, preprocess, size)
+    started = time.monotonic()
+    try:
+        bar = tqdm(total=len(tiles), unit="tile", disable=not progress, desc=f"restoring {key}")
+        for start in range(0, len(tiles), batch_size):
+            group = tiles[start : start + batch_size]
+            data = [reader.read(tile) for tile in group]
+            restored, flags = restore_tiles(model, collate_model_samples([d.sample for d in data]), device)
+            restored = rearrange(restored.cpu().double() * scale, "b t c h w -> b (t c) h w").numpy()
+            for tile, values, flagged in zip(group, restored, flags.cpu().numpy(), strict=True):
+                rows, cols = slice(tile.row, tile.row + size), slice(tile.col, tile.col + size)
+                order = np.argsort(dates, kind="stable")
+                total[:, rows, cols] += values[_date_major(order, num_bands)] * window
+                weights[rows, cols] += window
+                replaced[:, rows, cols] |= flagged[np.argsort(order)]
+            bar.update(len(group))
+        bar.close()
+    finally:
+        reader.close()
+    blended = total / np.maximum(weights, 1e-12)
+    mask = np.repeat(replaced, num_bands, axis=0)
+    info = np.iinfo(raw.dtype) if np.issubdtype(raw.dtype, np.integer) else None
+    values = np.clip(np.rint(blended), info.min, info.max) if info is not None else blended
+    output = np.where(mask, values.astype(raw.dtype), raw)
+    _write(out, output, replaced, profile, key, num_bands)
+    _write_dates(out, read_dates(root, key))
+    log.info(
+        "wrote %s: %d dates, %.2f %% of the pixels restored, %d tiles in %.1f s",
+        out, replaced.shape[0], 100 * replaced.mean(), len(tiles), time.monotonic() - started,
+    )  # fmt: skip
+    return out
+
+
+def _date_major(order: np.ndarray, num_bands: int) -> np.ndarray:
+    """Band indices taking a chronological ``(t c)`` stack back to the raster's date order."""
+    position = np.argsort(order)
+    return np.array([position[t] * num_bands + c for t in range(len(order)) for c in range(num_bands)])
+
+
+def _write(
+    out: Path, series: np.ndarray, replaced: np.ndarray, profile: dict, key: str, num_bands: int
+) -> None:
+    bands = MODALITIES[key].bands
+    count = series.shape[0] + replaced.shape[0]
+    profile = {**profile, "count": count, "driver": "GTiff", "compress": "deflate", "interleave": "band"}
+    profile.pop("nodata", None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(series, indexes=list(range(1, series.shape[0] + 1)))
+        dst.write(replaced.astype(series.dtype), indexes=list(range(series.shape[0] + 1, count + 1)))
+        dates = series.shape[0] // num_bands
+        dst.descriptions = tuple(
+            [f"{band}_t{t}" for t in range(dates) for band in bands]
+            + [f"reconstructed_t{t}" for t in range(dates)]
+        )
+        dst.update_tags(reconstructed=f"bands {series.shape[0] + 1}-{count}: 1 where the pixel was restored")
+
+
+def _write_dates(out: Path, dates: np.ndarray) -> None:
+    path = out.with_name(f"{out.stem}_dates.json")
+    path.write_text(json.dumps([str(int(d)) for d in dates]) + "\n")
