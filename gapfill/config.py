@@ -31,7 +31,8 @@ class GapFillModelConfig:
     cloud_threshold: float = 0.0
     """Mask probability (0-100) above which a pixel is cloudy: filled, never a target."""
     held_out_fraction: float = 0.3
-    """Share of each sample's clear dates hidden and restored in a training step (at least one)."""
+    """Share of each sample's clear dates with pixels hidden and restored in a training step (at
+    least one date): the whole date or a cloud-like rectangle (:func:`maestro.models.gapfill.hold_out`)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.held_out_fraction < 1.0:
@@ -49,7 +50,7 @@ class GapFillModelConfig:
 @dataclass(frozen=True)
 class GapFillEvalConfig:
     held_out_fraction: float = 0.3
-    """Share of each test sample's clear dates hidden and scored (seeded per patch)."""
+    """Share of each test sample's clear dates with pixels hidden and scored (drawn per patch id)."""
     num_figures: int = 4
     """Test samples drawn (dates with clouds, restored, truth) and in the NDVI figure."""
 

@@ -1,8 +1,9 @@
-"""The cloud-removal task: restore held-out clear dates of the target series, L1 in absolute units.
+"""The cloud-removal task: restore held-out clear pixels of the target series, L1 in absolute units.
 
 Built on :class:`~maestro.training.task.TrainingTask` (EMA, optimiser, exact resume). Each step
-hides a share of every sample's clear dates (and all of its cloudy ones, as in use) and pays for
-the error on the clear dates it hid: cloudy dates never serve as targets. Validation scores the
+hides clear pixels of a share of every sample's clear dates, whole dates or cloud-like rectangles
+(:func:`~maestro.models.gapfill.hold_out`), besides its cloudy pixels as in use, and pays for the
+error on the clear pixels it hid: cloudy pixels never serve as targets. Validation scores the
 EMA weights on held-out dates drawn from each patch id, so the value does not depend on batching.
 """
 
@@ -22,7 +23,7 @@ from maestro.models.gapfill import (
     MaestroGapFill,
     day_numbers,
     fill_series,
-    hold_out_clear_dates,
+    hold_out,
     restoration_plan,
     to_reflectance,
 )
@@ -35,8 +36,8 @@ METHODS = ("model", "linear interpolation", "nearest clear date")
 
 
 def held_out_error(filled: Any, truth: Tensor, held_out: Tensor) -> tuple[Tensor, Tensor]:
-    """(sum of |restored - truth| over every band of the held-out dates' pixels, value count)."""
-    pixels = rearrange(held_out, "b t -> b t 1 1 1").expand_as(truth)
+    """(sum of |restored - truth| over every band of the held-out pixels, value count)."""
+    pixels = rearrange(held_out, "b t h w -> b t 1 h w").expand_as(truth)
     error = torch.where(pixels, (filled.prediction - truth.float()).abs(), 0.0)
     return error.sum(), pixels.sum()
 
@@ -77,7 +78,7 @@ class GapFillTask(TrainingTask):
     ) -> tuple[Tensor, Tensor]:
         key = self.config.model.target
         valid, flags = batch["valid"][key], batch[FLAGS][key]
-        held_out = hold_out_clear_dates(valid, flags, fraction, generator)
+        held_out = hold_out(valid, flags, fraction, generator)
         filled = fill_series(model, batch["inputs"], batch["times"], batch["valid"], flags, held_out)
         return held_out_error(filled, batch["inputs"][key], held_out)
 
@@ -98,20 +99,20 @@ class GapFillTask(TrainingTask):
         self.ensure_ema()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Held-out clear dates restored by the model and by the two temporal baselines, scored in
+        """Held-out clear pixels restored by the model and by the two temporal baselines, scored in
         reflectance on the same pixels."""
         key = self.config.model.target
         generator = patch_generator(batch, self.config.trainer.seed + 2, batch_idx, self.device)
         valid, flags = batch["valid"][key], batch[FLAGS][key]
-        held_out = hold_out_clear_dates(valid, flags, self.config.eval.held_out_fraction, generator)
+        held_out = hold_out(valid, flags, self.config.eval.held_out_fraction, generator)
         filled = fill_series(
             self.eval_model, batch["inputs"], batch["times"], batch["valid"], flags, held_out
         )
         truth = batch["inputs"][key].float()
-        _, _, trusted = restoration_plan(valid, flags, held_out)
+        _, trusted = restoration_plan(valid, flags, held_out)
         days = day_numbers(batch["times"][key])
         scale = to_reflectance(key)
-        mask = rearrange(held_out, "b t -> b t 1 1").expand_as(flags)
+        mask = held_out
         for name, values in (
             ("model", filled.prediction),
             ("linear interpolation", filled.prior),

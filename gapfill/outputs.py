@@ -35,6 +35,7 @@ class _Drawn:
     restored: Tensor
     truth: Tensor
     held_out: Tensor
+    """(T, H, W) pixels hidden and restored for the score."""
     cloudy: Tensor
     dates: np.ndarray
     """(T,) YYYYMMDD."""
@@ -70,7 +71,7 @@ class TestOutputs:
                     restored=(filled.series[index] * scale).cpu()[keep],
                     truth=inputs,
                     held_out=held_out[index].cpu()[keep],
-                    cloudy=flags[index].cpu()[keep],
+                    cloudy=flags[index].cpu()[keep] & ~held_out[index].cpu()[keep],
                     dates=dates[keep.numpy()],
                 )
             )
@@ -85,17 +86,18 @@ class TestOutputs:
         )
         log.info("test scores on held-out dates:\n%s", table)
         for index, drawn in enumerate(self.drawn):
-            cloudy = drawn.cloudy
+            whole = drawn.held_out.flatten(1).all(1)  # held-out dates; partly held-out pixels are outlined
+            outlined = drawn.cloudy | (drawn.held_out & ~whole[:, None, None])
             gapfill_figure(
                 drawn.inputs,
                 drawn.restored,
                 drawn.truth,
-                drawn.held_out,
-                cloudy,
+                whole,
+                outlined,
                 drawn.dates,
                 self.out_dir / f"restored_{index}.png",
             )
-            replaced = cloudy | drawn.held_out[:, None, None]
+            replaced = drawn.cloudy | drawn.held_out
             height, width = replaced.shape[1:]
             pixels = [(height // 4, width // 4), (height // 2, width // 2), (3 * height // 4, 3 * width // 4)]
             ndvi_figure(

@@ -89,12 +89,12 @@ def restore_tiles(
     valid = {k: v.to(device) for k, v in batch["valid"].items()}
     flags = batch[FLAGS][key].to(device)
     series, days = inputs[key].float(), day_numbers(times[key])
-    hidden, replace, trusted = restoration_plan(valid[key], flags)
+    restore, trusted = restoration_plan(valid[key], flags)
     prior = linear_interpolation(series, days, trusted)
     restored = prior.clone()
     size = model.mae.specs[key].num_dates
     for run in _chunks(series.shape[1], size):
-        if not hidden[:, run].any():
+        if not restore[:, run].any():
             continue
         part = {
             "inputs": {**inputs, key: _pad_dates(series[:, run], size)},
@@ -102,11 +102,11 @@ def restore_tiles(
             "valid": {**valid, key: _pad_dates(valid[key][:, run], size, False)},
         }
         prediction = model(
-            part["inputs"], part["times"], part["valid"], _pad_dates(hidden[:, run], size, False),
+            part["inputs"], part["times"], part["valid"], _pad_dates(restore[:, run], size, False),
             _pad_dates(prior[:, run], size),
         )  # fmt: skip
         restored[:, run] = prediction[:, : run.stop - run.start]
-    return restored, replace
+    return restored, restore
 
 
 def _target_grid(zone, key: str) -> Grid:

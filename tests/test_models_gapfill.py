@@ -10,7 +10,7 @@ from maestro.models.gapfill import (
     MaestroGapFill,
     day_numbers,
     fill_series,
-    hold_out_clear_dates,
+    hold_out,
     restoration_plan,
     to_reflectance,
 )
@@ -64,16 +64,17 @@ def test_only_cloudy_pixels_change_and_an_untrained_model_is_the_interpolation(m
     assert filled.replaced.sum() == 16 + 100 and torch.equal(
         filled.replaced, flags & valid["s2"][..., None, None]
     )
-    _, _, trusted = restoration_plan(valid["s2"], flags)
+    _, trusted = restoration_plan(valid["s2"], flags)
     prior = linear_interpolation(inputs["s2"], day_numbers(times["s2"]), trusted)
     assert torch.allclose(filled.series[replaced], prior[replaced])  # zero correction at start
 
 
-def test_hidden_dates_are_never_seen(model: MaestroGapFill):
-    """What a hidden date held does not change the model's output anywhere (it is padding)."""
+def test_hidden_pixels_are_never_seen(model: MaestroGapFill):
+    """What a hidden pixel held does not change the model's output anywhere (its token is padding)."""
     inputs, times, valid, flags = _batch()
-    held = torch.zeros(2, 6, dtype=torch.bool)
-    held[0, 4] = True
+    held = torch.zeros(2, 6, 10, 10, dtype=torch.bool)
+    held[0, 4] = True  # a whole held-out date
+    held[1, 3, 2:6, 4:8] = True  # a held-out rectangle, on token borders (patch 5)
     for linear in model.correction.groups:  # a non-zero head, so the network's output matters
         torch.nn.init.normal_(linear.weight, std=0.1)
     try:
@@ -81,25 +82,39 @@ def test_hidden_dates_are_never_seen(model: MaestroGapFill):
             first = fill_series(model, inputs, times, valid, flags, held)
             changed = {**inputs, "s2": inputs["s2"].clone()}
             changed["s2"][0, 4] = 123.0
+            changed["s2"][1, 3, :, 0:10, 0:10] = torch.where(
+                (held[1, 3] | flags[1, 3]).unsqueeze(0), torch.tensor(-5.0), changed["s2"][1, 3]
+            )
             changed["s2"][1, 1] = -5.0  # the overcast date
             changed["s2"][0, 2, :, :4, :4] = 9.0  # the cloudy pixels
             second = fill_series(model, changed, times, valid, flags, held)
+            third = fill_series(model, {**changed, "s2": changed["s2"] + 0.5}, times, valid, flags, held)
     finally:
         for linear in model.correction.groups:
             torch.nn.init.zeros_(linear.weight)
-    assert torch.allclose(first.prediction, second.prediction, atol=1e-5)
+    restored = first.replaced.unsqueeze(2).expand_as(first.prediction)
+    assert torch.allclose(first.prediction[restored], second.prediction[restored], atol=1e-5)
+    assert not torch.allclose(first.prediction[restored], third.prediction[restored])  # seen pixels count
 
 
-def test_held_out_dates_are_clear_and_leave_one_clear_date_visible():
+def test_held_out_pixels_are_clear_and_leave_one_clear_date_whole():
     valid = torch.ones(3, 6, dtype=torch.bool)
     valid[2, 3:] = False
     flags = torch.zeros(3, 6, 4, 4, dtype=torch.bool)
     flags[0, :3, 0, 0] = True  # three cloudy dates: three clear ones left
     flags[1, :5, 1, 1] = True  # one clear date: nothing can be held out
-    for seed in range(20):
-        held = hold_out_clear_dates(valid, flags, 0.5, torch.Generator().manual_seed(seed))
-        assert not (held & flags.flatten(2).any(-1)).any() and not (held & ~valid).any()
-        assert held.sum(1).tolist() == [1, 0, 1]  # floor(0.5 x clear), at least 1, one clear kept
+    shapes = set()
+    for seed in range(40):
+        held = hold_out(valid, flags, 0.5, torch.Generator().manual_seed(seed))
+        dates = held.flatten(2).any(-1)
+        assert not (dates & flags.flatten(2).any(-1)).any() and not (dates & ~valid).any()
+        assert dates.sum(1).tolist() == [1, 0, 1]  # floor(0.5 x clear), at least 1, one clear kept
+        for b, t in dates.nonzero().tolist():
+            rows, cols = held[b, t].any(1), held[b, t].any(0)
+            assert rows.sum() >= 2 and cols.sum() >= 2  # half a side at least
+            assert held[b, t].sum() == rows.sum() * cols.sum()  # a rectangle
+            shapes.add(bool(held[b, t].all()))
+    assert shapes == {True, False}  # whole dates and rectangles
 
 
 def test_the_target_must_be_a_masked_series_of_the_mae_and_reflectance_scale():

@@ -4,9 +4,10 @@ The pretrained MAE already reconstructs hidden tokens of one date from the other
 sensors, but in *normalised* target space (each patch and band group standardised), which cannot
 give reflectances. The design here (docs/method.md, "Cloud removal"):
 
-- The dates to restore (cloudy ones, and in training clear ones hidden on purpose) are hidden from
-  the encoder as padding: their values are zeroed and no token attends to them. Every other input
-  (Sentinel-1, the clear dates, aerial, elevation) is seen whole.
+- The pixels to restore (cloudy ones, and in training clear ones hidden on purpose) are hidden
+  from the encoder, token by token, as padding: their values are zeroed and no token attends to
+  them. Everything else is seen: the clear pixels of the same date, the other dates, Sentinel-1,
+  aerial, elevation.
 - The prior of every hidden pixel is the per-pixel linear interpolation in time between the
   nearest clear dates (:func:`maestro.evaluation.gapfill.linear_interpolation`). The decoder puts
   its mask tokens at the hidden dates, as in pretraining, plus an embedding of the prior's patches
@@ -19,8 +20,8 @@ give reflectances. The design here (docs/method.md, "Cloud removal"):
 
 Data flow of :meth:`MaestroGapFill.forward`::
 
-    inputs, hidden dates -> encoder (hidden dates as padding) -> decoder tokens (mask tokens there)
-    -> correction head -> prior + correction  (B, T, C, H, W), network units
+    inputs, hidden pixels -> encoder (their tokens as padding) -> decoder tokens (mask tokens + the
+    prior's embedding there) -> correction head -> prior + correction  (B, T, C, H, W), network units
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange, reduce
+from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 
 from maestro.evaluation.gapfill import linear_interpolation
@@ -62,7 +63,7 @@ def day_numbers(times: Tensor) -> Tensor:
 
 @register_model_type("maestro-gapfill")
 class MaestroGapFill(nn.Module, HubModel):
-    """Pretrained MAE + a head that restores hidden dates of ``config.target`` in absolute values."""
+    """Pretrained MAE + a head that restores hidden pixels of ``config.target`` in absolute values."""
 
     def __init__(self, config: GapFillConfig):
         super().__init__()
@@ -79,18 +80,30 @@ class MaestroGapFill(nn.Module, HubModel):
     def forward(
         self, inputs: Tensors, times: Tensors, valid: Tensors, hidden: Tensor, prior: Tensor
     ) -> Tensor:
-        """``hidden`` ``(B, T)``: dates of the target restored (never seen); ``prior`` ``(B, T, C, H, W)``
-        the interpolation they start from. Returns ``(B, T, C, H, W)``: prior + correction, in the
-        target's network units (meaningful on the hidden dates)."""
+        """``hidden`` ``(B, T, H, W)``: pixels of the target to restore, never seen (a token with one
+        hidden pixel is hidden whole); ``prior`` ``(B, T, C, H, W)`` the interpolation they start
+        from. Returns ``(B, T, C, H, W)``: prior + correction, in the target's network units
+        (meaningful on the hidden pixels)."""
         key = self.config.target
-        encoder = self.mae.encoder
-        seen = {**valid, key: valid[key] & ~hidden}
-        inputs, times, seen = encoder.prepare(inputs, times, seen)
-        padding = encoder.padding(seen)
+        encoder, spec = self.mae.encoder, self.mae.specs[key]
+        inputs, times, valid = encoder.prepare(inputs, times, valid)
+        tokens_hidden = hidden_tokens(hidden, spec.patch_size, spec.num_token_groups)
+        padding = encoder.padding(valid)
+        padding = {**padding, key: padding[key] | tokens_hidden}
+        unseen = rearrange(hidden, "b t h w -> b t 1 h w")
+        inputs = {**inputs, key: torch.where(unseen, torch.zeros_like(inputs[key]), inputs[key])}
         encoded = encoder.encode_sequences(inputs, times, padding, None, set())
-        hint = self.prior_embed(prior.to(inputs[key].dtype)) * rearrange(hidden, "b t -> b t 1 1 1")
+        hint = self.prior_embed(prior.to(inputs[key].dtype)) * rearrange(
+            tokens_hidden, "b t g n -> b t g n 1"
+        )
         tokens = self.mae.decoded_tokens(encoded, padding, padding, times, hints={key: hint})
         return prior.float() + self.correction(tokens[key]).float()
+
+
+def hidden_tokens(hidden: Tensor, patch_size: int, groups: int) -> Tensor:
+    """``(B, T, H, W)`` hidden pixels -> ``(B, T, G, N)`` tokens with at least one of them."""
+    tokens = reduce(hidden, "b t (h p1) (w p2) -> b t (h w)", "max", p1=patch_size, p2=patch_size)
+    return repeat(tokens, "b t n -> b t g n", g=groups)
 
 
 @dataclass(frozen=True)
@@ -107,22 +120,17 @@ class FilledSeries:
     """``(B, T, C, H, W)`` the linear interpolation baseline."""
 
 
-def restoration_plan(
-    valid: Tensor, flags: Tensor, held_out: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(hidden dates ``(B, T)``, pixels to replace ``(B, T, H, W)``, pixels to trust ``(B, T, H, W)``).
+def restoration_plan(valid: Tensor, flags: Tensor, held_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(pixels to restore ``(B, T, H, W)``, pixels to trust ``(B, T, H, W)``).
 
-    A valid date with any flagged pixel is hidden and its flagged pixels are replaced; ``held_out``
-    dates (evaluation, training) are hidden and replaced whole. Trusted pixels (what the prior
-    interpolates between) are the unflagged pixels of valid dates that are not hidden."""
-    cloudy_dates = reduce(flags, "b t h w -> b t", "max") & valid
-    hidden = cloudy_dates if held_out is None else cloudy_dates | (held_out & valid)
+    Flagged pixels of valid dates are restored, and ``held_out`` ones (evaluation, training: clear
+    pixels hidden on purpose, :func:`hold_out`); trusted pixels, what the prior interpolates
+    between, are every other pixel of a valid date."""
     pixels = rearrange(valid, "b t -> b t 1 1")
-    replace = flags & pixels
+    restore = flags & pixels
     if held_out is not None:
-        replace = replace | (rearrange(held_out & valid, "b t -> b t 1 1") & torch.ones_like(flags))
-    trusted = pixels & ~flags & ~rearrange(hidden, "b t -> b t 1 1")
-    return hidden, replace, trusted
+        restore = restore | (held_out & pixels)
+    return restore, pixels & ~restore
 
 
 def fill_series(
@@ -133,28 +141,52 @@ def fill_series(
     flags: Tensor,
     held_out: Tensor | None = None,
 ) -> FilledSeries:
-    """Restore the flagged pixels (and ``held_out`` dates) of the model's target series; every other
-    value is returned as it came in."""
+    """Restore the flagged (and ``held_out``) pixels of the model's target series; every other value
+    is returned as it came in."""
     key = model.config.target
     series, days = inputs[key].float(), day_numbers(times[key])
-    hidden, replace, trusted = restoration_plan(valid[key], flags, held_out)
+    restore, trusted = restoration_plan(valid[key], flags, held_out)
     prior = linear_interpolation(series, days, trusted)
-    prediction = model(inputs, times, valid, hidden, prior)
-    restored = torch.where(rearrange(replace, "b t h w -> b t 1 h w"), prediction, series)
-    return FilledSeries(restored, replace, prediction, prior)
+    prediction = model(inputs, times, valid, restore, prior)
+    restored = torch.where(rearrange(restore, "b t h w -> b t 1 h w"), prediction, series)
+    return FilledSeries(restored, restore, prediction, prior)
 
 
-def hold_out_clear_dates(
-    valid: Tensor, flags: Tensor, fraction: float, generator: torch.Generator | None = None
+def hold_out(
+    valid: Tensor,
+    flags: Tensor,
+    fraction: float,
+    generator: torch.Generator | None = None,
+    whole_dates: float = 0.5,
 ) -> Tensor:
-    """``(B, T)`` bool: about ``fraction`` of each sample's clear dates (valid, nothing flagged),
-    drawn at random, at least one when the sample has two or more, always leaving one clear date
-    visible. These are the training targets and the evaluation's held-out dates: cloudy dates never are."""
+    """``(B, T, H, W)`` clear pixels hidden on purpose: the training targets and the evaluation's
+    held-out pixels (cloudy pixels never are).
+
+    About ``fraction`` of each sample's clear dates (valid, nothing flagged) are drawn, at least one
+    when the sample has two or more, always leaving one clear date whole. On each, with probability
+    ``whole_dates`` every pixel is held out (an overcast date: only the other dates and sensors
+    tell), otherwise a rectangle of half to all of each side (a cloud: the date's own clear pixels
+    tell too)."""
+    batch, dates, height, width = flags.shape
+    device = flags.device
     clear = valid & ~reduce(flags, "b t h w -> b t", "max")
     count = clear.sum(dim=1, keepdim=True)
-    take = torch.clamp(torch.floor(count * fraction), min=1)
-    take = torch.minimum(take, count - 1).clamp(min=0)
-    scores = torch.rand(clear.shape, generator=generator, device=clear.device)
-    scores = torch.where(clear, scores, torch.full_like(scores, 2.0))
-    rank = scores.argsort(dim=1).argsort(dim=1)
-    return clear & (rank < take)
+    take = torch.minimum(torch.clamp(torch.floor(count * fraction), min=1), count - 1).clamp(min=0)
+    scores = torch.rand(clear.shape, generator=generator, device=device)
+    rank = torch.where(clear, scores, torch.full_like(scores, 2.0)).argsort(dim=1).argsort(dim=1)
+    chosen = clear & (rank < take)
+    draw = torch.rand((batch, dates, 5), generator=generator, device=device)
+    whole = draw[..., 0] < whole_dates
+    sides = torch.tensor([height, width], device=device, dtype=draw.dtype)
+    size = torch.ceil(sides / 2 + draw[..., 1:3] * sides / 2).clamp(max=sides)  # (B, T, 2)
+    start = torch.floor(draw[..., 3:5] * (sides - size + 1))
+    end = start + size
+    rows = torch.arange(height, device=device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, 1, width)
+    inside = (
+        (rows >= start[..., 0, None, None])
+        & (rows < end[..., 0, None, None])
+        & (cols >= start[..., 1, None, None])
+        & (cols < end[..., 1, None, None])
+    )
+    return rearrange(chosen, "b t -> b t 1 1") & (inside | rearrange(whole, "b t -> b t 1 1"))
