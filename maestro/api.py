@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from maestro.api_gapfill import LoadedGapFill, load_gapfill
 from maestro.data import zoo
 from maestro.data.collate import collate_model_samples
 from maestro.data.flairhub import FlairHubReader
@@ -37,7 +38,7 @@ from shards.loader import ShardLoader, make_loader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedEncoder", "load_encoder"]
+__all__ = ["LoadedEncoder", "LoadedGapFill", "load_encoder", "load_gapfill"]
 
 
 @dataclass(frozen=True)

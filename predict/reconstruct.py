@@ -214,4 +214,4 @@ def _write(
 
 def _write_dates(out: Path, dates: np.ndarray) -> None:
     path = out.with_name(f"{out.stem}_dates.json")
-    path.write_text(json.dumps([str(int(d)) for d in dates]) + "\n")
+    path.write_text(json.dumps([int(d) for d in dates]) + "\n")

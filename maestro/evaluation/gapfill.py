@@ -77,18 +77,35 @@ def linear_interpolation(series: Tensor, days: Tensor, known: Tensor) -> Tensor:
     where the pixel has no known date. Known dates are returned unchanged."""
     series, days, known = _known_dates(series, days, known)
     before, after = _neighbours(known)
+    return torch.where(known.unsqueeze(2), series, _interpolate(series, days, before, after))
+
+
+def leave_one_out(series: Tensor, days: Tensor, known: Tensor) -> Tensor:
+    """Every date of each pixel, known or not, interpolated as :func:`linear_interpolation` does
+    from that pixel's nearest known dates strictly before and after it (itself left out): what the
+    interpolation would have said of a date it could see. The cloud-removal network reads a clear
+    pixel's departure from it."""
+    series, days, known = _known_dates(series, days, known)
+    before, after = _neighbours(known)
+    t = series.shape[1]
+    before = torch.cat([torch.full_like(before[:, :1], -1), before[:, :-1]], dim=1)
+    after = torch.cat([after[:, 1:], torch.full_like(after[:, :1], t)], dim=1)
+    return _interpolate(series, days, before, after)
+
+
+def _interpolate(series: Tensor, days: Tensor, before: Tensor, after: Tensor) -> Tensor:
+    """Linear in time between the dates ``before`` and ``after`` (per pixel; -1 / T: none)."""
     start, start_day = _take(series, days, before)
     end, end_day = _take(series, days, after)
     has_start, has_end = before >= 0, after < series.shape[1]
     span = torch.where(has_start & has_end, end_day - start_day, torch.ones_like(days))
     fraction = ((days - start_day) / span.clamp_min(1e-6)).clamp(0, 1)  # padded dates' days are arbitrary
     fraction = fraction.to(series.dtype).unsqueeze(2)
-    filled = torch.where(
+    return torch.where(
         (has_start & has_end).unsqueeze(2),
         start + fraction * (end - start),
         torch.where(has_start.unsqueeze(2), start, torch.where(has_end.unsqueeze(2), end, series)),
     )
-    return torch.where(known.unsqueeze(2), series, filled)
 
 
 def nearest_clear(series: Tensor, days: Tensor, known: Tensor) -> Tensor:

@@ -10,9 +10,11 @@ give reflectances. The design here (docs/method.md, "Cloud removal"):
   aerial, elevation.
 - The prior of every hidden pixel is the per-pixel linear interpolation in time between the
   nearest clear dates (:func:`maestro.evaluation.gapfill.linear_interpolation`). The decoder puts
-  its mask tokens at the hidden dates, as in pretraining, plus an embedding of the prior's patches
-  (so it knows what it corrects), and a new pixel head reads them, predicting a *correction in
-  network units* (reflectance / 5000 for S2). The head starts at zero, so an untrained model is
+  its mask tokens at the hidden tokens, as in pretraining, plus an embedding of the prior's patches
+  (so it knows what it corrects); at the seen tokens of the series it adds an embedding of how far
+  each is from what the interpolation would have said of it (so the date's clear pixels tell how
+  far off the interpolation is on that date). A new pixel head reads the hidden tokens, predicting
+  a *correction in network units* (reflectance / 5000 for S2). The head starts at zero, so an untrained model is
   exactly the interpolation, and training pays only for what the other dates and the radar add;
   its loss is L1 on the absolute values of held-out clear dates.
 - Only pixels that were cloudy (or, in evaluation, held out) are replaced: every other value of
@@ -33,7 +35,7 @@ import torch
 from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 
-from maestro.evaluation.gapfill import linear_interpolation
+from maestro.evaluation.gapfill import leave_one_out, linear_interpolation
 from maestro.hub.pretrained import HubModel
 from maestro.modalities import MODALITIES, Divide
 from maestro.models.embed import ModalityEmbed
@@ -71,7 +73,11 @@ class MaestroGapFill(nn.Module, HubModel):
         self.mae = MaestroMAE(config.mae)
         spec, width = self.mae.specs[config.target], config.mae.decoder.width
         self.prior_embed = ModalityEmbed(spec, width)
-        """The prior's patches as decoder tokens, added at the hidden dates: what to correct."""
+        """The prior's patches as decoder tokens, added at the hidden tokens: what to correct."""
+        self.departure_embed = ModalityEmbed(spec, width)
+        """Each seen token's departure from what the interpolation would have said of it
+        (:func:`~maestro.evaluation.gapfill.leave_one_out`), added at the seen tokens: how far the
+        interpolation is off on this date, where the network can check it."""
         self.correction = PixelHead(spec, width)
         for linear in self.correction.groups:  # starts as the interpolation prior
             nn.init.zeros_(linear.weight)
@@ -93,9 +99,14 @@ class MaestroGapFill(nn.Module, HubModel):
         unseen = rearrange(hidden, "b t h w -> b t 1 h w")
         inputs = {**inputs, key: torch.where(unseen, torch.zeros_like(inputs[key]), inputs[key])}
         encoded = encoder.encode_sequences(inputs, times, padding, None, set())
-        hint = self.prior_embed(prior.to(inputs[key].dtype)) * rearrange(
-            tokens_hidden, "b t g n -> b t g n 1"
+        values = inputs[key]
+        seen = rearrange(valid[key], "b t -> b t 1 1") & ~hidden
+        departure = values - leave_one_out(values.float(), day_numbers(times[key]), seen).to(values.dtype)
+        departure = torch.where(
+            rearrange(seen, "b t h w -> b t 1 h w"), departure, torch.zeros_like(departure)
         )
+        hint = self.prior_embed(prior.to(values.dtype)) * rearrange(tokens_hidden, "b t g n -> b t g n 1")
+        hint = hint + self.departure_embed(departure) * rearrange(~padding[key], "b t g n -> b t g n 1")
         tokens = self.mae.decoded_tokens(encoded, padding, padding, times, hints={key: hint})
         return prior.float() + self.correction(tokens[key]).float()
 
