@@ -9,6 +9,11 @@ random 15-class labels + backward + fused AdamW step, on a synthetic batch alrea
 FLOPs per sample are counted as in ``bench/pretrain_throughput.py`` (``torch.utils.flop_counter``:
 matrix products, convolutions, attention; forward + backward); MFU = FLOPs x samples/s / 790e12.
 Results print as a markdown table and go to ``--json`` (default ``$OUT/finetune_throughput.json``).
+
+``--precision bf16 fp8`` times each configuration in bf16-mixed and with the encoder's large block
+linear layers in FP8 (torchao float8 training, as ``trainer.precision: fp8`` converts them:
+:mod:`maestro.training.fp8`). FLOPs are counted before the conversion: MFU stays bf16-equivalent.
+A configuration that fails (out of memory included) is reported with its error.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from torch import Tensor, nn
 
 from bench.pretrain_throughput import (
     PEAK_FLOPS,
+    PRECISIONS,
     Timer,
     autocast,
     device_meta,
+    failure,
     free,
     is_oom,
     make_batch,
@@ -44,6 +51,7 @@ from maestro.models import EncoderConfig, MAEConfig, count_flops
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.models.synthetic import tiny_config
+from maestro.training.fp8 import FP8_MIN_FEATURES, convert_to_fp8
 
 log = logging.getLogger("finetune_throughput")
 NUM_CLASSES = 15
@@ -78,9 +86,14 @@ def build(head: str, smoke: bool, batch_size: int, device: torch.device) -> tupl
 
 
 def measure(
-    head: str, mode: str, batch_size: int, args: argparse.Namespace, device: torch.device
+    head: str,
+    mode: str,
+    batch_size: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    precision: str = "bf16",
 ) -> dict[str, Any]:
-    record: dict[str, Any] = {"head": head, "mode": mode, "batch": batch_size}
+    record: dict[str, Any] = {"head": head, "precision": precision, "mode": mode, "batch": batch_size}
     try:
         model, config = build(head, args.smoke, batch_size, device)
         record["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
@@ -89,6 +102,8 @@ def measure(
         with autocast(device):
             flops = count_flops(model, flops_batch)["total"] / 2
         record["gflop_per_sample"] = flops / 1e9
+        if precision == "fp8":  # after counting: FLOPs stay bf16-equivalent; before compiling
+            convert_to_fp8(model.segmenter, args.fp8_min_features)
         optimizer = make_optimizer(model, device)
         fn = torch.compile(model, mode=args.compile_mode) if mode == "compile" else model
         if device.type == "cuda":
@@ -118,9 +133,9 @@ def measure(
             print_profile(f"{head} {mode} batch {batch_size}", record["profile"])
             print(record["profile"]["op_table"])
     except Exception as error:  # noqa: BLE001 - an OOM is a result; anything else is reported and logged
-        record["status"] = "oom" if is_oom(error) else f"error: {type(error).__name__}: {str(error)[:300]}"
+        record.update(failure(error))
         if not is_oom(error):
-            log.exception("%s %s batch %d failed", head, mode, batch_size)
+            log.exception("%s %s %s batch %d failed", head, precision, mode, batch_size)
     finally:
         free(device)
     return record
@@ -134,6 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", nargs="+", default=["uperfuse", "maestro"])
     parser.add_argument("--modes", nargs="+", default=["eager", "compile"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 32, 64])
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["bf16"],
+        choices=PRECISIONS,
+        help="bf16 (bf16-mixed autocast) and/or fp8 (the same with FP8 encoder block linear layers)",
+    )
+    parser.add_argument(
+        "--fp8-min-features",
+        type=int,
+        default=FP8_MIN_FEATURES,
+        help="fp8: smallest in/out features of a converted linear layer (maestro.training.fp8)",
+    )
     parser.add_argument(
         "--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs"
     )
@@ -165,22 +193,28 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     results: dict[str, Any] = {"meta": {**device_meta(device), "argv": sys.argv}, "runs": []}
     for head in args.heads:
-        for mode in args.modes:
-            for batch_size in args.batch_sizes:
-                record = measure(head, mode, batch_size, args, device)
-                log.info("%s", {k: v for k, v in record.items() if k != "profile"})
-                results["runs"].append(record)
-                if args.json is not None:
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(results, indent=2))
-    print("| head | mode | batch | samples/s | step ms | GFLOP/sample | MFU | peak GiB | params M |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for precision in args.precision:
+            for mode in args.modes:
+                for batch_size in args.batch_sizes:
+                    record = measure(head, mode, batch_size, args, device, precision)
+                    log.info("%s", {k: v for k, v in record.items() if k != "profile"})
+                    results["runs"].append(record)
+                    if args.json is not None:
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(json.dumps(results, indent=2))
+                    if device.type == "cuda" and mode == "compile":
+                        torch._dynamo.reset()  # each model compiles afresh, within the recompile limit
+    print(
+        "| head | precision | mode | batch | samples/s | step ms | GFLOP/sample (bf16-eq.) | MFU | peak GiB | params M |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results["runs"]:
+        head = f"| {r['head']} | {r['precision']} | {r['mode']} | {r['batch']} |"
         if r.get("status") != "ok":
-            print(f"| {r['head']} | {r['mode']} | {r['batch']} | {r.get('status')} | | | | | |")
+            print(f"{head} {r.get('status')}: {r.get('error', '')[:80]} | | | | | |")
             continue
         print(
-            f"| {r['head']} | {r['mode']} | {r['batch']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
+            f"{head} {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
             f"{r['gflop_per_sample']:.1f} | {100 * r['mfu']:.1f}% | {r.get('peak_mem_gib', 0):.1f} | "
             f"{r['params_m']:.1f} |"
         )

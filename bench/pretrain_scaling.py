@@ -108,14 +108,31 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
     out, size = args.work / "synthetic.json", "tiny" if args.smoke else "medium"  # --smoke: tiny there
     command = [sys.executable, "bench/pretrain_throughput.py", "--sizes", "medium", "--modes", "compile-full"]
     command += ["--batch-sizes", str(args.batch_size), "--no-search", "--no-loader", "--json", str(out)]
-    command += ["--padded-dates", str(args.padded_dates)]
+    command += ["--padded-dates", str(args.padded_dates), "--precision", args.precision]
     command += ["--profile", f"{size}:{args.batch_size}:compile-full"] if args.gpu_profile else []
     command += ["--smoke"] if args.smoke else []
     _run(command, args.work / "synthetic.log")
-    results = json.loads(out.read_text())
-    run = next(r for r in results["runs"] if r["status"] == "ok")
+    return synthetic_result(json.loads(out.read_text()), size, args.work / "synthetic.log")
+
+
+def synthetic_result(results: dict[str, Any], size: str, log_file: Path) -> dict[str, Any]:
+    """The synthetic step's rate from ``bench/pretrain_throughput.py``'s JSON: its timed run (at a
+    smaller batch when the asked one did not fit, which ``batch`` and ``requested_batch`` say), or
+    a RuntimeError naming every failed batch and its error when none ran."""
+    runs = results.get("runs", [])
+    run = next((r for r in runs if r["status"] == "ok"), None)
+    if run is None:
+        failed = "; ".join(f"batch {r['batch']}: {r['status']} {r.get('error', '')}".strip() for r in runs)
+        raise RuntimeError(f"synthetic step: no batch ran ({failed or 'no run recorded'}); see {log_file}")
     flops = results["flops"][size]["total"]
-    result = {"samples_per_s": run["samples_per_s"], "mfu": run["mfu"], "gflop_per_sample": flops / 1e9}
+    result = {
+        "samples_per_s": run["samples_per_s"],
+        "mfu": run["mfu"],
+        "gflop_per_sample": flops / 1e9,
+        "batch": run["batch"],
+        **({"requested_batch": run["requested_batch"]} if "requested_batch" in run else {}),
+        **({"peak_memory_gib": round(run["peak_mem_gib"], 1)} if "peak_mem_gib" in run else {}),
+    }
     for prof in results.get("profiles", [])[:1]:
         result["device_profile"] = {
             "wall_ms_per_step": prof["wall_ms_per_step"],
@@ -141,6 +158,7 @@ def _pretrain_args(
         f"trainer.log_every_n_steps={args.window}",
         "trainer.checkpoint_every_n_steps=1000000",
         "trainer.reconstruction_every_n_steps=0",
+        *(["trainer.precision=fp8"] if args.precision == "fp8" else []),
         *(SMOKE_MODEL if args.smoke else []),
         # --gpu-profile: N steps after the timed ones, on every rank, outside the timed windows
         *(
@@ -352,6 +370,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "shards hold short series, so nearly every real batch takes the key-masked attention path",
     )
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--precision",
+        choices=["bf16", "fp8"],
+        default="bf16",
+        help="fp8: trainer.precision=fp8 in every pretrain run and --precision fp8 in the synthetic step",
+    )
     parser.add_argument(
         "--override",
         nargs="*",

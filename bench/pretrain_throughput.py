@@ -29,6 +29,16 @@ times the input pipeline on toy shards built on the spot (``shards.cli toy`` + `
 ``--profile SIZE:BATCH:MODE`` adds a torch.profiler summary (top kernels, kernel classes, host
 syncs); ``--attention SIZE:BATCH`` times the SDPA backends on the model's attention shapes.
 
+Batch sizes follow ``--batch-sizes`` in every mode (``compile-full`` runs only batch 256 when no
+batch size is given; ``--mode-batches`` sets a mode's own list). A batch that does not fit is
+reported with its error; when it is the first of its mode, the largest batch that fits is searched
+by halving and timed in its place (``--no-fallback`` turns this off).
+
+``--precision bf16 fp8`` times each model in bf16-mixed and with FP8 matrix products in the
+transformer blocks' large linear layers (torchao float8 training, as ``trainer.precision: fp8``
+converts them: :mod:`maestro.training.fp8`; ``--fp8-min-features`` sets the size threshold). FLOPs
+and MFU stay bf16-equivalent: the same count for both, against the bf16 peak.
+
 A markdown table is printed at the end; full results go to ``--json`` (default
 ``$OUT/pretrain_throughput.json`` when ``OUT`` is set), rewritten after every measurement so a run
 cut short keeps what it measured. ``--budget`` (seconds) skips what no longer fits.
@@ -57,6 +67,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maestro.errors import ConfigError
 from maestro.models import EncoderConfig, MAEConfig, MaestroMAE, count_flops
 from maestro.models.embed import ModalityEmbed
 from maestro.models.encodings import TokenEncoding
@@ -64,6 +75,7 @@ from maestro.models.masking import num_masked
 from maestro.models.pixels import PixelHead
 from maestro.models.synthetic import synthetic_batch, tiny_config
 from maestro.models.transformer import Block
+from maestro.training.fp8 import FP8_MIN_FEATURES, convert_to_fp8
 from maestro.training.optim import param_groups
 
 log = logging.getLogger("bench.pretrain_throughput")
@@ -71,6 +83,11 @@ log = logging.getLogger("bench.pretrain_throughput")
 PEAK_FLOPS = 790e12
 """Dense bf16 matrix rate of one H200 as measured here (8192^3 bf16 matmul, random data)."""
 MODES = ("eager", "compile", "compile-regions", "compile-full")
+PRECISIONS = ("bf16", "fp8")
+"""bf16: bf16-mixed autocast; fp8: the same, with the large block linear layers in FP8."""
+DEFAULT_BATCHES = [32, 64, 128, 256]
+DEFAULT_FULL_BATCHES = ["compile-full=256"]
+"""What compile-full runs when no batch size is given: ~2 min of compilation per batch size."""
 FULL_COMPILE_S = 200
 """Budget a whole-model compile needs (medium: ~130 s to compile on the H200 box, then the steps)."""
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -129,6 +146,18 @@ class Deadline:
 
 def make_config(size: str, fusion: str, smoke: bool) -> MAEConfig:
     return tiny_config(fusion=fusion) if smoke else MAEConfig(encoder=EncoderConfig(size=size, fusion=fusion))
+
+
+def make_model(
+    config: MAEConfig, precision: str, device: torch.device, min_features: int = FP8_MIN_FEATURES
+) -> MaestroMAE:
+    """The MAE from seed 0 (the same weights in every precision), its block layers converted to
+    FP8 training for ``fp8`` before it moves to the device, as the training task does."""
+    torch.manual_seed(0)
+    model = MaestroMAE(config)
+    if precision == "fp8":
+        convert_to_fp8(model, min_features)  # logs what it converts
+    return model.to(device)
 
 
 def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -310,14 +339,22 @@ def run_config(
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             record["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
     except Exception as error:  # noqa: BLE001 - OOM (and anything else) is reported, the matrix goes on
-        record["status"] = "oom" if is_oom(error) else f"error: {type(error).__name__}: {str(error)[:300]}"
+        record.update(failure(error))
         if not is_oom(error):
             log.exception("batch %d failed", batch_size)
+        else:
+            log.warning("batch %d does not fit: %s", batch_size, record["error"])
     finally:
         del batch
         optimizer.zero_grad(set_to_none=True)
         free(device)
     return record
+
+
+def failure(error: BaseException) -> dict[str, str]:
+    """``status`` (``oom`` or ``error: Type``) and the error's first line, for the results."""
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    return {"status": "oom" if is_oom(error) else f"error: {type(error).__name__}", "error": first}
 
 
 def fits(
@@ -763,19 +800,28 @@ def print_tables(results: Results) -> None:
         f"MFU against {meta['peak_flops'] / 1e12:.0f} TFLOP/s\n"
     )
     print(
-        "| size | mode | batch | step ms | samples/s | input tokens/s | TFLOP/s | MFU | peak GiB | first step s |"
+        "| size | precision | mode | batch | step ms | samples/s | input tokens/s | TFLOP/s (bf16-eq.) | MFU "
+        "| peak GiB | first step s |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     order = {name: i for i, name in enumerate(["tiny", "small", "medium", "base", "large"])}
     runs = sorted(
-        results.data["runs"], key=lambda r: (order.get(r["size"], 9), MODES.index(r["mode"]), r["batch"])
+        results.data["runs"],
+        key=lambda r: (
+            order.get(r["size"], 9),
+            PRECISIONS.index(r.get("precision", "bf16")),
+            MODES.index(r["mode"]),
+            r["batch"],
+        ),
     )
     for r in runs:
+        asked = f" (asked {r['requested_batch']})" if "requested_batch" in r else ""
+        head = f"| {r['size']} | {r.get('precision', 'bf16')} | {r['mode']} | {r['batch']}{asked} |"
         if r["status"] != "ok":
-            print(f"| {r['size']} | {r['mode']} | {r['batch']} | {r['status'][:40]} | | | | | | |")
+            print(f"{head} {r['status']}: {r.get('error', '')[:80]} | | | | | | |")
             continue
         print(
-            f"| {r['size']} | {r['mode']} | {r['batch']} | {r['step_ms']:.1f} | {r['samples_per_s']:.1f} | "
+            f"{head} {r['step_ms']:.1f} | {r['samples_per_s']:.1f} | "
             f"{r['tokens_per_s'] / 1e3:.0f}k | {r['tflops']:.0f} | {r['mfu']:.1%} | "
             f"{r.get('peak_mem_gib', math.nan):.1f} | {r['first_step_s']:.1f} |"
         )
@@ -787,14 +833,17 @@ def print_tables(results: Results) -> None:
                 f"{f['total'] / 1e9:.4g} |"
             )
     if results.data["search"]:
-        print("\n| size | mode | largest batch that fits | first OOM | probes (batch: peak GiB or OOM) |")
-        print("|---|---|---:|---:|---|")
+        print(
+            "\n| size | precision | mode | largest batch that fits | first OOM | probes (batch: peak GiB or OOM) |"
+        )
+        print("|---|---|---|---:|---:|---|")
         for s in results.data["search"]:
             probes = ", ".join(
                 f"{p['batch']}: " + (f"{p['peak_mem_gib']:.0f}" if p["fits"] else "OOM") for p in s["probes"]
             )
             print(
-                f"| {s['size']} | {s['mode']} | {s['largest_fitting']} | {s['smallest_oom'] or '-'} "
+                f"| {s['size']} | {s.get('precision', 'bf16')} | {s['mode']} | {s['largest_fitting']} | "
+                f"{s['smallest_oom'] or '-'} "
                 f"(limit {s['limit']}) | {probes} |"
             )
     if results.data["loader"]:
@@ -810,7 +859,7 @@ def print_tables(results: Results) -> None:
                 f"{r['first_batch_s']:.1f} |"
             )
     if results.data["skipped"]:
-        print("\nskipped (budget): " + "; ".join(results.data["skipped"]))
+        print("\nskipped: " + "; ".join(results.data["skipped"]))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -829,7 +878,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: compile eager compile-full (--smoke: eager); the first one is used for "
         "the largest-batch search",
     )
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 64, 128, 256])
+    parser.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        help=f"per device, in every mode (default: {' '.join(map(str, DEFAULT_BATCHES))}; compile-full "
+        "then runs 256 only)",
+    )
     parser.add_argument(
         "--size-batches",
         nargs="*",
@@ -840,7 +896,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mode-batches",
         nargs="*",
         default=None,
-        help="per-mode batch lists, e.g. compile-full=256 (overrides the size's list)",
+        help="per-mode batch lists, e.g. compile-full=256 (overrides the size's list; default: "
+        "compile-full=256 when neither --batch-sizes nor --size-batches is given, else none)",
     )
     parser.add_argument(
         "--full-sizes",
@@ -849,6 +906,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sizes that run compile-full (a whole-model compile takes ~2 min per size and batch)",
     )
     parser.add_argument("--fusion", default="group")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["bf16"],
+        choices=PRECISIONS,
+        help="bf16 (bf16-mixed autocast) and/or fp8 (the same with FP8 block linear layers, torchao)",
+    )
+    parser.add_argument(
+        "--fp8-min-features",
+        type=int,
+        default=FP8_MIN_FEATURES,
+        help="fp8: smallest in/out features of a converted linear layer (maestro.training.fp8)",
+    )
+    parser.add_argument(
+        "--fallback",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="when a mode's first batch size does not fit, time the largest that does (halving)",
+    )
     parser.add_argument(
         "--padded-dates",
         type=int,
@@ -907,11 +983,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.modes is None:
         args.modes = ["eager"] if args.smoke else ["compile", "eager", "compile-full"]
+    chosen = args.batch_sizes is not None
     if args.mode_batches is None:
-        args.mode_batches = [] if args.smoke else ["compile-full=256"]
+        args.mode_batches = [] if args.smoke or chosen or args.size_batches else list(DEFAULT_FULL_BATCHES)
+    if not chosen:
+        args.batch_sizes = [2, 4] if args.smoke else list(DEFAULT_BATCHES)
     if args.smoke:
         args.sizes = ["tiny"]
-        args.batch_sizes = [2, 4]
         args.warmup, args.steps = 1, 2
         args.search_limit = min(args.search_limit, 8)
         args.loader_runs = ["0", "2"]
@@ -919,6 +997,147 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.json is None and os.environ.get("OUT"):
         args.json = Path(os.environ["OUT"]) / "pretrain_throughput.json"
     return args
+
+
+def fallback_batch(
+    fn: Callable[..., dict],
+    optimizer: torch.optim.Optimizer,
+    config: MAEConfig,
+    batch_size: int,
+    device: torch.device,
+    base: Batch,
+) -> int | None:
+    """The largest batch, halving from ``batch_size``, that a training step fits; None if none does."""
+    trial = batch_size // 2
+    while trial >= 1:
+        if fits(fn, optimizer, config, trial, device, base)[0]:
+            return trial
+        trial //= 2
+    return None
+
+
+def time_batches(
+    fn: Callable[..., dict],
+    optimizer: torch.optim.Optimizer,
+    config: MAEConfig,
+    batches: list[int],
+    device: torch.device,
+    base: Batch,
+    flops: float,
+    args: argparse.Namespace,
+    deadline: Deadline,
+    labels: dict[str, Any],
+    results: Results,
+) -> int | None:
+    """Time each batch size of one model and mode; the largest that ran (None if none did).
+
+    A batch that does not fit is recorded with its error, and the ones after it are skipped (the
+    list goes up: they would not fit either); if nothing of this mode ran yet, the largest batch that fits is
+    searched by halving and timed instead (``requested_batch`` says what was asked for)."""
+    largest_ok = None
+    tag = "/".join(str(v) for v in labels.values())
+    for index, batch_size in enumerate(batches):
+        if not deadline.allows(30):
+            results.add("skipped", f"{tag}/b{batch_size} (budget)")
+            continue
+        record = run_config(
+            fn, optimizer, config, batch_size, device, args.warmup, args.steps, flops, args.peak_flops, base
+        )
+        record.update(labels)
+        results.add("runs", record)
+        log.info("%s", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()})
+        if record["status"] == "ok":
+            largest_ok = batch_size
+            continue
+        if record["status"] != "oom":
+            continue
+        if largest_ok is None and args.fallback:
+            smaller = fallback_batch(fn, optimizer, config, batch_size, device, base)
+            if smaller is None:
+                log.warning("%s: not even a batch of 1 fits", tag)
+            else:
+                log.info(
+                    "%s: batch %d does not fit; timing %d, the largest that does", tag, batch_size, smaller
+                )
+                record = run_config(
+                    fn,
+                    optimizer,
+                    config,
+                    smaller,
+                    device,
+                    args.warmup,
+                    args.steps,
+                    flops,
+                    args.peak_flops,
+                    base,
+                )
+                record.update(labels, requested_batch=batch_size)
+                results.add("runs", record)
+                largest_ok = smaller if record["status"] == "ok" else None
+        for later in batches[index + 1 :]:
+            results.add("skipped", f"{tag}/b{later} (batch {batch_size} did not fit)")
+        break
+    return largest_ok
+
+
+def bench_model(
+    model: MaestroMAE,
+    config: MAEConfig,
+    labels: dict[str, Any],
+    batches: list[int],
+    per_mode: dict[str, list[int]],
+    flops: float,
+    args: argparse.Namespace,
+    device: torch.device,
+    results: Results,
+    deadline: Deadline,
+) -> None:
+    """Every mode of one model (one size in one precision): timed batches, profiles, batch search."""
+    size = labels["size"]
+    optimizer = make_optimizer(model, device)
+    base = pad_dates(synthetic_batch(config, batch_size=8, seed=0, device=device), args.padded_dates)
+    profiles = [p.split(":") for p in args.profile]
+    for mode in args.modes:
+        if mode == "compile-full" and size not in args.full_sizes and not args.smoke:
+            continue
+        if mode == "compile-full" and not deadline.allows(FULL_COMPILE_S):
+            results.add("skipped", f"{size}/{labels['precision']}/{mode} (budget)")
+            continue
+        fn = compile_model(model, mode, args.compile_mode)
+        mode_labels = {**labels, "mode": mode}
+        largest_ok = time_batches(
+            fn, optimizer, config, per_mode.get(mode, batches), device, base, flops, args, deadline,
+            mode_labels, results,
+        )  # fmt: skip
+        for spec in profiles:
+            if spec[0] == size and (spec[2] if len(spec) > 2 else args.modes[0]) == mode:
+                if not deadline.allows(40):
+                    results.add("skipped", f"profile {':'.join(spec)}")
+                    continue
+                prof = profile(fn, optimizer, config, int(spec[1]), device, base)
+                prof.update(mode_labels)
+                print_profile(f"{size} {labels['precision']} {mode} batch {spec[1]}", prof)
+                results.add("profiles", prof)
+        if args.search and mode == args.modes[0] and largest_ok is not None:
+            found = largest_batch(
+                fn,
+                optimizer,
+                config,
+                largest_ok,
+                device,
+                base,
+                args.search_limit,
+                deadline,
+                args.bisect_steps,
+            )
+            found.update(mode_labels)
+            results.add("search", found)
+            log.info("largest batch %s: %s", mode_labels, found)
+        if mode in REGIONS:
+            uncompile(model)
+        sys.stdout.flush()
+    del optimizer, base
+    free(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -935,23 +1154,22 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "warmup": args.warmup,
         "compile_mode": args.compile_mode,
+        "precisions": args.precision,
+        "fp8_min_features": args.fp8_min_features,
     }
     results = Results(args.json, meta)
     print(json.dumps(meta))
     per_size = {k: [int(b) for b in v.split(",")] for k, v in (item.split("=") for item in args.size_batches)}
     per_mode = {k: [int(b) for b in v.split(",")] for k, v in (item.split("=") for item in args.mode_batches)}
-    profiles = [p.split(":") for p in args.profile]
     if args.loader:  # first: a fixed ~1.5 min that the model matrix's budget checks then account for
         loader_bench(args, device, results, deadline)
 
     for size in args.sizes:
         config = make_config(size, args.fusion, args.smoke)
-        torch.manual_seed(0)
-        model = MaestroMAE(config).to(device)
-        optimizer = make_optimizer(model, device)
-        base = pad_dates(synthetic_batch(config, batch_size=8, seed=0, device=device), args.padded_dates)
-        flops = flops_per_sample(model, config, device)
-        flops["params"] = sum(p.numel() for p in model.parameters())
+        plain = make_model(config, "bf16", device)
+        # Counted on the plain model: FP8 runs report bf16-equivalent FLOPs and MFU.
+        flops = flops_per_sample(plain, config, device)
+        flops["params"] = sum(p.numel() for p in plain.parameters())
         flops["tokens"] = config.encoder.num_tokens
         results.add("flops", {size: flops})
         log.info(
@@ -961,75 +1179,34 @@ def main(argv: list[str] | None = None) -> int:
             flops["total"] / 1e9,
             config.encoder.num_tokens,
         )
-        batches = per_size.get(size, args.batch_sizes)
         for spec in (a.split(":") for a in args.attention):
             if spec[0] == size and device.type == "cuda":
-                result = attention_bench(model, int(spec[1]), device)
+                result = attention_bench(plain, int(spec[1]), device)
                 result["size"] = size
                 results.add("attention", result)
                 print_attention(result)
-        for mode in args.modes:
-            if mode == "compile-full" and size not in args.full_sizes and not args.smoke:
-                continue
-            if mode == "compile-full" and not deadline.allows(FULL_COMPILE_S):
-                results.add("skipped", f"{size}/{mode} (budget)")
-                continue
-            fn = compile_model(model, mode, args.compile_mode)
-            largest_ok = None
-            for batch_size in per_mode.get(mode, batches):
-                if not deadline.allows(30):
-                    results.add("skipped", f"{size}/{mode}/b{batch_size}")
-                    continue
-                record = run_config(
-                    fn,
-                    optimizer,
-                    config,
-                    batch_size,
-                    device,
-                    args.warmup,
-                    args.steps,
-                    flops["total"],
-                    args.peak_flops,
-                    base,
+        batches = per_size.get(size, args.batch_sizes)
+        for precision in args.precision:
+            try:
+                model = (
+                    plain
+                    if precision == "bf16"
+                    else make_model(config, precision, device, args.fp8_min_features)
                 )
-                record.update(size=size, mode=mode)
-                results.add("runs", record)
-                log.info("%s", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()})
-                if record["status"] == "ok":
-                    largest_ok = batch_size
-                elif record["status"] == "oom":
-                    break
-            for spec in profiles:
-                if spec[0] == size and (spec[2] if len(spec) > 2 else args.modes[0]) == mode:
-                    if not deadline.allows(40):
-                        results.add("skipped", f"profile {':'.join(spec)}")
-                        continue
-                    prof = profile(fn, optimizer, config, int(spec[1]), device, base)
-                    prof.update(size=size, mode=mode)
-                    print_profile(f"{size} {mode} batch {spec[1]}", prof)
-                    results.add("profiles", prof)
-            if args.search and mode == args.modes[0] and largest_ok is not None:
-                found = largest_batch(
-                    fn,
-                    optimizer,
-                    config,
-                    largest_ok,
-                    device,
-                    base,
-                    args.search_limit,
-                    deadline,
-                    args.bisect_steps,
-                )
-                found.update(size=size, mode=mode)
-                results.add("search", found)
-                log.info("largest batch %s/%s: %s", size, mode, found)
-            if mode in REGIONS:
-                uncompile(model)
-            sys.stdout.flush()
-        del model, optimizer, base
+            except ConfigError as error:  # e.g. no layer of this size reaches --fp8-min-features
+                log.error("%s/%s: %s", size, precision, error)
+                results.add("skipped", f"{size}/{precision}: {error}")
+                continue
+            labels = {"size": size, "precision": precision}
+            bench_model(
+                model, config, labels, batches, per_mode, flops["total"], args, device, results, deadline
+            )
+            del model
+            free(device)
+            if device.type == "cuda" and any(mode != "eager" for mode in args.modes):
+                torch._dynamo.reset()  # the next model's graphs start from a clean cache
+        del plain
         free(device)
-        if device.type == "cuda" and "compile-full" in args.modes:
-            torch._dynamo.reset()
 
     print_tables(results)
     return 0

@@ -39,6 +39,9 @@ DEFERRED = {
         "shards.verify": "shards verify: its readers load webdataset and torch",
         "shards.stats": "shards stats refuses a missing manifest before its readers load",
     },
+    "maestro.training.cli": {
+        "maestro.training.fp8": "only an FP8 run's hardware check loads torch: --help and config errors never do",
+    },
     "pretrain.cli": {
         "pretrain": "from pretrain import stage: the run (torch, Lightning) once the config is checked",
         "pretrain.stage": "pretrain --help and config errors before torch and Lightning load",

@@ -1,11 +1,16 @@
-"""The benchmarks stand on the library and the apps alone: none imports the test suite."""
+"""The benchmarks stand on the library and the apps alone (none imports the test suite), and their
+command lines do what they say: batch sizes, precisions, failures reported with their errors."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -23,3 +28,115 @@ def test_a_bench_does_not_import_the_test_suite(path: Path) -> None:
     test_modules = {Path(p).stem for p in BENCH.parent.joinpath("tests").glob("*.py")}
     wrong = {m for m in imported_modules(path) if m.split(".")[0] in {"tests", *test_modules}}
     assert not wrong, f"{path.name} imports {sorted(wrong)}"
+
+
+# ------------------------------------------------------------------------------ bench arguments
+
+
+def load_bench(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A bench script as a module, imported as when run with ``PYTHONPATH=.`` from the repo root."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretrain_throughput_batch_sizes_apply_to_compile_full(monkeypatch):
+    bench = load_bench("pretrain_throughput", monkeypatch)
+    default = bench.parse_args([])
+    assert default.batch_sizes == [32, 64, 128, 256] and default.mode_batches == ["compile-full=256"]
+    # A batch size given on the command line holds for every mode (an 80 GB card cannot take 256).
+    assert bench.parse_args(["--batch-sizes", "128"]).mode_batches == []
+    assert bench.parse_args(["--size-batches", "medium=64"]).mode_batches == []
+    chosen = bench.parse_args(["--batch-sizes", "128", "--mode-batches", "compile-full=96"])
+    assert chosen.mode_batches == ["compile-full=96"]
+    assert bench.parse_args(["--precision", "bf16", "fp8"]).precision == ["bf16", "fp8"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--precision", "fp4"])
+
+
+def _fake_memory(bench: ModuleType, monkeypatch: pytest.MonkeyPatch, fits_up_to: int) -> None:
+    """Training steps that run out of memory above ``fits_up_to`` samples, as on a smaller card."""
+    error = "CUDA out of memory. Tried to allocate 12.00 GiB"
+
+    def run_config(fn, optimizer, config, batch_size, *rest):
+        if batch_size > fits_up_to:
+            return {"batch": batch_size, **bench.failure(torch.OutOfMemoryError(error))}
+        return {"batch": batch_size, "status": "ok", "samples_per_s": 10.0 * batch_size}
+
+    monkeypatch.setattr(bench, "run_config", run_config)
+    monkeypatch.setattr(
+        bench, "fits", lambda fn, opt, config, batch_size, *rest: (batch_size <= fits_up_to, 1.0)
+    )
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_batch_that_does_not_fit_is_reported_and_searched_down(monkeypatch, fallback):
+    bench = load_bench("pretrain_throughput", monkeypatch)
+    _fake_memory(bench, monkeypatch, fits_up_to=96)
+    args = bench.parse_args(["--batch-sizes", "256", "512"] + ([] if fallback else ["--no-fallback"]))
+    results = bench.Results(None, {})
+    labels = {"size": "medium", "precision": "fp8", "mode": "compile-full"}
+    largest = bench.time_batches(
+        None, None, None, args.batch_sizes, None, None, 1.0, args, bench.Deadline(None), labels, results
+    )
+    runs = results.data["runs"]
+    assert runs[0]["batch"] == 256 and runs[0]["status"] == "oom"
+    assert runs[0]["error"] == "CUDA out of memory. Tried to allocate 12.00 GiB"
+    assert results.data["skipped"] == ["medium/fp8/compile-full/b512 (batch 256 did not fit)"]
+    if fallback:  # halving: 128 does not fit, 64 does; timed in place of 256
+        assert largest == 64
+        assert runs[1] == {
+            "batch": 64,
+            "status": "ok",
+            "samples_per_s": 640.0,
+            **labels,
+            "requested_batch": 256,
+        }
+    else:
+        assert largest is None and len(runs) == 1
+
+
+def test_pretrain_throughput_times_bf16_and_fp8(monkeypatch, tmp_path):
+    """The smoke matrix on CPU in both precisions (torchao runs its FP8 layers on CPU here)."""
+    bench = load_bench("pretrain_throughput", monkeypatch)
+    out = tmp_path / "results.json"
+    args = ["--smoke", "--no-loader", "--no-search", "--batch-sizes", "2", "--json", str(out)]
+    assert bench.main([*args, "--precision", "bf16", "fp8", "--fp8-min-features", "64"]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["precision"], r["batch"], r["status"]) for r in runs] == [("bf16", 2, "ok"), ("fp8", 2, "ok")]
+    # The default threshold converts nothing of the tiny model: reported, not run as if in FP8.
+    assert bench.main([*args, "--precision", "fp8"]) == 0
+    results = json.loads(out.read_text())
+    assert results["runs"] == [] and "tiny/fp8: trainer.precision=fp8 converts" in results["skipped"][0]
+
+
+def test_finetune_throughput_reports_a_failed_precision_with_its_error(monkeypatch, tmp_path):
+    """FP8 at the default threshold converts nothing of the tiny encoder: a result with the reason."""
+    bench = load_bench("finetune_throughput", monkeypatch)
+    out = tmp_path / "results.json"
+    assert bench.main(["--smoke", "--heads", "linear", "--precision", "fp8", "--json", str(out)]) == 0
+    [run] = json.loads(out.read_text())["runs"]
+    assert (run["precision"], run["mode"], run["status"]) == ("fp8", "eager", "error: ConfigError")
+    assert "at least 512 features; this model (MaestroSegmenter) has none" in run["error"]
+
+
+def test_scaling_reports_a_synthetic_step_that_did_not_run(monkeypatch, tmp_path):
+    """No StopIteration traceback: the phase's result names each batch that failed and why."""
+    bench = load_bench("pretrain_scaling", monkeypatch)
+    failed = {"runs": [{"batch": 256, "status": "oom", "error": "CUDA out of memory"}], "flops": {}}
+
+    def fake_run(command, log_file, env=None):
+        Path(command[command.index("--json") + 1]).write_text(json.dumps(failed))
+
+    monkeypatch.setattr(bench, "_run", fake_run)
+    out = tmp_path / "scaling.json"
+    assert bench.main(["--phases", "synthetic", "--work", str(tmp_path), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["synthetic"]
+    assert result["error"].startswith("synthetic step: no batch ran (batch 256: oom CUDA out of memory)")
+    fitted = {
+        "runs": [{"batch": 128, "requested_batch": 256, "status": "ok", "samples_per_s": 500.0, "mfu": 0.4}]
+    }
+    result = bench.synthetic_result({**fitted, "flops": {"medium": {"total": 2e9}}}, "medium", out)
+    assert (result["batch"], result["requested_batch"], result["samples_per_s"]) == (128, 256, 500.0)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from maestro.config import load_config
 from maestro.errors import ConfigError, DataError
+from maestro.training.config import FP8, TrainerConfig
 
 C = TypeVar("C")
 
@@ -90,6 +91,17 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+def check_hardware(config: object) -> None:
+    """Refuse, before the stage reads data or builds a model, a precision the machine cannot run:
+    ``trainer.precision=fp8`` on CPU, on GPUs without FP8 units or without torchao."""
+    trainer = getattr(config, "trainer", None)
+    if isinstance(trainer, TrainerConfig) and trainer.precision == FP8:
+        # Imported only for an FP8 run: it loads torch, which --help and other refusals never pay for.
+        from maestro.training.fp8 import check_supported
+
+        check_supported(trainer)
+
+
 def run_cli(
     parser: argparse.ArgumentParser,
     config_class: type[C],
@@ -108,6 +120,7 @@ def run_cli(
     try:
         overrides = overrides_from(args) + list(extra_overrides(args) if extra_overrides is not None else ())
         config = load_config(config_class, args.config, overrides)
+        check_hardware(config)
     except ConfigError as error:
         log.error("invalid configuration: %s", error)
         return 2

@@ -17,6 +17,9 @@ from typing import Literal, Protocol
 from maestro.errors import ConfigError
 
 MAX_DEFAULT_WORKERS = 4
+FP8 = "fp8"
+"""``trainer.precision`` value for FP8 training (:mod:`maestro.training.fp8`): torchao's float8
+matrix products in the transformer blocks, bf16-mixed autocast around them."""
 
 
 def default_num_workers() -> int:
@@ -76,7 +79,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     precision: str | None = None
-    """None: bf16-mixed on GPU, 32-true on CPU."""
+    """None: bf16-mixed on GPU, 32-true on CPU. Any Lightning precision, or ``fp8``: FP8 matrix
+    products in the transformer blocks' large linear layers on top of bf16-mixed (GPUs of compute
+    capability 8.9 or newer; :mod:`maestro.training.fp8`)."""
     gradient_clip: float | None = None
     accumulate_grad_batches: int = 1
     ema_decay: float = 0.9999

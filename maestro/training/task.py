@@ -20,7 +20,8 @@ from maestro.config import from_dict, to_dict
 from maestro.errors import ConfigError
 from maestro.hub.weights import EMA_STATE, HYPER_PARAMETERS, RUN_CONFIG_KEY
 from maestro.models.ema import create_ema
-from maestro.training.config import StageConfig
+from maestro.training.config import FP8, StageConfig
+from maestro.training.fp8 import convert_to_fp8
 from maestro.training.memory import SampleMemory
 from maestro.training.optim import build_optimizer
 
@@ -49,6 +50,8 @@ class TrainingTask(L.LightningModule, ABC):
         self.save_hyperparameters({RUN_CONFIG_KEY: raw})
         self.config = config if not isinstance(config, Mapping) else from_dict(self.config_class, raw)
         self.model = self.build_model()  # its weights are saved as model.* (weights.NETWORK_PREFIX)
+        if self.config.trainer.precision == FP8:  # before compiling: the graphs trace the FP8 layers
+            convert_to_fp8(self.model)
         if self.config.trainer.compile:
             self.model.compile()
         # Kept out of the module tree (object.__setattr__) so that DDP/FSDP and the optimizer never

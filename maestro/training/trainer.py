@@ -24,7 +24,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from maestro.config import to_dict
 from maestro.errors import ConfigError
 from maestro.models.transformer import Block
-from maestro.training import memory
+from maestro.training import fp8, memory
 from maestro.training.checkpoints import (
     checkpoint_callbacks,
     checkpoint_step,
@@ -32,7 +32,7 @@ from maestro.training.checkpoints import (
     resolve_resume,
     resume_advice,
 )
-from maestro.training.config import StageConfig, TrainerConfig
+from maestro.training.config import FP8, StageConfig, TrainerConfig
 from maestro.training.logs import run_loggers
 from maestro.training.profiling import StepProfiler
 from maestro.training.signals import HostSideStopSignal
@@ -122,7 +122,11 @@ def build_strategy(config: TrainerConfig) -> Strategy | str:
 
 
 def default_precision(config: TrainerConfig) -> str:
-    """The configured precision, else bf16-mixed on GPU and 32-true on CPU."""
+    """Lightning's precision for the run: the configured one, else bf16-mixed on GPU and 32-true on
+    CPU. FP8 runs under bf16-mixed: only the converted linear layers (:mod:`maestro.training.fp8`)
+    multiply in FP8, everything around them autocasts to bf16."""
+    if config.precision == FP8:
+        return "bf16-mixed"
     if config.precision is not None:
         return config.precision
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
@@ -190,6 +194,8 @@ def run_stage(
     """Seed, build the task (so its initial weights follow ``trainer.seed``) and train; the resolved
     ``config.yaml`` is written once training starts. ``resume`` is a checkpoint path, or ``"last"``
     for the run's newest."""
+    if config.trainer.precision == FP8:  # the CLIs check this already; a Python caller may not have
+        fp8.check_supported(config.trainer)
     L.seed_everything(config.trainer.seed, workers=True)
     if torch.cuda.is_available():  # TF32 for the few fp32 matrix products left outside bf16 autocast
         torch.set_float32_matmul_precision("high")

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# FP8 against bf16 on one lent GPU (H100 80 GB or H200), in one call of under 10 minutes:
+#
+#   1. throughput: the medium MAE's synthetic training step (bench/pretrain_throughput.py) in bf16
+#      and FP8, whole-model compiled then eager, at batch 256 where it fits (on a card under
+#      120 GiB: 192, where bf16 peaks near 66 GiB; a batch that still does not fit is reported and
+#      the largest that fits, halving, is timed instead), with peak memory;
+#   2. numerics: bf16 and FP8 `pretrain` runs (eager, same seed, same toy shards, same batches and
+#      masks) side by side on the GPU for the time that is left, the loss of both in one CSV, and
+#      the FP8 run's checkpoint loaded into a plain bf16 encoder (the key sets compared).
+#
+# Run from the repository root, `bash bench/fp8_device_run.sh`, on a GPU machine where wheels of
+# the packages its image lacks (webdataset, rasterio, segmentation-models-pytorch, pystac, torchao
+# 0.18.0) lie in .whl/; they are installed into /tmp/site first. Everything lands in $OUT (5 files):
+# pretrain_throughput_compiled.json, pretrain_throughput_eager.json, numerics_loss.csv, summary.md
+# and fp8_device_run.log.
+#
+# Expected on an H100 or H200: ~25 s set-up, ~4.5 min throughput (two whole-model compiles of ~2 min
+# each), ~35 s of toy shards, the numerics runs for what is left of TOTAL_S (~2 min: a few hundred
+# steps each), ~30 s of checks: about 9 minutes.
+#
+# Settings (environment):
+#   PHASES          "throughput numerics" (either alone: run them in two calls for longer numerics)
+#   TOTAL_S         540; the numerics runs get what is left of it, at most NUMERICS_MAX_S (300)
+#   NUMERICS_SIZE   medium; at the 512-feature threshold the small encoder (width 384) has no layer
+#                   that converts, only its decoders (width 512) do
+#   NUMERICS_BATCH  64 per run; TOY_PATCHES 128; BATCH auto (256, or 192 on a card under 120 GiB)
+#   FP8_RUN_SMOKE=1 CPU and tiny models, to check the script itself (the FP8 run is then refused)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+OUT="${OUT:-/tmp/fp8_out}"
+WORK="${WORK:-/tmp/fp8_work}"
+PHASES="${PHASES:-throughput numerics}"
+TOTAL_S="${TOTAL_S:-540}"
+NUMERICS_SIZE="${NUMERICS_SIZE:-medium}"
+NUMERICS_BATCH="${NUMERICS_BATCH:-64}"
+TOY_PATCHES="${TOY_PATCHES:-128}"
+NUMERICS_MAX_S="${NUMERICS_MAX_S:-300}"
+SMOKE="${FP8_RUN_SMOKE:-0}"
+mkdir -p "$OUT" "$WORK"
+exec > >(tee -a "$OUT/fp8_device_run.log") 2>&1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+left() { echo $((TOTAL_S - (SECONDS - start))); }
+say() { echo "[fp8_device_run +$((SECONDS - start))s] $*"; }
+
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ "$SMOKE" != 1 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { say "wheel install failed"; exit 1; }
+  export PYTHONPATH="$PWD:/tmp/site"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+PY=python3
+command -v "$PY" >/dev/null || PY=python
+$PY - <<'PY' || { say "environment check failed"; exit 1; }
+import torch, torchao
+print(f"torch {torch.__version__}, torchao {torchao.__version__}, cuda {torch.cuda.is_available()}")
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(f"{p.name}: {p.total_memory / 2**30:.0f} GiB, capability {p.major}.{p.minor}")
+PY
+
+if [ "${BATCH:-auto}" = auto ]; then
+  BATCH=$($PY -c "import torch; print(256 if not torch.cuda.is_available() or torch.cuda.get_device_properties(0).total_memory > 120 * 2**30 else 192)")
+fi
+accelerator=gpu
+compiled=compile-full
+throughput_size=(--sizes medium)
+numerics_model=("model.encoder.size=$NUMERICS_SIZE")
+if [ "$SMOKE" = 1 ]; then  # CPU: tiny models, a few steps
+  accelerator=cpu compiled=eager BATCH=2 NUMERICS_BATCH=2 TOY_PATCHES=24
+  throughput_size=(--smoke --fp8-min-features 64)
+  numerics_model=(model.encoder.size=tiny model.encoder.width=64 model.encoder.depth=2 model.encoder.inter_depth=1
+    model.encoder.overrides.aerial.patch_size=128 model.encoder.overrides.dem.patch_size=128 model.decoder_width=32
+    model.decoder_depth=1)
+fi
+
+# ---------------------------------------------------------------------------------- 1. throughput
+if [[ " $PHASES " == *" throughput "* ]]; then
+  common=("${throughput_size[@]}" --precision bf16 fp8 --batch-sizes "$BATCH" --no-search --no-loader
+    --warmup 3 --steps 8)
+  # A whole-model compile takes ~2 min per model (BENCHMARKS.md): the bench's own budget check would
+  # skip the second one, so timeouts cap each invocation instead (results are saved after each run);
+  # with the caps, the worst case still ends inside the 10-minute call (numerics then skipped).
+  say "throughput, compiled (whole model), batch $BATCH: bf16 then fp8"
+  timeout -s INT 330 $PY bench/pretrain_throughput.py "${common[@]}" --modes "$compiled" \
+    --json "$OUT/pretrain_throughput_compiled.json" 2>&1 | grep --line-buffered -v "register_constant"
+  say "throughput, eager, batch $BATCH: bf16 then fp8"
+  timeout -s INT 100 $PY bench/pretrain_throughput.py "${common[@]}" --modes eager \
+    --json "$OUT/pretrain_throughput_eager.json" 2>&1 | grep --line-buffered -v "register_constant"
+fi
+
+# ---------------------------------------------------------------------------------- 2. numerics
+if [[ " $PHASES " == *" numerics "* ]]; then
+  if [ ! -f "$WORK/shards/manifest.json" ]; then
+    say "toy shards: $TOY_PATCHES patches"
+    $PY -m shards.cli toy --out "$WORK/flairhub" --patches "$TOY_PATCHES" --seed 0 >/dev/null &&
+      $PY -m shards.cli build --root "$WORK/flairhub" --split train val --out "$WORK/shards" --max-count 8 \
+        --workers "$(nproc)" --no-progress >/dev/null || { say "toy shards failed"; exit 1; }
+  fi
+  seconds=$(($(left) - 45))  # what is left, less the checks and the summary after the runs
+  [ "$seconds" -gt "$NUMERICS_MAX_S" ] && seconds=$NUMERICS_MAX_S
+  if [ "$seconds" -lt 60 ]; then
+    say "numerics skipped: ${seconds} s left of TOTAL_S=$TOTAL_S (run again with PHASES=numerics)"
+    PHASES="${PHASES/numerics/}"
+  fi
+fi
+if [[ " $PHASES " == *" numerics "* ]]; then
+  workers=$(( ($(nproc) - 2) / 2 )); [ "$workers" -lt 1 ] && workers=1
+  say "numerics: bf16 and fp8 pretrain runs side by side for ${seconds} s, $workers loader workers each"
+  pids=()
+  for precision in bf16-mixed fp8; do
+    rm -rf "$WORK/run-$precision"
+    $PY -m pretrain.cli --config configs/pretrain/flairhub_medium.yaml "${numerics_model[@]}" \
+      --accelerator "$accelerator" --devices 1 --strategy auto --output-dir "$WORK/run-$precision" \
+      data.train="$WORK/shards" data.val=null data.batch_size="$NUMERICS_BATCH" data.num_workers="$workers" \
+      data.batches_per_epoch=2000 trainer.max_epochs=1 trainer.max_steps=2000 trainer.precision="$precision" \
+      trainer.compile=false trainer.seed=0 trainer.log_every_n_steps=5 trainer.checkpoint_every_n_steps=100 \
+      trainer.keep_checkpoints=1 trainer.reconstruction_every_n_steps=0 optim.warmup_fraction=0.05 \
+      >"$WORK/run-$precision.log" 2>&1 &
+    pids+=($!)
+  done
+  alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
+  until_s=$((SECONDS + seconds))
+  while alive && [ "$SECONDS" -lt "$until_s" ]; do sleep 2; done
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done  # the trainer stops at the next step
+  until_s=$((SECONDS + 40))
+  while alive && [ "$SECONDS" -lt "$until_s" ]; do sleep 1; done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done  # only if SIGTERM did not stop it
+  for pid in "${pids[@]}"; do wait "$pid"; echo "pretrain process $pid exited with $?"; done
+  for precision in bf16-mixed fp8; do
+    say "pretrain $precision: last lines of its log"
+    grep -v "register_constant" "$WORK/run-$precision.log" | grep -E "fp8:|Error|error|stopped|global batch" | tail -n 8 | cut -c1-600
+    tail -n 3 "$WORK/run-$precision.log"
+  done
+  WORK="$WORK" OUT="$OUT" $PY - <<'PY'
+"""Both runs' logged losses side by side, and the FP8 checkpoint loaded into a plain bf16 encoder."""
+import csv, os
+from pathlib import Path
+
+import torch
+
+work, out = Path(os.environ["WORK"]), Path(os.environ["OUT"])
+losses = {}
+for precision in ("bf16-mixed", "fp8"):
+    rows = {}
+    for path in sorted((work / f"run-{precision}").glob("csv/version_*/metrics.csv")):
+        with path.open() as handle:
+            rows.update({int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")})
+    losses[precision] = rows
+steps = sorted(set(losses["bf16-mixed"]) | set(losses["fp8"]))
+with (out / "numerics_loss.csv").open("w", newline="") as handle:
+    writer = csv.writer(handle)
+    writer.writerow(["step", "bf16_loss", "fp8_loss"])
+    for step in steps:
+        writer.writerow([step, losses["bf16-mixed"].get(step, ""), losses["fp8"].get(step, "")])
+common = [s for s in steps if s in losses["bf16-mixed"] and s in losses["fp8"]]
+lines = [f"steps logged: bf16 {len(losses['bf16-mixed'])} (last {max(losses['bf16-mixed'], default=None)}), "
+         f"fp8 {len(losses['fp8'])} (last {max(losses['fp8'], default=None)})"]
+if len(common) >= 4:
+    tail = common[-max(len(common) // 5, 2):]
+    a = sum(losses["bf16-mixed"][s] for s in tail) / len(tail)
+    b = sum(losses["fp8"][s] for s in tail) / len(tail)
+    lines.append(f"mean loss over the last {len(tail)} common logged steps ({tail[0]}..{tail[-1]}): "
+                 f"bf16 {a:.4f}, fp8 {b:.4f}, fp8/bf16 - 1 = {b / a - 1:+.2%}")
+try:
+    from maestro.hub.folder import load_strict
+    from maestro.models.encoder import MaestroEncoder
+    from maestro.models.zoo import load_encoder_weights
+
+    fp8 = load_encoder_weights(work / "run-fp8")
+    encoder = MaestroEncoder(fp8.config).to(torch.bfloat16)
+    load_strict(encoder, fp8.state, "the FP8 run's checkpoint")
+    plain = load_encoder_weights(work / "run-bf16-mixed")
+    same = list(fp8.state) == list(plain.state) and all(
+        fp8.state[k].dtype == plain.state[k].dtype and fp8.state[k].shape == plain.state[k].shape for k in fp8.state
+    )
+    lines.append(f"FP8 checkpoint ({fp8.note}) loads into a plain bf16 encoder: yes; same keys, dtypes "
+                 f"and shapes as the bf16 run's: {same}")
+except Exception as error:  # reported, the summary goes on
+    lines.append(f"FP8 checkpoint check failed: {type(error).__name__}: {error}")
+(out / "numerics.txt").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+fi
+
+# ---------------------------------------------------------------------------------- summary
+{
+  echo "# FP8 device run ($(date -u +%FT%TZ), ${SECONDS}s)"
+  $PY -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+  for name in compiled eager; do
+    file="$OUT/pretrain_throughput_$name.json"
+    [ -f "$file" ] || continue
+    echo; echo "## throughput, $name"
+    FILE="$file" $PY - <<'PY'
+import json, os
+data = json.load(open(os.environ["FILE"]))
+print("| precision | mode | batch | step ms | samples/s | MFU (bf16-eq.) | peak GiB | first step s |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for r in data["runs"]:
+    batch = f"{r['batch']}" + (f" (asked {r['requested_batch']})" if "requested_batch" in r else "")
+    if r["status"] != "ok":
+        print(f"| {r['precision']} | {r['mode']} | {batch} | {r['status']}: {r.get('error', '')[:60]} | | | | |")
+        continue
+    print(f"| {r['precision']} | {r['mode']} | {batch} | {r['step_ms']:.1f} | {r['samples_per_s']:.1f} | "
+          f"{r['mfu']:.1%} | {r.get('peak_mem_gib', float('nan')):.1f} | {r['first_step_s']:.0f} |")
+for item in data.get("skipped", []):
+    print(f"skipped: {item}")
+PY
+  done
+  if [ -f "$OUT/numerics.txt" ]; then echo; echo "## numerics"; cat "$OUT/numerics.txt"; fi
+} >"$OUT/summary.md"
+rm -f "$OUT/numerics.txt"
+cat "$OUT/summary.md"
+say "done"

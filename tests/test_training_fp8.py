@@ -1,0 +1,234 @@
+"""FP8 training (``trainer.precision: fp8``): which layers convert, refusals where FP8 cannot run,
+and checkpoints that load into plain models.
+
+No FP8 GPU here: torchao builds ``Float8Linear`` layers on CPU and, with this torch, runs them
+there too (``torch._scaled_mm`` has a CPU kernel), so the conversion is the real one; only the
+hardware check is bypassed in the end-to-end run ("simulated conversion").
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from maestro.errors import ConfigError
+from maestro.hub.folder import load_strict
+from maestro.hub.weights import sub_state
+from maestro.models import MaestroMAE
+from maestro.models.encoder import MaestroEncoder
+from maestro.models.segmenter import MaestroSegmenter
+from maestro.models.segmenter_config import SegmenterConfig
+from maestro.models.synthetic import synthetic_batch, tiny_config
+from maestro.training import fp8
+from maestro.training.config import TrainerConfig
+from maestro.training.fp8 import FP8_MIN_FEATURES, convert_to_fp8, fp8_plan
+from maestro.training.trainer import default_precision
+
+BLOCK_LAYERS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+TINY_STREAMS = ("aerial", "dem", "s2", "s1")
+"""The encoder streams of ``tiny_config()`` (group fusion: S1 ascending and descending together)."""
+
+
+def _tiny_plan_names() -> list[str]:
+    """What the tiny MAE converts with a 64-feature threshold: every block layer of the encoder
+    (width 64, MLP 128; two blocks per stream, one late-fusion block), none of the decoders
+    (width 32), nor the projections to the decoder and the pixel heads outside the blocks."""
+    names = [
+        f"encoder.streams.{stream}.blocks.{block}.{layer}"
+        for stream in TINY_STREAMS
+        for block in (0, 1)
+        for layer in BLOCK_LAYERS
+    ]
+    return names + [f"encoder.late_fusion.blocks.0.{layer}" for layer in BLOCK_LAYERS]
+
+
+def test_the_plan_names_the_block_layers_that_convert_for_a_tiny_config():
+    model = MaestroMAE(tiny_config())
+    plan = fp8_plan(model, min_features=64)
+    assert [layer.name for layer in plan.converted] == _tiny_plan_names()
+    kept = {layer.name for layer in plan.kept}
+    assert {f"to_decoder.{s}" for s in TINY_STREAMS} <= kept  # outside the blocks
+    assert {"heads.aerial.groups.0", "decoders.aerial.blocks.0.mlp.fc1"} <= kept  # head; width 32
+    assert len(plan.converted) + len(plan.kept) == sum(
+        isinstance(m, torch.nn.Linear) for m in model.modules()
+    )
+    assert plan.summary().startswith(
+        "fp8: converting 36 linear layers (encoder.streams.aerial.blocks.*.{attn.qkv, attn.proj, mlp.fc1, "
+        "mlp.fc2}, encoder.streams.dem.blocks.*."
+    )
+    assert "leaving 25 others in bf16" in plan.summary()
+    # At the default threshold nothing of a 64-wide model pays: the run is refused, not run in bf16.
+    assert fp8_plan(model).converted == ()
+    with pytest.raises(ConfigError, match=f"at least {FP8_MIN_FEATURES} features; this model"):
+        convert_to_fp8(model)
+
+
+def test_widths_that_are_not_multiples_of_16_stay_in_bf16():
+    model = MaestroMAE(tiny_config(width=72, num_heads=1))  # MLP 144 = 9 x 16, width 72 is not
+    assert fp8_plan(model, min_features=64).converted == ()
+
+
+def test_conversion_keeps_the_state_dict_and_it_loads_into_plain_models(caplog):
+    torch.manual_seed(0)
+    model = MaestroMAE(tiny_config())
+    plain = copy.deepcopy(model)
+    before = model.state_dict()
+    with caplog.at_level(logging.INFO, logger="maestro.training.fp8"):
+        convert_to_fp8(model, min_features=64)
+    assert "fp8: converting 36 linear layers" in caplog.text
+    modules = dict(model.named_modules())
+    assert all(type(modules[name]).__name__ == "Float8Linear" for name in _tiny_plan_names())
+    assert type(modules["to_decoder.aerial"]) is torch.nn.Linear
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for key, value in after.items():
+        assert (value.dtype, value.shape) == (before[key].dtype, before[key].shape), key
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+    # The FP8 model's weights load strictly into a plain fp32 and a plain bf16 MAE...
+    load_strict(MaestroMAE(tiny_config()), after, "an FP8 model")
+    load_strict(MaestroMAE(tiny_config()).to(torch.bfloat16), after, "an FP8 model")
+    # ...and its encoder into a plain encoder, as fine-tuning, publishing and predict load one.
+    load_strict(MaestroEncoder(tiny_config().encoder), sub_state(after, "encoder."), "an FP8 encoder")
+    # The FP8 matrix products really run (CPU kernels), close to the plain model's.
+    batch = synthetic_batch(tiny_config(), batch_size=4)
+    got = model.encoder(batch["inputs"], batch["times"], batch["valid"]).tokens
+    want = plain.encoder(batch["inputs"], batch["times"], batch["valid"]).tokens
+    for key in want:
+        error = (got[key] - want[key]).abs().max() / want[key].abs().max()
+        assert 0 < error < 0.02, (key, error)
+
+
+def test_a_segmenter_converts_its_encoder_and_keeps_its_keys():
+    config = SegmenterConfig(encoder=tiny_config().encoder, num_classes=3, head="linear", label_size=32)
+    model = MaestroSegmenter(config)
+    before = {key: (value.dtype, value.shape) for key, value in model.state_dict().items()}
+    plan = convert_to_fp8(model, min_features=64)
+    assert plan.converted and all(layer.name.startswith("encoder.") for layer in plan.converted)
+    assert {key: (value.dtype, value.shape) for key, value in model.state_dict().items()} == before
+    load_strict(MaestroSegmenter(config), model.state_dict(), "an FP8 segmenter")
+
+
+def test_fp8_trains_under_bf16_mixed():
+    assert default_precision(TrainerConfig(precision="fp8")) == "bf16-mixed"
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def test_fp8_is_refused_on_cpu():
+    with pytest.raises(ConfigError, match="needs NVIDIA GPUs with FP8 matrix units .* this run is on CPU"):
+        fp8.check_supported(TrainerConfig(precision="fp8", accelerator="cpu"))
+
+
+def _fake_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], name: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: name)
+
+
+def test_fp8_is_refused_on_a_gpu_without_fp8_units(monkeypatch):
+    _fake_gpu(monkeypatch, (8, 0), "NVIDIA A100-SXM4-80GB")
+    with pytest.raises(ConfigError, match=r"GPU 0 \(NVIDIA A100-SXM4-80GB\) has 8\.0"):
+        fp8.check_supported(TrainerConfig(precision="fp8", accelerator="gpu"))
+    with pytest.raises(ConfigError, match=r"GPU 1 \(NVIDIA A100-SXM4-80GB\) has 8\.0"):
+        fp8.check_supported(TrainerConfig(precision="fp8", accelerator="gpu", devices="1"))
+
+
+def test_fp8_is_refused_without_torchao(monkeypatch):
+    _fake_gpu(monkeypatch, (9, 0), "NVIDIA H100 80GB HBM3")
+    fp8.check_supported(TrainerConfig(precision="fp8"))  # a Hopper GPU with torchao: accepted
+    monkeypatch.setitem(sys.modules, "torchao.float8", None)  # as if torchao were not installed
+    with pytest.raises(
+        ConfigError, match="torchao's float8 training, which cannot be imported .* pip install"
+    ):
+        fp8.check_supported(TrainerConfig(precision="fp8"))
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_the_stage_clis_refuse_fp8_on_cpu_before_reading_anything(stage, tmp_path, caplog):
+    """Exit 2 with the reason, before shards are opened (they do not even exist) or a run folder made."""
+    if stage == "pretrain":
+        from pretrain.cli import main
+    else:
+        from finetune.cli import main
+    missing = str(tmp_path / "no_shards")
+    config = {"data": {"train": missing, "val": missing, "test": missing}, "trainer": {"output_dir": "run"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    args = ["--config", str(tmp_path / "config.yaml"), "trainer.precision=fp8", "--accelerator", "cpu"]
+    args += ["--output-dir", str(tmp_path / "run")]
+    with caplog.at_level(logging.ERROR):
+        assert main(args) == 2
+    assert "trainer.precision=fp8 needs NVIDIA GPUs" in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+FP8_ENCODER = {
+    "modalities": ["s2"],
+    "overrides": {"s2": {"num_dates": 2, "patch_size": 5}},
+    "size": "tiny",
+    "width": FP8_MIN_FEATURES,
+    "depth": 1,
+    "inter_depth": 0,
+    "grid_size": 2,
+}
+"""One block on few tokens (FP8 products are slow on CPU: about a second per layer and step), but
+as wide as the default threshold, so its layers convert as in a real run."""
+
+
+def test_an_fp8_pretraining_run_writes_checkpoints_that_load_in_plain_models(
+    toy_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    from maestro.config import load_config
+    from maestro.models.registry import MAESTRO_ENCODER
+    from maestro.models.zoo import export_checkpoint, load_encoder_weights, load_weights
+    from pretrain.cli import run
+    from pretrain.config import PretrainConfig
+
+    monkeypatch.setattr(fp8, "check_supported", lambda trainer: None)  # as on an FP8 GPU
+    out = tmp_path / "run"
+    raw = {
+        "data": {"train": str(toy_shards), "batch_size": 2, "num_workers": 0, "batches_per_epoch": 1},
+        "model": {"encoder": FP8_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
+        "trainer": {
+            "output_dir": str(out),
+            "max_epochs": 1,
+            "accelerator": "cpu",
+            "devices": 1,
+            "precision": "fp8",
+            "ema_decay": 0.9,
+            "reconstruction_every_n_steps": 0,
+        },
+    }
+    overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in raw.items()]
+    config = load_config(PretrainConfig, None, overrides)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with caplog.at_level(logging.INFO, logger="maestro.training.fp8"):
+            trainer = run(config)
+    finally:
+        torch.set_num_threads(threads)
+    assert trainer.global_step == 1
+    # The encoder block's 4 layers; the decoder (width 32) stays in bf16.
+    assert "fp8: converting 4 linear layers (encoder.streams.s2.blocks.*.{attn.qkv" in caplog.text
+    plain = MaestroMAE(config.model)
+    for pick in ("ema", "model"):
+        weights = load_weights(out, pick=pick)
+        assert list(weights.state) == list(plain.state_dict()), pick
+        assert {v.dtype for v in weights.state.values()} == {torch.float32}
+        load_strict(MaestroMAE(weights.config).to(torch.bfloat16), weights.state, f"{out} ({pick})")
+    encoder = load_encoder_weights(out)  # what finetune --init reads
+    assert encoder.model_type is MAESTRO_ENCODER
+    load_strict(MaestroEncoder(encoder.config), encoder.state, "the FP8 run's encoder")
+    exported = export_checkpoint(out)  # what maestro publish writes (checked with load_strict inside)
+    assert exported is not None
