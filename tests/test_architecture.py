@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("maestro", "shards", "pretrain", "finetune", "predict")
-APPS = ("pretrain", "finetune", "predict")
+PACKAGES = ("maestro", "shards", "pretrain", "finetune", "predict", "gapfill")
+APPS = ("pretrain", "finetune", "predict", "gapfill")
 MODEL_MODULES = (
     "maestro.models.encoder",
     "maestro.models.mae",
     "maestro.models.segmenter",
     "maestro.models.baseline.model",
+    "maestro.models.flair2.segmenter",
+    "maestro.models.flair2.unet",
+    "maestro.models.flair2.utt",
     "maestro.models.heads",
     "maestro.models.zoo",
 )
@@ -54,6 +57,11 @@ DEFERRED = {
         "predict.engine": "predict checks flags and paths before torch and rasterio's mapping load",
         "predict.model": "predict checks flags and paths before torch and the network load",
         "predict.run": "predict checks flags and paths before torch and the driver (engine, loader) load",
+        "predict.reconstruct": "predict --reconstruct checks flags and paths before torch and the network load",
+    },
+    "gapfill.cli": {
+        "gapfill": "from gapfill import stage: the run (torch, Lightning) once the config is checked",
+        "gapfill.stage": "gapfill --help and config errors before torch and Lightning load",
     },
 }
 """Function-level imports of product modules kept on purpose: every one makes a command answer

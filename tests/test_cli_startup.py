@@ -78,7 +78,7 @@ def test_help_imports_no_torch(command, tmp_path):
 
 
 def test_every_console_script_is_covered():
-    assert set(SCRIPTS) == {"shards", "pretrain", "finetune", "predict", "maestro"}
+    assert set(SCRIPTS) == {"shards", "pretrain", "finetune", "predict", "gapfill", "maestro"}
 
 
 @pytest.fixture
@@ -120,6 +120,8 @@ USER_ERRORS = {
     "pretrain-bad-flag-value": ("pretrain", ["--config", "{pretrain}", "--num-nodes", "two"], "invalid int"),
     "pretrain-bad-value": ("pretrain", ["--config", "{pretrain}", "trainer.devices=many"], "devices"),
     "finetune-missing-config": ("finetune", ["--config", "{tmp}/absent.yaml"], "absent.yaml does not exist"),
+    "gapfill-unknown-key": ("gapfill", ["model.held_out_fraction=1.5"], "held_out_fraction: 1.5 must be in"),
+    "gapfill-missing-config": ("gapfill", ["--config", "{tmp}/absent.yaml"], "absent.yaml does not exist"),
     "finetune-unknown-key": (
         "finetune",
         ["--config", "{finetune}", "--task", "lc", "optim.base_lrr=1"],
