@@ -5,6 +5,7 @@
     finetune --task lc --probe                           # linear probe: one linear layer on frozen encoder tokens
     finetune --eval-only --output-dir example/runs/finetune/lc --save-predictions   # test a run again
     finetune --model swin-utae --no-pretrained --task lpis --level 1 --modalities aerial,s2,s1_asc,s1_des
+    finetune --model utt --task flair2 data.train=flair2_shards data.val=flair2_shards data.test=flair2_shards
 
 Without --config the full recipe runs (50 epochs at batch 32: over an hour a run on 2 CPU cores).
 
@@ -67,10 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear probe: freeze the encoder and train the linear head (with --head: that head instead)",
     )
     parser.add_argument(
-        "--model", choices=ARCHITECTURES, help="maestro (default) or swin-utae (supervised baseline)"
+        "--model",
+        choices=ARCHITECTURES,
+        help="maestro (default); supervised baselines: swin-utae (FLAIR-HUB), unet or utt (FLAIR #2)",
     )
     parser.add_argument(
-        "--no-pretrained", action="store_true", help="swin-utae: random Swins, no ImageNet weights"
+        "--no-pretrained",
+        action="store_true",
+        help="baselines: random weights, no ImageNet weights for the Swins or the U-Net encoder",
     )
     parser.add_argument(
         "--eval-only",

@@ -21,6 +21,7 @@ from maestro.labels import IGNORE_INDEX
 from maestro.modalities import MODALITIES
 from maestro.models.baseline.model import SwinUTAE
 from maestro.models.finetuning import network_config
+from maestro.models.flair2.segmenter import UNetSegmenter, UTTSegmenter
 from maestro.models.registry import model_type_of_config
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.tasks import LabelTarget
@@ -37,19 +38,35 @@ HEAD_CLASS_BYTES = 46
 upsampling, the loss); measured likewise."""
 
 
+def cross_entropy(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy over the pixels not ignored; with ``weight``, each pixel weighs its class's
+    weight (PyTorch's weighted mean), and a batch in which no pixel carries weight (U-T&T's U-TAE
+    branch on plowed land only) gives 0 rather than NaN."""
+    if weight is None:
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(
+        logits.float(), targets, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    kept = targets != IGNORE_INDEX
+    mass = (weight[torch.where(kept, targets, 0)] * kept).sum()
+    return total / mass.clamp_min(torch.finfo(total.dtype).tiny)
+
+
 def segmentation_loss(
-    output: dict[str, Any], targets: Tensor, aux_weight: float
+    output: dict[str, Any],
+    targets: Tensor,
+    aux_weight: float,
+    class_weights: Tensor | None = None,
+    aux_class_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Cross-entropy of the main head plus ``aux_weight`` x the mean of the auxiliary losses."""
-    main = F.cross_entropy(output["logits"].float(), targets, ignore_index=IGNORE_INDEX)
+    """Cross-entropy of the main head plus ``aux_weight`` x the mean of the auxiliary losses, each
+    with its optional per-class weights (the network's :meth:`~maestro.models.registry.ModelType.loss_options`)."""
+    main = cross_entropy(output["logits"], targets, class_weights)
     parts = {"main": main}
     loss = main
     aux = output.get("aux")
     if aux:
-        losses = {
-            key: F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
-            for key, logits in aux.items()
-        }
+        losses = {key: cross_entropy(logits, targets, aux_class_weights) for key, logits in aux.items()}
         parts.update({f"aux_{key}": value for key, value in losses.items()})
         loss = main + aux_weight * torch.stack(list(losses.values())).mean()
     return loss, parts
@@ -60,16 +77,25 @@ class FinetuneTask(TrainingTask):
 
     config_class = FinetuneConfig
     config: FinetuneConfig
-    model: MaestroSegmenter | SwinUTAE
+    model: MaestroSegmenter | SwinUTAE | UNetSegmenter | UTTSegmenter
 
     def __init__(
         self, config: FinetuneConfig | dict[str, Any], encoder_state: dict[str, Tensor] | None = None
     ):
         super().__init__(config)
-        if encoder_state is not None and isinstance(self.model, SwinUTAE):  # a fresh run: ImageNet Swins
-            load_strict(self.model.swins, encoder_state, f"timm's {self.config.model.baseline.swin.name}")
+        model = self.config.model
+        if encoder_state is not None and model.is_baseline:  # a fresh run: ImageNet backbone weights
+            load_strict(
+                self.model.pretrained_backbone(), encoder_state, f"ImageNet weights of {model.architecture}"
+            )
         elif encoder_state is not None:  # a fresh run: start from the pretrained encoder
-            load_strict(self.model.encoder, encoder_state, self.config.model.init)
+            load_strict(self.model.encoder, encoder_state, model.init)
+        network = self.model.config
+        options = model_type_of_config(network).loss_options(network)
+        self.aux_weight: float = options.get("aux_weight", model.aux_weight)
+        for name in ("class_weights", "aux_class_weights"):  # follow the module's device, never saved
+            weights = options.get(name)
+            self.register_buffer(name, None if weights is None else torch.tensor(weights), persistent=False)
         self.target: LabelTarget = self.config.task.target
         self.val_metrics = SegmentationMetrics.for_level(self.target.nomenclature)
         self.test_metrics = SegmentationMetrics.for_level(self.target.nomenclature)
@@ -79,8 +105,8 @@ class FinetuneTask(TrainingTask):
     def sample_memory(self) -> SampleMemory | None:
         """Activations of the MAESTRO encoder (:func:`encoder_activation_bytes`; one block's worth
         when frozen) and of the head at label resolution, plus the sample's fp32 inputs; no
-        estimate for the Swin-UTAE baseline."""
-        if isinstance(self.model, SwinUTAE):
+        estimate for the supervised baselines."""
+        if self.config.model.is_baseline:
             return None
         model = self.config.model
         pixels = MODALITIES[self.target.label_modality].size_px ** 2
@@ -95,7 +121,7 @@ class FinetuneTask(TrainingTask):
     def single_sample_hint(self) -> str:
         return "" if self.config.model.is_baseline else ", or --head maestro, whose head has no BatchNorm"
 
-    def build_model(self) -> MaestroSegmenter | SwinUTAE:
+    def build_model(self) -> MaestroSegmenter | SwinUTAE | UNetSegmenter | UTTSegmenter:
         """The network the run's ``model`` and ``task`` sections describe, built by its registry row."""
         config = network_config(self.config.model, self.config.task)
         return model_type_of_config(config).build(config)
@@ -110,7 +136,9 @@ class FinetuneTask(TrainingTask):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         targets = self.target.targets(batch["labels"][self.target.label_modality])
-        loss, parts = segmentation_loss(self(batch), targets, self.config.model.aux_weight)
+        loss, parts = segmentation_loss(
+            self(batch), targets, self.aux_weight, self.class_weights, self.aux_class_weights
+        )
         size = batch_size_of(batch)
         self.log("train/loss", loss, batch_size=size)  # shown by the progress bar
         if len(parts) > 1:

@@ -38,7 +38,7 @@ def run_dir(config: FinetuneConfig) -> Path:
     model = config.model
     name = f"{config.task.name}-level{config.task.level}"
     if model.is_baseline:
-        return out / f"{name}-swin-utae"
+        return out / f"{name}-{model.architecture}"
     name += "-probe" if model.probe else ""
     usual = "linear" if model.probe else ModelConfig.head  # --probe trains the linear head
     name += f"-{model.head}-head" if model.head != usual else ""

@@ -78,14 +78,14 @@ def with_dataset_sizes(encoder: EncoderConfig, dataset: Dataset) -> EncoderConfi
 
 def resolve(config: FinetuneConfig, load_weights: bool = True) -> tuple[FinetuneConfig, dict | None]:
     """Fill ``model.encoder`` from ``model.init`` (restricted to ``model.modalities``) and return the
-    pretrained encoder weights a fresh run starts from (None with ``init: random``). swin-utae reads
-    only inputs from ``model.encoder`` (default: the shards' dataset's default inputs for
-    ``model.modalities``) and starts from ImageNet Swins (``model.pretrained``). A random or baseline
-    encoder takes the sizes of the shards' dataset (:func:`with_dataset_sizes`)."""
+    pretrained encoder weights a fresh run starts from (None with ``init: random``). A baseline reads
+    only inputs from ``model.encoder`` (default: the shards' dataset's default inputs that it can
+    read, for ``model.modalities``) and starts from ImageNet weights (``model.pretrained``). A random
+    or baseline encoder takes the sizes of the shards' dataset (:func:`with_dataset_sizes`)."""
     model = config.model
     if model.init == "random" or model.is_baseline:
         dataset = shards_dataset(config)
-        encoder = model.encoder or EncoderConfig(modalities=model.modalities or dataset.default_inputs)
+        encoder = model.encoder or model.default_encoder(dataset.default_inputs)
         encoder = with_dataset_sizes(encoder, dataset)
         if model.modalities is not None:
             encoder = encoder.replace(

@@ -441,6 +441,7 @@ def test_eval_only_takes_the_run_named_by_output_dir_and_refuses_another_model(
             ("model.architecture=swin-utae", "model.pretrained=false", "task.name=lpis"),
             "lpis-level1-swin-utae",
         ),
+        (("model.architecture=unet", "model.pretrained=false", "task.name=flair2"), "flair2-level1-unet"),
     ],
 )
 def test_every_kind_of_run_has_its_own_default_folder(finetune_config, overrides, folder):

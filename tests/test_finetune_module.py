@@ -79,6 +79,32 @@ def test_the_aux_loss_is_main_plus_beta_times_the_mean_aux_loss_and_reaches_the_
     assert _max_difference(zero_weight, without_aux, "model.encoder.") < 1e-7
 
 
+def test_class_weights_give_each_branch_the_hand_computed_weighted_cross_entropy():
+    """U-T&T's loss (FLAIR #2): the U-Net's cross-entropy with its class weights plus the aux
+    weight times the U-TAE branch's with its own (plowed land, class 2 here, weighs 0 there)."""
+    torch.manual_seed(0)
+    logits, aux = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    targets = torch.randint(0, 3, (2, 4, 4))
+    targets[0, 0] = IGNORE_INDEX  # FLAIR #2's 'other'
+    main_weights, aux_weights = torch.tensor([1.0, 2.0, 1.0]), torch.tensor([1.0, 1.0, 0.0])
+
+    def by_hand(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        kept = targets != IGNORE_INDEX
+        picked = targets[kept]
+        nll = -scores.log_softmax(1).permute(0, 2, 3, 1)[kept].gather(1, picked[:, None])[:, 0]
+        return (weights[picked] * nll).sum() / weights[picked].sum()
+
+    output = {"logits": logits, "aux": {"s2": aux}}
+    loss, parts = segmentation_loss(output, targets, 1.0, main_weights, aux_weights)
+    torch.testing.assert_close(parts["main"], by_hand(logits, main_weights))
+    torch.testing.assert_close(parts["aux_s2"], by_hand(aux, aux_weights))
+    torch.testing.assert_close(loss, by_hand(logits, main_weights) + by_hand(aux, aux_weights))
+    # A batch whose only scored pixels weigh 0 in a branch adds 0 to the loss there, not NaN.
+    only_plowed = torch.where(targets == IGNORE_INDEX, targets, 2)
+    loss, parts = segmentation_loss(output, only_plowed, 1.0, main_weights, aux_weights)
+    assert float(parts["aux_s2"]) == 0.0 and torch.isfinite(loss)
+
+
 # --------------------------------------------------------------------------- modality dropout
 def _step_gradients(task: FinetuneTask, batch: dict, seed: int) -> dict[str, torch.Tensor]:
     task.train()

@@ -24,12 +24,15 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from maestro.errors import ConfigError
 from maestro.hub.card_baseline import baseline_body, baseline_parts, baseline_usage
+from maestro.hub.card_flair2 import flair2_body, flair2_parts, flair2_usage
 from maestro.hub.card_inputs import fill_model_text, inputs_table
 from maestro.hub.folder import suite_version
 from maestro.models.registry import (
     MAESTRO_MAE,
     MAESTRO_SEGMENTER,
     SWIN_UTAE_SEGMENTER,
+    UNET_SEGMENTER,
+    UTT_SEGMENTER,
     ModelType,
     get_model_type,
 )
@@ -184,8 +187,16 @@ def _head(config: Any) -> list[tuple[str, str]]:
     ]
 
 
-PARTS = {MAESTRO_MAE: _decoders, MAESTRO_SEGMENTER: _head, SWIN_UTAE_SEGMENTER: baseline_parts}
+PARTS = {
+    MAESTRO_MAE: _decoders,
+    MAESTRO_SEGMENTER: _head,
+    SWIN_UTAE_SEGMENTER: baseline_parts,
+    UNET_SEGMENTER: flair2_parts,
+    UTT_SEGMENTER: flair2_parts,
+}
 """The card rows of what a model type adds to (or has instead of) a MAESTRO encoder."""
+BODIES = {SWIN_UTAE_SEGMENTER: baseline_body, UNET_SEGMENTER: flair2_body, UTT_SEGMENTER: flair2_body}
+"""The closing sections of the types whose card does not copy MODEL_CARD.md's."""
 
 
 def _architecture(row: ModelType, config: Any) -> list[tuple[str, str]]:
@@ -279,6 +290,8 @@ def _results(facts: CardFacts) -> str:
 
 def _usage(facts: CardFacts, row: ModelType) -> str:
     repo = (facts.repo_id or PLACEHOLDER) + (f"@{facts.revision}" if facts.revision else "")
+    if row in (UNET_SEGMENTER, UTT_SEGMENTER):
+        return flair2_usage(row, repo)
     if row.encoder_prefix is None:
         return baseline_usage(row, repo)
     cls = row.model_class.__name__
@@ -331,7 +344,7 @@ def build_card(facts: CardFacts, template: Path | None = None) -> ModelCard:
     if row.maestro_card:
         body = fill_model_text(template_body(template), row.encoder_config(config))
     else:
-        body = baseline_body(config)
+        body = BODIES[row](config)
     if facts.repo_id:
         body = body.replace(PLACEHOLDER, facts.repo_id)
     sections.append(body)

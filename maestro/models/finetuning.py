@@ -6,8 +6,9 @@ reads them here, below the apps, so that the library never imports :mod:`finetun
 torch: the command checks them before anything heavy is imported.
 
 - :func:`network_config`: the segmenter a run trains, a
-  :class:`~maestro.models.segmenter_config.SegmenterConfig` (MAESTRO encoder + head) or a
-  :class:`~maestro.models.baseline.config.SwinUTAEConfig` (the supervised baseline);
+  :class:`~maestro.models.segmenter_config.SegmenterConfig` (MAESTRO encoder + head), a
+  :class:`~maestro.models.baseline.config.SwinUTAEConfig` (FLAIR-HUB's supervised baseline) or the
+  config of one of FLAIR #2's baselines (:mod:`maestro.models.flair2.segmenter_config`);
 - :func:`segmentation_task`: the ``task`` entry a published segmenter keeps in ``config.json``.
 """
 
@@ -23,14 +24,21 @@ from maestro.modalities import MODALITIES
 from maestro.modalities import resolve as resolve_modalities
 from maestro.models.baseline.config import BaselineOptions, SwinUTAEConfig
 from maestro.models.config import EncoderConfig
+from maestro.models.flair2 import segmenter_config as flair2
+from maestro.models.flair2.segmenter_config import (
+    FLAIR2_ARCHITECTURES,
+    Flair2BaselineOptions,
+    UNetSegmenterConfig,
+    UTTSegmenterConfig,
+)
 from maestro.models.heads.options import DatePooling
 from maestro.models.heads.registry import HEADS
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.tasks import LabelTarget, get_task
 
 EXAMPLE_PRETRAIN_RUN = "example/runs/pretrain"
-Architecture = Literal["maestro", "swin-utae"]
-ARCHITECTURES: tuple[Architecture, ...] = ("maestro", "swin-utae")
+Architecture = Literal["maestro", "swin-utae", "unet", "utt"]
+ARCHITECTURES: tuple[Architecture, ...] = ("maestro", "swin-utae", *FLAIR2_ARCHITECTURES)
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,18 @@ class ModelConfig:
     """Freeze the encoder (no gradients, eval mode): only the head trains. With ``head: linear``
     (what ``finetune --probe`` sets unless ``--head`` names another) this is the linear probe."""
     architecture: Architecture = "maestro"
-    """``swin-utae``: the supervised baseline (:mod:`maestro.models.baseline`) on the same data,
-    metrics and outputs; it reads ``modalities`` / ``encoder`` (inputs only), ``pretrained``,
-    ``baseline``, ``aux_heads``, ``aux_weight`` and ``modality_dropout``, not the MAESTRO fields."""
+    """``swin-utae``: FLAIR-HUB's supervised baseline (:mod:`maestro.models.baseline`) on the same
+    data, metrics and outputs; it reads ``modalities`` / ``encoder`` (inputs only), ``pretrained``,
+    ``baseline``, ``aux_heads``, ``aux_weight`` and ``modality_dropout``, not the MAESTRO fields.
+    ``unet`` / ``utt``: FLAIR #2's U-Net and U-T&T (:mod:`maestro.models.flair2`); they read
+    ``modalities`` / ``encoder`` (inputs only), ``pretrained`` and ``flair2``."""
     pretrained: bool = True
-    """swin-utae: start the Swins from ImageNet weights (timm; an error when they cannot be fetched)."""
+    """Baselines: start from ImageNet weights (swin-utae: the Swins, through timm; unet / utt: the
+    U-Net's smp encoder); an error when they cannot be fetched."""
     baseline: BaselineOptions = field(default_factory=BaselineOptions)
     """swin-utae: Swin, U-TAE and decoder settings, and the Sentinel-2 cloudy-date filter."""
+    flair2: Flair2BaselineOptions = field(default_factory=Flair2BaselineOptions)
+    """unet / utt: smp encoder and decoder widths, U-TAE, fusions, dropouts, auxiliary loss weight."""
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -97,7 +110,12 @@ class ModelConfig:
             raise ConfigError(f"architecture: {self.architecture!r} is not one of {list(ARCHITECTURES)}")
         if self.is_baseline and self.probe:
             raise ConfigError(
-                "probe: a linear probe applies to a pretrained MAESTRO encoder, not to swin-utae"
+                f"probe: a linear probe applies to a pretrained MAESTRO encoder, not to {self.architecture}"
+            )
+        if self.architecture in FLAIR2_ARCHITECTURES and (self.aux_heads or self.modality_dropout):
+            raise ConfigError(
+                f"aux_heads / modality_dropout: not options of {self.architecture} (U-T&T's auxiliary "
+                "loss and U-TAE dropout are model.flair2.aux_weight and model.flair2.utae_dropout)"
             )
         if self.init == "random" and self.encoder is None and not self.is_baseline:
             raise ConfigError(
@@ -111,25 +129,43 @@ class ModelConfig:
             except ConfigError as error:  # unknown or listed twice
                 raise ConfigError(f"modalities: {error.args[0]}") from None
             object.__setattr__(self, "modalities", tuple(self.modalities))
+            if self.architecture in FLAIR2_ARCHITECTURES:
+                flair2.check_inputs(self.architecture, self.modalities)
         if self.aux_weight < 0:
             raise ConfigError(f"aux_weight: {self.aux_weight} must be >= 0")
 
     @property
     def is_baseline(self) -> bool:
-        """The supervised Swin-UTAE baseline rather than a MAESTRO encoder with a head."""
-        return self.architecture == "swin-utae"
+        """A supervised baseline (Swin-UTAE, U-Net, U-T&T) rather than a MAESTRO encoder with a head."""
+        return self.architecture != "maestro"
+
+    def default_encoder(self, dataset_inputs: tuple[str, ...]) -> EncoderConfig:
+        """The inputs of a run without ``encoder`` (random or baseline): ``modalities``, else its
+        dataset's default inputs that the network reads; FLAIR #2's baselines read their bands in
+        the paper's order."""
+        if self.architecture not in FLAIR2_ARCHITECTURES:
+            return EncoderConfig(modalities=self.modalities or dataset_inputs)
+        modalities = self.modalities or flair2.default_inputs(self.architecture, dataset_inputs)
+        return EncoderConfig(modalities=modalities, overrides=flair2.paper_bands(modalities))
 
 
-def network_config(model: ModelConfig, task: TaskConfig) -> SegmenterConfig | SwinUTAEConfig:
+Network = SegmenterConfig | SwinUTAEConfig | UNetSegmenterConfig | UTTSegmenterConfig
+
+
+def network_config(model: ModelConfig, task: TaskConfig) -> Network:
     """The network a run's ``model`` and ``task`` sections describe (``model.encoder`` resolved).
 
-    The Swin-UTAE is described with random Swins: a fresh run loads the ImageNet weights into them
-    (``finetune``), a published one its own weights.
+    The baselines are described with random backbones: a fresh run loads the ImageNet weights into
+    them (``finetune``), a published one its own weights.
     """
     if model.encoder is None:
         raise ConfigError("model.encoder must be resolved from model.init before building the network")
     target = task.target
     label_size = MODALITIES[target.label_modality].size_px
+    if model.architecture in FLAIR2_ARCHITECTURES:
+        return flair2.network_config(
+            model.architecture, model.flair2, model.encoder, task.name, target.num_classes, label_size
+        )
     if model.is_baseline:
         options = model.baseline
         return SwinUTAEConfig(
@@ -191,10 +227,10 @@ def run_sections(stored: Mapping[str, Any], where: str) -> tuple[ModelConfig, Ta
     return model, task
 
 
-def segmenter_of_run(stored: Mapping[str, Any], where: str, baseline: bool) -> TrainedNetwork | None:
-    """The segmenter a fine-tuning run trained, when it is of the kind asked for (``baseline``)."""
+def segmenter_of_run(stored: Mapping[str, Any], where: str, architecture: str) -> TrainedNetwork | None:
+    """The segmenter a fine-tuning run trained, when it is of the ``architecture`` asked for."""
     sections = run_sections(stored, where)
-    if sections is None or sections[0].is_baseline != baseline:
+    if sections is None or sections[0].architecture != architecture:
         return None
     model, task = sections
     try:

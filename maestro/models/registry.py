@@ -26,6 +26,7 @@ from maestro.errors import ConfigError
 from maestro.models.baseline.config import SwinUTAEConfig
 from maestro.models.config import EncoderConfig, MAEConfig
 from maestro.models.finetuning import TrainedNetwork, segmenter_of_run
+from maestro.models.flair2.segmenter_config import UNetSegmenterConfig, UTTSegmenterConfig
 from maestro.models.segmenter_config import SegmenterConfig
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class ModelType:
     """The network of a training run's stored config, when the run trained this type."""
     maestro_card: bool = True
     """Whether the card copies MODEL_CARD.md's sections (written for MAESTRO networks)."""
+    zone_refusal: str | None = None
+    """Why ``predict`` cannot map a zone with this segmenter; None: it can."""
 
     @property
     def model_class(self) -> type[nn.Module]:
@@ -91,6 +94,12 @@ class ModelType:
     def preprocess_options(self, config: Any) -> dict[str, Any]:
         """What this network's preprocessing adds to the shared one (``preprocess_for`` options)."""
         options = getattr(config, "preprocess_options", None)
+        return options() if options is not None else {}
+
+    def loss_options(self, config: Any) -> dict[str, Any]:
+        """What this network's loss adds to the shared one (``segmentation_loss`` options: per-class
+        weights, the auxiliary weight)."""
+        options = getattr(config, "loss_options", None)
         return options() if options is not None else {}
 
 
@@ -126,7 +135,7 @@ MAESTRO_SEGMENTER = ModelType(
     "image-segmentation",
     "MAESTRO encoder fine-tuned with a segmentation head",
     needs_task=True,
-    from_run=lambda stored, where: segmenter_of_run(stored, where, baseline=False),
+    from_run=lambda stored, where: segmenter_of_run(stored, where, "maestro"),
 )
 SWIN_UTAE_SEGMENTER = ModelType(
     "swin-utae-segmenter",
@@ -136,12 +145,45 @@ SWIN_UTAE_SEGMENTER = ModelType(
     "Swin-UTAE, the supervised FLAIR-HUB baseline: a Swin per single-date input, a U-TAE per time "
     "series, fused per stage into a UPerNet decoder",
     needs_task=True,
-    from_run=lambda stored, where: segmenter_of_run(stored, where, baseline=True),
+    from_run=lambda stored, where: segmenter_of_run(stored, where, "swin-utae"),
     maestro_card=False,
+)
+UNET_SEGMENTER = ModelType(
+    "unet-segmenter",
+    UNetSegmenterConfig,
+    None,
+    "image-segmentation",
+    "U-Net, the supervised aerial baseline of FLAIR #2: an smp U-Net (ResNet-34) on the single-date "
+    "images' bands (aerial R, G, B, NIR and elevation)",
+    needs_task=True,
+    from_run=lambda stored, where: segmenter_of_run(stored, where, "unet"),
+    maestro_card=False,
+)
+UTT_SEGMENTER = ModelType(
+    "utt-segmenter",
+    UTTSegmenterConfig,
+    None,
+    "image-segmentation",
+    "U-T&T, the supervised two-branch baseline of FLAIR #2: a U-Net on the aerial images and a U-TAE "
+    "on the Sentinel-2 super-patch, whose maps are added to the U-Net's encoder levels",
+    needs_task=True,
+    from_run=lambda stored, where: segmenter_of_run(stored, where, "utt"),
+    maestro_card=False,
+    zone_refusal="U-T&T reads, around each 102.4 m patch, a Sentinel-2 super-patch four times its "
+    "side (40 px at 10 m, FLAIR #2's layout), which predict's zone tiles do not provide; map with a "
+    "U-Net, Swin-UTAE or MAESTRO segmenter, or test U-T&T on FLAIR #2 shards (finetune --eval-only)",
 )
 
 MODEL_TYPES: dict[str, ModelType] = {
-    row.name: row for row in (MAESTRO_ENCODER, MAESTRO_MAE, MAESTRO_SEGMENTER, SWIN_UTAE_SEGMENTER)
+    row.name: row
+    for row in (
+        MAESTRO_ENCODER,
+        MAESTRO_MAE,
+        MAESTRO_SEGMENTER,
+        SWIN_UTAE_SEGMENTER,
+        UNET_SEGMENTER,
+        UTT_SEGMENTER,
+    )
 }
 """Every model type by ``model_type``."""
 

@@ -30,6 +30,7 @@ from maestro.hub.weights import Pick, Weights
 from maestro.hub.weights import load_weights as load_any_weights
 from maestro.models.baseline.model import SwinUTAE
 from maestro.models.encoder import MaestroEncoder
+from maestro.models.flair2.segmenter import UNetSegmenter, UTTSegmenter
 from maestro.models.mae import MaestroMAE
 from maestro.models.registry import MAESTRO_ENCODER, ModelType, get_model_type
 from maestro.models.segmenter import MaestroSegmenter
@@ -44,7 +45,14 @@ __all__ = [
     "publish",
 ]
 
-NETWORKS: tuple[type[nn.Module], ...] = (MaestroEncoder, MaestroMAE, MaestroSegmenter, SwinUTAE)
+NETWORKS: tuple[type[nn.Module], ...] = (
+    MaestroEncoder,
+    MaestroMAE,
+    MaestroSegmenter,
+    SwinUTAE,
+    UNetSegmenter,
+    UTTSegmenter,
+)
 """The registered networks, one per model type."""
 
 

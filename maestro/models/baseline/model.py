@@ -195,6 +195,10 @@ class SwinUTAE(nn.Module, HubModel):
         outputs = self.forward_tasks(inputs, times, valid, allow_missing=allow_missing, padded=padded)
         return outputs[next(iter(self.config.tasks))]
 
+    def pretrained_backbone(self) -> nn.Module:
+        """Where a fresh run's ImageNet weights go: the Swins (:func:`~maestro.models.baseline.swin.imagenet_state`)."""
+        return self.swins
+
     def no_weight_decay(self) -> set[str]:
         """Full names exempt from weight decay beyond biases and norms: Swin position tables, L-TAE queries."""
         names = {f"swins.{key}.{name}" for key, swin in self.swins.items() for name in swin.no_weight_decay()}

@@ -2,8 +2,9 @@
 
 ``config`` (what to build, no torch), ``unet`` (smp's U-Net split into encoder / decoder),
 ``fusion`` (the cropped and collapsed modules), ``utt`` (:class:`UTT` and its two-branch loss) and
-``paper`` (the published baseline table and the reference implementation's parameter counts).
-Not yet wired into ``finetune``'s model registry.
+``paper`` (the published baseline table and the reference implementation's parameter counts);
+``segmenter_config`` / ``segmenter`` wire them into ``finetune --model unet|utt``, the model
+registry (``unet-segmenter``, ``utt-segmenter``), ``maestro publish`` and ``predict``.
 
 The names below are imported lazily, so that the config loads without the networks.
 """
@@ -19,6 +20,8 @@ _EXPORTS = {
     "UTT": "maestro.models.flair2.utt",
     "UTTConfig": "maestro.models.flair2.config",
     "UTTOutput": "maestro.models.flair2.utt",
+    "UNetSegmenter": "maestro.models.flair2.segmenter",
+    "UTTSegmenter": "maestro.models.flair2.segmenter",
     "count_parameters": "maestro.models.flair2.paper",
     "utt_loss": "maestro.models.flair2.utt",
 }

@@ -31,6 +31,9 @@ class UNetConfig(ConfigMixin):
     num_classes: int = 13
     encoder: str = "resnet34"
     """An smp encoder name."""
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    """Widths of smp's decoder blocks, deepest first (smp's defaults); their number is the encoder
+    depth, so fewer blocks also drop the deepest encoder stages (tests run 3 narrow ones)."""
     encoder_weights: str | None = None
     """``None``: random weights, nothing downloaded (the default, and what tests use); ``imagenet``:
     smp fetches the encoder's ImageNet weights (the challenge baseline starts from them)."""
@@ -42,11 +45,16 @@ class UNetConfig(ConfigMixin):
             raise ConfigError(f"num_classes: {self.num_classes} must be >= 2")
         if not self.encoder:
             raise ConfigError("encoder: an smp encoder name is required (e.g. resnet34)")
+        object.__setattr__(self, "decoder_channels", tuple(self.decoder_channels))
+        if not 1 <= len(self.decoder_channels) <= 5 or min(self.decoder_channels) < 1:
+            raise ConfigError(
+                f"decoder_channels: {list(self.decoder_channels)}; need 1 to 5 positive widths, one per encoder stage"
+            )
         if self.encoder_weights is not None and not self.encoder_weights:
             raise ConfigError("encoder_weights: null for random weights, or a name such as imagenet")
 
 
-def _flair2_utae() -> UTAEConfig:
+def challenge_utae() -> UTAEConfig:
     """The challenge's U-TAE: stride-2 levels (40, 20, 10, 5 px), 64/64/128/128 widths (the default
     widths of :class:`UTAEConfig` beside another branch), no output convolutions of its own."""
     return UTAEConfig(kernel_size=4, stride=2)
@@ -57,7 +65,7 @@ class UTTConfig(ConfigMixin):
     """U-T&T: the U-Net on aerial plus a U-TAE on the Sentinel-2 super-patch, fused into the U-Net encoder."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
-    utae: UTAEConfig = field(default_factory=_flair2_utae)
+    utae: UTAEConfig = field(default_factory=challenge_utae)
     s2_channels: int = 10
     footprint: int = 10
     """Side, in Sentinel-2 pixels, of the aerial patch inside the super-patch: 512 px x 0.2 m = 102.4 m,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from maestro.data.flair2 import nomenclature
 from maestro.models.flair2.config import UNetConfig, UTTConfig
 from maestro.models.flair2.unet import AerialUNet
 from maestro.models.flair2.utt import UTT
@@ -59,12 +60,10 @@ PARAMETER_TOLERANCE = 0.001
 """Relative difference allowed between our counts and :data:`REFERENCE_PARAMETERS`: the modules of
 :data:`REFERENCE_ONLY` and nothing more."""
 
-CLASS_WEIGHTS = {
-    "aerial": (1.0,) * 12 + (0.0,),
-    "s2": (1.0,) * 11 + (0.0, 0.0),
-}
+CLASS_WEIGHTS = {"aerial": nomenclature.CLASS_WEIGHTS, "s2": nomenclature.S2_CLASS_WEIGHTS}
 """Per-class loss weights of the challenge config for the 13 classes (building ... plowed land,
-other): ``other`` counts for neither branch, ``plowed land`` not for the U-TAE's auxiliary loss."""
+other): ``other`` counts for neither branch, ``plowed land`` not for the U-TAE's auxiliary loss.
+The nomenclature's (:mod:`maestro.data.flair2.nomenclature`), which fine-tuning reads."""
 
 
 def count_parameters(config: UNetConfig | UTTConfig) -> int:
