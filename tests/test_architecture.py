@@ -19,9 +19,6 @@ MODEL_MODULES = (
     "maestro.models.flair2.segmenter",
     "maestro.models.flair2.unet",
     "maestro.models.flair2.utt",
-    "maestro.models.flair2.segmenter",
-    "maestro.models.flair2.unet",
-    "maestro.models.flair2.utt",
     "maestro.models.heads",
     "maestro.models.zoo",
 )
