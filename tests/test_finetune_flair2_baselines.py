@@ -176,3 +176,20 @@ def test_inputs_a_baseline_cannot_read_exit_2_naming_the_flag(architecture, moda
         assert finetune([*argv, "--output-dir", str(tmp_path / "run")]) == 2
     assert "--modalities" in caplog.text
     assert not (tmp_path / "run").exists()
+
+
+def test_missing_imagenet_weights_stop_a_fresh_run_with_one_line(
+    flair2_shards, tmp_path, monkeypatch, caplog
+):
+    """A fresh run starts the smp encoder from ImageNet (smp fetches it from the Hugging Face Hub):
+    offline and without a cached copy, the run stops before anything is written, saying what to do."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    config = write_config(tmp_path, flair2_shards)
+    argv = ["--model", "unet", "--task", "flair2", "--config", str(config), "model.flair2.encoder=resnet18"]
+    with caplog.at_level(logging.ERROR):
+        assert finetune([*argv, "--output-dir", str(tmp_path / "run")]) == 2
+    assert "--no-pretrained" in caplog.text and "'resnet18'" in caplog.text
+    assert not (tmp_path / "run").exists()
