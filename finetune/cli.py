@@ -5,6 +5,7 @@
     finetune --task lc --probe                           # linear probe: one linear layer on frozen encoder tokens
     finetune --eval-only --output-dir example/runs/finetune/lc --save-predictions   # test a run again
     finetune --model swin-utae --no-pretrained --task lpis --level 1 --modalities aerial,s2,s1_asc,s1_des
+    finetune --data-config my_dataset/data.yaml --modalities aerial,dem   # your own dataset and classes
     finetune --model utt --task flair2 data.train=flair2_shards data.val=flair2_shards data.test=flair2_shards
 
 Without --config the full recipe runs (50 epochs at batch 32: over an hour a run on 2 CPU cores).
@@ -18,10 +19,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import yaml
 
 from finetune.config import ARCHITECTURES, FinetuneConfig
 from finetune.runs import trained_run_config
+from maestro.data.custom.config import LABEL_KEY, load_custom_data
+from maestro.datasets import DATASETS, get_dataset
 from maestro.errors import ConfigError
 from maestro.tasks import TASKS
 from maestro.training.cli import overrides_from, run_cli, stage_parser
@@ -84,7 +90,48 @@ def build_parser() -> argparse.ArgumentParser:
         "own config.yaml; only data.*, eval.* and device settings apply",
     )
     parser.add_argument("--save-predictions", action="store_true", help="write prediction GeoTIFFs")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        help="the dataset's default task when --task is not given (custom: with --data-config)",
+    )
+    parser.add_argument(
+        "--data-config",
+        metavar="YAML",
+        help="your own dataset (README, 'Your own dataset'): its shards are built under the run folder, "
+        "the task is custom with its nomenclature's classes",
+    )
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="--data-config: skip (and count) patches the reader rejects"
+    )
     return parser
+
+
+def dataset_overrides(args: argparse.Namespace) -> list[str]:
+    """``--dataset`` / ``--data-config``: the task and, for your own dataset, its classes and shards."""
+    if args.data_config is None:
+        if args.dataset == "custom":
+            raise ConfigError("--dataset custom reads your own dataset: give its --data-config YAML")
+        if args.skip_bad:
+            raise ConfigError("--skip-bad applies to a dataset read with --data-config")
+        if args.dataset is not None and args.task is None:
+            return [f"task.name={get_dataset(args.dataset).tasks[0]}"]
+        return []
+    if args.dataset not in (None, "custom"):
+        raise ConfigError(f"--data-config describes your own dataset (--dataset custom), not {args.dataset}")
+    if args.task not in (None, "custom"):
+        raise ConfigError(f"--data-config trains the custom task on your classes, not --task {args.task}")
+    data = load_custom_data(Path(args.data_config))
+    nomenclature = yaml.safe_dump(
+        data.nomenclature.classes_only().to_dict(), default_flow_style=True, width=10**6
+    )
+    overrides = [
+        f"dataset.config={args.data_config}",
+        "task.name=custom",
+        f"task.nomenclature={nomenclature.strip()}",
+        f"task.label_size={data.image_size(LABEL_KEY)}",
+    ]
+    return [*overrides, "dataset.skip_bad=true"] if args.skip_bad else overrides
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -109,7 +156,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append("model.pretrained=false")
     if args.save_predictions:
         overrides.append("eval.save_predictions=true")
-    return overrides
+    return [*dataset_overrides(args), *overrides]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from finetune.baseline import imagenet_state
 from finetune.config import EXAMPLE_PRETRAIN_RUN, FinetuneConfig
+from finetune.custom_data import with_custom_shards
 from finetune.module import FinetuneTask
 from finetune.outputs import TestOutputs
 from finetune.runs import run_dir
-from maestro.datasets import DEFAULT_DATASET, Dataset, dataset_of_manifest, get_dataset
+from maestro.datasets import DEFAULT_DATASET, Dataset, configured_dataset, dataset_of_manifest, get_dataset
 from maestro.errors import ConfigError, DataError
 from maestro.evaluation import SegmentationScores
 from maestro.hub.sources import BEST
@@ -52,8 +53,11 @@ def encoder_weights(init: str, pick: Pick) -> Weights:
 
 
 def shards_dataset(config: FinetuneConfig) -> Dataset:
-    """The dataset the training shards hold, as their manifest's ``dataset_key`` says (FLAIR-HUB for
-    manifests written before it, and for shards without a local manifest)."""
+    """The dataset the training shards hold: your own, as ``dataset.config`` describes it, else
+    the one their manifest's ``dataset_key`` names (FLAIR-HUB for manifests written before it, and
+    for shards without a local manifest)."""
+    if config.dataset.config is not None:
+        return configured_dataset("custom", config.dataset.config)
     file = local_manifest(config.data.train) if config.data.train is not None else None
     if file is None or not file.is_file():
         return get_dataset(DEFAULT_DATASET)
@@ -236,6 +240,7 @@ def run(
 ) -> SegmentationScores:
     """Fit (or, with ``eval_only``, reuse a trained run), then test its best checkpoint."""
     config, state = resolve(config, load_weights=resume is None and not eval_only)
+    config = with_custom_shards(config)
     out = Path(config.trainer.output_dir)
     check_shards(config, config.inputs)
     if eval_only:

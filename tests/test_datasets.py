@@ -51,7 +51,7 @@ FLAIR2_ENCODER = {
 
 
 def test_rows_name_registry_keys_and_keep_flair_hub_as_it_was():
-    assert sorted(DATASETS) == ["flair-hub", "flair2"] and DEFAULT_DATASET == "flair-hub"
+    assert sorted(DATASETS) == ["custom", "flair-hub", "flair2"] and DEFAULT_DATASET == "flair-hub"
     hub = get_dataset("flair-hub")
     assert hub.default_inputs == DEFAULT_INPUTS and hub.tasks == ("lc", "lpis") and not hub.overrides
     assert hub.build_modalities == (*DEFAULT_INPUTS, "lc", "lpis")
@@ -61,13 +61,17 @@ def test_rows_name_registry_keys_and_keep_flair_hub_as_it_was():
     assert flair2.tasks == ("flair2",) and flair2.labels == ("flair2",)
     assert flair2.image_size("s2") == flair2.image_size("s2_mask") == 40
     assert flair2.image_size("aerial") == MODALITIES["aerial"].size_px == 512
+    custom = get_dataset("custom")
+    assert custom.needs_config and custom.tasks == ("custom",) and custom.labels == ("label",)
+    assert not any(MODALITIES[key].temporal for key in custom.modalities)  # single-date inputs only
     for row in DATASETS.values():
         assert set(row.modalities) <= set(MODALITIES) and set(row.tasks) <= set(TASKS)
 
 
 def test_unknown_dataset_or_modality_is_a_config_error_listing_the_valid_ones():
     with pytest.raises(
-        ConfigError, match=re.escape("unknown dataset 'flair3'; datasets are ['flair-hub', 'flair2']")
+        ConfigError,
+        match=re.escape("unknown dataset 'flair3'; datasets are ['custom', 'flair-hub', 'flair2']"),
     ):
         get_dataset("flair3")
     with pytest.raises(ConfigError, match=r"dataset 'flair-hub' has no \['elevation'\]; its modalities are"):
@@ -228,10 +232,25 @@ def test_reader_options_reach_the_flair_hub_reader(tmp_path: Path):
     assert reader.read(ids[0])["aerial"].shape == (4, 512, 512)
 
 
+TINY_FLAIR2 = {
+    "encoder": "tu-regnetx_002",
+    "decoder_channels": [16, 8, 8],
+    "utae": {
+        "encoder_widths": [16, 16, 32],
+        "decoder_widths": [16, 16, 32],
+        "num_heads": 4,
+        "d_model": 16,
+        "d_k": 2,
+    },
+}
+"""FLAIR #2's baselines at test width (tests/test_finetune_flair2_baselines.py trains them to beat chance)."""
+
+
 def test_the_readme_datasets_commands_run_as_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """README "Datasets": toy release -> shards -> finetune flair2 from a random encoder, each line as
-    typed, fine-tuning shrunk to test scale as tests/test_readme_commands.py does (its S2 override
-    sets no image size: the 40 px come from the dataset row)."""
+    """README "Datasets": toy release -> shards -> finetune flair2 from a random encoder, then the
+    U-Net and U-T&T baselines, each line as typed, fine-tuning shrunk to test scale as
+    tests/test_readme_commands.py does (the encoder's S2 override sets no image size: the 40 px come
+    from the dataset row)."""
     from test_readme_commands import PROGRAMS, TRAIN_SHRINK, readme_commands
 
     keys = ("modalities", "width", "depth", "inter_depth", "grid_size")
@@ -240,17 +259,20 @@ def test_the_readme_datasets_commands_run_as_typed(tmp_path: Path, monkeypatch: 
     (tmp_path / "configs").symlink_to(Path(__file__).resolve().parents[1] / "configs")
     monkeypatch.chdir(tmp_path)
     commands = readme_commands("Datasets")
-    assert [argv[:2] for _, argv in commands] == [
-        ["shards", "toy"],
-        ["shards", "build"],
-        ["finetune", "--task"],
+    assert [argv[:3] for _, argv in commands] == [
+        ["shards", "toy", "--dataset"],
+        ["shards", "build", "--dataset"],
+        ["finetune", "--task", "flair2"],
+        ["finetune", "--model", "unet"],
+        ["finetune", "--model", "utt"],
     ]
     for _line, argv in commands:
-        words = (
-            [*TRAIN_SHRINK, *dotted({**tiny, "model.encoder.overrides": overrides})]
-            if argv[0] == "finetune"
-            else []
-        )
+        words = []
+        if argv[:2] == ["finetune", "--task"]:
+            words = [*TRAIN_SHRINK, *dotted({**tiny, "model.encoder.overrides": overrides})]
+        elif argv[0] == "finetune":  # the baselines: random weights (no download), tiny widths
+            words = [*TRAIN_SHRINK, "--no-pretrained", *dotted({"model.flair2": TINY_FLAIR2})]
         assert PROGRAMS[argv[0]]([*argv[1:], *words]) == 0, argv
-    metrics = json.loads(Path("runs/finetune/flair2-level1/test/metrics.json").read_text())
-    assert 0.0 <= metrics["miou"] <= 1.0
+    for run in ("flair2-level1", "flair2-level1-unet", "flair2-level1-utt"):
+        metrics = json.loads(Path(f"runs/finetune/{run}/test/metrics.json").read_text())
+        assert 0.0 <= metrics["miou"] <= 1.0, run

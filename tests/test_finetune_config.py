@@ -45,7 +45,7 @@ def _errors(caplog) -> list[str]:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["task.name=landuse"], "unknown task 'landuse'; tasks are ['flair2', 'lc', 'lpis']"),
+        (["task.name=landuse"], "unknown task 'landuse'; tasks are ['custom', 'flair2', 'lc', 'lpis']"),
         (["--task", "lpis", "--level", "4"], "task 'lpis' has level(s) [1, 2, 3], not 4"),
         (["--task", "lc", "--level", "2"], "task 'lc' has level(s) [1], not 2"),
         (["--task", "lpis", "--level", "0"], "not 0"),

@@ -43,6 +43,7 @@ from reference_fixture import CHECKPOINT, DECODER_HEADS, OVERRIDES, require_fixt
 from test_hub_http import MockHub
 
 import finetune.cli
+import gapfill.cli
 import maestro.cli
 import predict.cli
 import shards.cli
@@ -61,9 +62,11 @@ SECTIONS = (
     "IGN's published weights",
     "Mapping a whole zone",
     "Mapping many zones (a department, a country)",
+    "Cloud removal",
 )
 PROGRAMS: dict[str, Callable[[list[str]], int]] = {
     "finetune": finetune.cli.main,
+    "gapfill": gapfill.cli.main,
     "maestro": maestro.cli.main,
     "predict": predict.cli.main,
     "shards": shards.cli.main,
@@ -156,6 +159,8 @@ def appended(argv: Sequence[str]) -> list[str]:
         return words
     if program == "predict":
         return ["--device", "cpu", "--no-progress"]
+    if program == "gapfill":
+        return [word for word in TRAIN_SHRINK if not word.startswith("model.")]
     if program == "shards" and argv[1] == "toy":
         return ["--patches", "4"]
     if program == "maestro" and argv[1] == "import-reference":

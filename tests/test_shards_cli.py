@@ -280,7 +280,7 @@ def test_unknown_dataset_or_a_modality_it_lacks_is_one_error_line(
     caplog.set_level(logging.ERROR)
     assert main(["toy", "--dataset", "flair3", "--out", str(tmp_path / "t")]) == 2
     [error] = _errors(caplog)
-    assert "unknown dataset 'flair3'; datasets are ['flair-hub', 'flair2']" in error.getMessage()
+    assert "unknown dataset 'flair3'; datasets are ['custom', 'flair-hub', 'flair2']" in error.getMessage()
     assert not error.exc_info
     assert not (tmp_path / "t").exists()
     caplog.clear()

@@ -34,6 +34,7 @@ from maestro.models.flair2.segmenter_config import (
 from maestro.models.heads.options import DatePooling
 from maestro.models.heads.registry import HEADS
 from maestro.models.segmenter_config import SegmenterConfig
+from maestro.nomenclature import Nomenclature
 from maestro.tasks import LabelTarget, get_task
 
 EXAMPLE_PRETRAIN_RUN = "example/runs/pretrain"
@@ -46,16 +47,32 @@ class TaskConfig:
     """What is predicted: a task of :data:`maestro.tasks.TASKS` and its nomenclature level."""
 
     name: str = "lc"
-    """``lc`` (land cover) or ``lpis`` (crop type)."""
+    """``lc`` (land cover), ``lpis`` (crop type), ``flair2`` or ``custom`` (a user's classes)."""
     level: int = 1
     """Nomenclature level: 1 for lc; 1, 2 or 3 for lpis."""
+    nomenclature: Nomenclature | None = None
+    """``custom``: the classes of the dataset's nomenclature YAML (``finetune --data-config`` fills
+    it), kept with the run so that its checkpoints and published models carry their classes."""
+    label_size: int | None = None
+    """``custom``: side in pixels of the dataset's label rasters (None: the label modality's
+    registry size, 512 px)."""
 
     def __post_init__(self) -> None:
-        self.target  # noqa: B018  (unknown task or level: ConfigError now)
+        if self.nomenclature is not None and self.nomenclature.grouping is not None:
+            object.__setattr__(self, "nomenclature", self.nomenclature.classes_only())
+        self.target  # noqa: B018  (unknown task or level, missing classes: ConfigError now)
+        if self.label_size is not None and self.label_size < 1:
+            raise ConfigError(f"label_size: {self.label_size} must be >= 1")
+
+    @property
+    def label_pixels(self) -> int:
+        """Side of the label rasters, and so of the network's output."""
+        return self.label_size or MODALITIES[self.target.label_modality].size_px
 
     @property
     def target(self) -> LabelTarget:
-        return get_task(self.name).target(self.level)
+        classes = self.nomenclature.level() if self.nomenclature is not None else None
+        return get_task(self.name).target(self.level, classes)
 
 
 @dataclass(frozen=True)
@@ -161,7 +178,7 @@ def network_config(model: ModelConfig, task: TaskConfig) -> Network:
     if model.encoder is None:
         raise ConfigError("model.encoder must be resolved from model.init before building the network")
     target = task.target
-    label_size = MODALITIES[target.label_modality].size_px
+    label_size = task.label_pixels
     if model.architecture in FLAIR2_ARCHITECTURES:
         return flair2.network_config(
             model.architecture, model.flair2, model.encoder, task.name, target.num_classes, label_size
@@ -194,17 +211,22 @@ def network_config(model: ModelConfig, task: TaskConfig) -> Network:
     )
 
 
-def segmentation_task(name: str, level: int = 1) -> dict[str, Any]:
-    """The ``task`` entry of a segmenter's ``config.json``: one class name per output channel and
-    the channels that were never trained (ignored values of the nomenclature)."""
-    target = get_task(name).target(level)
+def segmentation_task(name: str, level: int = 1, nomenclature: Nomenclature | None = None) -> dict[str, Any]:
+    """The ``task`` entry of a segmenter's ``config.json``: one class name per output channel, the
+    channels that were never trained (ignored values of the nomenclature) and, for a user's
+    classes, the whole ``nomenclature`` (names, colours, ignored values) that maps are drawn with."""
+    task = TaskConfig(name, level, nomenclature)
+    target = task.target
     count = target.num_classes
-    return {
+    entry: dict[str, Any] = {
         "name": target.task,
         "level": target.level,
         "class_names": list(target.names[:count]),
         "ignored": sorted(v for v in target.nomenclature.ignored if v < count),
     }
+    if task.nomenclature is not None:
+        entry["nomenclature"] = task.nomenclature.to_dict()
+    return entry
 
 
 @dataclass(frozen=True)
@@ -237,4 +259,4 @@ def segmenter_of_run(stored: Mapping[str, Any], where: str, architecture: str) -
         config = network_config(model, task)
     except ConfigError as error:
         raise ConfigError(f"{where}: the stored fine-tuning config does not load ({error})") from None
-    return TrainedNetwork(config, segmentation_task(task.name, task.level))
+    return TrainedNetwork(config, segmentation_task(task.name, task.level, task.nomenclature))

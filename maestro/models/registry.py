@@ -27,6 +27,7 @@ from maestro.models.baseline.config import SwinUTAEConfig
 from maestro.models.config import EncoderConfig, MAEConfig
 from maestro.models.finetuning import TrainedNetwork, segmenter_of_run
 from maestro.models.flair2.segmenter_config import UNetSegmenterConfig, UTTSegmenterConfig
+from maestro.models.gapfill_config import GapFillConfig
 from maestro.models.segmenter_config import SegmenterConfig
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class ModelType:
 
 def _mae_of_run(stored: Mapping[str, Any], where: str) -> TrainedNetwork | None:
     """The masked autoencoder of a ``pretrain`` run (its stored ``model`` section)."""
-    if "task" in stored:
+    if "task" in stored or _is_gapfill_run(stored):
         return None
     try:
         return TrainedNetwork(MAEConfig.from_dict(stored.get("model")))
@@ -174,6 +175,36 @@ UTT_SEGMENTER = ModelType(
     "U-Net, Swin-UTAE or MAESTRO segmenter, or test U-T&T on FLAIR #2 shards (finetune --eval-only)",
 )
 
+
+def _is_gapfill_run(stored: Mapping[str, Any]) -> bool:
+    """A ``gapfill`` run: its ``model`` section says how many clear dates a step holds out."""
+    model = stored.get("model")
+    return "task" not in stored and isinstance(model, Mapping) and "held_out_fraction" in model
+
+
+def _gapfill_of_run(stored: Mapping[str, Any], where: str) -> TrainedNetwork | None:
+    """The cloud-removal network of a ``gapfill`` run (its resolved ``model`` section)."""
+    if not _is_gapfill_run(stored):
+        return None
+    model = stored["model"]
+    try:
+        mae = MAEConfig.from_dict(model.get("mae"))
+        config = GapFillConfig(mae, model.get("target", "s2"), model.get("cloud_threshold", 0.0))
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(f"{where}: the stored cloud-removal config does not load ({error})") from None
+    return TrainedNetwork(config)
+
+
+MAESTRO_GAPFILL = ModelType(
+    "maestro-gapfill",
+    GapFillConfig,
+    "mae.encoder.",
+    "image-to-image",
+    "MAESTRO masked autoencoder taught to restore cloudy Sentinel-2 dates from the other dates and "
+    "sensors (cloud removal)",
+    from_run=_gapfill_of_run,
+)
+
 MODEL_TYPES: dict[str, ModelType] = {
     row.name: row
     for row in (
@@ -183,6 +214,7 @@ MODEL_TYPES: dict[str, ModelType] = {
         SWIN_UTAE_SEGMENTER,
         UNET_SEGMENTER,
         UTT_SEGMENTER,
+        MAESTRO_GAPFILL,
     )
 }
 """Every model type by ``model_type``."""

@@ -31,6 +31,7 @@ from maestro.hub.weights import load_weights as load_any_weights
 from maestro.models.baseline.model import SwinUTAE
 from maestro.models.encoder import MaestroEncoder
 from maestro.models.flair2.segmenter import UNetSegmenter, UTTSegmenter
+from maestro.models.gapfill import MaestroGapFill
 from maestro.models.mae import MaestroMAE
 from maestro.models.registry import MAESTRO_ENCODER, ModelType, get_model_type
 from maestro.models.segmenter import MaestroSegmenter
@@ -52,6 +53,7 @@ NETWORKS: tuple[type[nn.Module], ...] = (
     SwinUTAE,
     UNetSegmenter,
     UTTSegmenter,
+    MaestroGapFill,
 )
 """The registered networks, one per model type."""
 
