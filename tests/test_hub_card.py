@@ -21,6 +21,7 @@ from maestro.hub.card import (
 from maestro.hub.card_inputs import describe_scaling, scaling_table
 from maestro.hub.pretrained import segmentation_task
 from maestro.modalities import DEFAULT_INPUTS, MODALITIES, ModalityOverride
+from maestro.models import zoo  # noqa: F401  (the networks register their types: cards name their classes)
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.models.synthetic import tiny_config
 
@@ -195,3 +196,22 @@ def test_the_card_text_gives_this_models_dates_and_patch_sizes_not_the_defaults(
         "`s1_asc` (VV, VH; 2 dates kept)" in inputs and "16 dates" not in inputs and "4 dates" not in inputs
     )
     assert "<!--" not in model + inputs
+
+
+def test_a_card_of_your_own_classes_claims_no_flair_hub_data():
+    from maestro.nomenclature import Nomenclature
+
+    classes = Nomenclature.from_dict(
+        {"classes": [{"value": i, "name": n} for i, n in enumerate(("other", "hedgerow", "forest"))]}
+    )
+    config = SegmenterConfig(encoder=tiny_config().encoder, num_classes=3, label_size=32, decoder_channels=16)
+    facts = _segmenter_facts(
+        config=config.to_dict(),
+        task=segmentation_task("custom", 1, classes),
+        metrics=None,
+        test_data=EvalData("runs/hedgerows/shards", "Bocage hedgerows", "test", 40),
+    )
+    card = ModelCard(str(build_card(facts)))
+    assert "datasets" not in card.data.to_dict()
+    assert "fine-tuned on the Bocage hedgerows dataset with its own classes" in card.text
+    assert "- `1` hedgerow" in card.text

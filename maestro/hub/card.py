@@ -158,12 +158,18 @@ def card_data(facts: CardFacts) -> ModelCardData:
         license=LICENSE,
         library_name=LIBRARY,
         tags=tags,
-        datasets=[DATASET],
+        datasets=None if _own_classes(facts) else [DATASET],
         base_model=facts.base_model,
         pipeline_tag=row.pipeline_tag,
         model_name=_model_name(facts),
         eval_results=results or None,
     )
+
+
+def _own_classes(facts: CardFacts) -> bool:
+    """A segmenter of a user's dataset and classes (the ``custom`` task): FLAIR-HUB is at most the
+    data its encoder was pretrained on, never what it maps."""
+    return bool(facts.task) and facts.task.get("name") == "custom"
 
 
 def _decoders(config: Any) -> list[tuple[str, str]]:
@@ -337,6 +343,13 @@ def build_card(facts: CardFacts, template: Path | None = None) -> ModelCard:
         f"[FLAIR-HUB](https://huggingface.co/datasets/{DATASET}) inputs. Weights are safetensors only; "
         "loading is strict."
     )
+    if _own_classes(facts):
+        data = facts.test_data.dataset if facts.test_data is not None and facts.test_data.dataset else None
+        intro += (
+            f" It was fine-tuned on {'the ' + data + ' dataset' if data and data != 'toy' else 'its own dataset'}"
+            " with its own classes (the `custom` task, below); what the sections after them say of "
+            "FLAIR-HUB concerns the encoder's pretraining."
+        )
     sections = [title, intro, _this_model(facts, row, config)]
     if facts.metrics:
         sections.append(_results(facts))
