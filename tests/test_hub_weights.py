@@ -108,7 +108,12 @@ def test_a_run_gives_the_network_it_trained_with_its_task_and_where_it_came_from
     assert (
         segmenter.task["name"] == "lc" and len(segmenter.task["class_names"]) == segmenter.config.num_classes
     )
-    assert segmenter.run_config["task"] == {"name": "lc", "level": 1}
+    assert segmenter.run_config["task"] == {
+        "name": "lc",
+        "level": 1,
+        "nomenclature": None,
+        "label_size": None,
+    }
     best = torch.load(finetuned_run.out / "best.ckpt", map_location="cpu", weights_only=True)
     _assert_same(segmenter.state, _sub(best["ema_state_dict"], EMA_PREFIX))
     _assert_same(

@@ -9,16 +9,30 @@ from maestro.tasks import TASKS, CheckedLabels, get_task, mask_ignored, predicte
 
 
 def test_registry_levels_and_class_counts():
-    assert sorted(TASKS) == ["flair2", "lc", "lpis"]
+    assert sorted(TASKS) == ["custom", "flair2", "lc", "lpis"]
     assert get_task("lc").levels == (1,)
     assert [get_task("lpis").target(k).num_classes for k in (1, 2, 3)] == [23, 31, 46]
     assert get_task("lc").target().num_classes == 15
-    with pytest.raises(ConfigError, match=r"unknown task 'crops'; tasks are \['flair2', 'lc', 'lpis'\]"):
+    with pytest.raises(
+        ConfigError, match=r"unknown task 'crops'; tasks are \['custom', 'flair2', 'lc', 'lpis'\]"
+    ):
         get_task("crops")
     with pytest.raises(ConfigError, match=r"level\(s\) \[1, 2, 3\], not 4"):
         get_task("lpis").target(4)
     with pytest.raises(ConfigError, match=r"\[1\], not 2"):
         get_task("lc").target(2)
+
+
+def test_the_custom_task_takes_the_user_s_classes_and_only_it_does():
+    from maestro.labels import LabelLevel
+
+    classes = LabelLevel(names=("other", "hedgerow", "unlabelled"), ignored=frozenset({2}))
+    target = get_task("custom").target(1, classes)
+    assert target.label_modality == "label" and target.num_classes == 2 and target.names[1] == "hedgerow"
+    with pytest.raises(ConfigError, match="takes its classes from the dataset's nomenclature YAML"):
+        get_task("custom").target(1)
+    with pytest.raises(ConfigError, match="has its own classes"):
+        get_task("lc").target(1, classes)
 
 
 def test_flair2_task_scores_twelve_classes_and_ignores_other():
