@@ -1,11 +1,12 @@
 """gapfill (the stage, its CLI and outputs) and predict --reconstruct, end to end on the toy.
 
 A tiny MAE pretrained on toy shards (8 Sentinel-2 and 6 Sentinel-1 dates per sample) is taught for
-a few dozen steps to restore clear pixels held out of its S2 series. It starts as the linear
-interpolation and, at this scale, stays within a hair of it (BENCHMARKS.md, "Cloud removal", has
-the numbers; beating it clearly needs longer training than a unit test): the test checks that
-training does not make it worse than the interpolation and that it beats the nearest clear date.
-Then a toy zone is restored: only flagged pixels change, bit for bit, on the input's grid.
+30 steps to restore clear pixels held out of its S2 series. On the test split it must beat both
+temporal baselines in RMSE, the interpolation it starts from by at least 1 % (it does by about
+3 %, BENCHMARKS.md "Cloud removal"): a held-out cloud rectangle leaves the date's other pixels
+visible, and how far they are from their own interpolation says how far off the interpolation is
+on that date. Then a toy zone is restored: only flagged pixels change, bit for bit, on the
+input's grid.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def run(pretrained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
-def test_the_model_is_scored_beside_both_temporal_baselines_on_held_out_pixels(run: Path):
+def test_the_model_beats_both_temporal_baselines_on_held_out_pixels(run: Path):
     scores = json.loads((run / "test" / "metrics.json").read_text())
     assert list(scores) == ["model", "linear interpolation", "nearest clear date"]
     model = scores["model"]
@@ -95,7 +96,7 @@ def test_the_model_is_scored_beside_both_temporal_baselines_on_held_out_pixels(r
     assert (
         model["pixels"] == scores["linear interpolation"]["pixels"] == scores["nearest clear date"]["pixels"]
     )
-    assert model["rmse"] <= 1.01 * scores["linear interpolation"]["rmse"], scores  # its starting point
+    assert model["rmse"] < 0.99 * scores["linear interpolation"]["rmse"], scores  # its starting point
     assert model["rmse"] < scores["nearest clear date"]["rmse"], scores
     assert set(model["bands"]) == {"B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"}
     assert "| linear interpolation |" in (run / "test" / "scores.md").read_text()

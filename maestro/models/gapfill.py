@@ -11,9 +11,10 @@ give reflectances. The design here (docs/method.md, "Cloud removal"):
 - The prior of every hidden pixel is the per-pixel linear interpolation in time between the
   nearest clear dates (:func:`maestro.evaluation.gapfill.linear_interpolation`). The decoder puts
   its mask tokens at the hidden tokens, as in pretraining, plus an embedding of the prior's patches
-  (so it knows what it corrects); at the seen tokens of the series it adds an embedding of how far
-  each is from what the interpolation would have said of it (so the date's clear pixels tell how
-  far off the interpolation is on that date). A new pixel head reads the hidden tokens, predicting
+  (so it knows what it corrects) and of the date's mean departure: how far its seen pixels are,
+  on average, from what the interpolation would have said of them; at the seen tokens it adds
+  each one's own departure. So the date's clear pixels tell how far off the interpolation is on
+  that date. A new pixel head reads the hidden tokens, predicting
   a *correction in network units* (reflectance / 5000 for S2). The head starts at zero, so an untrained model is
   exactly the interpolation, and training pays only for what the other dates and the radar add;
   its loss is L1 on the absolute values of held-out clear dates.
@@ -78,6 +79,8 @@ class MaestroGapFill(nn.Module, HubModel):
         """Each seen token's departure from what the interpolation would have said of it
         (:func:`~maestro.evaluation.gapfill.leave_one_out`), added at the seen tokens: how far the
         interpolation is off on this date, where the network can check it."""
+        self.offset_embed = ModalityEmbed(spec, width)
+        """The date's mean departure over its seen pixels, added at its hidden tokens."""
         self.correction = PixelHead(spec, width)
         for linear in self.correction.groups:  # starts as the interpolation prior
             nn.init.zeros_(linear.weight)
@@ -107,6 +110,12 @@ class MaestroGapFill(nn.Module, HubModel):
         )
         hint = self.prior_embed(prior.to(values.dtype)) * rearrange(tokens_hidden, "b t g n -> b t g n 1")
         hint = hint + self.departure_embed(departure) * rearrange(~padding[key], "b t g n -> b t g n 1")
+        # the date's mean departure, over its seen pixels, at its hidden tokens: how far off the
+        # interpolation is on that date where the network cannot check it
+        count = reduce(seen, "b t h w -> b t 1 1 1", "sum").clamp(min=1)
+        offset = reduce(departure, "b t c h w -> b t c 1 1", "sum") / count
+        offset = offset.expand_as(departure).to(values.dtype)
+        hint = hint + self.offset_embed(offset) * rearrange(tokens_hidden, "b t g n -> b t g n 1")
         tokens = self.mae.decoded_tokens(encoded, padding, padding, times, hints={key: hint})
         return prior.float() + self.correction(tokens[key]).float()
 
