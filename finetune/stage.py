@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from finetune.baseline import imagenet_state
 from finetune.config import EXAMPLE_PRETRAIN_RUN, FinetuneConfig
@@ -24,7 +23,6 @@ from finetune.runs import run_dir
 from maestro.datasets import DEFAULT_DATASET, Dataset, configured_dataset, dataset_of_manifest, get_dataset
 from maestro.errors import ConfigError, DataError
 from maestro.evaluation import SegmentationScores
-from maestro.hub.sources import BEST
 from maestro.hub.weights import Pick, Weights
 from maestro.modalities import MODALITIES, ModalityOverride, with_companions
 from maestro.models import zoo
@@ -33,8 +31,9 @@ from maestro.models.encoder import restrict
 from maestro.models.finetuning import network_config
 from maestro.models.registry import model_type_of_config
 from maestro.tasks import CheckedLabels
+from maestro.training.checkpoints import trained_checkpoint
 from maestro.training.data import ShardDataModule, preprocess_for
-from maestro.training.trainer import build_trainer, latest_checkpoint, run_stage
+from maestro.training.trainer import build_trainer, fit_for_best
 from shards.manifest import read_manifest
 from shards.reading import local_manifest, resolve_source
 
@@ -244,28 +243,14 @@ def run(
     out = Path(config.trainer.output_dir)
     check_shards(config, config.inputs)
     if eval_only:
-        ckpt = out / BEST if (out / BEST).is_file() else latest_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(f"--eval-only: {out} holds no trained run (no {BEST}, no checkpoints/)")
-        task = FinetuneTask(config)
-        trainer = build_trainer(config, callbacks)
-        return test(config, task, trainer, ckpt)
-    best = ModelCheckpoint(
-        dirpath=out,
-        filename="best",
-        monitor="val/miou",
-        mode="max",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    trainer = run_stage(
+        return test(config, FinetuneTask(config), build_trainer(config, callbacks), trained_checkpoint(out))
+    trainer, ckpt = fit_for_best(
         config,
         functools.partial(FinetuneTask, encoder_state=state),
         datamodule(config, config.inputs),
-        [best, *callbacks] if config.data.val is not None else list(callbacks),
-        resume=resume,
+        "val/miou",
+        "max",
+        callbacks,
+        resume,
     )
-    ckpt = Path(best.best_model_path) if best.best_model_path else None
-    log.info("testing %s", ckpt or "the final weights (no validation split to pick a best checkpoint)")
     return test(config, trainer.lightning_module, trainer, ckpt)

@@ -24,7 +24,6 @@ from maestro.models.gapfill import (
     day_numbers,
     fill_series,
     hold_out,
-    restoration_plan,
     to_reflectance,
 )
 from maestro.sample import FLAGS
@@ -109,14 +108,13 @@ class GapFillTask(TrainingTask):
             self.eval_model, batch["inputs"], batch["times"], batch["valid"], flags, held_out
         )
         truth = batch["inputs"][key].float()
-        _, trusted = restoration_plan(valid, flags, held_out)
         days = day_numbers(batch["times"][key])
         scale = to_reflectance(key)
         mask = held_out
         for name, values in (
             ("model", filled.prediction),
             ("linear interpolation", filled.prior),
-            ("nearest clear date", nearest_clear(truth, days, trusted)),
+            ("nearest clear date", nearest_clear(truth, days, filled.trusted)),
         ):
             self.test_metrics[name].update(values * scale, truth * scale, mask)
         if self.test_writer is not None:

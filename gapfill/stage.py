@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gapfill.config import GapFillRunConfig
 from gapfill.module import GapFillTask
 from gapfill.outputs import TestOutputs
 from maestro.errors import ConfigError
 from maestro.evaluation.gapfill import GapFillScores
-from maestro.hub.sources import BEST
 from maestro.models import zoo
 from maestro.models.registry import MAESTRO_MAE
+from maestro.training.checkpoints import trained_checkpoint
 from maestro.training.data import ShardDataModule, preprocess_for
-from maestro.training.trainer import build_trainer, latest_checkpoint, run_stage
+from maestro.training.trainer import build_trainer, fit_for_best
 
 log = logging.getLogger("gapfill")
 
@@ -79,26 +78,14 @@ def run(
     config, state = resolve(config, load_weights=resume is None and not eval_only)
     out = Path(config.trainer.output_dir)
     if eval_only:
-        ckpt = out / BEST if (out / BEST).is_file() else latest_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(f"--eval-only: {out} holds no trained run (no {BEST}, no checkpoints/)")
-        return test(config, GapFillTask(config), build_trainer(config, callbacks), ckpt)
-    best = ModelCheckpoint(
-        dirpath=out,
-        filename="best",
-        monitor="val/loss",
-        mode="min",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    trainer = run_stage(
+        return test(config, GapFillTask(config), build_trainer(config, callbacks), trained_checkpoint(out))
+    trainer, ckpt = fit_for_best(
         config,
         functools.partial(GapFillTask, mae_state=state),
         datamodule(config),
-        [best, *callbacks] if config.data.val is not None else list(callbacks),
-        resume=resume,
+        "val/loss",
+        "min",
+        callbacks,
+        resume,
     )
-    ckpt = Path(best.best_model_path) if best.best_model_path else None
-    log.info("testing %s", ckpt or "the final weights (no validation split to pick a best checkpoint)")
     return test(config, trainer.lightning_module, trainer, ckpt)

@@ -13,6 +13,7 @@ without cloud avoidance) comes from the model's own config, as for :func:`maestr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -95,8 +96,11 @@ class LoadedGapFill:
         held = held_out.to(device) if held_out is not None else None
         filled = fill_series(self.model, inputs, times, valid, flags, held)
         scale = to_reflectance(key)
-        return FilledSeries(
-            filled.series * scale, filled.replaced, filled.prediction * scale, filled.prior * scale
+        return dataclasses.replace(
+            filled,
+            series=filled.series * scale,
+            prediction=filled.prediction * scale,
+            prior=filled.prior * scale,
         )
 
 

@@ -155,6 +155,8 @@ def reconstruct_zone(
     scale = MODALITIES[key].scaling.factor
     sizes = {k: specs[MODALITIES[k].companion_of or k].image_size for k in zone.rasters}
     reader = TileReader(zone, sizes, preprocess, size)
+    order = np.argsort(dates, kind="stable")  # tiles hold the series in chronological order
+    bands_in_raster_order, dates_in_raster_order = _date_major(order, num_bands), np.argsort(order)
     started = time.monotonic()
     try:
         bar = tqdm(total=len(tiles), unit="tile", disable=not progress, desc=f"restoring {key}")
@@ -165,10 +167,9 @@ def reconstruct_zone(
             restored = rearrange(restored.cpu().double() * scale, "b t c h w -> b (t c) h w").numpy()
             for tile, values, flagged in zip(group, restored, flags.cpu().numpy(), strict=True):
                 rows, cols = slice(tile.row, tile.row + size), slice(tile.col, tile.col + size)
-                order = np.argsort(dates, kind="stable")
-                total[:, rows, cols] += values[_date_major(order, num_bands)] * window
+                total[:, rows, cols] += values[bands_in_raster_order] * window
                 weights[rows, cols] += window
-                replaced[:, rows, cols] |= flagged[np.argsort(order)]
+                replaced[:, rows, cols] |= flagged[dates_in_raster_order]
             bar.update(len(group))
         bar.close()
     finally:

@@ -316,7 +316,7 @@ def test_the_same_shards_pass_the_checks_for_the_inputs_and_label_they_hold(
     def reached(*args, **kwargs):
         raise _Reached
 
-    monkeypatch.setattr(stage, "run_stage", reached)
+    monkeypatch.setattr(stage, "fit_for_best", reached)
     path = config_file(shards=shards_without_lpis_and_s1_des, split="val")
     with pytest.raises(_Reached):  # the checks passed and training would start
         cli.main(["--config", str(path), "--task", "lc", "--modalities", "aerial,dem,s2,s1_asc"])

@@ -138,6 +138,8 @@ class FilledSeries:
     """``(B, T, C, H, W)`` the model's values on every date (for figures and metrics)."""
     prior: Tensor
     """``(B, T, C, H, W)`` the linear interpolation baseline."""
+    trusted: Tensor
+    """``(B, T, H, W)`` bool: the pixels the interpolation read (:func:`restoration_plan`)."""
 
 
 def restoration_plan(valid: Tensor, flags: Tensor, held_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -169,7 +171,7 @@ def fill_series(
     prior = linear_interpolation(series, days, trusted)
     prediction = model(inputs, times, valid, restore, prior)
     restored = torch.where(rearrange(restore, "b t h w -> b t 1 h w"), prediction, series)
-    return FilledSeries(restored, restore, prediction, prior)
+    return FilledSeries(restored, restore, prediction, prior, trusted)
 
 
 def hold_out(

@@ -17,6 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from maestro.errors import ConfigError
+from maestro.hub.sources import BEST as BEST_FILE
 from maestro.hub.sources import CHECKPOINT_DIR
 from maestro.hub.weights import STEP, checkpoint_step, latest_checkpoint, read_checkpoint
 from maestro.training.config import TrainerConfig
@@ -134,3 +135,28 @@ def resume_advice(run_dir: Path) -> str:
             "epoch); start the run again"
         )
     return f"--resume continues the run from its newest checkpoint, {newest.name} (step {checkpoint_step(newest)})"
+
+
+def best_checkpoint(output_dir: Path, monitor: str, mode: str) -> ModelCheckpoint:
+    """The run's ``best.ckpt``: the one checkpoint with the best ``monitor`` (a stage's validation
+    score), overwritten in place, never versioned."""
+    return ModelCheckpoint(
+        dirpath=output_dir,
+        filename=Path(BEST_FILE).stem,
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+
+
+def trained_checkpoint(output_dir: Path) -> Path:
+    """What ``--eval-only`` tests: the run's ``best.ckpt``, else its newest checkpoint."""
+    best = output_dir / BEST_FILE
+    ckpt = best if best.is_file() else latest_checkpoint(output_dir)
+    if ckpt is None:
+        raise FileNotFoundError(
+            f"--eval-only: {output_dir} holds no trained run (no {BEST_FILE}, no checkpoints/)"
+        )
+    return ckpt

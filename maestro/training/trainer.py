@@ -26,6 +26,7 @@ from maestro.errors import ConfigError
 from maestro.models.transformer import Block
 from maestro.training import fp8, memory
 from maestro.training.checkpoints import (
+    best_checkpoint,
     checkpoint_callbacks,
     checkpoint_step,
     latest_checkpoint,
@@ -221,3 +222,24 @@ def run_stage(
             stopped.advice = resume_advice(Path(config.trainer.output_dir))  # for the CLI's last line
             raise
     return trainer
+
+
+def fit_for_best(
+    config: StageConfig,
+    task_class: type[TrainingTask],
+    datamodule: L.LightningDataModule,
+    monitor: str,
+    mode: str,
+    callbacks: Sequence[L.Callback] = (),
+    resume: str | None = None,
+) -> tuple[L.Trainer, Path | None]:
+    """:func:`run_stage`, keeping ``best.ckpt`` by ``monitor`` when there is a validation split;
+    returns the trainer and the checkpoint a stage then tests (None: the final weights)."""
+    best = best_checkpoint(Path(config.trainer.output_dir), monitor, mode)
+    validated = config.data.val is not None
+    trainer = run_stage(
+        config, task_class, datamodule, [best, *callbacks] if validated else list(callbacks), resume
+    )
+    ckpt = Path(best.best_model_path) if best.best_model_path else None
+    log.info("testing %s", ckpt or "the final weights (no validation split to pick a best checkpoint)")
+    return trainer, ckpt
