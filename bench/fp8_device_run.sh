@@ -5,9 +5,11 @@
 #      and FP8, whole-model compiled then eager, at batch 256 where it fits (on a card under
 #      120 GiB: 192, where bf16 peaks near 66 GiB; a batch that still does not fit is reported and
 #      the largest that fits, halving, is timed instead), with peak memory;
-#   2. numerics: bf16 and FP8 `pretrain` runs (eager, same seed, same toy shards, same batches and
-#      masks) side by side on the GPU for the time that is left, the loss of both in one CSV, and
-#      the FP8 run's checkpoint loaded into a plain bf16 encoder (the key sets compared).
+#   2. numerics: bf16 and FP8 `pretrain` runs of the small model (compiled, same seed, same toy
+#      shards, same batches and masks) side by side on the GPU for NUMERICS_STEPS steps, with
+#      `trainer.fp8_min_features` lowered to the small encoder's width so that its blocks convert;
+#      the loss of both in one CSV; the FP8 run's checkpoint loaded into a plain bf16 encoder (the
+#      key sets compared); a token-level linear probe (finetune/linear_probe.py) of both encoders.
 #
 # Run from the repository root, `bash bench/fp8_device_run.sh`, on a GPU machine where wheels of
 # the packages its image lacks (webdataset, rasterio, segmentation-models-pytorch, pystac, torchao
@@ -16,15 +18,17 @@
 # and fp8_device_run.log.
 #
 # Expected on an H100 or H200: ~25 s set-up, ~4.5 min throughput (two whole-model compiles of ~2 min
-# each), ~35 s of toy shards, the numerics runs for what is left of TOTAL_S (~2 min: a few hundred
-# steps each), ~30 s of checks: about 9 minutes.
+# each); ~35 s of toy shards, ~4 min of numerics runs, ~1 min of checks and probes. The two phases
+# do not fit one 10-minute call: run them in two (PHASES=throughput, then PHASES=numerics).
 #
 # Settings (environment):
 #   PHASES          "throughput numerics" (either alone: run them in two calls for longer numerics)
-#   TOTAL_S         540; the numerics runs get what is left of it, at most NUMERICS_MAX_S (300)
-#   NUMERICS_SIZE   medium; at the 512-feature threshold the small encoder (width 384) has no layer
-#                   that converts, only its decoders (width 512) do
-#   NUMERICS_BATCH  64 per run; TOY_PATCHES 128; BATCH auto (256, or 192 on a card under 120 GiB)
+#   TOTAL_S         570; the numerics runs get what is left of it, at most NUMERICS_MAX_S (380),
+#                   and are stopped (SIGTERM, a checkpoint) when it runs out
+#   NUMERICS_SIZE   small; NUMERICS_MIN_FEATURES 384 (at the default 512 the small encoder, width
+#                   384, has no layer that converts, only its decoders, width 512, do)
+#   NUMERICS_STEPS  2000; NUMERICS_BATCH 32 per run; NUMERICS_COMPILE true (eager FP8 is ~3x slower)
+#   TOY_PATCHES 128; BATCH auto (256, or 192 on a card under 120 GiB)
 #   FP8_RUN_SMOKE=1 CPU and tiny models, to check the script itself (the FP8 run is then refused)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,11 +36,14 @@ start=$SECONDS
 OUT="${OUT:-/tmp/fp8_out}"
 WORK="${WORK:-/tmp/fp8_work}"
 PHASES="${PHASES:-throughput numerics}"
-TOTAL_S="${TOTAL_S:-540}"
-NUMERICS_SIZE="${NUMERICS_SIZE:-medium}"
-NUMERICS_BATCH="${NUMERICS_BATCH:-64}"
+TOTAL_S="${TOTAL_S:-570}"
+NUMERICS_SIZE="${NUMERICS_SIZE:-small}"
+NUMERICS_MIN_FEATURES="${NUMERICS_MIN_FEATURES:-384}"
+NUMERICS_STEPS="${NUMERICS_STEPS:-2000}"
+NUMERICS_BATCH="${NUMERICS_BATCH:-32}"
+NUMERICS_COMPILE="${NUMERICS_COMPILE:-true}"
 TOY_PATCHES="${TOY_PATCHES:-128}"
-NUMERICS_MAX_S="${NUMERICS_MAX_S:-300}"
+NUMERICS_MAX_S="${NUMERICS_MAX_S:-380}"
 SMOKE="${FP8_RUN_SMOKE:-0}"
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/fp8_device_run.log") 2>&1
@@ -67,13 +74,13 @@ fi
 accelerator=gpu
 compiled=compile-full
 throughput_size=(--sizes medium)
-numerics_model=("model.encoder.size=$NUMERICS_SIZE")
+numerics_model=("model.encoder.size=$NUMERICS_SIZE" "trainer.fp8_min_features=$NUMERICS_MIN_FEATURES")
 if [ "$SMOKE" = 1 ]; then  # CPU: tiny models, a few steps
-  accelerator=cpu compiled=eager BATCH=2 NUMERICS_BATCH=2 TOY_PATCHES=24
+  accelerator=cpu compiled=eager BATCH=2 NUMERICS_BATCH=2 TOY_PATCHES=24 NUMERICS_COMPILE=false
   throughput_size=(--smoke --fp8-min-features 64)
   numerics_model=(model.encoder.size=tiny model.encoder.width=64 model.encoder.depth=2 model.encoder.inter_depth=1
     model.encoder.overrides.aerial.patch_size=128 model.encoder.overrides.dem.patch_size=128 model.decoder_width=32
-    model.decoder_depth=1)
+    model.decoder_depth=1 trainer.fp8_min_features=64)
 fi
 
 # ---------------------------------------------------------------------------------- 1. throughput
@@ -99,7 +106,7 @@ if [[ " $PHASES " == *" numerics "* ]]; then
       $PY -m shards.cli build --root "$WORK/flairhub" --split train val --out "$WORK/shards" --max-count 8 \
         --workers "$(nproc)" --no-progress >/dev/null || { say "toy shards failed"; exit 1; }
   fi
-  seconds=$(($(left) - 45))  # what is left, less the checks and the summary after the runs
+  seconds=$(($(left) - 150))  # what is left, less the checks, probes and summary after the runs
   [ "$seconds" -gt "$NUMERICS_MAX_S" ] && seconds=$NUMERICS_MAX_S
   if [ "$seconds" -lt 60 ]; then
     say "numerics skipped: ${seconds} s left of TOTAL_S=$TOTAL_S (run again with PHASES=numerics)"
@@ -115,8 +122,8 @@ if [[ " $PHASES " == *" numerics "* ]]; then
     $PY -m pretrain.cli --config configs/pretrain/flairhub_medium.yaml "${numerics_model[@]}" \
       --accelerator "$accelerator" --devices 1 --strategy auto --output-dir "$WORK/run-$precision" \
       data.train="$WORK/shards" data.val=null data.batch_size="$NUMERICS_BATCH" data.num_workers="$workers" \
-      data.batches_per_epoch=2000 trainer.max_epochs=1 trainer.max_steps=2000 trainer.precision="$precision" \
-      trainer.compile=false trainer.seed=0 trainer.log_every_n_steps=5 trainer.checkpoint_every_n_steps=100 \
+      data.batches_per_epoch="$NUMERICS_STEPS" trainer.max_epochs=1 trainer.max_steps="$NUMERICS_STEPS" \
+      trainer.precision="$precision" trainer.compile="$NUMERICS_COMPILE" trainer.seed=0 trainer.log_every_n_steps=5 trainer.checkpoint_every_n_steps=100 \
       trainer.keep_checkpoints=1 trainer.reconstruction_every_n_steps=0 optim.warmup_fraction=0.05 \
       >"$WORK/run-$precision.log" 2>&1 &
     pids+=($!)
@@ -180,6 +187,28 @@ try:
                  f"and shapes as the bf16 run's: {same}")
 except Exception as error:  # reported, the summary goes on
     lines.append(f"FP8 checkpoint check failed: {type(error).__name__}: {error}")
+try:  # the encoders' features: a token-level linear probe of each (CPU), on the toy's val split
+    from finetune.linear_probe import TARGETS, linear_probe_scores, probe_encoders, token_features
+    from maestro.tasks import get_task
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    shards = str(work / "shards")
+    for precision in ("bf16-mixed", "fp8"):
+        arms = probe_encoders(str(work / f"run-{precision}"), shards, random_seeds=(0,))
+        for name, (config, task) in arms.items():
+            if name != "pretrained" and precision == "fp8":
+                continue  # one random arm (the same for both runs) is the floor
+            train_x, train_y = token_features(config, task, "train", 20)
+            val_x, val_y = token_features(config, task, "val")
+            a, b = torch.cat(list(train_x.values()), 1), torch.cat(list(val_x.values()), 1)
+            cells = []
+            for t, (target, level) in enumerate(TARGETS):
+                score = linear_probe_scores(a, train_y[t], b, val_y[t], get_task(target).target(level))
+                cells.append(f"{target}-{level} mIoU {score.miou:.3f}")
+            arm = f"{precision} run" if name == "pretrained" else name
+            lines.append(f"linear probe, all inputs, {arm}: " + ", ".join(cells))
+except Exception as error:  # reported, the summary goes on
+    lines.append(f"linear probe failed: {type(error).__name__}: {error}")
 (out / "numerics.txt").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

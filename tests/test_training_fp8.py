@@ -169,6 +169,16 @@ def test_the_stage_clis_refuse_fp8_on_cpu_before_reading_anything(stage, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", [0, 8, 100])
+def test_fp8_min_features_must_be_a_positive_multiple_of_16(value):
+    with pytest.raises(ConfigError, match=f"fp8_min_features must be a positive multiple of 16, got {value}"):
+        TrainerConfig(fp8_min_features=value)
+
+
+def test_fp8_min_features_defaults_to_the_module_threshold():
+    assert TrainerConfig().fp8_min_features == FP8_MIN_FEATURES == 512
+
+
 # ------------------------------------------------------------------------------ end to end
 
 
@@ -176,13 +186,13 @@ FP8_ENCODER = {
     "modalities": ["s2"],
     "overrides": {"s2": {"num_dates": 2, "patch_size": 5}},
     "size": "tiny",
-    "width": FP8_MIN_FEATURES,
+    "width": 64,
     "depth": 1,
     "inter_depth": 0,
     "grid_size": 2,
 }
-"""One block on few tokens (FP8 products are slow on CPU: about a second per layer and step), but
-as wide as the default threshold, so its layers convert as in a real run."""
+"""One block on few tokens, narrow (FP8 products are slow on CPU): the run lowers
+``trainer.fp8_min_features`` to its width, so its layers convert as in a real run."""
 
 
 def test_an_fp8_pretraining_run_writes_checkpoints_that_load_in_plain_models(
@@ -205,6 +215,7 @@ def test_an_fp8_pretraining_run_writes_checkpoints_that_load_in_plain_models(
             "accelerator": "cpu",
             "devices": 1,
             "precision": "fp8",
+            "fp8_min_features": 64,
             "ema_decay": 0.9,
             "reconstruction_every_n_steps": 0,
         },

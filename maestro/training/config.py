@@ -20,6 +20,8 @@ MAX_DEFAULT_WORKERS = 4
 FP8 = "fp8"
 """``trainer.precision`` value for FP8 training (:mod:`maestro.training.fp8`): torchao's float8
 matrix products in the transformer blocks, bf16-mixed autocast around them."""
+FP8_MULTIPLE = 16
+"""Both dimensions of an FP8 matrix product's weight must be multiples of this (``torch._scaled_mm``)."""
 
 
 def default_num_workers() -> int:
@@ -82,6 +84,9 @@ class TrainerConfig:
     """None: bf16-mixed on GPU, 32-true on CPU. Any Lightning precision, or ``fp8``: FP8 matrix
     products in the transformer blocks' large linear layers on top of bf16-mixed (GPUs of compute
     capability 8.9 or newer; :mod:`maestro.training.fp8`)."""
+    fp8_min_features: int = 512
+    """With ``precision: fp8``: smallest ``in_features`` and ``out_features`` of a block linear layer
+    converted to FP8 (a multiple of ``FP8_MULTIPLE``). Below it the casts cost more than the faster product saves."""
     gradient_clip: float | None = None
     accumulate_grad_batches: int = 1
     ema_decay: float = 0.9999
@@ -114,6 +119,10 @@ class TrainerConfig:
             raise ConfigError("ema_decay must be in [0, 1)")
         if self.checkpoint_every_n_steps < 1:
             raise ConfigError("checkpoint_every_n_steps must be >= 1")
+        if self.fp8_min_features < FP8_MULTIPLE or self.fp8_min_features % FP8_MULTIPLE:
+            raise ConfigError(
+                f"fp8_min_features must be a positive multiple of {FP8_MULTIPLE}, got {self.fp8_min_features}"
+            )
         if self.keep_checkpoints < 1:
             raise ConfigError("keep_checkpoints must be >= 1 (the newest is needed to resume)")
         if self.profile_steps is not None and not 0 <= self.profile_steps[0] < self.profile_steps[1]:

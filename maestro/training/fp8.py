@@ -40,17 +40,15 @@ from torch import nn
 
 from maestro.errors import ConfigError
 from maestro.models.transformer import Block
-from maestro.training.config import TrainerConfig
+from maestro.training.config import FP8_MULTIPLE, TrainerConfig
 
 log = logging.getLogger(__name__)
 
-FP8_MIN_FEATURES = 512
-"""Smallest ``in_features`` and ``out_features`` converted. A first guess, to be set from the GPU
-measurement (``bench/pretrain_throughput.py --precision fp8 --fp8-min-features N``). torchao's own
+FP8_MIN_FEATURES = TrainerConfig.fp8_min_features
+"""Smallest ``in_features`` and ``out_features`` converted by default (``trainer.fp8_min_features``;
+measure another with ``bench/pretrain_throughput.py --precision fp8 --fp8-min-features N``). torchao's own
 automatic filter for this recipe, tuned on H100 matrix shapes, keeps a layer in bf16 when
 in_features <= 4096 and out_features <= 1024."""
-FP8_MULTIPLE = 16
-"""Both dimensions of an FP8 matrix product's weight must be multiples of this (``torch._scaled_mm``)."""
 FP8_CAPABILITY = (8, 9)
 """Oldest CUDA compute capability with FP8 matrix units (Ada is 8.9, Hopper 9.0)."""
 TORCHAO_MODULE = "torchao.float8"

@@ -51,7 +51,7 @@ class TrainingTask(L.LightningModule, ABC):
         self.config = config if not isinstance(config, Mapping) else from_dict(self.config_class, raw)
         self.model = self.build_model()  # its weights are saved as model.* (weights.NETWORK_PREFIX)
         if self.config.trainer.precision == FP8:  # before compiling: the graphs trace the FP8 layers
-            convert_to_fp8(self.model)
+            convert_to_fp8(self.model, self.config.trainer.fp8_min_features)
         if self.config.trainer.compile:
             self.model.compile()
         # Kept out of the module tree (object.__setattr__) so that DDP/FSDP and the optimizer never
