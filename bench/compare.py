@@ -15,7 +15,8 @@ a narrow Swin and U-TAE); ``--scale full`` the paper's sizes (MAESTRO medium, Sw
 ``--params``: both tables of the FLAIR-HUB paper, our parameter count of every configuration at full
 size (built on the meta device, no weights) against the published one. ``--throughput``: training
 step samples/s of LC-A and LPIS-I at full size on synthetic batches (bf16 autocast, fused AdamW),
-per batch size, for Swin-UTAE and for MAESTRO (medium, uperfuse) on the same inputs. Tables print
+per batch size, for Swin-UTAE and for MAESTRO (medium, uperfuse) on the same inputs, eager and/or
+with each network's forward compiled (``--modes eager compile``). Tables print
 as markdown; the results also go to ``$OUT/compare.json`` when ``OUT`` is set (or ``--json``).
 """
 
@@ -242,12 +243,14 @@ def network(name: str, key: str, device: torch.device) -> tuple[torch.nn.Module,
 
 
 def measure(
-    name: str, key: str, batch_size: int, args: argparse.Namespace, device: torch.device
+    name: str, key: str, batch_size: int, mode: str, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
-    record: dict[str, Any] = {"model": name, "config": key, "batch": batch_size}
+    record: dict[str, Any] = {"model": name, "config": key, "batch": batch_size, "mode": mode}
     try:
         model, encoder, classes = network(name, key, device)
         record["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+        if mode == "compile":
+            model.compile()  # the module's forward; the loss and optimizer step stay eager, as in finetune
         batch = make_batch(encoder, batch_size, device)
         labels = torch.randint(0, classes, (batch_size, 512, 512), device=device)
         optimizer = make_optimizer(model, device)
@@ -261,7 +264,12 @@ def measure(
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(args.warmup):
+        started = time.perf_counter()
+        step()  # compiles in compile mode
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        record["first_step_s"] = time.perf_counter() - started
+        for _ in range(args.warmup - 1):
             step()
         timer = Timer(device)
         for _ in range(args.steps):
@@ -287,20 +295,25 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     runs = [
-        measure(name, key, size, args, device)
+        measure(name, key, size, mode, args, device)
         for key in args.configs
         for name in args.models
+        for mode in args.modes
         for size in args.batch_sizes
     ]
-    print("| configuration | model | batch | samples/s | step ms | peak GiB | params M |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| configuration | model | mode | batch | samples/s | step ms | peak GiB | params M | first step s |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in runs:
         if r.get("status") != "ok":
-            print(f"| {r['config']} | {r['model']} | {r['batch']} | {r.get('status')} | | | |")
+            print(
+                f"| {r['config']} | {r['model']} | {r['mode']} | {r['batch']} | {r.get('status')} | | | | |"
+            )
             continue
         print(
-            f"| {r['config']} | {r['model']} | {r['batch']} | {r['samples_per_s']:.1f} | {r['step_ms']:.1f} | "
-            f"{r.get('peak_mem_gib', 0):.1f} | {r['params_m']:.1f} |"
+            f"| {r['config']} | {r['model']} | {r['mode']} | {r['batch']} | {r['samples_per_s']:.1f} | "
+            f"{r['step_ms']:.1f} | {r.get('peak_mem_gib', 0):.1f} | {r['params_m']:.1f} | {r['first_step_s']:.0f} |"
         )
     return {"mode": "throughput", "meta": device_meta(device), "runs": runs}
 
@@ -336,6 +349,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--configs", nargs="+", default=["LC-A", "LPIS-I"], help="--throughput: configurations"
     )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[4, 8, 16], help="--throughput")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["eager", "compile"],
+        default=["eager"],
+        help="--throughput: eager, and/or each model's forward under torch.compile",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="--throughput")
     parser.add_argument("--steps", type=int, default=10, help="--throughput")
     parser.add_argument(
