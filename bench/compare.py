@@ -294,13 +294,18 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    runs = [
-        measure(name, key, size, mode, args, device)
-        for key in args.configs
-        for name in args.models
-        for mode in args.modes
-        for size in args.batch_sizes
-    ]
+    runs: list[dict[str, Any]] = []
+    for key in args.configs:
+        for name in args.models:
+            for mode in args.modes:
+                for size in args.batch_sizes:
+                    runs.append(measure(name, key, size, mode, args, device))
+                    log.info("%s", runs[-1])
+                    if args.json is not None:  # after every run: a run cut short keeps what it measured
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(json.dumps({"mode": "throughput", "runs": runs}, indent=2))
+                    if mode == "compile":
+                        torch._dynamo.reset()
     print(
         "| configuration | model | mode | batch | samples/s | step ms | peak GiB | params M | first step s |"
     )

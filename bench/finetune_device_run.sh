@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Fine-tuning speed on one lent GPU (H100 80 GB or H200), in one call of under 10 minutes:
+#
+#   1. bench/finetune_throughput.py: the uperfuse and MAESTRO heads on the medium encoder, compiled,
+#      batch 64, in bf16 and with the encoder's block linear layers in FP8 (MFU counted in
+#      bf16-equivalent FLOPs, peak memory);
+#   2. bench/compare.py --throughput: the Swin-UTAE baseline beside MAESTRO (uperfuse) on LPIS-I
+#      (SPOT + S2 + S1) at equal batch, eager and compiled.
+#
+# Run from the repository root, `bash bench/finetune_device_run.sh`, on a GPU machine where wheels of
+# the packages its image lacks lie in .whl/ (installed into /tmp/site first). Results land in $OUT:
+# finetune_throughput.json, compare.json and finetune_device_run.log (the tables are in the log).
+# Each part runs under a timeout (FINETUNE_S 330, COMPARE_S 220): results are saved after every
+# configuration, so a part cut short still reports what it measured.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/finetune_out}"
+BATCH="${BATCH:-64}"
+COMPARE_BATCH="${COMPARE_BATCH:-32}"
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/finetune_device_run.log") 2>&1
+export PYTHONUNBUFFERED=1
+start=$SECONDS
+say() { echo "[finetune_device_run +$((SECONDS - start))s] $*"; }
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { say "wheel install failed"; exit 1; }
+  export PYTHONPATH="$PWD:/tmp/site"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+
+say "fine-tuning step, both heads, compiled, batch $BATCH, bf16 and fp8"
+timeout -s INT "${FINETUNE_S:-330}" python3 bench/finetune_throughput.py --heads uperfuse maestro --modes compile \
+  --batch-sizes "$BATCH" --precision bf16 fp8 --warmup 2 --steps 6 --json "$OUT/finetune_throughput.json" \
+  2>&1 | grep --line-buffered -v "register_constant"
+
+say "Swin-UTAE and MAESTRO on LPIS-I, batch $COMPARE_BATCH, eager and compiled"
+timeout -s INT "${COMPARE_S:-220}" python3 bench/compare.py --throughput --configs LPIS-I --modes eager compile \
+  --batch-sizes "$COMPARE_BATCH" --warmup 2 --steps 8 --json "$OUT/compare.json" \
+  2>&1 | grep --line-buffered -v "register_constant"
+say "done"
