@@ -6,6 +6,7 @@
     for batch in model.loader("example/shards", split="test"):
         restored = model.restore(batch)             # reflectance, cloudy pixels restored
         restored.series, restored.replaced
+    restored = model.restore_sample(sample)         # one raw sample, its whole S2 series, in DN
 
 The preprocessing (every input of the MAE, the target's per-pixel cloud flags, dates drawn
 without cloud avoidance) comes from the model's own config, as for :func:`maestro.api.load_encoder`.
@@ -17,26 +18,63 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from einops import rearrange
 
 from maestro.data.collate import collate_model_samples
-from maestro.data.preprocess import MaestroTransform
+from maestro.data.preprocess import MaestroTransform, PreprocessConfig, preprocess_sample
+from maestro.errors import ConfigError
 from maestro.hub.pretrained import build
 from maestro.hub.weights import Pick
-from maestro.modalities import with_companions
-from maestro.models.gapfill import FilledSeries, MaestroGapFill, fill_series, to_reflectance
+from maestro.modalities import MODALITIES, Divide, with_companions
+from maestro.models.gapfill import FilledSeries, MaestroGapFill, fill_series, restore_series, to_reflectance
+from maestro.models.gapfill_config import GapFillConfig
 from maestro.models.registry import MAESTRO_GAPFILL
 from maestro.models.zoo import load_weights
-from maestro.sample import FLAGS, Sample
+from maestro.sample import DATES, FLAGS, INPUTS, TIMES, VALID, Sample
 from maestro.training.data import preprocess_for
 from shards.loader import ShardLoader, make_loader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedGapFill", "load_gapfill"]
+__all__ = ["LoadedGapFill", "RestoredSeries", "gapfill_preprocessing", "load_gapfill"]
+
+
+def gapfill_preprocessing(config: GapFillConfig, whole_series: bool = False) -> PreprocessConfig:
+    """What a cloud-removal network reads: every input of its MAE (its bands and dates), the
+    target's per-pixel flags, dates drawn without cloud avoidance (cloudy dates are what it
+    restores). ``whole_series`` keeps every date of the target instead of ``num_dates``: the prior
+    then sees every clear date, and :func:`~maestro.models.gapfill.restore_series` runs the network
+    run by run (``predict --reconstruct``, :meth:`LoadedGapFill.restore_sample`)."""
+    key = config.target
+    preprocess = preprocess_for(
+        config.mae.encoder.specs,
+        keep_flags=(key,),
+        cloud_avoidance=False,
+        cloud_threshold=config.cloud_threshold,
+    )
+    if not whole_series:
+        return preprocess
+    overrides = {
+        k: dataclasses.replace(v, num_dates=None) if k == key else v for k, v in preprocess.overrides.items()
+    }
+    return dataclasses.replace(preprocess, keep_all_dates=(key,), overrides=overrides)
+
+
+@dataclass(frozen=True)
+class RestoredSeries:
+    """One raw sample's target series with its flagged pixels restored (:meth:`LoadedGapFill.restore_sample`)."""
+
+    series: np.ndarray
+    """``(T, C, H, W)`` as the raw sample holds it (units, dtype, band and date order): restored
+    pixels rounded and clipped to an integer dtype, every other value the input's, bit for bit."""
+    replaced: np.ndarray
+    """``(T, H, W)`` bool: pixels whose values come from the model (flagged by the companion mask)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +97,11 @@ class LoadedGapFill:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @cached_property
+    def series_preprocess(self) -> PreprocessConfig:
+        """The preprocessing of :meth:`restore_sample`: every date of the target kept."""
+        return gapfill_preprocessing(self.model.config, whole_series=True)
 
     def batch(self, samples: Iterable[Sample]) -> dict[str, Any]:
         """Raw samples (a reader's items, decoded shard samples) -> one preprocessed batch."""
@@ -103,6 +146,39 @@ class LoadedGapFill:
             prior=filled.prior * scale,
         )
 
+    @torch.no_grad()
+    def restore_sample(self, sample: Sample) -> RestoredSeries:
+        """A raw sample (a reader's item, a decoded shard sample) -> its whole target series with the
+        flagged pixels restored, in the sample's own units, dtype, band and date order.
+
+        The preprocessing puts dates in chronological order and bands in network order; the result
+        is taken back to the sample's. The model must read every band of the target (the others
+        could not be restored): a ConfigError otherwise."""
+        key, config = self.target, self.series_preprocess
+        spec, entry = config.spec(key), MODALITIES[key]
+        if sorted(spec.band_indices) != list(range(entry.num_bands)) or not isinstance(entry.scaling, Divide):
+            raise ConfigError(
+                f"restore_sample gives back the whole {key} series: the model reads bands {list(spec.bands)} "
+                f"of {list(entry.bands)}, scaled by {entry.scaling!r}"
+            )
+        batch = collate_model_samples([preprocess_sample(sample, config, train=False)])
+        device = self.device
+        inputs, times, valid = (
+            {k: v.to(device) for k, v in batch[part].items()} for part in (INPUTS, TIMES, VALID)
+        )
+        restored, replaced = restore_series(self.model, inputs, times, valid, batch[FLAGS][key].to(device))
+        raw = np.asarray(sample[key])
+        back = np.argsort(np.argsort(np.asarray(sample[DATES][key]).reshape(-1), kind="stable"))
+        values = restored[0].double().cpu().numpy()[back] * entry.scaling.factor  # network units -> raw
+        replaced = replaced[0].cpu().numpy()[back]
+        disk = np.empty_like(values)
+        disk[:, list(spec.band_indices)] = values
+        if np.issubdtype(raw.dtype, np.integer):
+            info = np.iinfo(raw.dtype)
+            disk = np.clip(np.rint(disk), info.min, info.max)
+        series = np.where(rearrange(replaced, "t h w -> t 1 h w"), disk.astype(raw.dtype), raw)
+        return RestoredSeries(series, replaced)
+
 
 def load_gapfill(
     source: str | Path, weights: Pick = "ema", device: str | torch.device = "cpu"
@@ -112,11 +188,5 @@ def load_gapfill(
     loaded = load_weights(source, MAESTRO_GAPFILL, weights, user="load_gapfill")
     model = build(loaded, hint="").to(device)
     log.info("loaded %s", loaded.note)
-    config = model.config
-    preprocess = preprocess_for(
-        config.mae.encoder.specs,
-        keep_flags=(config.target,),
-        cloud_avoidance=False,
-        cloud_threshold=config.cloud_threshold,
-    )
+    preprocess = gapfill_preprocessing(model.config)
     return LoadedGapFill(model, MaestroTransform(preprocess, train=False), loaded.note)

@@ -28,17 +28,16 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
+from maestro.api_gapfill import gapfill_preprocessing
 from maestro.data.collate import collate_model_samples
 from maestro.errors import ConfigError
-from maestro.evaluation.gapfill import linear_interpolation
 from maestro.hub.pretrained import build
 from maestro.hub.weights import Pick
 from maestro.modalities import MODALITIES, with_companions
-from maestro.models.gapfill import MaestroGapFill, day_numbers, restoration_plan
+from maestro.models.gapfill import MaestroGapFill, restore_series
 from maestro.models.registry import MAESTRO_GAPFILL
 from maestro.models.zoo import load_weights
-from maestro.sample import FLAGS
-from maestro.training.data import preprocess_for
+from maestro.sample import FLAGS, INPUTS, TIMES, VALID
 from predict.options import MODEL_SOURCES
 from predict.reading import TileReader
 from predict.tiling import Grid, Tile, blend_window, origins
@@ -61,52 +60,17 @@ def load_gapfill(spec: str, pick: Pick = "ema", device: str | torch.device = "cp
     return model.to(device)
 
 
-def _chunks(length: int, size: int) -> list[slice]:
-    return [slice(start, min(start + size, length)) for start in range(0, length, size)]
-
-
-def _pad_dates(tensor: torch.Tensor, size: int, fill: float | bool = 0) -> torch.Tensor:
-    """``(B, t, ...)`` -> ``(B, size, ...)`` along the date axis."""
-    missing = size - tensor.shape[1]
-    if missing <= 0:
-        return tensor
-    pad = torch.full(
-        (tensor.shape[0], missing, *tensor.shape[2:]), fill, dtype=tensor.dtype, device=tensor.device
-    )
-    return torch.cat([tensor, pad], dim=1)
-
-
 @torch.no_grad()
 def restore_tiles(
     model: MaestroGapFill, batch: dict, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A collated batch of whole-series tiles -> (restored target ``(B, T, C, h, w)`` network units,
-    replaced ``(B, T, h, w)``): every date's prior, corrected on the cloudy dates, run by run of
-    ``num_dates`` dates."""
+    replaced ``(B, T, h, w)``), by :func:`~maestro.models.gapfill.restore_series`."""
     key = model.config.target
-    inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
-    times = {k: v.to(device) for k, v in batch["times"].items()}
-    valid = {k: v.to(device) for k, v in batch["valid"].items()}
-    flags = batch[FLAGS][key].to(device)
-    series, days = inputs[key].float(), day_numbers(times[key])
-    restore, trusted = restoration_plan(valid[key], flags)
-    prior = linear_interpolation(series, days, trusted)
-    restored = prior.clone()
-    size = model.mae.specs[key].num_dates
-    for run in _chunks(series.shape[1], size):
-        if not restore[:, run].any():
-            continue
-        part = {
-            "inputs": {**inputs, key: _pad_dates(series[:, run], size)},
-            "times": {**times, key: _pad_dates(times[key][:, run], size)},
-            "valid": {**valid, key: _pad_dates(valid[key][:, run], size, False)},
-        }
-        prediction = model(
-            part["inputs"], part["times"], part["valid"], _pad_dates(restore[:, run], size, False),
-            _pad_dates(prior[:, run], size),
-        )  # fmt: skip
-        restored[:, run] = prediction[:, : run.stop - run.start]
-    return restored, restore
+    inputs, times, valid = (
+        {k: v.to(device) for k, v in batch[part].items()} for part in (INPUTS, TIMES, VALID)
+    )
+    return restore_series(model, inputs, times, valid, batch[FLAGS][key].to(device))
 
 
 def _target_grid(zone, key: str) -> Grid:
@@ -130,12 +94,7 @@ def reconstruct_zone(
     pixel_m = {k: footprint / spec.image_size for k, spec in specs.items()}
     zone = open_zone(root, with_companions(list(specs)), pixel_m, MODALITIES[key].pixel_size_m)
     zone = dataclasses.replace(zone, grid=_target_grid(zone, key))
-    preprocess = preprocess_for(
-        specs, keep_flags=(key,), cloud_avoidance=False, cloud_threshold=config.cloud_threshold
-    )
-    preprocess = dataclasses.replace(preprocess, keep_all_dates=(key,), overrides={
-        k: v if k != key else dataclasses.replace(v, num_dates=None) for k, v in preprocess.overrides.items()
-    })  # fmt: skip
+    preprocess = gapfill_preprocessing(config, whole_series=True)
     size = specs[key].image_size
     grid = zone.grid
     with rasterio.open(zone.rasters[key].path) as src:

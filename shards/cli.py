@@ -1,4 +1,4 @@
-"""``shards`` command line: toy dataset, dates tables, build, verify, stats (see ``docs/shards.md``).
+"""``shards`` command line: toy dataset, dates tables, build, fill, verify, stats (see ``docs/shards.md``).
 
 User mistakes and bad data end with one ``error:`` line and exit status 2 (the traceback only
 with ``--verbose``); ``verify`` exits 1 when it finds problems. Each command imports its module
@@ -102,6 +102,25 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     for config in configs:
         build(config)
+    return 0
+
+
+def _cmd_fill(args: argparse.Namespace) -> int:
+    read_manifest(Path(args.source))  # refused before the network and the writer load torch
+    from shards.fill import FillConfig, fill
+
+    config = FillConfig(
+        source=Path(args.source),
+        out=Path(args.out),
+        method=args.method,
+        model=args.model,
+        splits=None if args.split is None else tuple(args.split),
+        cloud_threshold=args.cloud_threshold,
+        cloudy_date_fraction=args.cloudy_date_fraction,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    fill(config)
     return 0
 
 
@@ -226,6 +245,38 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-shuffle", action="store_true", help="keep split-CSV order")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_build)
+
+    fill = sub.add_parser(
+        "fill",
+        help="write a copy of a shard set whose cloudy Sentinel-2 dates are dropped, interpolated or "
+        "restored by a gap-filling model",
+    )
+    fill.add_argument("--from", dest="source", required=True, metavar="SHARDS", help="source shard directory")
+    fill.add_argument("--out", required=True, help="new shard directory (not inside --from)")
+    fill.add_argument(
+        "--method",
+        required=True,
+        choices=("drop", "interpolate", "model"),
+        help="drop the cloudy dates, fill cloudy pixels by linear interpolation in time, or restore them "
+        "with --model",
+    )
+    fill.add_argument("--model", help="--method model: a gapfill run, checkpoint, model folder or org/name")
+    fill.add_argument("--split", nargs="+", help="splits to fill (default: every split of --from)")
+    fill.add_argument(
+        "--cloud-threshold",
+        type=float,
+        help="a pixel is cloudy when a band of its mask exceeds this "
+        "(default 0; --method model: the model's own)",
+    )
+    fill.add_argument(
+        "--cloudy-date-fraction",
+        type=float,
+        default=0.05,
+        help="--method drop: drop dates cloudy on more than this share of their pixels (default 0.05)",
+    )
+    fill.add_argument("--device", default="cpu", help="--method model: torch device (default cpu)")
+    fill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fill.set_defaults(func=_cmd_fill)
 
     verify = sub.add_parser("verify", help="check shards against the manifest (checksums, counts, decoding)")
     verify.add_argument("out", help="shard directory (or its manifest.json)")

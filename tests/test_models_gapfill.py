@@ -12,6 +12,7 @@ from maestro.models.gapfill import (
     fill_series,
     hold_out,
     restoration_plan,
+    restore_series,
     to_reflectance,
 )
 from maestro.models.gapfill_config import GapFillConfig
@@ -95,6 +96,53 @@ def test_hidden_pixels_are_never_seen(model: MaestroGapFill):
     restored = first.replaced.unsqueeze(2).expand_as(first.prediction)
     assert torch.allclose(first.prediction[restored], second.prediction[restored], atol=1e-5)
     assert not torch.allclose(first.prediction[restored], third.prediction[restored])  # seen pixels count
+
+
+def _long_series(dates: int = 15) -> tuple[dict, dict, dict, torch.Tensor]:
+    """Two samples of ``dates`` S2 dates (the model reads 6 at a time): cloudy pixels in the first
+    run and the last one, none in between; a padded date flagged too."""
+    inputs, times, valid, _ = _batch()
+    generator = torch.Generator().manual_seed(1)
+    days = torch.arange(dates, dtype=torch.float32) * 12 + 3
+    inputs = {**inputs, "s2": torch.rand(2, dates, 10, 10, 10, generator=generator)}
+    times = {
+        **times,
+        "s2": torch.stack([torch.zeros(dates), days, torch.zeros(dates)], -1).expand(2, dates, 3),
+    }
+    valid = {**valid, "s2": torch.ones(2, dates, dtype=torch.bool)}
+    valid["s2"][1, -1] = False
+    flags = torch.zeros(2, dates, 10, 10, dtype=torch.bool)
+    flags[0, 1, :4, :4] = True
+    flags[1, dates - 2] = True
+    flags[1, -1] = True  # padding: never restored
+    return inputs, times, valid, flags
+
+
+def test_a_whole_series_is_restored_run_by_run_from_its_whole_prior(model: MaestroGapFill):
+    inputs, times, valid, flags = _long_series()
+    restored, replaced = restore_series(model, inputs, times, valid, flags)
+    assert torch.equal(replaced, flags & valid["s2"][..., None, None])
+    _, trusted = restoration_plan(valid["s2"], flags)
+    prior = linear_interpolation(inputs["s2"], day_numbers(times["s2"]), trusted)
+    assert torch.equal(restored, prior)  # an untrained head corrects nothing, on every run
+    for linear in model.correction.groups:
+        torch.nn.init.normal_(linear.weight, std=0.1)
+    try:
+        restored, replaced = restore_series(model, inputs, times, valid, flags)
+        first = slice(0, 6)  # the first run, whose cloudy pixels' clear neighbours lie inside it
+        alone = fill_series(
+            model, {**inputs, "s2": inputs["s2"][:, first]}, {**times, "s2": times["s2"][:, first]},
+            {**valid, "s2": valid["s2"][:, first]}, flags[:, first],
+        )  # fmt: skip
+    finally:
+        for linear in model.correction.groups:
+            torch.nn.init.zeros_(linear.weight)
+    pixels = replaced[:, first].unsqueeze(2).expand_as(alone.series)
+    assert torch.allclose(restored[:, first][pixels], alone.series[pixels], atol=1e-6)
+    assert not torch.allclose(restored[:, first][pixels], prior[:, first][pixels])
+    assert torch.equal(restored[:, 6:12], inputs["s2"][:, 6:12])  # a run with nothing to restore is skipped
+    last = replaced[:, 12:].unsqueeze(2).expand_as(restored[:, 12:])
+    assert not torch.allclose(restored[:, 12:][last], prior[:, 12:][last])  # the short last run, padded
 
 
 def test_held_out_pixels_are_clear_and_leave_one_clear_date_whole():

@@ -174,6 +174,54 @@ def fill_series(
     return FilledSeries(restored, restore, prediction, prior, trusted)
 
 
+def _runs(length: int, size: int) -> list[slice]:
+    """Consecutive runs of ``size`` dates covering ``length`` (the last one may be shorter)."""
+    return [slice(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def _pad_dates(tensor: Tensor, size: int, fill: float | bool = 0) -> Tensor:
+    """``(B, t, ...)`` -> ``(B, size, ...)`` along the date axis."""
+    missing = size - tensor.shape[1]
+    if missing <= 0:
+        return tensor
+    pad = torch.full(
+        (tensor.shape[0], missing, *tensor.shape[2:]), fill, dtype=tensor.dtype, device=tensor.device
+    )
+    return torch.cat([tensor, pad], dim=1)
+
+
+@torch.no_grad()
+def restore_series(
+    model: MaestroGapFill, inputs: Tensors, times: Tensors, valid: Tensors, flags: Tensor
+) -> tuple[Tensor, Tensor]:
+    """A whole target series, of any length, restored: (values ``(B, T, C, H, W)`` network units,
+    replaced ``(B, T, H, W)``).
+
+    The network reads ``num_dates`` dates at a time, but the prior should see every clear date of
+    the series: it is computed over all of them, then each run of ``num_dates`` consecutive dates
+    with a pixel to restore is corrected with the other inputs whole (a shorter last run is padded).
+    The values are the prior, corrected, on every date: only the ``replaced`` pixels are meant to
+    be taken from them."""
+    key = model.config.target
+    series, days = inputs[key].float(), day_numbers(times[key])
+    restore, trusted = restoration_plan(valid[key], flags)
+    prior = linear_interpolation(series, days, trusted)
+    restored = prior.clone()
+    size = model.mae.specs[key].num_dates
+    for run in _runs(series.shape[1], size):
+        if not restore[:, run].any():
+            continue
+        prediction = model(
+            {**inputs, key: _pad_dates(series[:, run], size)},
+            {**times, key: _pad_dates(times[key][:, run], size)},
+            {**valid, key: _pad_dates(valid[key][:, run], size, False)},
+            _pad_dates(restore[:, run], size, False),
+            _pad_dates(prior[:, run], size),
+        )
+        restored[:, run] = prediction[:, : run.stop - run.start]
+    return restored, restore
+
+
 def hold_out(
     valid: Tensor,
     flags: Tensor,
