@@ -215,3 +215,22 @@ def test_a_card_of_your_own_classes_claims_no_flair_hub_data():
     assert "datasets" not in card.data.to_dict()
     assert "fine-tuned on the Bocage hedgerows dataset with its own classes" in card.text
     assert "- `1` hedgerow" in card.text
+
+
+def test_a_gapfill_card_shows_commands_that_restore_clouds_and_they_parse():
+    from maestro.models.gapfill_config import GapFillConfig
+    from predict.cli import build_parser as predict_parser
+    from shards.cli import build_parser as shards_parser
+
+    config = GapFillConfig(mae=tiny_config())
+    facts = CardFacts(model_type="maestro-gapfill", config=config.to_dict(), repo_id="ign/maestro-gapfill")
+    text = build_card(facts).text
+    assert "| `s2` |" in text and "| `s1_des` |" in text  # the inputs table reads the MAE's encoder
+    usage = text.split("## Usage", 1)[1].split("\n## ", 1)[0]
+    assert "finetune --task lc" not in usage  # its encoder fine-tunes too, but that is not what it is for
+    (predict,) = _commands(usage, "predict")
+    (fill,) = _commands(usage, "shards")
+    args = predict_parser().parse_args(predict)
+    assert (args.model, args.reconstruct) == ("hf:ign/maestro-gapfill", "s2")
+    args = shards_parser().parse_args(fill)
+    assert (args.method, args.model) == ("model", "hf:ign/maestro-gapfill")

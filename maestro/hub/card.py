@@ -28,6 +28,7 @@ from maestro.hub.card_flair2 import flair2_body, flair2_parts, flair2_usage
 from maestro.hub.card_inputs import fill_model_text, inputs_table
 from maestro.hub.folder import suite_version
 from maestro.models.registry import (
+    MAESTRO_GAPFILL,
     MAESTRO_MAE,
     MAESTRO_SEGMENTER,
     SWIN_UTAE_SEGMENTER,
@@ -310,6 +311,19 @@ def _usage(facts: CardFacts, row: ModelType) -> str:
         f'model = {cls}.from_pretrained("{repo}")',
         "```",
         "",
+    ]
+    if row is MAESTRO_GAPFILL:
+        target = facts.config.get("target", "s2")
+        lines += [
+            f"Restore the cloudy `{target}` pixels of a zone, or of a shard set:",
+            "",
+            "```bash",
+            f"predict --model hf:{repo} --reconstruct {target} --zone zones/D033 --out maps/D033_{target}_filled.tif",
+            f"shards fill --from shards --out shards_filled --method model --model hf:{repo}",
+            "```",
+        ]
+        return "\n".join(lines)
+    lines += [
         "Fine-tune its encoder on FLAIR-HUB land cover (any model type with an encoder works as `--init`):",
         "",
         "```bash",

@@ -10,7 +10,7 @@ from maestro import config as config_io
 from maestro.config import ConfigMixin
 from maestro.errors import ConfigError
 from maestro.modalities import MODALITIES
-from maestro.models.config import MAEConfig
+from maestro.models.config import EncoderConfig, MAEConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ class GapFillConfig(ConfigMixin):
             )
         if not 0.0 <= self.cloud_threshold < 100.0:
             raise ConfigError(f"cloud_threshold: {self.cloud_threshold} must be in [0, 100)")
+
+    @property
+    def encoder(self) -> EncoderConfig:
+        """What the network reads (the MAE's encoder): what registries, cards and loaders ask of
+        every model config."""
+        return self.mae.encoder
 
     @property
     def others(self) -> tuple[str, ...]:
