@@ -10,8 +10,9 @@ each run of that many consecutive dates, seeing the same tile's other sensors wh
 
 Output, on the input's grid, band order and data type: ``OUT`` holds the ``T x C`` restored bands
 (date-major, as the input) followed by ``T`` bands "reconstructed" (1 where a pixel was restored,
-0 where it is the input's value, bit for bit), and ``{OUT stem}_dates.json`` the dates. The whole
-zone is held in memory (about ``T x C x 8`` bytes per Sentinel-2 pixel): split larger areas.
+0 where it is the input's value, bit for bit), and ``{OUT stem}_dates.json`` the dates. Rows are
+written as soon as no later tile reaches them (:mod:`predict.reconstruct_writer`): memory holds
+one row of tiles, not the zone.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from maestro.models.zoo import load_weights
 from maestro.sample import FLAGS, INPUTS, TIMES, VALID
 from predict.options import MODEL_SOURCES
 from predict.reading import TileReader
+from predict.reconstruct_writer import ROWS_PER_STRIP, RestoredWriter
 from predict.tiling import Grid, Tile, blend_window, origins
 from predict.zone import open_zone, read_dates
 
@@ -85,6 +87,7 @@ def reconstruct_zone(
     device: torch.device,
     batch_size: int = 16,
     progress: bool = True,
+    rows_per_strip: int = ROWS_PER_STRIP,
 ) -> Path:
     """Restore the cloudy pixels of the zone's target series and write ``out`` (module docstring)."""
     config = model.config
@@ -95,54 +98,43 @@ def reconstruct_zone(
     zone = open_zone(root, with_companions(list(specs)), pixel_m, MODALITIES[key].pixel_size_m)
     zone = dataclasses.replace(zone, grid=_target_grid(zone, key))
     preprocess = gapfill_preprocessing(config, whole_series=True)
-    size = specs[key].image_size
-    grid = zone.grid
-    with rasterio.open(zone.rasters[key].path) as src:
-        raw, profile = src.read(), src.profile
-    dates = zone.rasters[key].dates
-    num_bands = MODALITIES[key].num_bands
-    total = np.zeros((raw.shape[0], grid.height, grid.width), dtype=np.float64)
-    weights = np.zeros((grid.height, grid.width), dtype=np.float64)
-    replaced = np.zeros((raw.shape[0] // num_bands, grid.height, grid.width), dtype=bool)
-    window = blend_window(size).astype(np.float64)
+    size, grid = specs[key].image_size, zone.grid
     stride = max(1, size // 2)
-    tiles = [
-        Tile(row, col, (i, j))
-        for i, row in enumerate(origins(grid.height, size, stride))
-        for j, col in enumerate(origins(grid.width, size, stride))
-    ]
+    rows, cols = origins(grid.height, size, stride), origins(grid.width, size, stride)
     scale = MODALITIES[key].scaling.factor
     sizes = {k: specs[MODALITIES[k].companion_of or k].image_size for k in zone.rasters}
-    reader = TileReader(zone, sizes, preprocess, size)
-    order = np.argsort(dates, kind="stable")  # tiles hold the series in chronological order
+    num_bands = MODALITIES[key].num_bands
+    order = np.argsort(zone.rasters[key].dates, kind="stable")  # tiles hold the series in date order
     bands_in_raster_order, dates_in_raster_order = _date_major(order, num_bands), np.argsort(order)
     started = time.monotonic()
+    reader = TileReader(zone, sizes, preprocess, size)
+    bar = tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress, desc=f"restoring {key}")
     try:
-        bar = tqdm(total=len(tiles), unit="tile", disable=not progress, desc=f"restoring {key}")
-        for start in range(0, len(tiles), batch_size):
-            group = tiles[start : start + batch_size]
-            data = [reader.read(tile) for tile in group]
-            restored, flags = restore_tiles(model, collate_model_samples([d.sample for d in data]), device)
-            restored = rearrange(restored.cpu().double() * scale, "b t c h w -> b (t c) h w").numpy()
-            for tile, values, flagged in zip(group, restored, flags.cpu().numpy(), strict=True):
-                rows, cols = slice(tile.row, tile.row + size), slice(tile.col, tile.col + size)
-                total[:, rows, cols] += values[bands_in_raster_order] * window
-                weights[rows, cols] += window
-                replaced[:, rows, cols] |= flagged[dates_in_raster_order]
-            bar.update(len(group))
-        bar.close()
+        with (
+            rasterio.open(zone.rasters[key].path) as source,
+            RestoredWriter(out, source, key, size, blend_window(size), rows_per_strip) as writer,
+        ):
+            for i, row in enumerate(rows):
+                tiles = [Tile(row, col, (i, j)) for j, col in enumerate(cols)]
+                for start in range(0, len(tiles), batch_size):
+                    group = tiles[start : start + batch_size]
+                    batch = collate_model_samples([reader.read(tile).sample for tile in group])
+                    restored, flags = restore_tiles(model, batch, device)
+                    restored = rearrange(restored.cpu().double() * scale, "b t c h w -> b (t c) h w").numpy()
+                    for tile, values, flagged in zip(group, restored, flags.cpu().numpy(), strict=True):
+                        writer.add(
+                            tile.row, tile.col, values[bands_in_raster_order], flagged[dates_in_raster_order]
+                        )
+                    bar.update(len(group))
+                writer.finish_row(rows[i + 1] if i + 1 < len(rows) else None)
+            restored_share = writer.restored_pixels / max(1, writer.num_dates * grid.height * grid.width)
     finally:
+        bar.close()
         reader.close()
-    blended = total / np.maximum(weights, 1e-12)
-    mask = np.repeat(replaced, num_bands, axis=0)
-    info = np.iinfo(raw.dtype) if np.issubdtype(raw.dtype, np.integer) else None
-    values = np.clip(np.rint(blended), info.min, info.max) if info is not None else blended
-    output = np.where(mask, values.astype(raw.dtype), raw)
-    _write(out, output, replaced, profile, key, num_bands)
     _write_dates(out, read_dates(root, key))
     log.info(
         "wrote %s: %d dates, %.2f %% of the pixels restored, %d tiles in %.1f s",
-        out, replaced.shape[0], 100 * replaced.mean(), len(tiles), time.monotonic() - started,
+        out, len(order), 100 * restored_share, len(rows) * len(cols), time.monotonic() - started,
     )  # fmt: skip
     return out
 
@@ -151,25 +143,6 @@ def _date_major(order: np.ndarray, num_bands: int) -> np.ndarray:
     """Band indices taking a chronological ``(t c)`` stack back to the raster's date order."""
     position = np.argsort(order)
     return np.array([position[t] * num_bands + c for t in range(len(order)) for c in range(num_bands)])
-
-
-def _write(
-    out: Path, series: np.ndarray, replaced: np.ndarray, profile: dict, key: str, num_bands: int
-) -> None:
-    bands = MODALITIES[key].bands
-    count = series.shape[0] + replaced.shape[0]
-    profile = {**profile, "count": count, "driver": "GTiff", "compress": "deflate", "interleave": "band"}
-    profile.pop("nodata", None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(series, indexes=list(range(1, series.shape[0] + 1)))
-        dst.write(replaced.astype(series.dtype), indexes=list(range(series.shape[0] + 1, count + 1)))
-        dates = series.shape[0] // num_bands
-        dst.descriptions = tuple(
-            [f"{band}_t{t}" for t in range(dates) for band in bands]
-            + [f"reconstructed_t{t}" for t in range(dates)]
-        )
-        dst.update_tags(reconstructed=f"bands {series.shape[0] + 1}-{count}: 1 where the pixel was restored")
 
 
 def _write_dates(out: Path, dates: np.ndarray) -> None:
