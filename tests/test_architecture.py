@@ -212,6 +212,18 @@ def test_the_library_imports_no_app():
     assert not bad, bad
 
 
+def test_only_the_shards_command_line_imports_shards_fill():
+    """``shards fill`` restores series with a cloud-removal network (``maestro.api_gapfill``): it sits
+    above the library, beside the apps, though it lives in ``shards/``."""
+    importers = sorted(
+        module
+        for module, imports in IMPORTS.items()
+        for target, _, _ in imports
+        if target == "shards.fill" and module != "shards.fill"
+    )
+    assert importers == ["shards.cli"], importers
+
+
 def test_the_hub_imports_no_network():
     bad = [
         f"{module}:{line} imports {target}"
