@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -146,13 +146,20 @@ class LoadedGapFill:
             prior=filled.prior * scale,
         )
 
-    @torch.no_grad()
     def restore_sample(self, sample: Sample) -> RestoredSeries:
         """A raw sample (a reader's item, a decoded shard sample) -> its whole target series with the
-        flagged pixels restored, in the sample's own units, dtype, band and date order.
+        flagged pixels restored, in the sample's own units, dtype, band and date order
+        (:meth:`restore_samples` of one sample)."""
+        return self.restore_samples([sample])[0]
 
-        The preprocessing puts dates in chronological order and bands in network order; the result
-        is taken back to the sample's. The model must read every band of the target (the others
+    @torch.no_grad()
+    def restore_samples(self, samples: Sequence[Sample]) -> list[RestoredSeries]:
+        """Raw samples -> their whole target series with the flagged pixels restored, each in its
+        own units, dtype, band and date order, restored as one batch (series of different lengths
+        are padded, and padding is never restored or seen).
+
+        The preprocessing puts dates in chronological order and bands in network order; each result
+        is taken back to its sample's. The model must read every band of the target (the others
         could not be restored): a ConfigError otherwise."""
         key, config = self.target, self.series_preprocess
         spec, entry = config.spec(key), MODALITIES[key]
@@ -161,23 +168,44 @@ class LoadedGapFill:
                 f"restore_sample gives back the whole {key} series: the model reads bands {list(spec.bands)} "
                 f"of {list(entry.bands)}, scaled by {entry.scaling!r}"
             )
-        batch = collate_model_samples([preprocess_sample(sample, config, train=False)])
+        if not samples:
+            return []
+        batch = collate_model_samples([preprocess_sample(sample, config, train=False) for sample in samples])
         device = self.device
         inputs, times, valid = (
             {k: v.to(device) for k, v in batch[part].items()} for part in (INPUTS, TIMES, VALID)
         )
         restored, replaced = restore_series(self.model, inputs, times, valid, batch[FLAGS][key].to(device))
-        raw = np.asarray(sample[key])
-        back = np.argsort(np.argsort(np.asarray(sample[DATES][key]).reshape(-1), kind="stable"))
-        values = restored[0].double().cpu().numpy()[back] * entry.scaling.factor  # network units -> raw
-        replaced = replaced[0].cpu().numpy()[back]
-        disk = np.empty_like(values)
-        disk[:, list(spec.band_indices)] = values
-        if np.issubdtype(raw.dtype, np.integer):
-            info = np.iinfo(raw.dtype)
-            disk = np.clip(np.rint(disk), info.min, info.max)
-        series = np.where(rearrange(replaced, "t h w -> t 1 h w"), disk.astype(raw.dtype), raw)
-        return RestoredSeries(series, replaced)
+        restored, replaced = restored.double().cpu().numpy(), replaced.cpu().numpy()
+        return [
+            _in_sample_order(
+                sample[key], sample[DATES][key], values, flags, spec.band_indices, entry.scaling.factor
+            )
+            for sample, values, flags in zip(samples, restored, replaced, strict=True)
+        ]
+
+
+def _in_sample_order(
+    raw: np.ndarray,
+    dates: np.ndarray,
+    values: np.ndarray,
+    flags: np.ndarray,
+    band_indices: Sequence[int],
+    factor: float,
+) -> RestoredSeries:
+    """One sample's restoration (network units, chronological, padded to the batch's dates) back in
+    the raw sample's dates, bands, units and dtype; only restored pixels differ from ``raw``."""
+    raw = np.asarray(raw)
+    length = len(raw)
+    back = np.argsort(np.argsort(np.asarray(dates).reshape(-1), kind="stable"))
+    values, replaced = values[:length][back] * factor, flags[:length][back]
+    disk = np.empty_like(values)
+    disk[:, list(band_indices)] = values
+    if np.issubdtype(raw.dtype, np.integer):
+        info = np.iinfo(raw.dtype)
+        disk = np.clip(np.rint(disk), info.min, info.max)
+    series = np.where(rearrange(replaced, "t h w -> t 1 h w"), disk.astype(raw.dtype), raw)
+    return RestoredSeries(series, replaced)
 
 
 def load_gapfill(

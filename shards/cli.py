@@ -17,6 +17,7 @@ from pathlib import Path
 from maestro.data.layout import SPLIT_NAME
 from maestro.datasets import DATASETS, DEFAULT_DATASET, get_dataset
 from maestro.errors import ConfigError, DataError
+from shards.fill_config import METHODS, FillConfig
 from shards.manifest import read_manifest
 from shards.plan import DEFAULT_MODALITIES, BuildConfig, parse_size
 
@@ -107,8 +108,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_fill(args: argparse.Namespace) -> int:
     read_manifest(Path(args.source))  # refused before the network and the writer load torch
-    from shards.fill import FillConfig, fill
-
     config = FillConfig(
         source=Path(args.source),
         out=Path(args.out),
@@ -118,8 +117,11 @@ def _cmd_fill(args: argparse.Namespace) -> int:
         cloud_threshold=args.cloud_threshold,
         cloudy_date_fraction=args.cloudy_date_fraction,
         device=args.device,
+        batch_size=args.batch_size,
         progress=not args.no_progress,
     )
+    from shards.fill import fill
+
     fill(config)
     return 0
 
@@ -256,11 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument(
         "--method",
         required=True,
-        choices=("drop", "interpolate", "model"),
+        choices=METHODS,
         help="drop the cloudy dates, fill cloudy pixels by linear interpolation in time, or restore them "
         "with --model",
     )
-    fill.add_argument("--model", help="--method model: a gapfill run, checkpoint, model folder or org/name")
+    fill.add_argument(
+        "--model", help="--method model: a gapfill run, checkpoint, model folder or hf:org/name"
+    )
     fill.add_argument("--split", nargs="+", help="splits to fill (default: every split of --from)")
     fill.add_argument(
         "--cloud-threshold",
@@ -271,10 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument(
         "--cloudy-date-fraction",
         type=float,
-        default=0.05,
-        help="--method drop: drop dates cloudy on more than this share of their pixels (default 0.05)",
+        default=FillConfig.cloudy_date_fraction,
+        help="--method drop: drop dates cloudy on more than this share of their pixels (default %(default)s)",
     )
-    fill.add_argument("--device", default="cpu", help="--method model: torch device (default cpu)")
+    fill.add_argument(
+        "--device", default=FillConfig.device, help="--method model: torch device (default %(default)s)"
+    )
+    fill.add_argument(
+        "--batch-size",
+        type=int,
+        default=FillConfig.batch_size,
+        help="--method model: samples restored per pass of the network (default %(default)s)",
+    )
     fill.add_argument("--no-progress", action="store_true", help="no progress bar")
     fill.set_defaults(func=_cmd_fill)
 

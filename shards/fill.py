@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import Any
 
 from maestro.api_gapfill import LoadedGapFill, load_gapfill
 from maestro.data.preprocess.transform import flagged_pixels, mask_companion
@@ -44,6 +43,7 @@ from maestro.evaluation.cloudy import (
     with_restored,
 )
 from maestro.sample import Sample
+from shards.fill_config import BASELINE_TARGET, METHODS, FillConfig
 from shards.format import array_member, decode_sample
 from shards.manifest import SplitEntry, manifest_path, merge_split, read_manifest
 from shards.plan import BuildConfig
@@ -52,52 +52,10 @@ from shards.writer import build
 
 log = logging.getLogger(__name__)
 
-Method = Literal["drop", "interpolate", "model"]
-METHODS: tuple[str, ...] = ("drop", "interpolate", "model")
-BASELINE_TARGET = "s2"
-"""The series the two baselines process (the model's is its own ``target``)."""
+__all__ = ["METHODS", "FillConfig", "FillCounts", "FillResult", "ShardSetReader", "fill"]
+
 _CACHED = 16
 """Processed samples kept by the reader: the build reads its first patches twice (its size probe)."""
-
-
-@dataclass(frozen=True)
-class FillConfig:
-    """What ``shards fill`` does; validated at construction."""
-
-    source: Path
-    out: Path
-    method: str
-    model: str | None = None
-    """``model``: a gapfill run, checkpoint, model folder or Hub model."""
-    splits: tuple[str, ...] | None = None
-    """None: every split of the source manifest."""
-    cloud_threshold: float | None = None
-    """A mask band above it flags a pixel; None: 0 for the baselines, the model's own for ``model``."""
-    cloudy_date_fraction: float = 0.05
-    """``drop``: dates flagged on more than this share of their pixels are dropped."""
-    device: str = "cpu"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "source", Path(self.source))
-        object.__setattr__(self, "out", Path(self.out))
-        if self.method not in METHODS:
-            raise ConfigError(f"--method must be one of {list(METHODS)}, got {self.method!r}")
-        if self.method == "model" and not self.model:
-            raise ConfigError("--method model needs --model (a gapfill run or its published folder)")
-        if self.method != "model" and self.model:
-            raise ConfigError(f"--model is for --method model; --method {self.method} uses no network")
-        source, out = self.source.resolve(), self.out.resolve()
-        if out == source or source in out.parents:
-            raise ConfigError(
-                f"--out {self.out} is inside --from {self.source}: write the filled set elsewhere"
-            )
-        if self.cloud_threshold is not None and not (
-            np.isfinite(self.cloud_threshold) and self.cloud_threshold >= 0
-        ):
-            raise ConfigError(f"--cloud-threshold must be a finite value >= 0, got {self.cloud_threshold}")
-        if not 0 <= self.cloudy_date_fraction <= 1:
-            raise ConfigError(f"--cloudy-date-fraction must be in [0, 1], got {self.cloudy_date_fraction}")
 
 
 @dataclass(frozen=True)
@@ -127,13 +85,20 @@ class FillResult:
 
 class ShardSetReader:
     """One split of a shard set as a dataset reader (``patch_ids``, ``read``, ``source_state``):
-    samples decoded in shard order and passed through ``process``."""
+    samples decoded in shard order and passed through ``process`` up to ``batch_size`` at a time
+    (the network restores a batch in one pass)."""
 
     def __init__(
-        self, folder: Path, entry: SplitEntry, process: Callable[[Sample], Sample], state: list[str]
+        self,
+        folder: Path,
+        entry: SplitEntry,
+        process: Callable[[list[Sample]], list[Sample]],
+        state: list[str],
+        batch_size: int = 1,
     ):
         self.source = folder
         self.process = process
+        self.batch_size = batch_size
         self.state = state
         """The fill, as ``[method, digest of its options]``: part of every patch's source state."""
         self.records = {record.name: record for record in entry.shards}
@@ -144,6 +109,7 @@ class ShardSetReader:
         self.patch_ids = list(self.shard_of)
         self._stream: tuple[str, Iterator[dict[str, Any]]] | None = None
         self._cache: OrderedDict[str, Sample] = OrderedDict()
+        self._cached = max(_CACHED, 2 * batch_size)
 
     def source_state(self, patch_id: str) -> dict[str, Any]:
         record = self.records[self.shard_of[patch_id]]
@@ -151,14 +117,16 @@ class ShardSetReader:
 
     def read(self, patch_id: str) -> Sample:
         if patch_id not in self._cache:
-            self._cache[patch_id] = self.process(self._raw(patch_id))
-            while len(self._cache) > _CACHED:
+            keys, raw = zip(*self._raw(patch_id), strict=True)
+            for key, done in zip(keys, self.process(list(raw)), strict=True):
+                self._cache[key] = done
+            while len(self._cache) > self._cached:
                 self._cache.popitem(last=False)
         return self._cache[patch_id]
 
-    def _raw(self, patch_id: str) -> Sample:
-        """The patch from its shard, read on from where the last read stopped (the build asks in
-        shard order), from the shard's start otherwise."""
+    def _raw(self, patch_id: str) -> list[tuple[str, Sample]]:
+        """The patch and up to ``batch_size - 1`` samples after it in its shard, read on from where
+        the last read stopped (the build asks in shard order), from the shard's start otherwise."""
         name = self.shard_of[patch_id]
         url = str(self.source / name)
         for _ in range(2):
@@ -166,7 +134,11 @@ class ShardSetReader:
                 self._stream = (name, iter_shard(url))
             for members in self._stream[1]:
                 if members["__key__"] == patch_id:
-                    return decode_sample(members, where=f"{url} sample {patch_id}")
+                    found = [members, *itertools.islice(self._stream[1], self.batch_size - 1)]
+                    return [
+                        (item["__key__"], decode_sample(item, where=f"{url} sample {item['__key__']}"))
+                        for item in found
+                    ]
             self._stream = None
         raise DataError(f"sample {patch_id} is no longer in the shard", path=url)
 
@@ -182,17 +154,21 @@ def _weights_digest(loaded: LoadedGapFill) -> str:
 
 def _processor(
     config: FillConfig, loaded: LoadedGapFill | None, key: str, threshold: float
-) -> Callable[[Sample], Sample]:
+) -> Callable[[list[Sample]], list[Sample]]:
     if loaded is not None:
 
-        def restore(sample: Sample) -> Sample:
-            restored = loaded.restore_sample(sample)
-            return with_restored(sample, key, restored.series, restored.replaced)
+        def restore(samples: list[Sample]) -> list[Sample]:
+            restored = loaded.restore_samples(samples)
+            return [
+                with_restored(s, key, r.series, r.replaced) for s, r in zip(samples, restored, strict=True)
+            ]
 
         return restore
     if config.method == "drop":
-        return lambda sample: drop_cloudy_dates(sample, key, threshold, config.cloudy_date_fraction).sample
-    return lambda sample: interpolate_cloudy(sample, key, threshold).sample
+        return lambda samples: [
+            drop_cloudy_dates(s, key, threshold, config.cloudy_date_fraction).sample for s in samples
+        ]
+    return lambda samples: [interpolate_cloudy(s, key, threshold).sample for s in samples]
 
 
 def _count(
@@ -258,7 +234,7 @@ def fill(config: FillConfig) -> FillResult:
             dataset=DEFAULT_DATASET if get_dataset(dataset).needs_config else dataset,
         )
         log.info("%s: %s %s of %s into %s", split, config.method, key, folder, config.out)
-        result = build(build_config, ShardSetReader(folder, entry, process, state))
+        result = build(build_config, ShardSetReader(folder, entry, process, state, config.batch_size))
         counts[split] = _count(folder, entry, key, config.method, threshold, config.cloudy_date_fraction)
         chain = {"previous": entry.source["fill"]} if "fill" in entry.source else {}
         source = {**entry.source, "fill": {**info, **chain, **dataclasses.asdict(counts[split])}}

@@ -96,3 +96,19 @@ def test_a_model_of_some_bands_cannot_give_back_the_whole_series():
     partial = LoadedGapFill(MaestroGapFill(config).eval(), preprocess, "four bands")
     with pytest.raises(ConfigError, match="reads bands"):
         partial.restore_sample({})
+
+
+def test_a_batch_of_series_of_different_lengths_restores_as_each_alone(
+    loaded: LoadedGapFill, samples: list[dict]
+):
+    lengths = [len(sample["s2"]) for sample in samples]
+    assert len(set(lengths)) > 1  # the batch pads the shorter series
+    together = loaded.restore_samples(samples)
+    assert len(together) == len(samples)
+    for sample, batched in zip(samples, together, strict=True):
+        alone = loaded.restore_sample(sample)
+        assert batched.series.shape == alone.series.shape == sample["s2"].shape
+        assert np.array_equal(batched.replaced, alone.replaced)
+        difference = np.abs(batched.series.astype(np.int64) - alone.series.astype(np.int64))
+        assert difference.max() <= 1  # batched products may round the last DN the other way
+    assert loaded.restore_samples([]) == []

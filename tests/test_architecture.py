@@ -41,7 +41,7 @@ DEFERRED = {
         "shards.writer": "shards build checks its configs before the writer loads webdataset and torch",
         "shards.verify": "shards verify: its readers load webdataset and torch",
         "shards.stats": "shards stats refuses a missing manifest before its readers load",
-        "shards.fill": "shards fill refuses a missing manifest before the network and the writer load torch",
+        "shards.fill": "shards fill refuses a missing manifest and bad options before the network and the writer load torch",
     },
     "maestro.training.cli": {
         "maestro.training.fp8": "only an FP8 run's hardware check loads torch: --help and config errors never do",

@@ -195,3 +195,19 @@ def test_refusals_name_the_path_and_write_nothing(
         json.loads((toy_shards / "manifest.json").read_text())["splits"]["train"]["source"].get("fill")
         is None
     )
+
+
+def test_the_model_fill_restores_the_same_one_sample_at_a_time(
+    filled, toy_shards: Path, model_folder: Path, tmp_path: Path
+):
+    out = tmp_path / "one_by_one"
+    args = ["fill", "--from", str(toy_shards), "--out", str(out), "--method", "model", "--split", "val"]
+    assert main([*args, "--model", str(model_folder), "--batch-size", "1", "--no-progress"]) == 0
+    batched, single = members_of(filled["model"]), members_of(out)
+    assert single and set(single) <= set(batched)
+    for patch_id, members in single.items():
+        assert set(members) == set(batched[patch_id])
+        one, eight = decoded(members), decoded(batched[patch_id])
+        assert np.array_equal(one["s2_mask"], eight["s2_mask"])
+        assert np.abs(one["s2"].astype(np.int64) - eight["s2"].astype(np.int64)).max() <= 1
+        assert all(members[k] == batched[patch_id][k] for k in members if "s2" not in k)
