@@ -5,7 +5,7 @@
 
 A medium MAESTRO MAE with its cloud-removal head (random weights: speed does not depend on them)
 restores synthetic 102.4 m tiles the way ``predict --reconstruct s2`` does
-(:func:`predict.reconstruct.restore_tiles`): a year of Sentinel-2 (``--dates``, 73 = one every five
+(:func:`maestro.models.gapfill.restore_batch`, as ``predict --reconstruct`` runs it): a year of Sentinel-2 (``--dates``, 73 = one every five
 days) with a third of its pixels cloudy, restored run by run of the encoder's 16 dates, beside the
 tile's aerial, elevation and Sentinel-1 inputs, in bf16 on GPU. Reading the zone and writing the
 GeoTIFF are not timed. Prints tiles/s and km2/h, writes ``--json`` (default ``$OUT/gapfill_throughput.json``).
@@ -24,10 +24,9 @@ import torch
 
 from bench.pretrain_throughput import device_meta
 from maestro.models.config import EncoderConfig, MAEConfig
-from maestro.models.gapfill import MaestroGapFill
+from maestro.models.gapfill import MaestroGapFill, restore_batch
 from maestro.models.gapfill_config import GapFillConfig
 from maestro.sample import FLAGS
-from predict.reconstruct import restore_tiles
 
 TILE_KM2 = 0.1024**2
 
@@ -77,13 +76,13 @@ def main() -> None:
     batch = synthetic_batch(config, args.tiles, args.dates, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     with autocast:
-        restore_tiles(model, batch, device)  # warm-up
+        restore_batch(model, batch)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         for _ in range(args.steps):
-            restore_tiles(model, batch, device)
+            restore_batch(model, batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / args.steps

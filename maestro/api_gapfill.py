@@ -29,14 +29,15 @@ from einops import rearrange
 from maestro.data.collate import collate_model_samples
 from maestro.data.preprocess import MaestroTransform, PreprocessConfig, preprocess_sample
 from maestro.errors import ConfigError
+from maestro.evaluation.cloudy import as_stored
 from maestro.hub.pretrained import build
 from maestro.hub.weights import Pick
 from maestro.modalities import MODALITIES, Divide, with_companions
-from maestro.models.gapfill import FilledSeries, MaestroGapFill, fill_series, restore_series, to_reflectance
+from maestro.models.gapfill import FilledSeries, MaestroGapFill, fill_series, restore_batch, to_reflectance
 from maestro.models.gapfill_config import GapFillConfig
 from maestro.models.registry import MAESTRO_GAPFILL
 from maestro.models.zoo import load_weights
-from maestro.sample import DATES, FLAGS, INPUTS, TIMES, VALID, Sample
+from maestro.sample import DATES, FLAGS, Sample
 from maestro.training.data import preprocess_for
 from shards.loader import ShardLoader, make_loader
 
@@ -171,11 +172,7 @@ class LoadedGapFill:
         if not samples:
             return []
         batch = collate_model_samples([preprocess_sample(sample, config, train=False) for sample in samples])
-        device = self.device
-        inputs, times, valid = (
-            {k: v.to(device) for k, v in batch[part].items()} for part in (INPUTS, TIMES, VALID)
-        )
-        restored, replaced = restore_series(self.model, inputs, times, valid, batch[FLAGS][key].to(device))
+        restored, replaced = restore_batch(self.model, batch)
         restored, replaced = restored.double().cpu().numpy(), replaced.cpu().numpy()
         return [
             _in_sample_order(
@@ -201,10 +198,7 @@ def _in_sample_order(
     values, replaced = values[:length][back] * factor, flags[:length][back]
     disk = np.empty_like(values)
     disk[:, list(band_indices)] = values
-    if np.issubdtype(raw.dtype, np.integer):
-        info = np.iinfo(raw.dtype)
-        disk = np.clip(np.rint(disk), info.min, info.max)
-    series = np.where(rearrange(replaced, "t h w -> t 1 h w"), disk.astype(raw.dtype), raw)
+    series = np.where(rearrange(replaced, "t h w -> t 1 h w"), as_stored(disk, raw.dtype), raw)
     return RestoredSeries(series, replaced)
 
 

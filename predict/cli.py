@@ -264,7 +264,7 @@ def _reconstruct(args: argparse.Namespace, options: PredictOptions, ranks: Ranks
         device = device_for(args.device, ranks)
         model = load_gapfill(args.model, args.weights, device)
         reconstruct_zone(
-            model, Path(args.zone), Path(args.out), device, batch_size=options.batch_size or 16,
+            model, Path(args.zone), Path(args.out), batch_size=options.batch_size or 16,
             progress=options.progress,
         )  # fmt: skip
     except USER_ERRORS as error:

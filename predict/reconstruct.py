@@ -35,10 +35,9 @@ from maestro.errors import ConfigError
 from maestro.hub.pretrained import build
 from maestro.hub.weights import Pick
 from maestro.modalities import MODALITIES, with_companions
-from maestro.models.gapfill import MaestroGapFill, restore_series
+from maestro.models.gapfill import MaestroGapFill, restore_batch
 from maestro.models.registry import MAESTRO_GAPFILL
 from maestro.models.zoo import load_weights
-from maestro.sample import FLAGS, INPUTS, TIMES, VALID
 from predict.options import MODEL_SOURCES
 from predict.reading import TileReader
 from predict.reconstruct_writer import ROWS_PER_STRIP, RestoredWriter
@@ -62,19 +61,6 @@ def load_gapfill(spec: str, pick: Pick = "ema", device: str | torch.device = "cp
     return model.to(device)
 
 
-@torch.no_grad()
-def restore_tiles(
-    model: MaestroGapFill, batch: dict, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A collated batch of whole-series tiles -> (restored target ``(B, T, C, h, w)`` network units,
-    replaced ``(B, T, h, w)``), by :func:`~maestro.models.gapfill.restore_series`."""
-    key = model.config.target
-    inputs, times, valid = (
-        {k: v.to(device) for k, v in batch[part].items()} for part in (INPUTS, TIMES, VALID)
-    )
-    return restore_series(model, inputs, times, valid, batch[FLAGS][key].to(device))
-
-
 def _target_grid(zone, key: str) -> Grid:
     raster = zone.rasters[key]
     return Grid(raster.transform, raster.width, raster.height, zone.crs)
@@ -84,12 +70,12 @@ def reconstruct_zone(
     model: MaestroGapFill,
     root: Path,
     out: Path,
-    device: torch.device,
     batch_size: int = 16,
     progress: bool = True,
     rows_per_strip: int = ROWS_PER_STRIP,
 ) -> Path:
-    """Restore the cloudy pixels of the zone's target series and write ``out`` (module docstring)."""
+    """Restore the cloudy pixels of the zone's target series and write ``out`` (module docstring),
+    on the model's device."""
     config = model.config
     key = config.target
     specs = model.mae.specs
@@ -119,7 +105,7 @@ def reconstruct_zone(
                 for start in range(0, len(tiles), batch_size):
                     group = tiles[start : start + batch_size]
                     batch = collate_model_samples([reader.read(tile).sample for tile in group])
-                    restored, flags = restore_tiles(model, batch, device)
+                    restored, flags = restore_batch(model, batch)
                     restored = rearrange(restored.cpu().double() * scale, "b t c h w -> b (t c) h w").numpy()
                     for tile, values, flagged in zip(group, restored, flags.cpu().numpy(), strict=True):
                         writer.add(

@@ -19,6 +19,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from maestro.evaluation.cloudy import as_stored
 from maestro.modalities import MODALITIES
 
 ROWS_PER_STRIP = 64
@@ -142,13 +143,9 @@ class RestoredWriter:
         width = self.width
         total, weights = self.total[:, :count, :width], self.weights[:count, :width]
         replaced = self.replaced[:, :count, :width]
-        blended = total / np.maximum(weights, 1e-12)
-        if np.issubdtype(self.dtype, np.integer):
-            info = np.iinfo(self.dtype)
-            blended = np.clip(np.rint(blended), info.min, info.max)
+        blended = as_stored(total / np.maximum(weights, 1e-12), self.dtype)
         raw = self.source.read(window=Window(0, self.top, width, count))
-        mask = np.repeat(replaced, self.num_bands, axis=0)
-        series = np.where(mask, blended.astype(self.dtype), raw)
+        series = np.where(np.repeat(replaced, self.num_bands, axis=0), blended, raw)
         self.pending.append((series, replaced.astype(self.dtype)))
         self.restored_pixels += int(replaced.sum())
         self.done += count

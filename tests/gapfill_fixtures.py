@@ -12,15 +12,24 @@ from maestro.models.config import EncoderConfig, MAEConfig
 from maestro.models.gapfill import MaestroGapFill
 from maestro.models.gapfill_config import GapFillConfig
 
-ENCODER = EncoderConfig(
-    modalities=("s2", "s1_asc"),
-    overrides={"s2": {"num_dates": 4, "patch_size": 5}, "s1_asc": {"num_dates": 2, "patch_size": 5}},
-    size="tiny",
-    width=32,
-    depth=2,
-    inter_depth=1,
-    grid_size=4,
-)
+
+def tiny_encoder(s2_dates: int = 4, s1_dates: int = 2) -> EncoderConfig:
+    """Toy S2 and S1 (10 x 10 px) in 2 x 2 tokens, width 32, two blocks."""
+    return EncoderConfig(
+        modalities=("s2", "s1_asc"),
+        overrides={
+            "s2": {"num_dates": s2_dates, "patch_size": 5},
+            "s1_asc": {"num_dates": s1_dates, "patch_size": 5},
+        },
+        size="tiny",
+        width=32,
+        depth=2,
+        inter_depth=1,
+        grid_size=4,
+    )
+
+
+ENCODER = tiny_encoder()
 """Toy S2 and S1 (10 x 10 px) in 2 x 2 tokens; 4 S2 dates a run, so a toy series takes several."""
 
 

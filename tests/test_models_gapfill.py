@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from gapfill_fixtures import tiny_encoder
 
 from maestro.errors import ConfigError
 from maestro.evaluation.gapfill import linear_interpolation
-from maestro.models.config import EncoderConfig, MAEConfig
+from maestro.models.config import MAEConfig
 from maestro.models.gapfill import (
     MaestroGapFill,
     day_numbers,
@@ -17,15 +18,7 @@ from maestro.models.gapfill import (
 )
 from maestro.models.gapfill_config import GapFillConfig
 
-ENCODER = EncoderConfig(
-    modalities=("s2", "s1_asc"),
-    overrides={"s2": {"num_dates": 6, "patch_size": 5}, "s1_asc": {"num_dates": 3, "patch_size": 5}},
-    size="tiny",
-    width=32,
-    depth=2,
-    inter_depth=1,
-    grid_size=4,
-)
+ENCODER = tiny_encoder(s2_dates=6, s1_dates=3)
 MAE = MAEConfig(encoder=ENCODER, decoder_width=16, decoder_heads=2, decoder_depth=1)
 
 

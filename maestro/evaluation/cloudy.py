@@ -32,6 +32,7 @@ from maestro.sample import DATES, META, Sample
 
 __all__ = [
     "CloudFill",
+    "as_stored",
     "cloud_flags",
     "cloudy_dates",
     "drop_cloudy_dates",
@@ -51,6 +52,16 @@ class CloudFill:
     """``(T_out, H, W)`` bool: pixels whose values were filled (all False when dates are dropped)."""
     dropped: np.ndarray
     """``(T_in,)`` bool: dates of the input removed from the series (all False when filled)."""
+
+
+def as_stored(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float values (filled, restored) in the dtype the raster stores: rounded to the nearest
+    integer and clipped to its range for an integer dtype, cast as they are otherwise."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(dtype)
 
 
 def _mask_key(key: str) -> str:
@@ -142,11 +153,8 @@ def interpolate_cloudy(sample: Sample, key: str = "s2", cloud_threshold: float =
         rearrange(torch.from_numpy(days), "t -> 1 t"),
         rearrange(torch.from_numpy(~flags[order]), "t h w -> 1 t h w"),
     )[0].numpy()[np.argsort(order)]
-    if np.issubdtype(raw.dtype, np.integer):
-        info = np.iinfo(raw.dtype)
-        filled = np.clip(np.rint(filled), info.min, info.max)
     replaced = fillable(flags)
-    series = np.where(rearrange(replaced, "t h w -> t 1 h w"), filled.astype(raw.dtype), raw)
+    series = np.where(rearrange(replaced, "t h w -> t 1 h w"), as_stored(filled, raw.dtype), raw)
     return CloudFill(with_restored(sample, key, series, replaced), replaced, np.zeros(len(raw), dtype=bool))
 
 

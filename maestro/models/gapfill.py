@@ -44,6 +44,7 @@ from maestro.models.gapfill_config import GapFillConfig
 from maestro.models.mae import MaestroMAE
 from maestro.models.pixels import PixelHead
 from maestro.models.registry import register_model_type
+from maestro.sample import FLAGS, INPUTS, TIMES, VALID
 
 Tensors = Mapping[str, Tensor]
 DAYS_PER_YEAR = 365.25
@@ -188,6 +189,17 @@ def _pad_dates(tensor: Tensor, size: int, fill: float | bool = 0) -> Tensor:
         (tensor.shape[0], missing, *tensor.shape[2:]), fill, dtype=tensor.dtype, device=tensor.device
     )
     return torch.cat([tensor, pad], dim=1)
+
+
+@torch.no_grad()
+def restore_batch(model: MaestroGapFill, batch: Mapping[str, Tensors]) -> tuple[Tensor, Tensor]:
+    """:func:`restore_series` of a collated batch of whole-series samples (with the target's
+    ``flags``), moved to the model's device first."""
+    device = next(model.parameters()).device
+    inputs, times, valid = (
+        {k: v.to(device) for k, v in batch[part].items()} for part in (INPUTS, TIMES, VALID)
+    )
+    return restore_series(model, inputs, times, valid, batch[FLAGS][model.config.target].to(device))
 
 
 @torch.no_grad()
