@@ -6,10 +6,11 @@
 #      120 GiB: 192, where bf16 peaks near 66 GiB; a batch that still does not fit is reported and
 #      the largest that fits, halving, is timed instead), with peak memory;
 #   2. numerics: bf16 and FP8 `pretrain` runs of the small model (compiled, same seed, same toy
-#      shards, same batches and masks) side by side on the GPU for NUMERICS_STEPS steps, with
-#      `trainer.fp8_min_features` lowered to the small encoder's width so that its blocks convert;
-#      the loss of both in one CSV; the FP8 run's checkpoint loaded into a plain bf16 encoder (the
-#      key sets compared); a token-level linear probe (finetune/linear_probe.py) of both encoders.
+#      shards, so the same batches and masks), one after the other, each alone on the GPU, for
+#      NUMERICS_STEPS steps, with `trainer.fp8_min_features` lowered to the small encoder's width
+#      so that its blocks convert; the loss of both in one CSV and each run's median step time;
+#      the FP8 run's checkpoint loaded into a plain bf16 encoder (the key sets compared); once both
+#      runs are complete, a token-level linear probe (finetune/linear_probe.py) of both encoders.
 #
 # Run from the repository root, `bash bench/fp8_device_run.sh`, on a GPU machine where wheels of
 # the packages its image lacks (webdataset, rasterio, segmentation-models-pytorch, pystac, torchao
@@ -18,23 +19,29 @@
 # and fp8_device_run.log.
 #
 # Expected on an H100 or H200: ~25 s set-up, ~4.5 min throughput (two whole-model compiles of ~2 min
-# each); ~35 s of toy shards, ~4 min of numerics runs, ~1 min of checks and probes. The two phases
-# do not fit one 10-minute call: run them in two (PHASES=throughput, then PHASES=numerics).
+# each); ~35 s of toy shards, then the numerics runs, which need more than one 10-minute call: a run
+# that the call's time stops saves a checkpoint (SIGTERM), and calling again with PHASES=numerics on
+# the same machine (WORK, in the ignored .bench/ of the checkout, survives between calls while the
+# machine stays warm) resumes it, skips a run that is complete, and probes once both are. Epochs of
+# NUMERICS_EPOCH batches are seeded by their number, so a resumed run streams the batches of an
+# uninterrupted one, except for the start of the epoch it was stopped in, which it replays.
 #
 # Settings (environment):
-#   PHASES          "throughput numerics" (either alone: run them in two calls for longer numerics)
-#   TOTAL_S         570; the numerics runs get what is left of it, at most NUMERICS_MAX_S (380),
-#                   and are stopped (SIGTERM, a checkpoint) when it runs out
+#   PHASES          "throughput numerics" (either alone)
+#   TOTAL_S         570; the numerics runs get what is left of it less NUMERICS_RESERVE_S (150, for
+#                   the checks, probes and summary), and are stopped (SIGTERM, a checkpoint) then
 #   NUMERICS_SIZE   small; NUMERICS_MIN_FEATURES 384 (at the default 512 the small encoder, width
 #                   384, has no layer that converts, only its decoders, width 512, do)
-#   NUMERICS_STEPS  2000; NUMERICS_BATCH 32 per run; NUMERICS_COMPILE true (eager FP8 is ~3x slower)
+#   NUMERICS_STEPS  2000 in epochs of NUMERICS_EPOCH (100) batches, checkpointed after each epoch;
+#                   NUMERICS_BATCH 32; NUMERICS_COMPILE true (eager FP8 is ~3x slower)
+#   WORK            .bench/fp8_work (toy shards and the two runs); OUT /tmp/fp8_out
 #   TOY_PATCHES 128; BATCH auto (256, or 192 on a card under 120 GiB)
 #   FP8_RUN_SMOKE=1 CPU and tiny models, to check the script itself (the FP8 run is then refused)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 OUT="${OUT:-/tmp/fp8_out}"
-WORK="${WORK:-/tmp/fp8_work}"
+WORK="${WORK:-.bench/fp8_work}"
 PHASES="${PHASES:-throughput numerics}"
 TOTAL_S="${TOTAL_S:-570}"
 NUMERICS_SIZE="${NUMERICS_SIZE:-small}"
@@ -43,9 +50,11 @@ NUMERICS_STEPS="${NUMERICS_STEPS:-2000}"
 NUMERICS_BATCH="${NUMERICS_BATCH:-32}"
 NUMERICS_COMPILE="${NUMERICS_COMPILE:-true}"
 TOY_PATCHES="${TOY_PATCHES:-128}"
-NUMERICS_MAX_S="${NUMERICS_MAX_S:-380}"
+NUMERICS_EPOCH="${NUMERICS_EPOCH:-100}"
+NUMERICS_RESERVE_S="${NUMERICS_RESERVE_S:-150}"
 SMOKE="${FP8_RUN_SMOKE:-0}"
 mkdir -p "$OUT" "$WORK"
+WORK="$(cd "$WORK" && pwd)"
 exec > >(tee -a "$OUT/fp8_device_run.log") 2>&1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 left() { echo $((TOTAL_S - (SECONDS - start))); }
@@ -106,42 +115,43 @@ if [[ " $PHASES " == *" numerics "* ]]; then
       $PY -m shards.cli build --root "$WORK/flairhub" --split train val --out "$WORK/shards" --max-count 8 \
         --workers "$(nproc)" --no-progress >/dev/null || { say "toy shards failed"; exit 1; }
   fi
-  seconds=$(($(left) - 150))  # what is left, less the checks, probes and summary after the runs
-  [ "$seconds" -gt "$NUMERICS_MAX_S" ] && seconds=$NUMERICS_MAX_S
-  if [ "$seconds" -lt 60 ]; then
-    say "numerics skipped: ${seconds} s left of TOTAL_S=$TOTAL_S (run again with PHASES=numerics)"
-    PHASES="${PHASES/numerics/}"
-  fi
-fi
-if [[ " $PHASES " == *" numerics "* ]]; then
-  workers=$(( ($(nproc) - 2) / 2 )); [ "$workers" -lt 1 ] && workers=1
-  say "numerics: bf16 and fp8 pretrain runs side by side for ${seconds} s, $workers loader workers each"
-  pids=()
+  workers=$(($(nproc) - 2)); [ "$workers" -lt 1 ] && workers=1
+  complete=0
   for precision in bf16-mixed fp8; do
-    rm -rf "$WORK/run-$precision"
-    $PY -m pretrain.cli --config configs/pretrain/flairhub_medium.yaml "${numerics_model[@]}" \
-      --accelerator "$accelerator" --devices 1 --strategy auto --output-dir "$WORK/run-$precision" \
+    run="$WORK/run-$precision"
+    if [ -f "$run/numerics.done" ]; then
+      say "numerics, $precision: complete ($NUMERICS_STEPS steps)"; complete=$((complete + 1)); continue
+    fi
+    seconds=$(($(left) - NUMERICS_RESERVE_S))
+    if [ "$seconds" -lt 90 ]; then
+      say "numerics, $precision: ${seconds} s left of TOTAL_S=$TOTAL_S; run again with PHASES=numerics (it resumes)"
+      break
+    fi
+    resume=()
+    if ls "$run"/checkpoints/*.ckpt >/dev/null 2>&1; then resume=(--resume); else rm -rf "$run"; fi
+    say "numerics, $precision: ${resume[*]:-fresh run} for at most ${seconds} s, $workers loader workers"
+    $PY -m pretrain.cli --config configs/pretrain/flairhub_medium.yaml "${numerics_model[@]}" "${resume[@]}" \
+      --accelerator "$accelerator" --devices 1 --strategy auto --output-dir "$run" \
       data.train="$WORK/shards" data.val=null data.batch_size="$NUMERICS_BATCH" data.num_workers="$workers" \
-      data.batches_per_epoch="$NUMERICS_STEPS" trainer.max_epochs=1 trainer.max_steps="$NUMERICS_STEPS" \
-      trainer.precision="$precision" trainer.compile="$NUMERICS_COMPILE" trainer.seed=0 trainer.log_every_n_steps=5 trainer.checkpoint_every_n_steps=100 \
-      trainer.keep_checkpoints=1 trainer.reconstruction_every_n_steps=0 optim.warmup_fraction=0.05 \
-      >"$WORK/run-$precision.log" 2>&1 &
-    pids+=($!)
+      data.batches_per_epoch="$NUMERICS_EPOCH" trainer.max_epochs=$((NUMERICS_STEPS / NUMERICS_EPOCH)) \
+      trainer.precision="$precision" trainer.compile="$NUMERICS_COMPILE" trainer.seed=0 trainer.log_every_n_steps=5 \
+      trainer.checkpoint_every_n_steps="$NUMERICS_EPOCH" trainer.keep_checkpoints=1 \
+      trainer.reconstruction_every_n_steps=0 optim.warmup_fraction=0.05 >>"$run.log" 2>&1 &
+    pid=$!
+    until_s=$((SECONDS + seconds))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$until_s" ]; do sleep 2; done
+    kill -TERM "$pid" 2>/dev/null  # the trainer saves a checkpoint and stops at the next step
+    until_s=$((SECONDS + 40))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$until_s" ]; do sleep 1; done
+    kill -KILL "$pid" 2>/dev/null  # only if SIGTERM did not stop it
+    wait "$pid"; status=$?
+    say "numerics, $precision: pretrain exited with $status; last lines of its log:"
+    grep -v "register_constant" "$run.log" | grep -E "fp8:|Error|error|stopped|global batch" | tail -n 6 | cut -c1-600
+    tail -n 2 "$run.log" | cut -c1-600
+    if [ "$status" -eq 0 ]; then touch "$run/numerics.done"; complete=$((complete + 1)); else break; fi
   done
-  alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
-  until_s=$((SECONDS + seconds))
-  while alive && [ "$SECONDS" -lt "$until_s" ]; do sleep 2; done
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done  # the trainer stops at the next step
-  until_s=$((SECONDS + 40))
-  while alive && [ "$SECONDS" -lt "$until_s" ]; do sleep 1; done
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done  # only if SIGTERM did not stop it
-  for pid in "${pids[@]}"; do wait "$pid"; echo "pretrain process $pid exited with $?"; done
-  for precision in bf16-mixed fp8; do
-    say "pretrain $precision: last lines of its log"
-    grep -v "register_constant" "$WORK/run-$precision.log" | grep -E "fp8:|Error|error|stopped|global batch" | tail -n 8 | cut -c1-600
-    tail -n 3 "$WORK/run-$precision.log"
-  done
-  WORK="$WORK" OUT="$OUT" $PY - <<'PY'
+  [ "$complete" -eq 2 ] && say "numerics: both runs complete" || say "numerics: incomplete (run again with PHASES=numerics to resume)"
+  COMPLETE="$complete" WORK="$WORK" OUT="$OUT" $PY - <<'PY'
 """Both runs' logged losses side by side, and the FP8 checkpoint loaded into a plain bf16 encoder."""
 import csv, os
 from pathlib import Path
@@ -149,13 +159,18 @@ from pathlib import Path
 import torch
 
 work, out = Path(os.environ["WORK"]), Path(os.environ["OUT"])
-losses = {}
+losses, pace = {}, {}
 for precision in ("bf16-mixed", "fp8"):
-    rows = {}
-    for path in sorted((work / f"run-{precision}").glob("csv/version_*/metrics.csv")):
+    rows, seconds = {}, []
+    for path in sorted((work / f"run-{precision}").glob("csv/version_*/metrics.csv")):  # one per (re)start
         with path.open() as handle:
-            rows.update({int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")})
+            for r in csv.DictReader(handle):
+                if r.get("train/loss"):
+                    rows[int(r["step"])] = float(r["train/loss"])
+                if r.get("perf/step_seconds"):
+                    seconds.append(float(r["perf/step_seconds"]))
     losses[precision] = rows
+    pace[precision] = sorted(seconds)[len(seconds) // 2] if seconds else float("nan")
 steps = sorted(set(losses["bf16-mixed"]) | set(losses["fp8"]))
 with (out / "numerics_loss.csv").open("w", newline="") as handle:
     writer = csv.writer(handle)
@@ -164,7 +179,8 @@ with (out / "numerics_loss.csv").open("w", newline="") as handle:
         writer.writerow([step, losses["bf16-mixed"].get(step, ""), losses["fp8"].get(step, "")])
 common = [s for s in steps if s in losses["bf16-mixed"] and s in losses["fp8"]]
 lines = [f"steps logged: bf16 {len(losses['bf16-mixed'])} (last {max(losses['bf16-mixed'], default=None)}), "
-         f"fp8 {len(losses['fp8'])} (last {max(losses['fp8'], default=None)})"]
+         f"fp8 {len(losses['fp8'])} (last {max(losses['fp8'], default=None)})",
+         f"median step (each run alone on the GPU): bf16 {pace['bf16-mixed'] * 1e3:.1f} ms, fp8 {pace['fp8'] * 1e3:.1f} ms"]
 if len(common) >= 4:
     tail = common[-max(len(common) // 5, 2):]
     a = sum(losses["bf16-mixed"][s] for s in tail) / len(tail)
@@ -188,6 +204,8 @@ try:
 except Exception as error:  # reported, the summary goes on
     lines.append(f"FP8 checkpoint check failed: {type(error).__name__}: {error}")
 try:  # the encoders' features: a token-level linear probe of each (CPU), on the toy's val split
+    if os.environ["COMPLETE"] != "2":
+        raise RuntimeError("not run: the probes compare the two complete runs")
     from finetune.linear_probe import TARGETS, linear_probe_scores, probe_encoders, token_features
     from maestro.tasks import get_task
 
