@@ -11,7 +11,11 @@
 # the packages its image lacks lie in .whl/ (installed into /tmp/site first). Results land in $OUT:
 # finetune_throughput.json, compare.json and finetune_device_run.log (the tables are in the log).
 # Each part runs under a timeout (FINETUNE_S 330, COMPARE_S 220): results are saved after every
-# configuration, so a part cut short still reports what it measured.
+# configuration, so a part cut short still reports what it measured. A whole-model compile of the
+# medium fine-tuning network takes ~200 s on an H100 or H200, so one call holds about two of them:
+# choose with PARTS ("finetune compare"), HEADS ("uperfuse maestro"), PRECISIONS ("bf16 fp8"),
+# COMPARE_MODELS ("maestro swin-utae") and COMPARE_MODES ("eager compile"); each part starts a
+# fresh process, so PARTS="compare" COMPARE_MODELS=swin-utae compiles Swin-UTAE alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/finetune_out}"
@@ -31,13 +35,25 @@ else
 fi
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 
-say "fine-tuning step, both heads, compiled, batch $BATCH, bf16 and fp8"
-timeout -s INT "${FINETUNE_S:-330}" python3 bench/finetune_throughput.py --heads uperfuse maestro --modes compile \
-  --batch-sizes "$BATCH" --precision bf16 fp8 --warmup 2 --steps 6 --json "$OUT/finetune_throughput.json" \
-  2>&1 | grep --line-buffered -v "register_constant"
+PARTS="${PARTS:-finetune compare}"
+HEADS="${HEADS:-uperfuse maestro}"
+PRECISIONS="${PRECISIONS:-bf16 fp8}"
+COMPARE_MODELS="${COMPARE_MODELS:-maestro swin-utae}"
+COMPARE_MODES="${COMPARE_MODES:-eager compile}"
 
-say "Swin-UTAE and MAESTRO on LPIS-I, batch $COMPARE_BATCH, eager and compiled"
-timeout -s INT "${COMPARE_S:-220}" python3 bench/compare.py --throughput --configs LPIS-I --modes eager compile \
-  --batch-sizes "$COMPARE_BATCH" --warmup 2 --steps 8 --json "$OUT/compare.json" \
-  2>&1 | grep --line-buffered -v "register_constant"
+if [[ " $PARTS " == *" finetune "* ]]; then
+  say "fine-tuning step, heads: $HEADS, compiled, batch $BATCH, precisions: $PRECISIONS"
+  # shellcheck disable=SC2086  # the lists split into arguments
+  timeout -s INT "${FINETUNE_S:-330}" python3 bench/finetune_throughput.py --heads $HEADS --modes compile \
+    --batch-sizes "$BATCH" --precision $PRECISIONS --warmup 2 --steps 6 --json "$OUT/finetune_throughput.json" \
+    2>&1 | grep --line-buffered -v "register_constant"
+fi
+
+if [[ " $PARTS " == *" compare "* ]]; then
+  say "LPIS-I, models: $COMPARE_MODELS, batch $COMPARE_BATCH, modes: $COMPARE_MODES"
+  # shellcheck disable=SC2086
+  timeout -s INT "${COMPARE_S:-220}" python3 bench/compare.py --throughput --configs LPIS-I --models $COMPARE_MODELS \
+    --modes $COMPARE_MODES --batch-sizes "$COMPARE_BATCH" --warmup 2 --steps 8 --json "$OUT/compare.json" \
+    2>&1 | grep --line-buffered -v "register_constant"
+fi
 say "done"
