@@ -16,8 +16,12 @@ a narrow Swin and U-TAE); ``--scale full`` the paper's sizes (MAESTRO medium, Sw
 size (built on the meta device, no weights) against the published one. ``--throughput``: training
 step samples/s of LC-A and LPIS-I at full size on synthetic batches (bf16 autocast, fused AdamW),
 per batch size, for Swin-UTAE and for MAESTRO (medium, uperfuse) on the same inputs, eager and/or
-with each network's forward compiled (``--modes eager compile``). Tables print
-as markdown; the results also go to ``$OUT/compare.json`` when ``OUT`` is set (or ``--json``).
+with each network's forward compiled (``--modes eager compile``). Each measurement runs in a child
+process of its own (``--no-isolate`` keeps them in one): a compile that aborts the process (torch
+2.11 compiling Swin-UTAE's GroupNorm on an H200 did, with a C++ error) is then one row reported as
+crashed, with its signal and the end of its stderr, and each network compiles in a fresh process.
+Tables print as markdown; the results also go to ``$OUT/compare.json`` when ``OUT`` is set (or
+``--json``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import argparse
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -289,6 +295,35 @@ def measure(
     return record
 
 
+def run_child(command: list[str], result: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run ``command``, a process that writes ``{"runs": [...]}`` to ``result``, and return its runs;
+    a process that dies first (an abort, a segfault, a kill) gives ``record`` with status
+    ``crashed``, how it ended and the last lines of its stderr, so the other measurements go on."""
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    if done.returncode == 0 and result.is_file():
+        return json.loads(result.read_text())["runs"]
+    ended = (
+        f"signal {signal.Signals(-done.returncode).name}"
+        if done.returncode < 0
+        else f"exit {done.returncode}"
+    )
+    tail = [line for line in done.stderr.splitlines() if line.strip()][-5:]
+    return [{**record, "status": f"crashed ({ended})", "error": " | ".join(tail)[-600:]}]
+
+
+def measure_isolated(
+    name: str, key: str, batch_size: int, mode: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """:func:`measure` in a child process of this script (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="compare-") as folder:
+        result = Path(folder) / "run.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--throughput", "--no-isolate"]
+        command += ["--configs", key, "--models", name, "--modes", mode, "--batch-sizes", str(batch_size)]
+        command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--json", str(result)]
+        record = {"model": name, "config": key, "batch": batch_size, "mode": mode}
+        return run_child(command, result, record)
+
+
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
@@ -299,12 +334,15 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         for name in args.models:
             for mode in args.modes:
                 for size in args.batch_sizes:
-                    runs.append(measure(name, key, size, mode, args, device))
+                    if args.isolate:
+                        runs.extend(measure_isolated(name, key, size, mode, args))
+                    else:
+                        runs.append(measure(name, key, size, mode, args, device))
                     log.info("%s", runs[-1])
                     if args.json is not None:  # after every run: a run cut short keeps what it measured
                         args.json.parent.mkdir(parents=True, exist_ok=True)
                         args.json.write_text(json.dumps({"mode": "throughput", "runs": runs}, indent=2))
-                    if mode == "compile":
+                    if mode == "compile" and not args.isolate:
                         torch._dynamo.reset()
     print(
         "| configuration | model | mode | batch | samples/s | step ms | peak GiB | params M | first step s |"
@@ -313,7 +351,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     for r in runs:
         if r.get("status") != "ok":
             print(
-                f"| {r['config']} | {r['model']} | {r['mode']} | {r['batch']} | {r.get('status')} | | | | |"
+                f"| {r['config']} | {r['model']} | {r['mode']} | {r['batch']} | {r.get('status')} "
+                f"{r.get('error', '')[:80]} | | | | |"
             )
             continue
         print(
@@ -360,6 +399,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["eager", "compile"],
         default=["eager"],
         help="--throughput: eager, and/or each model's forward under torch.compile",
+    )
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--throughput: each measurement in a child process (a crash is one reported row)",
     )
     parser.add_argument("--warmup", type=int, default=3, help="--throughput")
     parser.add_argument("--steps", type=int, default=10, help="--throughput")

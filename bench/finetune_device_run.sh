@@ -14,8 +14,8 @@
 # configuration, so a part cut short still reports what it measured. A whole-model compile of the
 # medium fine-tuning network takes ~200 s on an H100 or H200, so one call holds about two of them:
 # choose with PARTS ("finetune compare"), HEADS ("uperfuse maestro"), PRECISIONS ("bf16 fp8"),
-# COMPARE_MODELS ("maestro swin-utae") and COMPARE_MODES ("eager compile"); each part starts a
-# fresh process, so PARTS="compare" COMPARE_MODELS=swin-utae compiles Swin-UTAE alone.
+# COMPARE_MODELS ("maestro swin-utae") and COMPARE_MODES ("eager compile"). bench/compare.py runs
+# each of its measurements in a process of its own, so a compile that aborts is one reported row.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/finetune_out}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -140,3 +141,61 @@ def test_scaling_reports_a_synthetic_step_that_did_not_run(monkeypatch, tmp_path
     }
     result = bench.synthetic_result({**fitted, "flops": {"medium": {"total": 2e9}}}, "medium", out)
     assert (result["batch"], result["requested_batch"], result["samples_per_s"]) == (128, 256, 500.0)
+
+
+@pytest.mark.parametrize(
+    ("child", "expected"),
+    [
+        (
+            "import os, sys; print('compiling GroupNorm', file=sys.stderr); os.abort()",
+            "crashed (signal SIGABRT)",
+        ),
+        ("import sys; sys.exit(3)", "crashed (exit 3)"),
+    ],
+)
+def test_compare_reports_a_measurement_whose_process_died(monkeypatch, tmp_path, child, expected):
+    """A compile that aborts the process (a C++ error) is one reported row, not the end of the bench."""
+    bench = load_bench("compare", monkeypatch)
+    record = {"model": "swin-utae", "config": "LPIS-I", "batch": 32, "mode": "compile"}
+    [run] = bench.run_child([sys.executable, "-c", child], tmp_path / "run.json", record)
+    assert run == {**record, "status": expected, "error": run["error"]}
+    if "abort" in child:
+        assert run["error"].endswith("compiling GroupNorm")
+
+
+def test_compare_reads_the_runs_of_a_measurement_that_finished(monkeypatch, tmp_path):
+    bench = load_bench("compare", monkeypatch)
+    result = tmp_path / "run.json"
+    runs = [{"model": "maestro", "status": "ok", "samples_per_s": 372.5}]
+    child = (
+        f"import json, pathlib; pathlib.Path({str(result)!r}).write_text(json.dumps({{'runs': {runs!r}}}))"
+    )
+    assert bench.run_child([sys.executable, "-c", child], result, {"model": "maestro"}) == runs
+
+
+def test_compare_isolates_each_throughput_measurement(monkeypatch, tmp_path):
+    """Each (configuration, model, mode, batch) runs as this script in a child process, whose
+    arguments name that one measurement and keep it in its process."""
+    bench = load_bench("compare", monkeypatch)
+    commands = []
+
+    def fake_child(command, result, record):
+        commands.append(command)
+        return [
+            {
+                **record,
+                "status": "ok",
+                "samples_per_s": 1.0,
+                "step_ms": 1.0,
+                "params_m": 1.0,
+                "first_step_s": 1.0,
+            }
+        ]
+
+    monkeypatch.setattr(bench, "run_child", fake_child)
+    out = tmp_path / "compare.json"
+    argv = ["--throughput", "--configs", "LPIS-I", "--models", "maestro", "swin-utae", "--modes", "compile"]
+    assert bench.main([*argv, "--batch-sizes", "32", "--json", str(out)]) == 0
+    assert [c[c.index("--models") + 1] for c in commands] == ["maestro", "swin-utae"]
+    assert all("--no-isolate" in c and c[c.index("--batch-sizes") + 1] == "32" for c in commands)
+    assert len(json.loads(out.read_text())["runs"]) == 2
