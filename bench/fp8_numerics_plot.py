@@ -1,11 +1,13 @@
 """Loss curves of the FP8 numerics run side by side: bf16 and FP8 pretraining from the same seed.
 
-    PYTHONPATH=. python bench/fp8_numerics_plot.py numerics_loss.csv --out docs/fp8_numerics.png
+    PYTHONPATH=. python bench/fp8_numerics_plot.py docs/fp8_numerics_loss.csv --out docs/fp8_numerics.png
 
 Reads the ``step, bf16_loss, fp8_loss`` CSV that ``bench/fp8_device_run.sh`` writes (phase
-``numerics``) and draws both training losses (a running mean over ``--window`` logged points, the raw
-points faint) and, below, the FP8 run's relative difference to bf16 on the steps both logged.
-Prints the mean loss of each run over the last fifth of the common steps and their ratio.
+``numerics``; the H100 run of BENCHMARKS.md is kept as docs/fp8_numerics_loss.csv) and draws both
+training losses (a running mean over ``--window`` logged points, the raw points faint) and, below,
+the FP8 run's relative difference to bf16 on the steps both logged. Prints, as a markdown table,
+the mean loss of each run over each of ``--ranges`` (1-based optimizer steps, the CSV's 0-based
+``step`` + 1) and over the last fifth of the common steps, and their ratio.
 """
 
 from __future__ import annotations
@@ -41,6 +43,30 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
 
 
+def range_rows(losses: dict[str, dict[int, float]], ranges: list[tuple[int, int]]) -> list[str]:
+    """Markdown rows ``| first-last | bf16 | fp8 | fp8 / bf16 - 1 |`` over the steps both runs logged
+    in each 1-based range (ranges with no such step are left out), then the last fifth."""
+    common = sorted(set(losses["bf16"]) & set(losses["fp8"]))
+    spans = [(f"{lo}-{hi}", [s for s in common if lo <= s + 1 <= hi]) for lo, hi in ranges]
+    tail = common[-max(len(common) // 5, 1) :]
+    spans.append((f"last fifth ({tail[0] + 1}-{tail[-1] + 1})", tail))
+    rows = ["| steps | bf16 loss | FP8 loss | FP8 / bf16 - 1 |", "|---|---:|---:|---:|"]
+    for label, steps in spans:
+        if steps:
+            a = float(np.mean([losses["bf16"][s] for s in steps]))
+            b = float(np.mean([losses["fp8"][s] for s in steps]))
+            rows.append(f"| {label} | {a:.4f} | {b:.4f} | {100 * (b / a - 1):+.2f} % |")
+    return rows
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    try:
+        return int(first), int(last)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a range is FIRST-LAST, e.g. 501-1000, got {text!r}") from None
+
+
 def plot(losses: dict[str, dict[int, float]], window: int) -> Figure:
     figure = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
@@ -62,25 +88,27 @@ def plot(losses: dict[str, dict[int, float]], window: int) -> Figure:
     return figure
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("csv", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/fp8_numerics.png"))
     parser.add_argument("--window", type=int, default=20, help="logged points per running mean")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--ranges",
+        nargs="+",
+        type=parse_range,
+        default=[(1, 100), (101, 300), (301, 500), (501, 1000), (1001, 1500), (1501, 2000)],
+        help="1-based step ranges of the table, FIRST-LAST each",
+    )
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     losses = read_losses(args.csv)
     common = sorted(set(losses["bf16"]) & set(losses["fp8"]))
     if len(common) < 2:
         raise SystemExit(f"{args.csv}: fewer than two steps logged by both runs")
-    tail = common[-max(len(common) // 5, 1) :]
-    a = float(np.mean([losses["bf16"][s] for s in tail]))
-    b = float(np.mean([losses["fp8"][s] for s in tail]))
-    print(
-        f"last {len(tail)} common logged steps ({tail[0]}..{tail[-1]}): bf16 {a:.4f}, fp8 {b:.4f}, {b / a - 1:+.2%}"
-    )
+    print("\n".join(range_rows(losses, args.ranges)))
     log.info("wrote %s", save_figure(plot(losses, args.window), args.out, dpi=120))
 
 

@@ -199,3 +199,17 @@ def test_compare_isolates_each_throughput_measurement(monkeypatch, tmp_path):
     assert [c[c.index("--models") + 1] for c in commands] == ["maestro", "swin-utae"]
     assert all("--no-isolate" in c and c[c.index("--batch-sizes") + 1] == "32" for c in commands)
     assert len(json.loads(out.read_text())["runs"]) == 2
+
+
+def test_fp8_numerics_table_averages_each_range_over_the_steps_both_runs_logged(monkeypatch):
+    bench = load_bench("fp8_numerics_plot", monkeypatch)
+    # 0-based steps as the CSV logs them; step 9 only in bf16, so it is left out of every mean
+    losses = {"bf16": {0: 1.0, 4: 0.8, 9: 0.1, 14: 0.5}, "fp8": {0: 1.0, 4: 0.9, 14: 0.5}}
+    rows = bench.range_rows(losses, [(1, 5), (6, 15), (100, 200)])
+    assert rows[2:] == [
+        "| 1-5 | 0.9000 | 0.9500 | +5.56 % |",
+        "| 6-15 | 0.5000 | 0.5000 | +0.00 % |",
+        "| last fifth (15-15) | 0.5000 | 0.5000 | +0.00 % |",
+    ]
+    with pytest.raises(Exception, match="FIRST-LAST"):
+        bench.parse_range("500")
