@@ -295,11 +295,15 @@ def measure(
     return record
 
 
-def run_child(command: list[str], result: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+def run_child(
+    command: list[str], result: Path, record: dict[str, Any], env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Run ``command``, a process that writes ``{"runs": [...]}`` to ``result``, and return its runs;
     a process that dies first (an abort, a segfault, a kill) gives ``record`` with status
     ``crashed``, how it ended and the last lines of its stderr, so the other measurements go on."""
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False, env=env
+    )
     if done.returncode == 0 and result.is_file():
         return json.loads(result.read_text())["runs"]
     ended = (
@@ -321,7 +325,13 @@ def measure_isolated(
         command += ["--configs", key, "--models", name, "--modes", mode, "--batch-sizes", str(batch_size)]
         command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--json", str(result)]
         record = {"model": name, "config": key, "batch": batch_size, "mode": mode}
-        return run_child(command, result, record)
+        # the script imports the repository's packages (bench, maestro): its root on the child's path
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        }
+        return run_child(command, result, record, env)
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:

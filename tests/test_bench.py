@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -179,7 +180,8 @@ def test_compare_isolates_each_throughput_measurement(monkeypatch, tmp_path):
     bench = load_bench("compare", monkeypatch)
     commands = []
 
-    def fake_child(command, result, record):
+    def fake_child(command, result, record, env):
+        assert env["PYTHONPATH"].split(os.pathsep)[0] == str(BENCH.parent.resolve())
         commands.append(command)
         return [
             {
