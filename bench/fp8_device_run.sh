@@ -14,9 +14,9 @@
 #
 # Run from the repository root, `bash bench/fp8_device_run.sh`, on a GPU machine where wheels of
 # the packages its image lacks (webdataset, rasterio, segmentation-models-pytorch, pystac, torchao
-# 0.18.0) lie in .whl/; they are installed into /tmp/site first. Everything lands in $OUT (5 files):
-# pretrain_throughput_compiled.json, pretrain_throughput_eager.json, numerics_loss.csv, summary.md
-# and fp8_device_run.log.
+# 0.18.0) lie in .whl/; they are installed into /tmp/site first. Everything lands in $OUT (6 files):
+# pretrain_throughput_compiled.json, pretrain_throughput_eager.json, numerics_loss.csv,
+# fp8_numerics.png (bench/fp8_numerics_plot.py), summary.md and fp8_device_run.log.
 #
 # Expected on an H100 or H200: ~25 s set-up, ~4.5 min throughput (two whole-model compiles of ~2 min
 # each); ~35 s of toy shards, then the numerics runs, which need more than one 10-minute call: a run
@@ -177,16 +177,9 @@ with (out / "numerics_loss.csv").open("w", newline="") as handle:
     writer.writerow(["step", "bf16_loss", "fp8_loss"])
     for step in steps:
         writer.writerow([step, losses["bf16-mixed"].get(step, ""), losses["fp8"].get(step, "")])
-common = [s for s in steps if s in losses["bf16-mixed"] and s in losses["fp8"]]
 lines = [f"steps logged: bf16 {len(losses['bf16-mixed'])} (last {max(losses['bf16-mixed'], default=None)}), "
          f"fp8 {len(losses['fp8'])} (last {max(losses['fp8'], default=None)})",
          f"median step (each run alone on the GPU): bf16 {pace['bf16-mixed'] * 1e3:.1f} ms, fp8 {pace['fp8'] * 1e3:.1f} ms"]
-if len(common) >= 4:
-    tail = common[-max(len(common) // 5, 2):]
-    a = sum(losses["bf16-mixed"][s] for s in tail) / len(tail)
-    b = sum(losses["fp8"][s] for s in tail) / len(tail)
-    lines.append(f"mean loss over the last {len(tail)} common logged steps ({tail[0]}..{tail[-1]}): "
-                 f"bf16 {a:.4f}, fp8 {b:.4f}, fp8/bf16 - 1 = {b / a - 1:+.2%}")
 try:
     from maestro.hub.folder import load_strict
     from maestro.models.encoder import MaestroEncoder
@@ -230,6 +223,8 @@ except Exception as error:  # reported, the summary goes on
 (out / "numerics.txt").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+  # the loss per range of steps and the figure, as BENCHMARKS.md shows them (says so when a run has no steps)
+  $PY bench/fp8_numerics_plot.py "$OUT/numerics_loss.csv" --out "$OUT/fp8_numerics.png" | tee -a "$OUT/numerics.txt"
 fi
 
 # ---------------------------------------------------------------------------------- summary

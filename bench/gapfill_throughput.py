@@ -5,8 +5,8 @@
 
 A medium MAESTRO MAE with its cloud-removal head (random weights: speed does not depend on them)
 restores synthetic 102.4 m tiles the way ``predict --reconstruct s2`` does
-(:func:`maestro.models.gapfill.restore_batch`, as ``predict --reconstruct`` runs it): a year of Sentinel-2 (``--dates``, 73 = one every five
-days) with a third of its pixels cloudy, restored run by run of the encoder's 16 dates, beside the
+(:func:`maestro.models.gapfill.restore_batch`): a year of Sentinel-2 (``--dates``, 73 = one every
+five days) with a third of its pixels cloudy, restored run by run of the encoder's 16 dates, beside the
 tile's aerial, elevation and Sentinel-1 inputs, in bf16 on GPU. Reading the zone and writing the
 GeoTIFF are not timed. Prints tiles/s and km2/h, writes ``--json`` (default ``$OUT/gapfill_throughput.json``).
 """

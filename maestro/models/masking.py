@@ -128,17 +128,16 @@ def draw_priors(
     priors: MaskPriors,
     device: torch.device,
     generator: Randomness = None,
-    draws: int = 1,
 ) -> dict[str, Tensor]:
-    """``draws`` independent draws of the OR-combined structured priors, ``{modality: (draws * B,
-    T, G, N) bool}``, draw-major: row ``r * B + b`` is sample ``b``'s draw ``r``.
+    """One draw of the OR-combined structured priors, ``{modality: (B, T, G, N) bool}``
+    (:func:`sample_mask` draws its candidates the same way, several at once).
 
     A prior only applies where it is structural: the modality prior in sequences holding several
     modalities (``group_sizes``), the date prior for time series, the band-group prior with
     several band groups. The location prior is drawn per modality on its own token grid.
     """
     units = _prior_units(layouts, group_sizes)
-    uniform = _uniforms([(draws, *shape) for _, _, shape in units], batch_size, device, generator)
+    uniform = _uniforms([(1, *shape) for _, _, shape in units], batch_size, device, generator)
     return _combine_priors(layouts, units, uniform, priors)
 
 
@@ -163,7 +162,9 @@ def _prior_units(layouts: Mapping[str, TokenLayout], group_sizes: Mapping[str, i
 def _combine_priors(
     layouts: Mapping[str, TokenLayout], units: PriorUnits, uniform: Sequence[Tensor], priors: MaskPriors
 ) -> dict[str, Tensor]:
-    """Uniforms ``(B, draws, T, G, N)`` per unit -> the OR-combined priors of :func:`draw_priors`."""
+    """Uniforms ``(B, draws, T, G, N)`` per unit -> ``draws`` draws of the OR-combined priors,
+    ``{modality: (draws * B, T, G, N) bool}``, draw-major: row ``r * B + b`` is sample ``b``'s
+    draw ``r``."""
     chosen: dict[str, Tensor] = {}
     for (key, prior, _), u in zip(units, uniform, strict=True):
         hit = rearrange(u < getattr(priors, prior), "b r t g n -> r b t g n")
