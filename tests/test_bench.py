@@ -40,6 +40,7 @@ def load_bench(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(BENCH.parent))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -215,3 +216,20 @@ def test_fp8_numerics_table_averages_each_range_over_the_steps_both_runs_logged(
     ]
     with pytest.raises(Exception, match="FIRST-LAST"):
         bench.parse_range("500")
+
+
+def test_fp8_shapes_times_every_block_and_linear_shape_of_one_step(monkeypatch, tmp_path, capsys):
+    """The tiny MAE's block and linear shapes, each in bf16 and both float8 recipes (torchao runs
+    FP8 layers on CPU here); the counts add up to the layers one forward runs."""
+    bench = load_bench("fp8_shapes", monkeypatch)
+    out = tmp_path / "shapes.json"
+    assert bench.main(["--smoke", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    blocks = [r for r in rows if r["kind"] == "block"]
+    linears = [r for r in rows if r["kind"] == "linear"]
+    assert blocks and linears
+    assert sum(r["count"] for r in linears) == 4 * sum(r["count"] for r in blocks)  # qkv, proj, fc1, fc2
+    for row in rows:
+        assert all(row[p]["ms"] > 0 for p in ("bf16", "tensorwise", "rowwise")), row
+    printed = capsys.readouterr().out
+    assert "| **per step (ms)** |" in printed and "fastest |" in printed

@@ -135,7 +135,7 @@ def convert_to_fp8(model: nn.Module, min_features: int = FP8_MIN_FEATURES) -> Fp
             f"trainer.precision=fp8 converts the linear layers of transformer blocks of at least "
             f"{min_features} features; this model ({type(model).__name__}) has none: use bf16-mixed"
         )
-    float8 = _torchao()
+    float8 = torchao_float8()
     names = {layer.name for layer in plan.converted}
     float8.convert_to_float8_training(model, module_filter_fn=lambda _, name: name in names)
     log.info("%s", plan.summary())
@@ -160,7 +160,7 @@ def check_supported(trainer: TrainerConfig) -> None:
                 f"Blackwell); GPU {index} ({torch.cuda.get_device_name(index)}) has "
                 f"{capability[0]}.{capability[1]}. Use trainer.precision=bf16-mixed"
             )
-    _torchao()
+    torchao_float8()
 
 
 def _device_indices(trainer: TrainerConfig) -> list[int]:
@@ -174,7 +174,7 @@ def _device_indices(trainer: TrainerConfig) -> list[int]:
     return list(range(count))
 
 
-def _torchao() -> ModuleType:
+def torchao_float8() -> ModuleType:
     """``torchao.float8``, imported on first use (optional, slow to import); a ConfigError when absent."""
     try:
         return importlib.import_module(TORCHAO_MODULE)
