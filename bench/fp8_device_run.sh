@@ -27,7 +27,9 @@
 # uninterrupted one, except for the start of the epoch it was stopped in, which it replays.
 #
 # Settings (environment):
-#   PHASES          "throughput numerics" (either alone)
+#   PHASES          "throughput numerics" (either alone), or "shapes": bench/fp8_shapes.py on the
+#                   medium MAE (blocks and linear layers) and the large one's blocks (SHAPES_S 180,
+#                   SHAPES_LARGE_S 90; fp8_shapes_medium.json, fp8_shapes_large.json)
 #   TOTAL_S         570; the numerics runs get what is left of it less NUMERICS_RESERVE_S (150, for
 #                   the checks, probes and summary), and are stopped (SIGTERM, a checkpoint) then
 #   NUMERICS_SIZE   small; NUMERICS_MIN_FEATURES 384 (at the default 512 the small encoder, width
@@ -105,6 +107,22 @@ if [[ " $PHASES " == *" throughput "* ]]; then
   say "throughput, eager, batch $BATCH: bf16 then fp8"
   timeout -s INT 100 $PY bench/pretrain_throughput.py "${common[@]}" --modes eager \
     --json "$OUT/pretrain_throughput_eager.json" 2>&1 | grep --line-buffered -v "register_constant"
+fi
+
+# ---------------------------------------------------------------------------------- shapes
+# Which block and linear shapes of the step gain from FP8 (bench/fp8_shapes.py): the medium MAE at
+# the throughput batch, blocks and linear layers, both torchao recipes; then the large MAE's blocks
+# in the tensorwise recipe (wider layers, where FP8 should pay first). ~3 min.
+if [[ " $PHASES " == *" shapes "* ]]; then
+  shapes_size=(--size medium --batch "$BATCH"); shapes_large=(--size large --batch $((BATCH / 2)))
+  [ "$SMOKE" = 1 ] && shapes_size=(--smoke) shapes_large=(--smoke)
+  say "shapes, medium, batch $BATCH"
+  timeout -s INT "${SHAPES_S:-180}" $PY bench/fp8_shapes.py "${shapes_size[@]}" --budget $((${SHAPES_S:-180} - 30)) \
+    --json "$OUT/fp8_shapes_medium.json" 2>&1 | grep --line-buffered -v "register_constant"
+  say "shapes, large blocks, batch $((BATCH / 2))"
+  timeout -s INT "${SHAPES_LARGE_S:-90}" $PY bench/fp8_shapes.py "${shapes_large[@]}" --recipes tensorwise \
+    --no-linears --budget $((${SHAPES_LARGE_S:-90} - 30)) --json "$OUT/fp8_shapes_large.json" 2>&1 \
+    | grep --line-buffered -v "register_constant"
 fi
 
 # ---------------------------------------------------------------------------------- 2. numerics
