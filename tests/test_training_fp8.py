@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -243,3 +246,60 @@ def test_an_fp8_pretraining_run_writes_checkpoints_that_load_in_plain_models(
     load_strict(MaestroEncoder(encoder.config), encoder.state, "the FP8 run's encoder")
     exported = export_checkpoint(out)  # what maestro publish writes (checked with load_strict inside)
     assert exported is not None
+
+
+@pytest.mark.slow
+def test_fp8_trains_under_ddp_and_both_ranks_end_with_the_same_plain_weights(
+    toy_shards: Path, tmp_path: Path
+):
+    """Two gloo ranks under torchrun, FP8 layers converted before DDP wraps the model: the gradients
+    of the float8 layers' high-precision weights are all-reduced like any others, so both ranks
+    end with identical weights, under the plain model's keys."""
+    from maestro.config import load_config, to_dict
+    from pretrain.config import PretrainConfig
+
+    out = tmp_path / "ddp"
+    raw = {
+        "data": {"train": str(toy_shards), "batch_size": 2, "num_workers": 0, "batches_per_epoch": 2},
+        "model": {"encoder": FP8_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
+        "trainer": {
+            "output_dir": str(out),
+            "max_epochs": 1,
+            "accelerator": "cpu",
+            "devices": 2,
+            "strategy": "ddp",
+            "precision": "fp8",
+            "fp8_min_features": 64,
+            "reconstruction_every_n_steps": 0,
+        },
+    }
+    overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in raw.items()]
+    config = load_config(PretrainConfig, None, overrides)
+    config_file = tmp_path / "ddp.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    worker = Path(__file__).with_name("fp8_ddp_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    process = subprocess.Popen(
+        [*command, str(worker), str(config_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # on a timeout the ranks die with torchrun instead of lingering
+    )
+    try:
+        output, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"FP8 DDP run timed out:\n{output[-3000:]}")
+    assert process.returncode == 0, output[-3000:]
+    assert "fp8: converting 4 linear layers" in output
+    rank0, rank1 = (torch.load(out / f"weights_rank{r}.pt", weights_only=True) for r in (0, 1))
+    plain = MaestroMAE(config.model).state_dict()
+    assert list(rank0) == list(rank1) == list(plain)
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
+    name = "encoder.streams.s2.blocks.0.mlp.fc1.weight"  # an FP8 layer: trained, not frozen
+    assert not torch.equal(rank0[name], plain[name])
