@@ -12,13 +12,19 @@ import copy
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
+from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from maestro.errors import ConfigError
 from maestro.hub.folder import load_strict
@@ -28,6 +34,7 @@ from maestro.models.encoder import MaestroEncoder
 from maestro.models.segmenter import MaestroSegmenter
 from maestro.models.segmenter_config import SegmenterConfig
 from maestro.models.synthetic import synthetic_batch, tiny_config
+from maestro.models.transformer import Block
 from maestro.training import fp8
 from maestro.training.config import TrainerConfig
 from maestro.training.fp8 import FP8_MIN_FEATURES, convert_to_fp8, fp8_plan
@@ -303,3 +310,64 @@ def test_fp8_trains_under_ddp_and_both_ranks_end_with_the_same_plain_weights(
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
     name = "encoder.streams.s2.blocks.0.mlp.fc1.weight"  # an FP8 layer: trained, not frozen
     assert not torch.equal(rank0[name], plain[name])
+
+
+def _fsdp_rank(rank: int, port: int, out_dir: Path) -> None:
+    """One gloo rank: the tiny MAE with FP8 block layers, sharded per Block as the fsdp strategy
+    wraps it, one training step, then the full state dict gathered as its checkpoints are."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = MaestroMAE(tiny_config())
+        convert_to_fp8(model, min_features=64)
+        sharded = FSDP(
+            model,
+            auto_wrap_policy=ModuleWrapPolicy({Block}),
+            device_id=torch.device("cpu"),
+            use_orig_params=True,
+        )
+        optimizer = torch.optim.AdamW(sharded.parameters(), lr=1e-3)
+        batch = synthetic_batch(tiny_config(), batch_size=2, seed=rank)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = sharded(batch["inputs"], batch["times"], batch["valid"])["loss"]
+        loss.backward()
+        optimizer.step()
+        policy = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+        with FSDP.state_dict_type(sharded, StateDictType.FULL_STATE_DICT, policy):
+            state = sharded.state_dict()
+        if rank == 0:
+            torch.save(state, out_dir / "full.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fp8_layers_shard_under_fsdp_and_gather_into_a_plain_state_dict(tmp_path: Path):
+    """torchao's float8 layers keep plain parameters, so FSDP (the fsdp strategy's per-Block
+    wrapping; gloo on CPU, where the stage itself refuses FSDP) shards, trains and gathers them."""
+    context = mp.get_context("fork")  # forked ranks start with everything imported
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ranks = [context.Process(target=_fsdp_rank, args=(rank, port, tmp_path)) for rank in range(2)]
+    for process in ranks:
+        process.start()
+    try:
+        for process in ranks:
+            process.join(timeout=120)
+        hung = [process.pid for process in ranks if process.is_alive()]
+    finally:
+        for process in ranks:
+            if process.is_alive():
+                process.kill()
+                process.join()
+    assert not hung, f"gloo ranks {hung} timed out"
+    assert [process.exitcode for process in ranks] == [0, 0]
+    state = torch.load(tmp_path / "full.pt", weights_only=True)
+    torch.manual_seed(0)
+    initial = MaestroMAE(tiny_config()).state_dict()
+    assert list(state) == list(initial)
+    load_strict(MaestroMAE(tiny_config()), state, "an FP8 model gathered from FSDP")
+    name = "encoder.streams.s2.blocks.0.mlp.fc1.weight"  # an FP8 layer, trained on both shards
+    assert not torch.equal(state[name], initial[name])
