@@ -296,14 +296,32 @@ def measure(
 
 
 def run_child(
-    command: list[str], result: Path, record: dict[str, Any], env: dict[str, str] | None = None
+    command: list[str],
+    result: Path,
+    record: dict[str, Any],
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``command``, a process that writes ``{"runs": [...]}`` to ``result``, and return its runs;
     a process that dies first (an abort, a segfault, a kill) gives ``record`` with status
-    ``crashed``, how it ended and the last lines of its stderr, so the other measurements go on."""
-    done = subprocess.run(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False, env=env
-    )
+    ``crashed``, how it ended and the last lines of its stderr, so the other measurements go on.
+    One still running after ``timeout`` seconds (a compile that does not end) is killed and gives
+    ``timed out``, with its stderr so far."""
+    try:
+        done = subprocess.run(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as expired:
+        stderr = (
+            expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
+        )
+        return [{**record, "status": f"timed out after {timeout:.0f} s", "error": _tail(stderr or "")}]
     if done.returncode == 0 and result.is_file():
         return json.loads(result.read_text())["runs"]
     ended = (
@@ -311,8 +329,12 @@ def run_child(
         if done.returncode < 0
         else f"exit {done.returncode}"
     )
-    tail = [line for line in done.stderr.splitlines() if line.strip()][-5:]
-    return [{**record, "status": f"crashed ({ended})", "error": " | ".join(tail)[-600:]}]
+    return [{**record, "status": f"crashed ({ended})", "error": _tail(done.stderr)}]
+
+
+def _tail(stderr: str, lines: int = 5) -> str:
+    """The last non-blank lines of a child's stderr, joined on one line for a table cell."""
+    return " | ".join([line for line in stderr.splitlines() if line.strip()][-lines:])[-600:]
 
 
 def measure_isolated(
@@ -331,7 +353,7 @@ def measure_isolated(
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
         }
-        return run_child(command, result, record, env)
+        return run_child(command, result, record, env, timeout=args.child_timeout)
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -415,6 +437,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="--throughput: each measurement in a child process (a crash is one reported row)",
+    )
+    parser.add_argument(
+        "--child-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="--throughput, isolated: a measurement still running after this is killed and reported",
     )
     parser.add_argument("--warmup", type=int, default=3, help="--throughput")
     parser.add_argument("--steps", type=int, default=10, help="--throughput")

@@ -15,7 +15,8 @@
 # medium fine-tuning network takes ~200 s on an H100 or H200, so one call holds about two of them:
 # choose with PARTS ("finetune compare"), HEADS ("uperfuse maestro"), PRECISIONS ("bf16 fp8"),
 # COMPARE_MODELS ("maestro swin-utae") and COMPARE_MODES ("eager compile"). bench/compare.py runs
-# each of its measurements in a process of its own, so a compile that aborts is one reported row.
+# each of its measurements in a process of its own, so a compile that aborts is one reported row,
+# and one still running after CHILD_S seconds (COMPARE_S - 20) is stopped and reported as timed out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/finetune_out}"
@@ -54,6 +55,7 @@ if [[ " $PARTS " == *" compare "* ]]; then
   # shellcheck disable=SC2086
   timeout -s INT "${COMPARE_S:-220}" python3 bench/compare.py --throughput --configs LPIS-I --models $COMPARE_MODELS \
     --modes $COMPARE_MODES --batch-sizes "$COMPARE_BATCH" --warmup 2 --steps 8 --json "$OUT/compare.json" \
+    --child-timeout "${CHILD_S:-$((${COMPARE_S:-220} - 20))}" \
     2>&1 | grep --line-buffered -v "register_constant"
 fi
 say "done"

@@ -165,6 +165,15 @@ def test_compare_reports_a_measurement_whose_process_died(monkeypatch, tmp_path,
         assert run["error"].endswith("compiling GroupNorm")
 
 
+def test_compare_reports_a_measurement_that_outlived_its_timeout(monkeypatch, tmp_path):
+    """A compile that runs past ``--child-timeout`` is killed and reported with what it printed."""
+    bench = load_bench("compare", monkeypatch)
+    record = {"model": "swin-utae", "config": "LPIS-I", "batch": 32, "mode": "compile"}
+    child = "import sys, time; print('still compiling', file=sys.stderr, flush=True); time.sleep(60)"
+    [run] = bench.run_child([sys.executable, "-c", child], tmp_path / "run.json", record, timeout=2)
+    assert run == {**record, "status": "timed out after 2 s", "error": "still compiling"}
+
+
 def test_compare_reads_the_runs_of_a_measurement_that_finished(monkeypatch, tmp_path):
     bench = load_bench("compare", monkeypatch)
     result = tmp_path / "run.json"
@@ -181,8 +190,9 @@ def test_compare_isolates_each_throughput_measurement(monkeypatch, tmp_path):
     bench = load_bench("compare", monkeypatch)
     commands = []
 
-    def fake_child(command, result, record, env):
+    def fake_child(command, result, record, env, timeout):
         assert env["PYTHONPATH"].split(os.pathsep)[0] == str(BENCH.parent.resolve())
+        assert timeout == 240
         commands.append(command)
         return [
             {
@@ -198,7 +208,7 @@ def test_compare_isolates_each_throughput_measurement(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "run_child", fake_child)
     out = tmp_path / "compare.json"
     argv = ["--throughput", "--configs", "LPIS-I", "--models", "maestro", "swin-utae", "--modes", "compile"]
-    assert bench.main([*argv, "--batch-sizes", "32", "--json", str(out)]) == 0
+    assert bench.main([*argv, "--batch-sizes", "32", "--child-timeout", "240", "--json", str(out)]) == 0
     assert [c[c.index("--models") + 1] for c in commands] == ["maestro", "swin-utae"]
     assert all("--no-isolate" in c and c[c.index("--batch-sizes") + 1] == "32" for c in commands)
     assert len(json.loads(out.read_text())["runs"]) == 2
