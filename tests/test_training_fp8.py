@@ -286,7 +286,13 @@ def test_fp8_trains_under_ddp_and_both_ranks_end_with_the_same_plain_weights(
     config_file.write_text(yaml.safe_dump(to_dict(config)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     worker = Path(__file__).with_name("fp8_ddp_worker.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+    ]
     process = subprocess.Popen(
         [*command, str(worker), str(config_file)],
         env=env,
@@ -310,6 +316,12 @@ def test_fp8_trains_under_ddp_and_both_ranks_end_with_the_same_plain_weights(
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
     name = "encoder.streams.s2.blocks.0.mlp.fc1.weight"  # an FP8 layer: trained, not frozen
     assert not torch.equal(rank0[name], plain[name])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _fsdp_rank(rank: int, port: int, out_dir: Path) -> None:
@@ -347,9 +359,7 @@ def test_fp8_layers_shard_under_fsdp_and_gather_into_a_plain_state_dict(tmp_path
     """torchao's float8 layers keep plain parameters, so FSDP (the fsdp strategy's per-Block
     wrapping; gloo on CPU, where the stage itself refuses FSDP) shards, trains and gathers them."""
     context = mp.get_context("fork")  # forked ranks start with everything imported
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     ranks = [context.Process(target=_fsdp_rank, args=(rank, port, tmp_path)) for rank in range(2)]
     for process in ranks:
         process.start()
