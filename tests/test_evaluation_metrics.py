@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from einops import rearrange
+from multiprocess_helpers import run_forked_ranks
 
 from maestro.evaluation import SegmentationMetrics, SegmentationScores, scores_to_dict
 from maestro.labels import IGNORE_INDEX, LABEL_SETS
@@ -143,12 +142,6 @@ def test_raw_ignored_label_values_are_refused_alike_with_a_clear_message(task, r
     assert metrics.compute().support.sum() == 8 - len(raw)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rank(rank: int, world_size: int, port: int, data: dict, out_dir: Path) -> None:
     """One gloo rank: scores every world_size-th sample, one at a time, like a DistributedSampler."""
     torch.set_num_threads(1)  # as in DataLoader workers: a forked child keeps to one thread
@@ -180,23 +173,7 @@ def test_two_gloo_ranks_give_the_single_process_result(tmp_path: Path):
     single.update(logits, target)
     expected = json.loads(json.dumps(scores_to_dict(single.compute())))
 
-    # Forked ranks start at once with everything already imported; spawned ones would re-import torch.
-    context = mp.get_context("fork")
-    port = _free_port()
-    ranks = [context.Process(target=_rank, args=(rank, 2, port, data, tmp_path)) for rank in range(2)]
-    for process in ranks:
-        process.start()
-    try:
-        for process in ranks:
-            process.join(timeout=60)
-        hung = [process.pid for process in ranks if process.is_alive()]
-    finally:
-        for process in ranks:
-            if process.is_alive():
-                process.kill()
-                process.join()
-    assert not hung, f"gloo ranks {hung} timed out"
-    assert [process.exitcode for process in ranks] == [0, 0]
+    run_forked_ranks(_rank, 2, data, tmp_path)
 
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import yaml
+from multiprocess_helpers import run_torchrun
 
 from maestro.config import load_config, to_dict
 from maestro.errors import ConfigError
@@ -237,32 +234,7 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(toy_shards, tmp_path
     )
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    worker = Path(__file__).parent / "pretrain_ddp_worker.py"
-    # Own process group: on a timeout the ranks die with torchrun instead of lingering.
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29517",
-            str(worker),
-            str(config_file),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"DDP run timed out:\n{output[-3000:]}")
-    assert process.returncode == 0, output[-3000:]
+    run_torchrun(Path(__file__).parent / "pretrain_ddp_worker.py", str(config_file))
     rank0 = torch.load(tmp_path / "ddp" / "weights_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "ddp" / "weights_rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from multiprocess_helpers import free_port
 from test_pretrain import TINY_MODEL
 
 pytestmark = pytest.mark.slow
@@ -49,12 +50,6 @@ def _config(shards: Path, out: Path, path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _free_port_between(low: int, high: int) -> int:
@@ -122,7 +117,7 @@ def _one_run(out: Path) -> None:
 
 def test_torchrun_two_processes_on_one_node(toy_shards, tmp_path):
     config = _config(toy_shards, tmp_path / "run", tmp_path / "config.yaml")
-    torchrun = _torchrun(nnodes=1, nproc=2, port=_free_port())
+    torchrun = _torchrun(nnodes=1, nproc=2, port=free_port())
     command = torchrun + _pretrain(config, "--devices", "2", "--strategy", "ddp")
     outputs = _wait([_spawn(command, _env())])
     _one_run(tmp_path / "run")
@@ -139,7 +134,7 @@ def test_torchrun_two_processes_on_one_node(toy_shards, tmp_path):
 
 def test_torchrun_as_two_nodes_with_a_localhost_rendezvous(toy_shards, tmp_path):
     config = _config(toy_shards, tmp_path / "run", tmp_path / "config.yaml")
-    port = _free_port()
+    port = free_port()
     launchers = [
         _spawn(
             [
@@ -168,7 +163,7 @@ def test_validation_loss_over_two_ranks_equals_one_process(toy_shards, tmp_path,
     common = [f"data.val_split={split}", "trainer.accelerator=cpu"]
     one = [sys.executable, worker, str(config), f"trainer.output_dir={tmp_path / 'one'}", "data.batch_size=5"]
     _wait([_spawn(one + common, _env())])
-    two = _torchrun(nnodes=1, nproc=2, port=_free_port()) + [
+    two = _torchrun(nnodes=1, nproc=2, port=free_port()) + [
         *(worker, str(config), f"trainer.output_dir={tmp_path / 'two'}", "data.batch_size=3"),
         *common,
         "trainer.devices=2",
@@ -221,7 +216,7 @@ def test_finetune_under_torchrun_scores_the_whole_split_once(finetune_raw, tmp_p
         _wait([_spawn([*command, "--accelerator", "cpu", *flags], _env())])
         return json.loads((tmp_path / name / "test" / "metrics.json").read_text())
 
-    torchrun = _torchrun(nnodes=1, nproc=2, port=_free_port())
+    torchrun = _torchrun(nnodes=1, nproc=2, port=free_port())
     metrics = finetune("ddp", torchrun, "--devices", "2", "--strategy", "ddp")
     reference = finetune("single", [sys.executable], "--devices", "1")
     assert metrics["num_pixels"] == reference["num_pixels"] > 0

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
+from multiprocess_helpers import run_forked_ranks, run_torchrun
 from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
+from maestro.config import load_config, to_dict
 from maestro.errors import ConfigError
 from maestro.hub.folder import load_strict
 from maestro.hub.weights import sub_state
@@ -39,6 +36,7 @@ from maestro.training import fp8
 from maestro.training.config import TrainerConfig
 from maestro.training.fp8 import FP8_MIN_FEATURES, convert_to_fp8, fp8_plan
 from maestro.training.trainer import default_precision
+from pretrain.config import PretrainConfig
 
 BLOCK_LAYERS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 TINY_STREAMS = ("aerial", "dem", "s2", "s1")
@@ -205,33 +203,35 @@ FP8_ENCODER = {
 ``trainer.fp8_min_features`` to its width, so its layers convert as in a real run."""
 
 
-def test_an_fp8_pretraining_run_writes_checkpoints_that_load_in_plain_models(
-    toy_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-):
-    from maestro.config import load_config
-    from maestro.models.registry import MAESTRO_ENCODER
-    from maestro.models.zoo import export_checkpoint, load_encoder_weights, load_weights
-    from pretrain.cli import run
-    from pretrain.config import PretrainConfig
-
-    monkeypatch.setattr(fp8, "check_supported", lambda trainer: None)  # as on an FP8 GPU
-    out = tmp_path / "run"
+def _fp8_pretrain_config(shards: Path, out: Path, batches: int, **trainer: object) -> PretrainConfig:
+    """A one-epoch FP8 ``pretrain`` of the FP8_ENCODER model on CPU, its threshold at the width."""
     raw = {
-        "data": {"train": str(toy_shards), "batch_size": 2, "num_workers": 0, "batches_per_epoch": 1},
+        "data": {"train": str(shards), "batch_size": 2, "num_workers": 0, "batches_per_epoch": batches},
         "model": {"encoder": FP8_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
         "trainer": {
             "output_dir": str(out),
             "max_epochs": 1,
             "accelerator": "cpu",
-            "devices": 1,
             "precision": "fp8",
             "fp8_min_features": 64,
-            "ema_decay": 0.9,
             "reconstruction_every_n_steps": 0,
+            **trainer,
         },
     }
     overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in raw.items()]
-    config = load_config(PretrainConfig, None, overrides)
+    return load_config(PretrainConfig, None, overrides)
+
+
+def test_an_fp8_pretraining_run_writes_checkpoints_that_load_in_plain_models(
+    toy_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    from maestro.models.registry import MAESTRO_ENCODER
+    from maestro.models.zoo import export_checkpoint, load_encoder_weights, load_weights
+    from pretrain.cli import run
+
+    monkeypatch.setattr(fp8, "check_supported", lambda trainer: None)  # as on an FP8 GPU
+    out = tmp_path / "run"
+    config = _fp8_pretrain_config(toy_shards, out, batches=1, devices=1, ema_decay=0.9)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -262,52 +262,11 @@ def test_fp8_trains_under_ddp_and_both_ranks_end_with_the_same_plain_weights(
     """Two gloo ranks under torchrun, FP8 layers converted before DDP wraps the model: the gradients
     of the float8 layers' high-precision weights are all-reduced like any others, so both ranks
     end with identical weights, under the plain model's keys."""
-    from maestro.config import load_config, to_dict
-    from pretrain.config import PretrainConfig
-
     out = tmp_path / "ddp"
-    raw = {
-        "data": {"train": str(toy_shards), "batch_size": 2, "num_workers": 0, "batches_per_epoch": 2},
-        "model": {"encoder": FP8_ENCODER, "decoder_width": 32, "decoder_heads": 2, "decoder_depth": 1},
-        "trainer": {
-            "output_dir": str(out),
-            "max_epochs": 1,
-            "accelerator": "cpu",
-            "devices": 2,
-            "strategy": "ddp",
-            "precision": "fp8",
-            "fp8_min_features": 64,
-            "reconstruction_every_n_steps": 0,
-        },
-    }
-    overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in raw.items()]
-    config = load_config(PretrainConfig, None, overrides)
+    config = _fp8_pretrain_config(toy_shards, out, batches=2, devices=2, strategy="ddp")
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    worker = Path(__file__).with_name("fp8_ddp_worker.py")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
-    process = subprocess.Popen(
-        [*command, str(worker), str(config_file)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # on a timeout the ranks die with torchrun instead of lingering
-    )
-    try:
-        output, _ = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"FP8 DDP run timed out:\n{output[-3000:]}")
-    assert process.returncode == 0, output[-3000:]
+    output = run_torchrun(Path(__file__).with_name("fp8_ddp_worker.py"), str(config_file))
     assert "fp8: converting 4 linear layers" in output
     rank0, rank1 = (torch.load(out / f"weights_rank{r}.pt", weights_only=True) for r in (0, 1))
     plain = MaestroMAE(config.model).state_dict()
@@ -318,17 +277,11 @@ def test_fp8_trains_under_ddp_and_both_ranks_end_with_the_same_plain_weights(
     assert not torch.equal(rank0[name], plain[name])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _fsdp_rank(rank: int, port: int, out_dir: Path) -> None:
+def _fsdp_rank(rank: int, world_size: int, port: int, out_dir: Path) -> None:
     """One gloo rank: the tiny MAE with FP8 block layers, sharded per Block as the fsdp strategy
     wraps it, one training step, then the full state dict gathered as its checkpoints are."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         torch.manual_seed(0)
         model = MaestroMAE(tiny_config())
@@ -358,22 +311,7 @@ def _fsdp_rank(rank: int, port: int, out_dir: Path) -> None:
 def test_fp8_layers_shard_under_fsdp_and_gather_into_a_plain_state_dict(tmp_path: Path):
     """torchao's float8 layers keep plain parameters, so FSDP (the fsdp strategy's per-Block
     wrapping; gloo on CPU, where the stage itself refuses FSDP) shards, trains and gathers them."""
-    context = mp.get_context("fork")  # forked ranks start with everything imported
-    port = _free_port()
-    ranks = [context.Process(target=_fsdp_rank, args=(rank, port, tmp_path)) for rank in range(2)]
-    for process in ranks:
-        process.start()
-    try:
-        for process in ranks:
-            process.join(timeout=120)
-        hung = [process.pid for process in ranks if process.is_alive()]
-    finally:
-        for process in ranks:
-            if process.is_alive():
-                process.kill()
-                process.join()
-    assert not hung, f"gloo ranks {hung} timed out"
-    assert [process.exitcode for process in ranks] == [0, 0]
+    run_forked_ranks(_fsdp_rank, 2, tmp_path, timeout=120)
     state = torch.load(tmp_path / "full.pt", weights_only=True)
     torch.manual_seed(0)
     initial = MaestroMAE(tiny_config()).state_dict()
