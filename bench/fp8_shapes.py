@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.pretrain_throughput import Timer, device_meta
 from maestro.models import EncoderConfig, MAEConfig, MaestroMAE
 from maestro.models.synthetic import synthetic_batch, tiny_config
 from maestro.models.transformer import Block
@@ -142,20 +143,12 @@ def time_forward_backward(
     first = time.perf_counter() - start
     for _ in range(max(warmup - 1, 0)):
         step()
-    times = []
+    timer = Timer(device)
     for _ in range(steps):
-        if device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
+        with timer.step():
             step()
-            end.record()
-            end.synchronize()
-            times.append(begin.elapsed_time(end))
-        else:
-            begin_s = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - begin_s) * 1e3)
-    return {"ms": statistics.median(times), "first_s": first}
+        synchronize(device)  # each step alone: what one shape costs, not a pipeline of them
+    return {"ms": statistics.median(timer.seconds()) * 1e3, "first_s": first}
 
 
 def synchronize(device: torch.device) -> None:
@@ -258,13 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     del model
     precisions = ["bf16", *args.recipes]
     meta = {
+        **device_meta(device),
         "size": "tiny" if args.smoke else args.size,
         "batch": args.batch,
         "compiled": args.compile,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": " ".join(sys.argv),
     }
     results: dict[str, Any] = {"meta": meta, "rows": [], "skipped": []}
     work = [("block", s, c) for s, c in sorted(blocks.items())]
@@ -281,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=1))
     print(
-        f"\n{meta['size']}, batch {args.batch}, {'compiled' if args.compile else 'eager'}, {meta['device']}\n"
+        f"\n{meta['size']}, batch {args.batch}, {'compiled' if args.compile else 'eager'}, {meta.get('gpu', 'cpu')}\n"
     )
     print(table(results["rows"], "block", precisions))
     if args.linears:
