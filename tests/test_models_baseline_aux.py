@@ -79,3 +79,12 @@ def test_sentinel_only_logits_average_the_present_modalities() -> None:
     torch.testing.assert_close(
         alone, single.eval()({"s2": batch["inputs"]["s2"]}, batch["times"], batch["valid"])["logits"]
     )
+
+
+def test_the_baseline_with_aux_heads_traces_as_one_graph() -> None:
+    """``model.compile()`` gets the whole Swin-UTAE, aux heads and output dict included, as one graph."""
+    torch.manual_seed(0)
+    model = SwinUTAE(tiny_config(MODALITIES, aux_heads=True))
+    batch = synthetic_batch(model.config.encoder, batch_size=2)
+    explained = torch._dynamo.explain(model)(batch["inputs"], batch["times"], batch["valid"])
+    assert explained.graph_break_count == 0, explained.break_reasons

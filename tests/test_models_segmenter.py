@@ -188,3 +188,11 @@ def test_a_tiny_segmenter_overfits_one_batch(head):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0], losses
+
+
+@pytest.mark.parametrize("head", ["uperfuse", "maestro"])
+def test_the_segmenter_traces_as_one_graph_when_padding_is_known(head):
+    """``model.compile()`` in fine-tuning gets one graph: the output dict breaks nothing."""
+    model = _segmenter(head=head, aux_heads=True)
+    explained = torch._dynamo.explain(model)(**_batch(), padded=False)
+    assert explained.graph_break_count == 0, explained.break_reasons

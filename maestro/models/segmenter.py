@@ -182,7 +182,8 @@ class MaestroSegmenter(nn.Module, HubModel):
         :meth:`encode`.
         """
         encoded = self.encode(inputs, times, valid, allow_missing=allow_missing, padded=padded)
-        output = SegmenterOutput(logits=self.head(self.decoder(encoded)))
+        # a dict literal, not ``SegmenterOutput(...)``: dynamo breaks the graph at a TypedDict call
+        output: SegmenterOutput = {"logits": self.head(self.decoder(encoded))}
         if self.aux_heads is not None:
             output["aux"] = self.aux_heads(encoded)
         return output

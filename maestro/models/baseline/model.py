@@ -155,9 +155,8 @@ class SwinUTAE(nn.Module, HubModel):
             maps[key], logits = self._encode_series(key, inputs[key], times[key], valid[key])
             if logits is not None:
                 series_logits[key] = logits
-        outputs = {
-            task: SegmenterOutput(logits=logits)
-            for task, logits in self._main(maps, series_logits, valid).items()
+        outputs: dict[str, SegmenterOutput] = {
+            task: {"logits": logits} for task, logits in self._main(maps, series_logits, valid).items()
         }
         for key, heads in self.aux_heads.items():
             features = maps[key] if key in self.swins else series_logits[key]

@@ -58,7 +58,7 @@ class UNetSegmenter(nn.Module, HubModel):
     ) -> SegmenterOutput:
         """``{"logits": (B, K, H, W)}``; ``times`` and ``padded`` are accepted for the contract."""
         inputs, _, _ = complete_batch(inputs, times, valid, self.config.encoder.specs, allow_missing)
-        return SegmenterOutput(logits=self.unet(single_date_stack(inputs, self.config.single_date)))
+        return {"logits": self.unet(single_date_stack(inputs, self.config.single_date))}
 
     def pretrained_backbone(self) -> nn.Module:
         """Where a fresh run's ImageNet weights go: the smp encoder."""
@@ -97,7 +97,7 @@ class UTTSegmenter(nn.Module, HubModel):
             day_offsets(dates, utae.reference_day),
             mask,
         )
-        return SegmenterOutput(logits=out.logits, aux={key: out.aux_logits})
+        return {"logits": out.logits, "aux": {key: out.aux_logits}}
 
     def pretrained_backbone(self) -> nn.Module:
         """Where a fresh run's ImageNet weights go: the U-Net's smp encoder."""
