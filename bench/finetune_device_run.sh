@@ -5,12 +5,15 @@
 #      batch 64, in bf16 and with the encoder's block linear layers in FP8 (MFU counted in
 #      bf16-equivalent FLOPs, peak memory);
 #   2. bench/compare.py --throughput: the Swin-UTAE baseline beside MAESTRO (uperfuse) on LPIS-I
-#      (SPOT + S2 + S1) at equal batch, eager and compiled.
+#      (SPOT + S2 + S1) at equal batch, eager and compiled;
+#   3. bench/upernet_resize.py: smp's UPerNet decoder against MAESTRO's matrix-product resizes, alone,
+#      at the uperfuse shapes (compiled, ~2 min; PARTS="upernet", not in the default).
 #
 # Run from the repository root, `bash bench/finetune_device_run.sh`, on a GPU machine where wheels of
 # the packages its image lacks lie in .whl/ (installed into /tmp/site first). Results land in $OUT:
-# finetune_throughput.json, compare.json and finetune_device_run.log (the tables are in the log).
-# Each part runs under a timeout (FINETUNE_S 330, COMPARE_S 220): results are saved after every
+# finetune_throughput.json, compare.json, upernet_resize.json and finetune_device_run.log (the
+# tables are in the log). Each part runs under a timeout (FINETUNE_S 330, COMPARE_S 220, UPERNET_S
+# 150): results are saved after every
 # configuration, so a part cut short still reports what it measured. A whole-model compile of the
 # medium fine-tuning network takes ~200 s on an H100 or H200, so one call holds about two of them:
 # choose with PARTS ("finetune compare"), HEADS ("uperfuse maestro"), PRECISIONS ("bf16 fp8"),
@@ -56,6 +59,11 @@ if [[ " $PARTS " == *" compare "* ]]; then
   timeout -s INT "${COMPARE_S:-220}" python3 bench/compare.py --throughput --configs LPIS-I --models $COMPARE_MODELS \
     --modes $COMPARE_MODES --batch-sizes "$COMPARE_BATCH" --warmup 2 --steps 8 --json "$OUT/compare.json" \
     --child-timeout "${CHILD_S:-$((${COMPARE_S:-220} - 20))}" \
+    2>&1 | grep --line-buffered -v "register_constant"
+fi
+if [[ " $PARTS " == *" upernet "* ]]; then
+  say "UPerNet decoder alone: smp's interpolation against matrix-product resizes, batch $BATCH"
+  timeout -s INT "${UPERNET_S:-150}" python3 bench/upernet_resize.py --batch "$BATCH" --json "$OUT/upernet_resize.json" \
     2>&1 | grep --line-buffered -v "register_constant"
 fi
 say "done"

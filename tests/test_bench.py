@@ -243,3 +243,16 @@ def test_fp8_shapes_times_every_block_and_linear_shape_of_one_step(monkeypatch, 
         assert all(row[p]["ms"] > 0 for p in ("bf16", "tensorwise", "rowwise")), row
     printed = capsys.readouterr().out
     assert "| **per step (ms)** |" in printed and "fastest |" in printed
+
+
+def test_upernet_resize_times_smp_and_matmul_decoders_with_the_same_weights(monkeypatch, tmp_path, capsys):
+    bench = load_bench("upernet_resize", monkeypatch)
+    smp, ours = bench.decoders(8, 16).values()
+    for (name, mine), theirs in zip(ours.state_dict().items(), smp.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), name
+    out = tmp_path / "upernet.json"
+    assert bench.main(["--smoke", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["decoder"], r["mode"]) for r in rows] == [("smp", "eager"), ("matmul", "eager")]
+    assert all(r["ms"] > 0 for r in rows)
+    assert "| matmul | eager |" in capsys.readouterr().out

@@ -3,7 +3,14 @@ import torch
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 
 from maestro.models.encoder import EncoderOutput
-from maestro.models.heads.uperfuse import SegmentationHead, SimplePyramid, UPerFuseDecoder
+from maestro.models.heads.uperfuse import (
+    MatmulUPerNetDecoder,
+    SegmentationHead,
+    SimplePyramid,
+    UPerFuseDecoder,
+    upernet,
+    upernet_features,
+)
 from maestro.models.synthetic import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -34,7 +41,7 @@ def _decoder(pooling: str = "attentive") -> UPerFuseDecoder:
 
 def test_the_decoder_is_smp_upernet_built_from_the_pyramid_channels():
     decoder = _decoder()
-    assert type(decoder.upernet) is UPerNetDecoder
+    assert isinstance(decoder.upernet, UPerNetDecoder) and type(decoder.upernet) is MatmulUPerNetDecoder
     assert decoder.pyramid.out_channels == (0, 0, WIDTH, WIDTH, WIDTH, WIDTH)
     assert len(decoder.upernet.feature_norms) == 4  # smp reads features [2:]
 
@@ -81,3 +88,20 @@ def test_decoder_needs_four_depths():
 def test_segmentation_head_resizes_logits_to_the_label_size():
     logits = SegmentationHead(32, 5, label_size=40)(torch.randn(2, 32, 16, 16))
     assert logits.shape == (2, 5, 40, 40)
+
+
+@pytest.mark.parametrize("sizes", [(32, 16, 8, 4), (36, 18, 9, 5)])
+def test_matmul_upernet_equals_smp_upernet_in_values_and_gradients(sizes):
+    """Same weights, same outputs and input gradients as smp's interpolating forward, also at odd sizes."""
+    torch.manual_seed(0)
+    ours = upernet((8, 8, 8, 8), decoder_channels=16).double()
+    smp = UPerNetDecoder(encoder_channels=(0, 0, 8, 8, 8, 8), encoder_depth=5, decoder_channels=16).double()
+    smp.load_state_dict(ours.state_dict())  # strict: the same modules under the same names
+    levels = [torch.randn(2, 8, size, size, dtype=torch.float64, requires_grad=True) for size in sizes]
+    outputs = [decoder(upernet_features(levels)) for decoder in (ours, smp)]
+    assert outputs[0].shape == (2, 16, sizes[0], sizes[0])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-10)
+    weights = torch.randn_like(outputs[0])
+    ours_grads, smp_grads = (torch.autograd.grad((out * weights).sum(), levels) for out in outputs)
+    for mine, theirs in zip(ours_grads, smp_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-10)

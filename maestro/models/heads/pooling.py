@@ -12,6 +12,8 @@ with a key mask added).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -29,19 +31,20 @@ def bilinear_weights(source: int, target: int, like: Tensor) -> Tensor:
     return weights.T.to(like.dtype)
 
 
-def resample(maps: Tensor, size: int) -> Tensor:
-    """Bilinear resize of ``(N, C, h, w)`` maps to ``size x size`` (a no-op at that size already).
+def resample(maps: Tensor, size: int | Sequence[int]) -> Tensor:
+    """Bilinear resize of ``(N, C, h, w)`` maps to ``size`` (an int: square; a no-op at that size).
 
     Computed as ``rows @ maps @ cols.T``, which equals ``F.interpolate(mode="bilinear",
     align_corners=False)``: bilinear resizing is separable. Matrix products because their backward
     is two more matrix products, where the interpolation's is a scatter-add; on an H200 that
     scatter-add of the 512 px logits cost 9 % of the compiled fine-tuning step (BENCHMARKS.md).
     """
+    target_height, target_width = (size, size) if isinstance(size, int) else size
     height, width = maps.shape[-2:]
-    if (height, width) == (size, size):
+    if (height, width) == (target_height, target_width):
         return maps
-    rows = bilinear_weights(height, size, maps)
-    cols = bilinear_weights(width, size, maps)
+    rows = bilinear_weights(height, target_height, maps)
+    cols = bilinear_weights(width, target_width, maps)
     return torch.einsum("oh,nchw,pw->ncop", rows, maps, cols)
 
 
