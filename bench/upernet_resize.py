@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         args.modes, args.warmup, args.steps = ["eager"], 1, 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result: dict[str, Any] = {"meta": device_meta(device), "args": vars(args) | {"json": str(args.json)}, "rows": []}
+    result: dict[str, Any] = {
+        "meta": device_meta(device),
+        "args": vars(args) | {"json": str(args.json)},
+        "rows": [],
+    }
     torch.manual_seed(0)
     finest = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
     for mode in args.modes:
