@@ -262,9 +262,10 @@ def measure(
         optimizer = make_optimizer(model, device)
 
         def step() -> None:
+            # ``padded`` read on the host, as finetune passes it: no device sync, no graph break
             with autocast(device):
-                logits = model(batch["inputs"], batch["times"], batch["valid"])["logits"]
-            F.cross_entropy(logits.float(), labels).backward()
+                output = model(batch["inputs"], batch["times"], batch["valid"], padded=batch["padded"])
+            F.cross_entropy(output["logits"].float(), labels).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -387,9 +388,10 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 f"{r.get('error', '')[:80]} | | | | |"
             )
             continue
+        peak = f"{r['peak_mem_gib']:.1f}" if "peak_mem_gib" in r else "n/a"  # CUDA only
         print(
             f"| {r['config']} | {r['model']} | {r['mode']} | {r['batch']} | {r['samples_per_s']:.1f} | "
-            f"{r['step_ms']:.1f} | {r.get('peak_mem_gib', 0):.1f} | {r['params_m']:.1f} | {r['first_step_s']:.0f} |"
+            f"{r['step_ms']:.1f} | {peak} | {r['params_m']:.1f} | {r['first_step_s']:.0f} |"
         )
     return {"mode": "throughput", "meta": device_meta(device), "runs": runs}
 

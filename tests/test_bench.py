@@ -14,6 +14,10 @@ from types import ModuleType
 import pytest
 import torch
 
+from maestro.models.segmenter import MaestroSegmenter
+from maestro.models.segmenter_config import SegmenterConfig
+from maestro.models.synthetic import tiny_config
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -256,3 +260,22 @@ def test_upernet_resize_times_smp_and_matmul_decoders_with_the_same_weights(monk
     assert [(r["decoder"], r["mode"]) for r in rows] == [("smp", "eager"), ("matmul", "eager")]
     assert all(r["ms"] > 0 for r in rows)
     assert "| matmul | eager |" in capsys.readouterr().out
+
+
+def test_compare_passes_the_host_padding_flag_as_finetune_does(monkeypatch):
+    """The throughput step hands each network ``padded`` (known on the host), so a compiled MAESTRO
+    is not timed with a device read and a graph break that fine-tuning does not have."""
+    bench = load_bench("compare", monkeypatch)
+    encoder = tiny_config().encoder
+    model = MaestroSegmenter(
+        SegmenterConfig(encoder=encoder, num_classes=3, label_size=512, decoder_channels=8)
+    )
+    seen = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("padded")), with_kwargs=True
+    )
+    monkeypatch.setattr(bench, "network", lambda name, key, device: (model, encoder, 3))
+    args = bench.argparse.Namespace(warmup=1, steps=1)
+    record = bench.measure("maestro", "LPIS-I", 2, "eager", args, torch.device("cpu"))
+    assert record["status"] == "ok", record
+    assert seen and all(flag is False for flag in seen)
