@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 
 class SegmenterOutput(TypedDict, total=False):
+    """What every segmenter's forward returns. Build it as a dict literal (``{"logits": ...}``),
+    never by calling the class: dynamo cannot trace a TypedDict with optional keys and breaks the
+    compiled graph there."""
+
     logits: Tensor
     """``(B, num_classes, label_size, label_size)``."""
     aux: dict[str, Tensor]
@@ -182,7 +186,6 @@ class MaestroSegmenter(nn.Module, HubModel):
         :meth:`encode`.
         """
         encoded = self.encode(inputs, times, valid, allow_missing=allow_missing, padded=padded)
-        # a dict literal, not ``SegmenterOutput(...)``: dynamo breaks the graph at a TypedDict call
         output: SegmenterOutput = {"logits": self.head(self.decoder(encoded))}
         if self.aux_heads is not None:
             output["aux"] = self.aux_heads(encoded)
