@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,6 +28,37 @@ LONGEST_FILES = (
 """The test files that take longest on 2 cores (about 5 and 3 minutes for the first two, then 2 to
 0.5), roughly longest first; each xdist worker starts with two files, so the third file goes with
 the first and the fourth with the second."""
+
+
+TEMP_SPACE_NEEDED_GB = 6.0
+"""Peak of the suite's temporary folders on 2 workers: about 4.3 GB (session fixtures: toy shards,
+tiny but real checkpoints; each passing test's own tmp_path is removed as it ends, see
+``tmp_path_retention_policy`` in pyproject.toml), with a margin for a third and fourth worker."""
+
+
+def _temp_space_line(config: pytest.Config) -> tuple[str, bool]:
+    base = Path(config.option.basetemp or tempfile.gettempdir())
+    free_gb = shutil.disk_usage(base if base.exists() else tempfile.gettempdir()).free / 1e9
+    low = free_gb < TEMP_SPACE_NEEDED_GB
+    line = f"temporary folder {base}: {free_gb:.1f} GB free"
+    if low:
+        line += (
+            f"; WARNING: the suite needs about {TEMP_SPACE_NEEDED_GB:.0f} GB there (set TMPDIR or --basetemp)"
+        )
+    return line, low
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _temp_space_line(config)[0]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Warn, even under ``-q``, when the temporary folder is short of room: a full disk shows up as
+    hundreds of fixture errors far from their cause."""
+    line, low = _temp_space_line(session.config)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if low and reporter is not None and not hasattr(session.config, "workerinput"):
+        reporter.write_line(line, yellow=True, bold=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
