@@ -30,10 +30,36 @@ LONGEST_FILES = (
 the first and the fourth with the second."""
 
 
-TEMP_SPACE_NEEDED_GB = 6.0
-"""Peak of the suite's temporary folders on 2 workers: about 4.3 GB (session fixtures: toy shards,
-tiny but real checkpoints; each passing test's own tmp_path is removed as it ends, see
-``tmp_path_retention_policy`` in pyproject.toml), with a margin for a third and fourth worker."""
+TEMP_SPACE_NEEDED_GB = 4.0
+"""What the suite's temporary folders need: 2.5 GB at their peak on 2 workers, with a margin for a
+third and fourth. The end-to-end tests write tiny but real shards and checkpoints (~150 MB each);
+three rules keep the peak low. A passing test's ``tmp_path`` is removed as it ends
+(``tmp_path_retention_policy`` in pyproject.toml); the folders a test file's own fixtures made go when
+the file ends (``_test_file_folders``); only the session fixtures below (``SESSION_FOLDERS``) live
+until the run ends. A failure keeps its folders for a look."""
+
+SESSION_FOLDERS: set[Path] = set()
+"""The temporary folders of this file's session fixtures, which outlive every test file."""
+
+
+def _session_folder(factory: pytest.TempPathFactory, name: str) -> Path:
+    folder = factory.mktemp(name)
+    SESSION_FOLDERS.add(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_file_folders(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Remove, when a test file ends, the temporary folders its fixtures and tests made (a module
+    fixture's folder otherwise stays until the whole run ends), unless one of its tests failed."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failures = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failures:
+        return
+    for folder in set(base.iterdir()) - before - SESSION_FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _temp_space_line(config: pytest.Config) -> tuple[str, bool]:
@@ -73,7 +99,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from maestro.data.toy import write_toy_dataset
 
-    root = tmp_path_factory.mktemp("toy") / "flairhub"
+    root = _session_folder(tmp_path_factory, "toy") / "flairhub"
     write_toy_dataset(root, num_patches=24, seed=0)
     return root
 
@@ -82,7 +108,7 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from shards.cli import main
 
-    out = tmp_path_factory.mktemp("toy_shards") / "shards"
+    out = _session_folder(tmp_path_factory, "toy_shards") / "shards"
     code = main(
         [
             "build",
@@ -102,10 +128,11 @@ def toy_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def build_toy_shards(tmp_path_factory: pytest.TempPathFactory):
     """Factory: a toy FLAIR-HUB tree of ``num_patches`` (seed 0) and its train/val shards of
-    ``max_count`` samples each, for the tests that need more parcels than ``toy_shards`` holds."""
+    ``max_count`` samples each, for the tests that need more parcels than ``toy_shards`` holds
+    (a few hundred MB: they go when the test file ends)."""
     from maestro.data.toy import write_toy_dataset
     from shards.cli import main
 
@@ -229,7 +256,7 @@ def tiny_pretrain_run(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory
     from pretrain.cli import run
     from pretrain.config import PretrainConfig
 
-    out = tmp_path_factory.mktemp("pretrain") / "run"
+    out = _session_folder(tmp_path_factory, "pretrain") / "run"
     raw = {
         "data": {
             "train": str(toy_shards),
@@ -268,7 +295,7 @@ def finetuned_run(
     by val mIoU, tested with prediction GeoTIFFs). Read-only: copy it before writing into it."""
     from finetune.cli import run
 
-    out = tmp_path_factory.mktemp("finetuned") / "run"
+    out = _session_folder(tmp_path_factory, "finetuned") / "run"
     config = finetune_config(
         out, f"model.init={tiny_pretrain_run}", "model.encoder=null", "eval.save_predictions=true"
     )
@@ -324,7 +351,7 @@ def example_tree(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from pretrain.config import PretrainConfig
     from shards.cli import main
 
-    root = tmp_path_factory.mktemp("example_tree")
+    root = _session_folder(tmp_path_factory, "example_tree")
     configs = Path(__file__).resolve().parent.parent / "configs"
     (root / "configs").symlink_to(configs)
     example = root / "example"
