@@ -33,7 +33,7 @@ from maestro.models.registry import model_type_of_config
 from maestro.tasks import CheckedLabels
 from maestro.training.checkpoints import trained_checkpoint
 from maestro.training.data import ShardDataModule, preprocess_for
-from maestro.training.trainer import build_trainer, fit_for_best
+from maestro.training.trainer import build_trainer, fit_for_best, run_test
 from shards.manifest import read_manifest
 from shards.reading import local_manifest, resolve_source
 
@@ -227,7 +227,7 @@ def test(
         num_figures=config.eval.num_figures,
         save_predictions=config.eval.save_predictions,
     )
-    trainer.test(task, datamodule=datamodule(config, inputs), ckpt_path=ckpt_path, weights_only=True)
+    run_test(trainer, task, datamodule(config, inputs), ckpt_path)
     return task.test_scores
 
 

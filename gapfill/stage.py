@@ -23,7 +23,7 @@ from maestro.models import zoo
 from maestro.models.registry import MAESTRO_MAE
 from maestro.training.checkpoints import trained_checkpoint
 from maestro.training.data import ShardDataModule, preprocess_for
-from maestro.training.trainer import build_trainer, fit_for_best
+from maestro.training.trainer import build_trainer, fit_for_best, run_test
 
 log = logging.getLogger("gapfill")
 
@@ -64,7 +64,7 @@ def test(
     if config.data.test is None:
         raise ConfigError("data.test is not set: there is no test split to evaluate")
     task.test_writer = TestOutputs(Path(config.trainer.output_dir) / "test", config, task.model.config)
-    trainer.test(task, datamodule=datamodule(config), ckpt_path=ckpt, weights_only=True)
+    run_test(trainer, task, datamodule(config), ckpt)
     return task.test_scores
 
 

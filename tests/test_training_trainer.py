@@ -271,3 +271,64 @@ def test_fewer_batches_per_epoch_than_the_logging_interval_draw_no_warning(tmp_p
     run_stage(_config(tmp_path, log_every_n_steps=5), ToyTask, ToyData(4))  # 4 batches per epoch
     assert not [w for w in recwarn if "logging interval" in str(w.message)], [str(w.message) for w in recwarn]
     assert _logged_steps(tmp_path, "train/loss") == [4]  # the step-5 window was logged all the same
+
+
+class _FirstLayerInEval(torch.nn.Module):
+    """Two layers whose first stays in eval mode, frozen (as a linear probe's encoder) or not."""
+
+    def __init__(self, width: int, frozen: bool):
+        super().__init__()
+        self.first = torch.nn.Linear(width, width).requires_grad_(not frozen)
+        self.last = torch.nn.Linear(width, 1)
+        self.train()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.first.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.first(x))
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_frozen_part_in_eval_mode_draws_no_warning_a_trained_one_does(tmp_path, recwarn, frozen):
+    from test_training_task import ToyData, ToyTask, _config
+
+    from maestro.training.trainer import only_frozen_parts_in_eval, run_stage
+
+    class Task(ToyTask):
+        def build_model(self):
+            return _FirstLayerInEval(self.config.model.width, frozen)
+
+    config = _config(tmp_path, max_epochs=1)
+    assert only_frozen_parts_in_eval(Task(config)) is frozen
+    run_stage(config, Task, ToyData(4))
+    warned = [str(w.message) for w in recwarn if "in eval mode" in str(w.message)]
+    assert bool(warned) is not frozen, warned
+
+
+def test_testing_a_checkpoint_of_a_moved_run_draws_no_callback_warnings(tmp_path, recwarn):
+    """An evaluation-only trainer has no ModelCheckpoint, and a copied run's checkpoint names its old
+    folder: both concern resuming, and ``run_test`` reads only the weights."""
+    import shutil
+
+    from test_training_task import ToyData, ToyTask, _config
+
+    from maestro.training.trainer import build_trainer, fit_for_best, run_test
+
+    class Task(ToyTask):
+        test_step = ToyTask.validation_step
+
+    class Data(ToyData):
+        test_dataloader = ToyData.val_dataloader
+
+    _, best = fit_for_best(_config(tmp_path / "run", max_epochs=1), Task, Data(4), "val/loss", "min")
+    shutil.copytree(tmp_path / "run", tmp_path / "moved")
+    moved = _config(tmp_path / "moved", max_epochs=1)
+    recwarn.clear()
+    run_test(
+        build_trainer(moved), Task(moved), Data(4), tmp_path / "moved" / best.relative_to(tmp_path / "run")
+    )
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "ckpt_path" in m or "dirpath has changed" in m], messages

@@ -40,7 +40,7 @@ from maestro.training.signals import HostSideStopSignal
 from maestro.training.task import TrainingTask
 from maestro.training.throughput import TrainingEta, TrainingThroughput
 
-__all__ = ["build_trainer", "latest_checkpoint", "resolve_resume", "run_stage"]
+__all__ = ["build_trainer", "latest_checkpoint", "resolve_resume", "run_stage", "run_test"]
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +216,35 @@ def run_stage(
         # Logging windows count optimizer steps across epochs: a run with fewer batches per epoch
         # than trainer.log_every_n_steps still logs every window, whatever this warning suggests.
         warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+        if only_frozen_parts_in_eval(task):  # a frozen encoder (linear probe) stays in eval on purpose
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException as stopped:
             stopped.advice = resume_advice(Path(config.trainer.output_dir))  # for the CLI's last line
             raise
     return trainer
+
+
+def only_frozen_parts_in_eval(module: torch.nn.Module) -> bool:
+    """Whether every submodule in eval mode trains nothing. Lightning warns about any module in eval
+    mode at the start of training; for a frozen part (no parameter that requires a gradient) that is
+    the intent, for a part that trains it may be a mistake, and the warning stays."""
+    return all(
+        not any(p.requires_grad for p in part.parameters()) for part in module.modules() if not part.training
+    )
+
+
+def run_test(
+    trainer: L.Trainer, task: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: Path | None
+) -> None:
+    """``trainer.test`` on the weights of ``ckpt_path`` (None: the task's own). Testing reads only the
+    weights: what Lightning says about the checkpoint's callback states (callbacks an evaluation-only
+    trainer does not have, a checkpoint folder that has moved with its run) concerns resuming."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks")
+        warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+        trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
 
 def fit_for_best(
