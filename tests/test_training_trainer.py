@@ -332,3 +332,14 @@ def test_testing_a_checkpoint_of_a_moved_run_draws_no_callback_warnings(tmp_path
     )
     messages = [str(w.message) for w in recwarn]
     assert not [m for m in messages if "ckpt_path" in m or "dirpath has changed" in m], messages
+
+
+def test_a_run_shows_no_warning_from_lightnings_use_of_a_deprecated_torch_api(tmp_path, recwarn):
+    """Lightning 2.6 builds torch's deprecated ``LeafSpec`` on every step (a FutureWarning with torch
+    >= 2.14): nothing a user can act on."""
+    from test_training_task import ToyData, ToyTask, _config
+
+    from maestro.training.trainer import run_stage
+
+    run_stage(_config(tmp_path, max_epochs=1), ToyTask, ToyData(4))
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message)], [str(w.message) for w in recwarn]

@@ -7,9 +7,10 @@ kept and which one a resume takes is :mod:`maestro.training.checkpoints`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,18 @@ def quiet_lightning() -> None:
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropNoise) for f in logger.filters):
         logger.addFilter(_DropNoise())
+
+
+@contextlib.contextmanager
+def lightning_warnings() -> Iterator[None]:
+    """Lightning's warnings, less one a user cannot act on (warning filters are restored on exit):
+    Lightning 2.6 builds torch's deprecated ``LeafSpec`` on every step, a ``FutureWarning`` with
+    torch >= 2.14. Stages add their own expected warnings inside."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree"
+        )
+        yield
 
 
 STEP_METRICS_SHOWN = ("train/loss",)
@@ -208,7 +221,7 @@ def run_stage(
         memory.report(memory.step_memory(task.model, sample, config.data), memory.available_memory())
     from_step = 0 if ckpt_path is None else checkpoint_step(ckpt_path)
     trainer = build_trainer(config, [WriteRunConfig(config), *callbacks], from_step=from_step)
-    with warnings.catch_warnings():
+    with lightning_warnings():
         # resolve_resume already refuses a fresh run into a directory with checkpoints; what else a
         # checkpoint directory holds (a resumed run's files, the run's own logs beside a stage's
         # best checkpoint) is expected, so Lightning's warning about it says nothing new.
@@ -241,7 +254,7 @@ def run_test(
     """``trainer.test`` on the weights of ``ckpt_path`` (None: the task's own). Testing reads only the
     weights: what Lightning says about the checkpoint's callback states (callbacks an evaluation-only
     trainer does not have, a checkpoint folder that has moved with its run) concerns resuming."""
-    with warnings.catch_warnings():
+    with lightning_warnings():
         warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks")
         warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
         trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
