@@ -35,17 +35,35 @@ TEMP_SPACE_NEEDED_GB = 4.0
 third and fourth. The end-to-end tests write tiny but real shards and checkpoints (~150 MB each);
 three rules keep the peak low. A passing test's ``tmp_path`` is removed as it ends
 (``tmp_path_retention_policy`` in pyproject.toml); the folders a test file's own fixtures made go when
-the file ends (``_test_file_folders``); only the session fixtures below (``SESSION_FOLDERS``) live
+the file ends (``_test_file_folders``); only what session fixtures made (``SESSION_FOLDERS``) lives
 until the run ends. A failure keeps its folders for a look."""
 
-SESSION_FOLDERS: set[Path] = set()
-"""The temporary folders of this file's session fixtures, which outlive every test file."""
+
+class _SessionFolders:
+    """The temporary folders that session fixtures make while they are set up, whatever fixture makes
+    them: they outlive every test file. A plugin, not a hook of this file: session fixtures are set
+    up on the session node, above ``tests/``, where this file's hooks are not called."""
+
+    def __init__(self) -> None:
+        self.folders: set[Path] = set()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+        if fixturedef.scope != "session" or fixturedef.argname == "tmp_path_factory":
+            return (yield)
+        base = request.config._tmp_path_factory.getbasetemp()  # what the tmp_path_factory fixture returns
+        before = set(base.iterdir())
+        try:
+            return (yield)
+        finally:
+            self.folders |= set(base.iterdir()) - before
 
 
-def _session_folder(factory: pytest.TempPathFactory, name: str) -> Path:
-    folder = factory.mktemp(name)
-    SESSION_FOLDERS.add(folder)
-    return folder
+SESSION_FOLDERS = _SessionFolders()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SESSION_FOLDERS, "maestro-session-folders")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,8 +76,11 @@ def _test_file_folders(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     yield
     if request.session.testsfailed > failures:
         return
-    for folder in set(base.iterdir()) - before - SESSION_FOLDERS:
-        shutil.rmtree(folder, ignore_errors=True)
+    for folder in set(base.iterdir()) - before - SESSION_FOLDERS.folders:
+        if folder.is_symlink():  # pytest's ``<name>current`` link to the newest numbered folder
+            folder.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _temp_space_line(config: pytest.Config) -> tuple[str, bool]:
@@ -99,7 +120,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from maestro.data.toy import write_toy_dataset
 
-    root = _session_folder(tmp_path_factory, "toy") / "flairhub"
+    root = tmp_path_factory.mktemp("toy") / "flairhub"
     write_toy_dataset(root, num_patches=24, seed=0)
     return root
 
@@ -108,7 +129,7 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_shards(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from shards.cli import main
 
-    out = _session_folder(tmp_path_factory, "toy_shards") / "shards"
+    out = tmp_path_factory.mktemp("toy_shards") / "shards"
     code = main(
         [
             "build",
@@ -256,7 +277,7 @@ def tiny_pretrain_run(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory
     from pretrain.cli import run
     from pretrain.config import PretrainConfig
 
-    out = _session_folder(tmp_path_factory, "pretrain") / "run"
+    out = tmp_path_factory.mktemp("pretrain") / "run"
     raw = {
         "data": {
             "train": str(toy_shards),
@@ -295,7 +316,7 @@ def finetuned_run(
     by val mIoU, tested with prediction GeoTIFFs). Read-only: copy it before writing into it."""
     from finetune.cli import run
 
-    out = _session_folder(tmp_path_factory, "finetuned") / "run"
+    out = tmp_path_factory.mktemp("finetuned") / "run"
     config = finetune_config(
         out, f"model.init={tiny_pretrain_run}", "model.encoder=null", "eval.save_predictions=true"
     )
@@ -351,7 +372,7 @@ def example_tree(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from pretrain.config import PretrainConfig
     from shards.cli import main
 
-    root = _session_folder(tmp_path_factory, "example_tree")
+    root = tmp_path_factory.mktemp("example_tree")
     configs = Path(__file__).resolve().parent.parent / "configs"
     (root / "configs").symlink_to(configs)
     example = root / "example"
